@@ -1,0 +1,48 @@
+// Package container describes what the agent knows of a container, as told by
+// the container runtime (never by the container itself), and the Runtime seam
+// through which it learns it.
+package container
+
+import "context"
+
+// Info identifies one container. Every field comes from the runtime.
+type Info struct {
+	ID          string            // full runtime id
+	Name        string            // name without a leading '/'
+	Labels      map[string]string // runtime labels
+	Image       string            // image reference as the container was created, e.g. "registry/x:1.2"
+	ImageDigest string            // "sha256:..." of the image (config digest or repo digest)
+	PID         int               // host pid of the container's init process; 0 if not running
+}
+
+// EventKind says what happened to a container.
+type EventKind int
+
+const (
+	// Started: a container is running (sent for every running container
+	// after each (re)list, then for every start).
+	Started EventKind = iota + 1
+	// Stopped: a container died, stopped or was destroyed.
+	Stopped
+	// Synced: the runtime (re)listed its running containers; Running holds
+	// all their ids. Containers the agent serves that are not in it are gone.
+	Synced
+)
+
+// Event is one change seen in the runtime.
+type Event struct {
+	Kind    EventKind
+	Info    Info     // for Started (full Info) and Stopped (at least ID)
+	Running []string // for Synced
+}
+
+// Runtime is what the agent needs of a container runtime (Docker, containerd).
+type Runtime interface {
+	// Watch lists the running containers (a Started event for each, then
+	// Synced) and then follows start and stop events until ctx ends. When
+	// the runtime's connection is lost, Watch reconnects by itself and lists
+	// again. The channel closes when ctx is done.
+	Watch(ctx context.Context) (<-chan Event, error)
+	// Inspect returns a running container's Info.
+	Inspect(ctx context.Context, id string) (Info, error)
+}
