@@ -1,0 +1,283 @@
+// Package authn authenticates people and agents: bearer tokens for people
+// (256-bit random, stored only as SHA-256 hashes, compared in constant time,
+// with TTLs, roles and scopes) and one-time join tokens for agents.
+package authn
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"coffer/internal/authz"
+	"coffer/internal/store"
+)
+
+// ErrUnauthenticated is returned (wrapped) for a missing, malformed, wrong,
+// expired, revoked or already used token. Its message never says which, so
+// that a guesser learns nothing.
+var ErrUnauthenticated = errors.New("invalid or expired token")
+
+// tokenPrefix marks Coffer tokens so that scanners can find leaked ones.
+const tokenPrefix = "coffer_"
+
+// Token is a token's record. The token itself is never stored.
+type Token struct {
+	ID          string     `json:"id"`
+	Role        authz.Role `json:"role"`
+	Scope       string     `json:"scope,omitempty"`
+	Description string     `json:"description,omitempty"`
+	CreatedBy   string     `json:"created_by"`
+	Created     time.Time  `json:"created"`
+	Expires     time.Time  `json:"expires,omitzero"`
+	OneTime     bool       `json:"one_time,omitempty"`
+	Used        bool       `json:"used,omitempty"`
+	Hash        []byte     `json:"-"`
+}
+
+// Expired reports whether the token has expired at now.
+func (t Token) Expired(now time.Time) bool { return !t.Expires.IsZero() && !now.Before(t.Expires) }
+
+// Principal returns the authz principal of the token.
+func (t Token) Principal() authz.Principal {
+	return authz.Principal{ID: "token:" + t.ID, Role: t.Role, Scope: t.Scope}
+}
+
+// stored is the on-store form (with the hash).
+type stored struct {
+	Token
+	Hash []byte `json:"hash"`
+}
+
+// Tokens keeps token records in a store.Backend and a cache in memory.
+type Tokens struct {
+	st  store.Backend
+	now func() time.Time
+
+	mu   sync.Mutex
+	byID map[string]Token
+}
+
+func tokenKey(id string) string { return "token/" + id }
+
+// NewTokens loads the tokens from st.
+func NewTokens(ctx context.Context, st store.Backend) (*Tokens, error) {
+	t := &Tokens{st: st, now: time.Now, byID: map[string]Token{}}
+	err := st.View(ctx, func(tx store.Tx) error {
+		return tx.List("token/", func(k string, v []byte) error {
+			var s stored
+			if err := json.Unmarshal(v, &s); err != nil {
+				return fmt.Errorf("%s: %w: %v", k, store.ErrCorrupt, err)
+			}
+			s.Token.Hash = s.Hash
+			t.byID[s.ID] = s.Token
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load tokens: %w", err)
+	}
+	return t, nil
+}
+
+// CreateOptions describe a new token.
+type CreateOptions struct {
+	Role        authz.Role
+	TTL         time.Duration // 0 = no expiry (not allowed for agent join tokens)
+	Scope       string        // name prefix; normalized
+	Description string
+	CreatedBy   string
+}
+
+// MaxJoinTTL bounds an agent join token's life.
+const MaxJoinTTL = 7 * 24 * time.Hour
+
+// Create makes a new token and returns it (the only time it is visible) with
+// its record. Agent join tokens are one-time and must have a TTL.
+func (t *Tokens) Create(ctx context.Context, o CreateOptions) (string, Token, error) {
+	if _, err := authz.ParseRole(string(o.Role)); err != nil {
+		return "", Token{}, err
+	}
+	if o.TTL < 0 {
+		return "", Token{}, fmt.Errorf("ttl %s: must not be negative", o.TTL)
+	}
+	if o.Role == authz.Agent {
+		if o.TTL == 0 {
+			o.TTL = time.Hour
+		}
+		if o.TTL > MaxJoinTTL {
+			return "", Token{}, fmt.Errorf("ttl %s: join tokens live at most %s", o.TTL, MaxJoinTTL)
+		}
+	}
+	idb := make([]byte, 8)
+	sec := make([]byte, 32)
+	rand.Read(idb)
+	rand.Read(sec)
+	id := hex.EncodeToString(idb)
+	plain := tokenPrefix + id + "_" + base64.RawURLEncoding.EncodeToString(sec)
+	sum := sha256.Sum256(sec)
+	clear(sec)
+	now := t.now().UTC()
+	rec := Token{
+		ID: id, Role: o.Role, Scope: authz.NormalizeScope(o.Scope), Description: o.Description,
+		CreatedBy: o.CreatedBy, Created: now, OneTime: o.Role == authz.Agent, Hash: sum[:],
+	}
+	if o.TTL > 0 {
+		rec.Expires = now.Add(o.TTL)
+	}
+	if err := t.put(ctx, rec); err != nil {
+		return "", Token{}, err
+	}
+	return plain, rec, nil
+}
+
+func (t *Tokens) put(ctx context.Context, rec Token) error {
+	err := t.st.Update(ctx, func(tx store.Tx) error {
+		b, err := json.Marshal(stored{Token: rec, Hash: rec.Hash})
+		if err != nil {
+			return err
+		}
+		return tx.Put(tokenKey(rec.ID), b)
+	})
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	t.byID[rec.ID] = rec
+	t.mu.Unlock()
+	return nil
+}
+
+// parse splits "coffer_<id>_<secret>" and hashes the secret part.
+func parse(plain string) (id string, sum [32]byte, ok bool) {
+	rest, found := strings.CutPrefix(strings.TrimSpace(plain), tokenPrefix)
+	if !found {
+		return "", sum, false
+	}
+	id, enc, found := strings.Cut(rest, "_")
+	if !found || len(id) != 16 {
+		return "", sum, false
+	}
+	sec, err := base64.RawURLEncoding.DecodeString(enc)
+	if err != nil || len(sec) != 32 {
+		return "", sum, false
+	}
+	sum = sha256.Sum256(sec)
+	clear(sec)
+	return id, sum, true
+}
+
+// lookup finds the live record for plain under t.mu.
+func (t *Tokens) lookup(plain string) (Token, error) {
+	id, sum, ok := parse(plain)
+	if !ok {
+		return Token{}, ErrUnauthenticated
+	}
+	rec, found := t.byID[id]
+	if !found || subtle.ConstantTimeCompare(rec.Hash, sum[:]) != 1 || rec.Expired(t.now()) || rec.Used {
+		return Token{}, ErrUnauthenticated
+	}
+	return rec, nil
+}
+
+// Authenticate checks a person's token. Join tokens are not accepted here.
+func (t *Tokens) Authenticate(plain string) (Token, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rec, err := t.lookup(plain)
+	if err != nil {
+		return Token{}, err
+	}
+	if rec.OneTime {
+		return Token{}, ErrUnauthenticated
+	}
+	return rec, nil
+}
+
+// ConsumeJoin checks an agent join token and marks it used, atomically: a
+// second use, even concurrent, fails.
+func (t *Tokens) ConsumeJoin(ctx context.Context, plain string) (Token, error) {
+	t.mu.Lock()
+	rec, err := t.lookup(plain)
+	if err == nil && rec.Role != authz.Agent {
+		err = ErrUnauthenticated
+	}
+	if err != nil {
+		t.mu.Unlock()
+		return Token{}, err
+	}
+	rec.Used = true
+	t.byID[rec.ID] = rec
+	t.mu.Unlock()
+	if err := t.put(ctx, rec); err != nil {
+		return Token{}, err
+	}
+	return rec, nil
+}
+
+// List returns all token records, newest first.
+func (t *Tokens) List() []Token {
+	t.mu.Lock()
+	out := make([]Token, 0, len(t.byID))
+	for _, r := range t.byID {
+		out = append(out, r)
+	}
+	t.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
+	return out
+}
+
+// ErrNotFound is returned by Revoke for an unknown id.
+var ErrNotFound = errors.New("no such token")
+
+// Revoke deletes a token; it stops working at once.
+func (t *Tokens) Revoke(ctx context.Context, id string) error {
+	t.mu.Lock()
+	_, ok := t.byID[id]
+	t.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("token %s: %w", id, ErrNotFound)
+	}
+	if err := t.st.Update(ctx, func(tx store.Tx) error { return tx.Delete(tokenKey(id)) }); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	delete(t.byID, id)
+	t.mu.Unlock()
+	return nil
+}
+
+// Bootstrap creates the first admin token when the store has no token at
+// all, and writes it to path (mode 0600, never overwriting a file). It
+// returns whether it made one.
+func (t *Tokens) Bootstrap(ctx context.Context, path string) (bool, error) {
+	t.mu.Lock()
+	n := len(t.byID)
+	t.mu.Unlock()
+	if n > 0 {
+		return false, nil
+	}
+	plain, _, err := t.Create(ctx, CreateOptions{Role: authz.Admin, Description: "bootstrap admin", CreatedBy: "system"})
+	if err != nil {
+		return false, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return false, fmt.Errorf("write bootstrap admin token: %w", err)
+	}
+	_, err = f.WriteString(plain + "\n")
+	if err2 := f.Close(); err == nil {
+		err = err2
+	}
+	return true, err
+}
