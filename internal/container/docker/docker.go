@@ -1,0 +1,284 @@
+// Package docker implements container.Runtime for the Docker Engine, through
+// the official client (github.com/moby/moby/client), negotiating the API
+// version down to the engine's (1.41 for Docker 20.10).
+//
+// Watch subscribes to container events first and lists running containers
+// second, so no start or stop falls between the two; a container may thus be
+// reported Started twice, and consumers treat Started as idempotent. When the
+// event stream breaks (the daemon restarted, the socket went away), Watch
+// reconnects with exponential backoff and jitter, lists again and sends a new
+// Synced. Every Info field comes from the engine (list, inspect, events),
+// never from inside a container.
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/client"
+
+	"coffer/internal/container"
+)
+
+// Sentinel errors, returned wrapped.
+var (
+	ErrNotFound   = errors.New("no such container")
+	ErrNotRunning = errors.New("container not running")
+)
+
+// Config tunes a Runtime. The zero value talks to DOCKER_HOST or the default
+// socket and logs nowhere.
+type Config struct {
+	// Host is the engine's address, e.g. "unix:///var/run/docker.sock".
+	// Empty: DOCKER_HOST, then the client's default.
+	Host string
+	// Logger receives reconnects and skipped containers; nil discards.
+	Logger *slog.Logger
+	// MinBackoff and MaxBackoff bound the wait between reconnects
+	// (defaults 250ms and 30s); each failed attempt doubles the wait,
+	// with jitter.
+	MinBackoff, MaxBackoff time.Duration
+	// Buffer is the capacity of Watch's channel (default 64).
+	Buffer int
+}
+
+// Runtime watches and inspects Docker containers.
+type Runtime struct {
+	cfg Config
+	log *slog.Logger
+	cli *client.Client
+}
+
+var _ container.Runtime = (*Runtime)(nil)
+
+// New returns a Runtime for the engine cfg names. It does not connect yet.
+func New(cfg Config) (*Runtime, error) {
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 250 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		return nil, fmt.Errorf("docker: MaxBackoff %v below MinBackoff %v", cfg.MaxBackoff, cfg.MinBackoff)
+	}
+	if cfg.Buffer <= 0 {
+		cfg.Buffer = 64
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	opts := []client.Opt{client.FromEnv}
+	if cfg.Host != "" {
+		opts = append(opts, client.WithHost(cfg.Host))
+	}
+	cli, err := client.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker: client for %q: %w", cfg.Host, err)
+	}
+	return &Runtime{cfg: cfg, log: log.With("runtime", "docker"), cli: cli}, nil
+}
+
+// Close releases the client's idle connections.
+func (r *Runtime) Close() error { return r.cli.Close() }
+
+// APIVersion is the API version in use: the one negotiated with the engine
+// once a call has reached it.
+func (r *Runtime) APIVersion() string { return r.cli.ClientVersion() }
+
+// Inspect implements container.Runtime. It returns ErrNotFound or
+// ErrNotRunning (wrapped) for a container that does not exist or does not run.
+func (r *Runtime) Inspect(ctx context.Context, id string) (container.Info, error) {
+	res, err := r.cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		if isNotFound(err) {
+			return container.Info{}, fmt.Errorf("docker: inspect %s: %w", id, ErrNotFound)
+		}
+		return container.Info{}, fmt.Errorf("docker: inspect %s: %w", id, err)
+	}
+	c := res.Container
+	if c.State == nil || !c.State.Running || c.State.Pid <= 0 {
+		return container.Info{}, fmt.Errorf("docker: inspect %s: %w", id, ErrNotRunning)
+	}
+	info := container.Info{
+		ID:          c.ID,
+		Name:        strings.TrimPrefix(c.Name, "/"),
+		ImageDigest: c.Image,
+		PID:         c.State.Pid,
+	}
+	if c.Config != nil {
+		info.Image = c.Config.Image
+		info.Labels = c.Config.Labels
+	}
+	if info.Labels == nil {
+		info.Labels = map[string]string{}
+	}
+	return info, nil
+}
+
+// isNotFound uses the error vocabulary the Docker client itself returns.
+func isNotFound(err error) bool { return cerrdefs.IsNotFound(err) }
+
+// Watch implements container.Runtime. The first connection is made before
+// Watch returns: if the engine does not answer, Watch fails. Later losses are
+// retried until ctx ends.
+func (r *Runtime) Watch(ctx context.Context) (<-chan container.Event, error) {
+	s, err := r.connect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("docker: watch: %w", err)
+	}
+	out := make(chan container.Event, r.cfg.Buffer)
+	go r.run(ctx, out, s)
+	return out, nil
+}
+
+// session is one connection: an event subscription and what was listed.
+type session struct {
+	cancel  context.CancelFunc
+	msgs    <-chan events.Message
+	errs    <-chan error
+	started []container.Info
+}
+
+// connect subscribes to container events, then lists running containers.
+func (r *Runtime) connect(ctx context.Context) (*session, error) {
+	if _, err := r.cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true, ForceNegotiate: true}); err != nil {
+		return nil, fmt.Errorf("ping %s: %w", r.cli.DaemonHost(), err)
+	}
+	evCtx, cancel := context.WithCancel(ctx)
+	f := client.Filters{}
+	f.Add("type", string(events.ContainerEventType))
+	f.Add("event", string(events.ActionStart), string(events.ActionDie), string(events.ActionStop), string(events.ActionDestroy))
+	ev := r.cli.Events(evCtx, client.EventsListOptions{Filters: f})
+
+	list, err := r.cli.ContainerList(ctx, client.ContainerListOptions{})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	s := &session{cancel: cancel, msgs: ev.Messages, errs: ev.Err}
+	for _, c := range list.Items {
+		info, err := r.Inspect(ctx, c.ID)
+		if err != nil {
+			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrNotRunning) {
+				continue // gone since the list; its events follow
+			}
+			cancel()
+			return nil, err
+		}
+		s.started = append(s.started, info)
+	}
+	return s, nil
+}
+
+// run sends a session's list, then its events, reconnecting when it breaks.
+func (r *Runtime) run(ctx context.Context, out chan<- container.Event, s *session) {
+	defer close(out)
+	send := func(ev container.Event) bool {
+		select {
+		case out <- ev:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for {
+		known := make(map[string]bool, len(s.started))
+		running := make([]string, 0, len(s.started))
+		for _, info := range s.started {
+			known[info.ID] = true
+			running = append(running, info.ID)
+			if !send(container.Event{Kind: container.Started, Info: info}) {
+				s.cancel()
+				return
+			}
+		}
+		if !send(container.Event{Kind: container.Synced, Running: running}) {
+			s.cancel()
+			return
+		}
+		err := r.follow(ctx, s, known, send)
+		s.cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn("docker event stream lost; reconnecting", "err", err)
+		if s = r.reconnect(ctx); s == nil {
+			return
+		}
+	}
+}
+
+// follow turns a session's events into Started and Stopped until the stream
+// fails or ctx ends. known holds the ids reported running.
+func (r *Runtime) follow(ctx context.Context, s *session, known map[string]bool, send func(container.Event) bool) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-s.errs:
+			if err == nil {
+				err = errors.New("event stream closed")
+			}
+			return err
+		case m := <-s.msgs:
+			id := m.Actor.ID
+			switch m.Action {
+			case events.ActionStart:
+				info, err := r.Inspect(ctx, id)
+				if err != nil {
+					// Gone already (its die follows) or the engine
+					// failed: the stream's error will tell.
+					r.log.Debug("skipping started container", "id", id, "err", err)
+					continue
+				}
+				known[id] = true
+				if !send(container.Event{Kind: container.Started, Info: info}) {
+					return ctx.Err()
+				}
+			case events.ActionDie, events.ActionStop, events.ActionDestroy:
+				if !known[id] {
+					continue
+				}
+				delete(known, id)
+				info := container.Info{ID: id, Name: m.Actor.Attributes["name"], Image: m.Actor.Attributes["image"]}
+				if !send(container.Event{Kind: container.Stopped, Info: info}) {
+					return ctx.Err()
+				}
+			}
+		}
+	}
+}
+
+// reconnect retries connect with exponential backoff and jitter until it
+// succeeds (returning the session) or ctx ends (returning nil).
+func (r *Runtime) reconnect(ctx context.Context) *session {
+	wait := r.cfg.MinBackoff
+	for attempt := 1; ; attempt++ {
+		// Equal jitter: between half and all of the current wait.
+		d := wait/2 + rand.N(wait/2+1)
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return nil
+		}
+		s, err := r.connect(ctx)
+		if err == nil {
+			r.log.Info("docker event stream reconnected", "attempt", attempt, "running", len(s.started))
+			return s
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.log.Warn("docker reconnect failed", "attempt", attempt, "retry_in", min(wait*2, r.cfg.MaxBackoff), "err", err)
+		wait = min(wait*2, r.cfg.MaxBackoff)
+	}
+}
