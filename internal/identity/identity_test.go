@@ -67,7 +67,9 @@ func TestAgentNameRejectsOtherCerts(t *testing.T) {
 		{"two URIs", mod(func(c *x509.Certificate) { c.URIs = append(c.URIs, agentURI("other")) })},
 		{"other scheme", mod(func(c *x509.Certificate) { c.URIs = []*url.URL{{Scheme: "spiffe", Host: "agent", Path: "/node-1"}} })},
 		{"other host", mod(func(c *x509.Certificate) { c.URIs = []*url.URL{{Scheme: "coffer", Host: "admin", Path: "/node-1"}} })},
-		{"query", mod(func(c *x509.Certificate) { c.URIs = []*url.URL{{Scheme: "coffer", Host: "agent", Path: "/node-1", RawQuery: "x"}} })},
+		{"query", mod(func(c *x509.Certificate) {
+			c.URIs = []*url.URL{{Scheme: "coffer", Host: "agent", Path: "/node-1", RawQuery: "x"}}
+		})},
 		{"CN mismatch", mod(func(c *x509.Certificate) { c.Subject.CommonName = "coffer-agent:other" })},
 		{"server usage", mod(func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth} })},
 		{"any usage", mod(func(c *x509.Certificate) { c.ExtKeyUsage = append(c.ExtKeyUsage, x509.ExtKeyUsageAny) })},

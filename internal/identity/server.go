@@ -173,7 +173,11 @@ func validDNSName(name string) bool {
 // logged, the current certificate keeps being served, and a handshake at
 // least a minute later tries again. logger may be nil.
 func (ca *CA) ServerCertGetter(dir string, sans []string, ttl time.Duration, logger *slog.Logger) (func(*tls.ClientHelloInfo) (*tls.Certificate, error), error) {
-	cert, err := ca.LoadOrIssueServerCert(dir, sans, ttl)
+	return ca.serverCertGetter(dir, sans, ttl, logger, time.Now)
+}
+
+func (ca *CA) serverCertGetter(dir string, sans []string, ttl time.Duration, logger *slog.Logger, clock func() time.Time) (func(*tls.ClientHelloInfo) (*tls.Certificate, error), error) {
+	cert, err := ca.loadOrIssueServerCert(dir, sans, ttl, clock())
 	if err != nil {
 		return nil, err
 	}
@@ -189,12 +193,12 @@ func (ca *CA) ServerCertGetter(dir string, sans []string, ttl time.Duration, log
 	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		now := time.Now()
+		now := clock()
 		life := cur.Leaf.NotAfter.Sub(cur.Leaf.NotBefore)
 		if now.Before(cur.Leaf.NotAfter.Add(-life/3)) || now.Before(nextTry) {
 			return cur, nil
 		}
-		c, err := ca.LoadOrIssueServerCert(dir, sans, ttl)
+		c, err := ca.loadOrIssueServerCert(dir, sans, ttl, now)
 		if err != nil {
 			nextTry = now.Add(retryWait)
 			logger.Error("cannot reissue the server certificate; serving the current one",
