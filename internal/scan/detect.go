@@ -1,0 +1,208 @@
+package scan
+
+import (
+	"bytes"
+	"slices"
+)
+
+// Window sizes around a keyword hit, in bytes.
+const (
+	maxBack      = 512      // key names sit before their keyword
+	maxFwd       = 1024     // tokens and values follow it
+	maxMultiline = 16 << 10 // PEM blocks and JSON key files
+	maxPathOnly  = 1 << 20  // rules without keywords read this much of a file
+	maxAllowLen  = 256      // global allow patterns apply to values up to this long
+)
+
+// match is a secret located in a buffer; start:end is the secret,
+// mstart:mend the whole regex match.
+type match struct {
+	rule                     *compiledRule
+	start, end, mstart, mend int
+}
+
+type window struct{ start, end int }
+
+// detector holds one goroutine's scratch space for running the rules.
+type detector struct {
+	rs      *Rules
+	wins    [][]window // per rule
+	touched []int
+	matches []match
+}
+
+func (rs *Rules) newDetector() *detector {
+	return &detector{rs: rs, wins: make([][]window, len(rs.rules))}
+}
+
+// find runs the rules over data, the content of the file at path. In a
+// binary file, a match is confined to the run of printable bytes around its
+// keyword. The returned slice is reused by the next call.
+func (d *detector) find(path string, data []byte, binary bool) []match {
+	d.matches = d.matches[:0]
+	it := d.rs.ac.IterOverlappingByte(data)
+	for m := it.Next(); m != nil; m = it.Next() {
+		s, e := m.Start(), m.End()
+		for _, kr := range d.rs.byKW[m.Pattern()] {
+			if kr.exact != nil && !bytes.Equal(data[s:e], kr.exact) {
+				continue
+			}
+			r := d.rs.rules[kr.rule]
+			if r.path != nil && !r.path.MatchString(path) {
+				continue
+			}
+			ws, we := bounds(data, s, e, binary, r.Multiline)
+			d.addWindow(kr.rule, ws, we)
+		}
+	}
+	for _, ri := range d.rs.pathOnly {
+		if d.rs.rules[ri].path.MatchString(path) {
+			d.addWindow(ri, 0, min(len(data), maxPathOnly))
+		}
+	}
+	for _, ri := range d.touched {
+		for _, w := range d.wins[ri] {
+			d.run(ri, data, w)
+		}
+		d.wins[ri] = d.wins[ri][:0]
+	}
+	d.touched = d.touched[:0]
+	d.matches = resolveOverlaps(d.matches)
+	return d.matches
+}
+
+func (d *detector) addWindow(ri, ws, we int) {
+	w := d.wins[ri]
+	if len(w) == 0 {
+		d.touched = append(d.touched, ri)
+	} else if last := &w[len(w)-1]; ws <= last.end && we >= last.start {
+		last.start, last.end = min(last.start, ws), max(last.end, we)
+		return
+	}
+	d.wins[ri] = append(w, window{ws, we})
+}
+
+// bounds returns the window around the keyword at data[s:e]: its line (or
+// printable run in a binary), clipped to maxBack before and maxFwd after; a
+// multiline rule gets maxMultiline bytes after the keyword.
+func bounds(data []byte, s, e int, binary, multiline bool) (int, int) {
+	lo, hi := max(0, s-maxBack), min(len(data), e+maxFwd)
+	if multiline {
+		hi = min(len(data), e+maxMultiline)
+	}
+	if !binary {
+		ws := lo
+		if i := bytes.LastIndexByte(data[lo:s], '\n'); i >= 0 {
+			ws = lo + i + 1
+		}
+		if multiline {
+			return ws, hi
+		}
+		we := hi
+		if i := bytes.IndexByte(data[e:hi], '\n'); i >= 0 {
+			we = e + i
+		}
+		return ws, we
+	}
+	ws := s
+	for ws > lo && printableByte(data[ws-1], multiline) {
+		ws--
+	}
+	we := e
+	for we < hi && printableByte(data[we], multiline) {
+		we++
+	}
+	return ws, we
+}
+
+func printableByte(c byte, newlines bool) bool {
+	return (c >= 0x20 && c < 0x7f) || c == '\t' || (newlines && (c == '\n' || c == '\r'))
+}
+
+// run applies rule ri to one window and records accepted matches.
+func (d *detector) run(ri int, data []byte, w window) {
+	r := d.rs.rules[ri]
+	sub := data[w.start:w.end]
+	for _, loc := range r.re.FindAllSubmatchIndex(sub, -1) {
+		ss, se := -1, -1
+		for g := r.SecretGroup; 2*g+1 < len(loc); g++ {
+			if loc[2*g] >= 0 && loc[2*g+1] > loc[2*g] {
+				ss, se = loc[2*g], loc[2*g+1]
+				break
+			}
+		}
+		if ss < 0 {
+			continue
+		}
+		if kg := r.KeyGroup; kg > 0 && r.denyKey != nil && loc[2*kg] >= 0 && r.denyKey.Match(sub[loc[2*kg]:loc[2*kg+1]]) {
+			continue
+		}
+		if !d.rs.accept(r, sub[ss:se]) {
+			continue
+		}
+		d.matches = append(d.matches, match{
+			rule:  r,
+			start: w.start + ss, end: w.start + se,
+			mstart: w.start + loc[0], mend: w.start + loc[1],
+		})
+	}
+}
+
+// accept applies a rule's checks and the global allow list to a secret.
+func (rs *Rules) accept(r *compiledRule, v []byte) bool {
+	if r.Entropy > 0 && entropy(v) < r.Entropy {
+		return false
+	}
+	if r.denyValue != nil && r.denyValue.Match(v) {
+		return false
+	}
+	for _, a := range r.allow {
+		if a.Match(v) {
+			return false
+		}
+	}
+	if len(v) <= maxAllowLen && rs.placeholder(v) {
+		return false
+	}
+	return r.validate == nil || r.validate(rs, v)
+}
+
+// placeholder reports documentation examples and placeholders.
+func (rs *Rules) placeholder(v []byte) bool {
+	if trivial(v) {
+		return true
+	}
+	for _, a := range rs.allow {
+		if a.Match(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveOverlaps keeps, of matches whose secrets overlap, the one of the
+// highest rule priority (then the longest).
+func resolveOverlaps(ms []match) []match {
+	if len(ms) < 2 {
+		return ms
+	}
+	slices.SortFunc(ms, func(a, b match) int {
+		if a.start != b.start {
+			return a.start - b.start
+		}
+		return b.end - a.end
+	})
+	out := ms[:1]
+	for _, m := range ms[1:] {
+		last := &out[len(out)-1]
+		if m.start >= last.end {
+			out = append(out, m)
+			continue
+		}
+		if m.rule.Priority > last.rule.Priority ||
+			(m.rule.Priority == last.rule.Priority && m.end-m.start > last.end-last.start) {
+			*last = m
+		}
+	}
+	return out
+}

@@ -1,0 +1,255 @@
+package scan
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	ahocorasick "github.com/petar-dambovaliev/aho-corasick"
+	"go.yaml.in/yaml/v3"
+)
+
+//go:embed rules.yaml
+var builtinRules []byte
+
+// ErrRules is returned (wrapped) for a rules file that cannot be used.
+var ErrRules = errors.New("invalid rules")
+
+// Rule is one detection rule as written in a rules file. See docs/scan.md.
+type Rule struct {
+	ID          string   `yaml:"id"`
+	Description string   `yaml:"description"`
+	Severity    string   `yaml:"severity"`
+	Keywords    []string `yaml:"keywords"`      // any of these must occur before the regex runs
+	CaseSens    bool     `yaml:"caseSensitive"` // keywords match case-sensitively
+	Regex       string   `yaml:"regex"`
+	SecretGroup int      `yaml:"secretGroup"` // first non-empty group at or after this index is the secret
+	KeyGroup    int      `yaml:"keyGroup"`    // group holding the key name, checked against DenyKey
+	Entropy     float64  `yaml:"entropy"`     // minimum Shannon entropy (bits per byte) of the secret
+	Multiline   bool     `yaml:"multiline"`   // the match may span lines (PEM blocks, JSON)
+	Path        string   `yaml:"path"`        // only files whose path matches this regex
+	Allow       []string `yaml:"allow"`       // secrets matching any of these are not findings
+	DenyKey     string   `yaml:"denyKey"`     // key names matching this are not findings
+	DenyValue   string   `yaml:"denyValue"`   // secrets matching this are not findings
+	Validate    string   `yaml:"validate"`    // built-in check: jwt, pem-body, docker-auth
+	Priority    int      `yaml:"priority"`    // of two overlapping matches the higher priority wins
+}
+
+// rulesFile is the shape of rules.yaml and of files given with --rules.
+type rulesFile struct {
+	Version int      `yaml:"version"`
+	Allow   []string `yaml:"allow"`
+	Rules   []Rule   `yaml:"rules"`
+}
+
+// compiledRule is a Rule ready to run.
+type compiledRule struct {
+	Rule
+	sev       Severity
+	re        *regexp.Regexp
+	path      *regexp.Regexp
+	allow     []*regexp.Regexp
+	denyKey   *regexp.Regexp
+	denyValue *regexp.Regexp
+	validate  func(*Rules, []byte) bool
+}
+
+// kwRule ties a prefilter keyword to a rule; exact is set for case-sensitive rules.
+type kwRule struct {
+	rule  int
+	exact []byte
+}
+
+// Rules is a compiled, immutable rule set with its keyword prefilter. It is
+// safe for concurrent use.
+type Rules struct {
+	rules    []*compiledRule
+	allow    []*regexp.Regexp
+	ac       ahocorasick.AhoCorasick
+	byKW     [][]kwRule // keyword index -> rules using it
+	pathOnly []int      // rules without keywords (run on every file their Path matches)
+}
+
+// Len reports the number of rules.
+func (rs *Rules) Len() int { return len(rs.rules) }
+
+// IDs lists the rule IDs in order.
+func (rs *Rules) IDs() []string {
+	ids := make([]string, len(rs.rules))
+	for i, r := range rs.rules {
+		ids[i] = r.ID
+	}
+	return ids
+}
+
+// Describe returns the description and severity of a rule.
+func (rs *Rules) Describe(id string) (string, Severity, bool) {
+	for _, r := range rs.rules {
+		if r.ID == id {
+			return r.Description, r.sev, true
+		}
+	}
+	return "", 0, false
+}
+
+// LoadRules compiles the built-in rules followed by each extra rules file (YAML).
+// A rule in an extra file replaces the built-in rule of the same ID; its allow
+// list is added to the global one.
+func LoadRules(extra ...[]byte) (*Rules, error) {
+	var base rulesFile
+	if err := decodeRules(builtinRules, &base); err != nil {
+		return nil, fmt.Errorf("built-in rules: %w", err)
+	}
+	for i, src := range extra {
+		var f rulesFile
+		if err := decodeRules(src, &f); err != nil {
+			return nil, fmt.Errorf("rules file %d: %w", i+1, err)
+		}
+		base.Allow = append(base.Allow, f.Allow...)
+		for _, r := range f.Rules {
+			replaced := false
+			for j := range base.Rules {
+				if base.Rules[j].ID == r.ID {
+					base.Rules[j], replaced = r, true
+					break
+				}
+			}
+			if !replaced {
+				base.Rules = append(base.Rules, r)
+			}
+		}
+	}
+	return compileRules(base)
+}
+
+func decodeRules(src []byte, f *rulesFile) error {
+	dec := yaml.NewDecoder(strings.NewReader(string(src)))
+	dec.KnownFields(true)
+	if err := dec.Decode(f); err != nil {
+		return fmt.Errorf("%w: %w", ErrRules, err)
+	}
+	if f.Version != 0 && f.Version != 1 {
+		return fmt.Errorf("%w: unsupported version %d", ErrRules, f.Version)
+	}
+	return nil
+}
+
+func compileRules(f rulesFile) (*Rules, error) {
+	rs := &Rules{}
+	for _, a := range f.Allow {
+		re, err := regexp.Compile(a)
+		if err != nil {
+			return nil, fmt.Errorf("%w: allow %q: %w", ErrRules, a, err)
+		}
+		rs.allow = append(rs.allow, re)
+	}
+	kwIndex := map[string]int{}
+	var kws []string
+	seen := map[string]bool{}
+	for _, r := range f.Rules {
+		cr, err := compileRule(r)
+		if err != nil {
+			return nil, err
+		}
+		if seen[r.ID] {
+			return nil, fmt.Errorf("%w: duplicate rule id %q", ErrRules, r.ID)
+		}
+		seen[r.ID] = true
+		idx := len(rs.rules)
+		rs.rules = append(rs.rules, cr)
+		if len(r.Keywords) == 0 {
+			rs.pathOnly = append(rs.pathOnly, idx)
+			continue
+		}
+		for _, k := range r.Keywords {
+			lk := strings.ToLower(k)
+			ki, ok := kwIndex[lk]
+			if !ok {
+				ki = len(kws)
+				kwIndex[lk] = ki
+				kws = append(kws, lk)
+				rs.byKW = append(rs.byKW, nil)
+			}
+			kr := kwRule{rule: idx}
+			if r.CaseSens {
+				kr.exact = []byte(k)
+			}
+			rs.byKW[ki] = append(rs.byKW[ki], kr)
+		}
+	}
+	b := ahocorasick.NewAhoCorasickBuilder(ahocorasick.Opts{
+		AsciiCaseInsensitive: true,
+		MatchKind:            ahocorasick.StandardMatch,
+		DFA:                  true,
+	})
+	rs.ac = b.Build(kws)
+	return rs, nil
+}
+
+func compileRule(r Rule) (*compiledRule, error) {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: rule %q: %s", ErrRules, r.ID, fmt.Sprintf(format, a...))
+	}
+	if r.ID == "" {
+		return nil, fmt.Errorf("%w: rule without id", ErrRules)
+	}
+	if r.Regex == "" {
+		return nil, bad("no regex")
+	}
+	if len(r.Keywords) == 0 && r.Path == "" {
+		return nil, bad("needs keywords or a path (a rule that runs on every byte would be too slow)")
+	}
+	cr := &compiledRule{Rule: r}
+	sev, err := ParseSeverity(r.Severity)
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+	cr.sev = sev
+	if cr.re, err = regexp.Compile(r.Regex); err != nil {
+		return nil, bad("regex: %v", err)
+	}
+	if r.SecretGroup > cr.re.NumSubexp() || r.KeyGroup > cr.re.NumSubexp() {
+		return nil, bad("secretGroup/keyGroup beyond the regex's %d groups", cr.re.NumSubexp())
+	}
+	for _, k := range r.Keywords {
+		if k == "" {
+			return nil, bad("empty keyword")
+		}
+	}
+	opt := func(src, what string) (*regexp.Regexp, error) {
+		if src == "" {
+			return nil, nil
+		}
+		re, err := regexp.Compile(src)
+		if err != nil {
+			return nil, bad("%s: %v", what, err)
+		}
+		return re, nil
+	}
+	if cr.path, err = opt(r.Path, "path"); err != nil {
+		return nil, err
+	}
+	if cr.denyKey, err = opt(r.DenyKey, "denyKey"); err != nil {
+		return nil, err
+	}
+	if cr.denyValue, err = opt(r.DenyValue, "denyValue"); err != nil {
+		return nil, err
+	}
+	for _, a := range r.Allow {
+		re, err := opt(a, "allow")
+		if err != nil {
+			return nil, err
+		}
+		cr.allow = append(cr.allow, re)
+	}
+	if r.Validate != "" {
+		v, ok := validators[r.Validate]
+		if !ok {
+			return nil, bad("unknown validate %q", r.Validate)
+		}
+		cr.validate = v
+	}
+	return cr, nil
+}
