@@ -136,6 +136,9 @@ func (r *Renewer) Run(ctx context.Context) error {
 		return r.bad
 	}
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if wait := r.RenewAt().Sub(r.opts.Now()); wait > 0 {
 			if err := r.sleep(ctx, min(wait, maxSleep)); err != nil {
 				return err

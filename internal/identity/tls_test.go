@@ -1,6 +1,8 @@
 package identity
 
 import (
+	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -167,5 +169,40 @@ func TestClientTLSConfig(t *testing.T) {
 				t.Fatal("accepted")
 			}
 		})
+	}
+}
+
+// TestRenewerServesTLS checks that a Renewer's GetClientCertificate works
+// in a real handshake and that the next handshake after a renewal presents
+// the renewed certificate.
+func TestRenewerServesTLS(t *testing.T) {
+	ca := newTestCA(t)
+	serverCert, err := ca.LoadOrIssueServerCert(t.TempDir(), nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverCfg := ServerTLSConfig(serverCert, ca)
+	r := NewRenewer(issueAgent(t, ca, "node-1", time.Hour, time.Now()),
+		func(_ context.Context, _ *ecdsa.PrivateKey, csr []byte) ([]byte, error) {
+			return ca.SignAgentCSR(csr, "node-1", time.Hour)
+		}, RenewerOptions{})
+	clientCfg, err := ClientTLSConfig(ca.CertPEM, r.GetClientCertificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		st, serr, cerr := handshake(t, serverCfg, clientCfg)
+		if serr != nil || cerr != nil {
+			t.Fatalf("handshake %d: server %v, client %v", i, serr, cerr)
+		}
+		if !st.PeerCertificates[0].Equal(r.Leaf()) {
+			t.Fatalf("handshake %d: server saw another certificate than the current one", i)
+		}
+		if name, err := PeerAgentName(&st); err != nil || name != "node-1" {
+			t.Fatalf("PeerAgentName = %q, %v", name, err)
+		}
+		if err := r.RenewNow(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
