@@ -1,0 +1,182 @@
+package policy
+
+import (
+	"fmt"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/labels"
+)
+
+// benchWorld is a 10,000-binding policy over a realistic fleet: 1,000 apps
+// in 50 teams and 3 environments, about ten bindings per app (some per
+// environment, some pinned to an image), a few team-wide and a few global
+// bindings.
+func benchWorld() []Binding {
+	envs := []string{"prod", "staging", "dev"}
+	var bs []Binding
+	for i := range 9_916 {
+		app := fmt.Sprintf("app-%d", i%1000)
+		b := Binding{
+			Name:   fmt.Sprintf("%s/b%d", app, i/1000),
+			Secret: fmt.Sprintf("%s/secret-%d", app, i/1000),
+		}
+		switch i / 1000 % 4 {
+		case 0:
+			b.Selector = "app=" + app
+		case 1:
+			b.Selector = fmt.Sprintf("app=%s,env=%s", app, envs[i%3])
+		case 2:
+			b.Selector = fmt.Sprintf("env in (prod,staging),app=%s,team=team-%d", app, i%50)
+		case 3:
+			b.Selector = fmt.Sprintf("app=%s,!debug", app)
+			b.Image = fmt.Sprintf("registry.example.com/team-%d/*:1.*", i%50)
+		}
+		bs = append(bs, b)
+	}
+	for i := range 80 {
+		bs = append(bs, Binding{
+			Name:     fmt.Sprintf("team/t%d", i),
+			Secret:   fmt.Sprintf("teams/team-%d/token", i%50),
+			File:     fmt.Sprintf("team-token-%d", i),
+			Selector: fmt.Sprintf("team=team-%d,tier", i%50),
+		})
+	}
+	for i := range 4 {
+		bs = append(bs, Binding{
+			Name:     fmt.Sprintf("global/g%d", i),
+			Secret:   fmt.Sprintf("global/ca-%d", i),
+			Selector: fmt.Sprintf("!debug,env notin (dev),site-%d notin (blocked)", i),
+		})
+	}
+	return bs
+}
+
+func benchTargets() []Target {
+	envs := []string{"prod", "staging", "dev"}
+	ts := make([]Target, 256)
+	for i := range ts {
+		team := fmt.Sprintf("team-%d", i*7%50)
+		ts[i] = Target{
+			Labels: map[string]string{
+				"app":                             fmt.Sprintf("app-%d", i*37%1000),
+				"env":                             envs[i%3],
+				"team":                            team,
+				"tier":                            "backend",
+				"version":                         "1.4.2",
+				"com.docker.compose.project":      "shop",
+				"com.docker.compose.service":      fmt.Sprintf("svc-%d", i),
+				"org.opencontainers.image.source": "https://example.com/repo",
+				"maintainer":                      "ops@example.com",
+			},
+			Image:       fmt.Sprintf("registry.example.com/%s/app-%d:1.4.2", team, i),
+			ImageDigest: digestA,
+		}
+	}
+	return ts
+}
+
+func benchSet(b *testing.B) *Set {
+	s, err := NewSet(benchWorld())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func BenchmarkMatch10k(b *testing.B) {
+	s := benchSet(b)
+	ts := benchTargets()
+	grants := 0
+	for _, t := range ts {
+		grants += len(s.Match(t))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		s.Match(ts[i%len(ts)])
+		i++
+	}
+	b.ReportMetric(float64(grants)/float64(len(ts)), "grants/match")
+}
+
+// BenchmarkMatchLinear10k evaluates every binding, as a Set without an
+// index would: the yardstick for BenchmarkMatch10k.
+func BenchmarkMatchLinear10k(b *testing.B) {
+	s := benchSet(b)
+	ts := benchTargets()
+	var all []*compiled
+	for _, m := range s.byName.m {
+		for _, c := range m {
+			all = append(all, c)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		t := ts[i%len(ts)]
+		var ref imageRef
+		n := 0
+		for _, c := range all {
+			if c.matches(labels.Set(t.Labels), t, &ref) {
+				n++
+			}
+		}
+		i++
+	}
+}
+
+func BenchmarkNewSet10k(b *testing.B) {
+	bs := benchWorld()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := NewSet(bs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkWith10k(b *testing.B) {
+	s := benchSet(b)
+	add := make([]Binding, 64)
+	for i := range add {
+		add[i] = Binding{Name: fmt.Sprintf("app-%d/new", i), Secret: "s/new", Selector: fmt.Sprintf("app=app-%d,env=prod", i)}
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if _, err := s.With(add[i%len(add)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+// BenchmarkWithReplace10k replaces an existing binding, which also takes
+// the old one out of the index.
+func BenchmarkWithReplace10k(b *testing.B) {
+	s := benchSet(b)
+	bs := benchWorld()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		nb := bs[(i*101)%len(bs)]
+		nb.Mode = 0o440
+		if _, err := s.With(nb); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+func BenchmarkWithout10k(b *testing.B) {
+	s := benchSet(b)
+	bs := benchWorld()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		s.Without(bs[(i*101)%len(bs)].Name)
+		i++
+	}
+}
