@@ -20,8 +20,10 @@ import (
 const (
 	AgentCertFile = "agent.pem"     // mode 0644
 	AgentKeyFile  = "agent-key.pem" // mode 0600
-	nextSuffix    = ".next"         // staged files of SaveAgentIdentity
 )
+
+// nextSuffix marks the staged files of SaveAgentIdentity.
+const nextSuffix = ".next"
 
 // NewAgentKey returns a new ECDSA P-256 key for an agent.
 func NewAgentKey() (*ecdsa.PrivateKey, error) {
@@ -113,7 +115,7 @@ func LoadAgentIdentity(dir string) (tls.Certificate, error) {
 var errMismatch = errors.New("the key does not belong to the certificate")
 
 func loadAgentPair(certPath, keyPath string) (tls.Certificate, error) {
-	cert, _, err := readCertFile(certPath)
+	cert, err := readCertFile(certPath)
 	if err != nil {
 		return tls.Certificate{}, err
 	}

@@ -26,8 +26,10 @@ const (
 	CAValidity          = 10 * 365 * 24 * time.Hour
 	DefaultAgentCertTTL = 24 * time.Hour      // SignAgentCSR with ttl <= 0
 	DefaultServerTTL    = 90 * 24 * time.Hour // LoadOrIssueServerCert with ttl <= 0
-	backdate            = time.Minute         // NotBefore = now - backdate, for clock skew
 )
+
+// backdate sets NotBefore = now - backdate, to allow for clock skew.
+const backdate = time.Minute
 
 // CA is Coffer's certificate authority.
 type CA struct {
@@ -67,7 +69,7 @@ func LoadOrCreateCA(dir string) (ca *CA, created bool, err error) {
 }
 
 func loadCA(certPath, keyPath string, now time.Time) (*CA, error) {
-	cert, _, err := readCertFile(certPath)
+	cert, err := readCertFile(certPath)
 	if err != nil {
 		return nil, err
 	}

@@ -115,16 +115,16 @@ func readKeyFile(path string) (crypto.Signer, error) {
 }
 
 // readCertFile reads the first certificate of a PEM file.
-func readCertFile(path string) (*x509.Certificate, []byte, error) {
+func readCertFile(path string) (*x509.Certificate, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w", ErrFiles, err)
+		return nil, fmt.Errorf("%w: %w", ErrFiles, err)
 	}
 	cert, err := parseCertPEM(b)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %s: %w", ErrFiles, path, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrFiles, path, err)
 	}
-	return cert, b, nil
+	return cert, nil
 }
 
 func parseCertPEM(b []byte) (*x509.Certificate, error) {

@@ -49,6 +49,8 @@ type Renewer struct {
 	after  func(time.Duration) <-chan time.Time
 	jitter func() float64 // in [-1, 1)
 
+	renewMu sync.Mutex // one renewal (and save) at a time
+
 	mu      sync.RWMutex
 	cert    *tls.Certificate
 	name    string
@@ -197,12 +199,15 @@ func (r *Renewer) sleep(ctx context.Context, d time.Duration) error {
 
 // RenewNow renews the certificate once, now: it makes a new key and
 // request, calls the renew function, checks the issued certificate (same
-// agent, matching key, currently valid), saves it to Dir if set, and makes
-// it current.
+// agent, matching key, currently valid), makes it current and saves it to
+// Dir if set. If saving fails the new certificate is still used, and the
+// error says so. Concurrent calls are serialized.
 func (r *Renewer) RenewNow(ctx context.Context) error {
 	if r.bad != nil {
 		return r.bad
 	}
+	r.renewMu.Lock()
+	defer r.renewMu.Unlock()
 	r.mu.RLock()
 	name := r.name
 	r.mu.RUnlock()

@@ -58,7 +58,7 @@ func (ca *CA) loadOrIssueServerCert(dir string, sans []string, ttl time.Duration
 // usableServerCert loads the server certificate and reports whether it can
 // be kept. Any problem means "issue a new one".
 func (ca *CA) usableServerCert(certPath, keyPath string, dns []string, ips []net.IP, now time.Time) (tls.Certificate, bool) {
-	cert, _, err := readCertFile(certPath)
+	cert, err := readCertFile(certPath)
 	if err != nil {
 		return tls.Certificate{}, false
 	}

@@ -205,7 +205,7 @@ func TestServerCertGetter(t *testing.T) {
 
 func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
-	c, _, err := readCertFile(path)
+	c, err := readCertFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
