@@ -1,0 +1,139 @@
+package audit
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Results used across Coffer. Result is free text; these are the usual ones.
+const (
+	ResultOK      = "ok"
+	ResultDenied  = "denied"
+	ResultError   = "error"
+	ResultInvalid = "invalid"
+)
+
+// MaxRecordSize is the largest encoded record accepted, in bytes.
+const MaxRecordSize = 64 << 10
+
+// ErrInvalidEvent is returned (wrapped) by Append for an event it cannot record.
+var ErrInvalidEvent = errors.New("invalid audit event")
+
+// Event is one audit record. It never holds a secret value.
+type Event struct {
+	Seq     uint64            `json:"seq"`
+	Time    time.Time         `json:"time"`
+	Actor   string            `json:"actor"`             // "token:<id>", "agent:<name>", "system"
+	Action  string            `json:"action"`            // e.g. "secret.put", "binding.create", "delivery.apply"
+	Object  string            `json:"object,omitempty"`  // e.g. "secret:payments/db"
+	Result  string            `json:"result"`            // "ok", "denied", "error", "invalid", ...
+	Source  string            `json:"source,omitempty"`  // client address
+	Details map[string]string `json:"details,omitempty"` // ids, versions, container names; never values
+	Prev    string            `json:"prev"`              // hex hash of the previous record ("" for the first)
+	Hash    string            `json:"hash"`              // hex SHA-256 over Prev and the canonical encoding of this record without Hash
+}
+
+// Head identifies the last record of a chain. The zero Head is an empty chain.
+type Head struct {
+	Seq  uint64 `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// body is Event without Hash: what the hash covers. Keep the fields and tags
+// in step with Event.
+type body struct {
+	Seq     uint64            `json:"seq"`
+	Time    time.Time         `json:"time"`
+	Actor   string            `json:"actor"`
+	Action  string            `json:"action"`
+	Object  string            `json:"object,omitempty"`
+	Result  string            `json:"result"`
+	Source  string            `json:"source,omitempty"`
+	Details map[string]string `json:"details,omitempty"`
+	Prev    string            `json:"prev"`
+}
+
+// canonical returns the canonical encoding of e without Hash.
+func canonical(e *Event) ([]byte, error) {
+	return json.Marshal(body{
+		Seq: e.Seq, Time: e.Time, Actor: e.Actor, Action: e.Action, Object: e.Object,
+		Result: e.Result, Source: e.Source, Details: e.Details, Prev: e.Prev,
+	})
+}
+
+// chainHash is the hex SHA-256 of prev, a newline and the canonical body.
+func chainHash(prev string, body []byte) string {
+	h := sha256.New()
+	h.Write([]byte(prev))
+	h.Write([]byte{'\n'})
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// line returns the record as stored: the body with the hash added, and a
+// newline.
+func line(body []byte, hash string) []byte {
+	out := make([]byte, 0, len(body)+len(hash)+12)
+	out = append(out, body[:len(body)-1]...) // drop '}'
+	out = append(out, `,"hash":"`...)
+	out = append(out, hash...)
+	out = append(out, "\"}\n"...)
+	return out
+}
+
+// seal fills e's chain fields after head and returns its line.
+func seal(e *Event, head Head) ([]byte, error) {
+	e.Seq = head.Seq + 1
+	e.Prev = head.Hash
+	e.Hash = ""
+	b, err := canonical(e)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+	}
+	e.Hash = chainHash(e.Prev, b)
+	l := line(b, e.Hash)
+	if len(l) > MaxRecordSize {
+		return nil, fmt.Errorf("%w: record of %d bytes is larger than %d", ErrInvalidEvent, len(l), MaxRecordSize)
+	}
+	return l, nil
+}
+
+// prepare checks e and returns the copy that will be recorded: its own
+// Details map, Time in UTC with no monotonic reading (now if zero).
+func prepare(e Event, now func() time.Time) (Event, error) {
+	switch {
+	case e.Actor == "":
+		return e, fmt.Errorf("%w: no actor", ErrInvalidEvent)
+	case e.Action == "":
+		return e, fmt.Errorf("%w: no action", ErrInvalidEvent)
+	case e.Result == "":
+		return e, fmt.Errorf("%w: no result", ErrInvalidEvent)
+	}
+	if e.Time.IsZero() {
+		e.Time = now()
+	}
+	e.Time = e.Time.UTC().Round(0)
+	if y := e.Time.Year(); y < 1 || y > 9999 {
+		return e, fmt.Errorf("%w: time %v out of range", ErrInvalidEvent, e.Time)
+	}
+	// Invalid UTF-8 would be encoded as U+FFFD and then not re-encode to
+	// the same bytes: make the text valid first.
+	for _, s := range []*string{&e.Actor, &e.Action, &e.Object, &e.Result, &e.Source} {
+		*s = strings.ToValidUTF8(*s, "\uFFFD")
+	}
+	if len(e.Details) == 0 {
+		e.Details = nil
+	} else {
+		d := make(map[string]string, len(e.Details))
+		for k, v := range e.Details {
+			d[strings.ToValidUTF8(k, "\uFFFD")] = strings.ToValidUTF8(v, "\uFFFD")
+		}
+		e.Details = d
+	}
+	return e, nil
+}
