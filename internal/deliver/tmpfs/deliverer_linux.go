@@ -62,6 +62,9 @@ func (d *Deliverer) Close() error {
 // ctx ends first, Apply returns ctx's error while the helper finishes the
 // request (the next Apply for the container waits for it).
 func (d *Deliverer) Apply(ctx context.Context, c container.Info, want []secret.File) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("tmpfs: apply to %s: %w", c.ID, err)
+	}
 	req := &request{
 		ID:          d.nextID.Add(1),
 		ContainerID: c.ID,
