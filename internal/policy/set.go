@@ -135,6 +135,9 @@ func (s *Set) match(t Target, keepShadowed bool) (granted, shadowed []Grant) {
 	try := func(cs []*compiled) {
 		for _, c := range cs {
 			if c.matches(ls, t, &ref) {
+				if out == nil {
+					out = make([]Grant, 0, 8)
+				}
 				out = append(out, c.grant())
 			}
 		}
