@@ -494,3 +494,37 @@ func TestNoValueFieldsInRecord(t *testing.T) {
 		}
 	}
 }
+
+func TestSmallBatches(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	var writes int
+	l, err := Open(path, Options{MaxBatch: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	write := l.write
+	l.write = func(b []byte) (int, error) {
+		if n := bytes.Count(b, []byte("\n")); n > 3 {
+			t.Errorf("a write of %d records", n)
+		}
+		writes++
+		return write(b)
+	}
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			if _, err := l.Append(context.Background(), ev(i)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	want := l.Head()
+	if _, err := verifyFile(t, path, &want); err != nil || want.Seq != 40 {
+		t.Fatalf("Verify: %v, head %+v", err, want)
+	}
+	if writes < 14 {
+		t.Errorf("%d writes for 40 records in batches of at most 3", writes)
+	}
+}

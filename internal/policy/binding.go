@@ -51,9 +51,8 @@ func (b *Binding) Normalize() error {
 // parsed, ready to be matched.
 type compiled struct {
 	Binding
-	sel   labels.Selector
-	reqs  labels.Requirements
-	image ImagePattern // zero: any image
+	reqs  labels.Requirements // canonical order
+	image ImagePattern        // zero: any image
 
 	// Where a Set indexes the binding; set once when it is added.
 	index int      // inRest, inEq or inExists
@@ -68,7 +67,7 @@ func compile(b Binding) (*compiled, error) {
 	if err := secret.ValidateName(b.Secret); err != nil {
 		return nil, fmt.Errorf("%w %q: secret: %w", ErrInvalid, b.Name, err)
 	}
-	sel, reqs, canon, err := parseSelector(b.Selector)
+	reqs, canon, err := parseSelector(b.Selector)
 	if err != nil {
 		return nil, fmt.Errorf("%w %q: selector %q: %w", ErrInvalid, b.Name, b.Selector, err)
 	}
@@ -105,7 +104,7 @@ func compile(b Binding) (*compiled, error) {
 	if b.GID < 0 || b.GID > MaxID {
 		return nil, fmt.Errorf("%w %q: gid %d: must be between 0 and %d", ErrInvalid, b.Name, b.GID, MaxID)
 	}
-	return &compiled{Binding: b, sel: sel, reqs: reqs, image: img}, nil
+	return &compiled{Binding: b, reqs: reqs, image: img}, nil
 }
 
 // Target is a container as the runtime describes it: never as the

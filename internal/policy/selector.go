@@ -17,34 +17,33 @@ const MaxSelectorLen = 4096
 // at least one requirement, no '<' or '>' operators. The returned selector's
 // String is the canonical form that Normalize stores. Errors wrap ErrInvalid.
 func ParseSelector(s string) (labels.Selector, error) {
-	sel, _, _, err := parseSelector(s)
+	reqs, canon, err := parseSelector(s)
 	if err != nil {
 		return nil, fmt.Errorf("%w: selector %q: %w", ErrInvalid, s, err)
 	}
-	return sel, nil
+	return canonicalSelector{labels.NewSelector().Add(reqs...), canon}, nil
 }
 
 var errEmptySelector = errors.New("no requirement: an empty selector would match every container")
 
-// parseSelector parses s and returns the selector, its requirements in
-// canonical order, and its canonical string. The error carries only the
-// reason.
-func parseSelector(s string) (labels.Selector, labels.Requirements, string, error) {
+// parseSelector parses s and returns its requirements in canonical order
+// and its canonical string. The error carries only the reason.
+func parseSelector(s string) (labels.Requirements, string, error) {
 	if len(s) > MaxSelectorLen {
-		return nil, nil, "", fmt.Errorf("longer than %d bytes", MaxSelectorLen)
+		return nil, "", fmt.Errorf("longer than %d bytes", MaxSelectorLen)
 	}
 	parsed, err := labels.ParseToRequirements(s)
 	if err != nil {
-		return nil, nil, "", err
+		return nil, "", err
 	}
 	if len(parsed) == 0 {
-		return nil, nil, "", errEmptySelector
+		return nil, "", errEmptySelector
 	}
 	reqs := make(labels.Requirements, 0, len(parsed))
 	for _, r := range parsed {
 		c, err := canonicalRequirement(r)
 		if err != nil {
-			return nil, nil, "", err
+			return nil, "", err
 		}
 		reqs = append(reqs, c)
 	}
@@ -70,8 +69,7 @@ func parseSelector(s string) (labels.Selector, labels.Requirements, string, erro
 		reqs = append(reqs, k.r)
 		texts = append(texts, k.text)
 	}
-	canon := strings.Join(texts, ",")
-	return canonicalSelector{labels.NewSelector().Add(reqs...), canon}, reqs, canon, nil
+	return reqs, strings.Join(texts, ","), nil
 }
 
 // canonicalSelector is a selector whose String is the canonical form, even
