@@ -87,6 +87,7 @@ func mountLines(t testing.TB, pid int, dir string) []string {
 
 func TestApplyDeliversIntoNoswapTmpfs(t *testing.T) {
 	env := dockertest.Require(t)
+	t.Parallel()
 	c := env.Run(t, dockertest.RunOpts{})
 	d := newDeliverer(t, tmpfs.Config{})
 	ctx := context.Background()
@@ -149,6 +150,7 @@ func TestApplyDeliversIntoNoswapTmpfs(t *testing.T) {
 
 func TestRotateRevokeIdempotent(t *testing.T) {
 	env := dockertest.Require(t)
+	t.Parallel()
 	c := env.Run(t, dockertest.RunOpts{})
 	d := newDeliverer(t, tmpfs.Config{})
 	ctx := context.Background()
@@ -212,6 +214,7 @@ func TestRotateRevokeIdempotent(t *testing.T) {
 
 func TestRotationIsAtomic(t *testing.T) {
 	env := dockertest.Require(t)
+	t.Parallel()
 	c := env.Run(t, dockertest.RunOpts{})
 	d := newDeliverer(t, tmpfs.Config{})
 	ctx := context.Background()
@@ -256,6 +259,7 @@ func TestRotationIsAtomic(t *testing.T) {
 
 func TestReusesContainerTmpfs(t *testing.T) {
 	env := dockertest.Require(t)
+	t.Parallel()
 	c := env.Run(t, dockertest.RunOpts{Tmpfs: []string{"/run/secrets:size=1m"}})
 	d := newDeliverer(t, tmpfs.Config{})
 	v := randValue(t, 32)
@@ -273,6 +277,7 @@ func TestReusesContainerTmpfs(t *testing.T) {
 
 func TestNothingOnHostDisk(t *testing.T) {
 	env := dockertest.Require(t)
+	t.Parallel()
 	c := env.Run(t, dockertest.RunOpts{})
 	d := newDeliverer(t, tmpfs.Config{})
 	v := randValue(t, 48)
@@ -319,6 +324,7 @@ func TestNothingOnHostDisk(t *testing.T) {
 
 func TestRefusesSymlinksAndNonDirectories(t *testing.T) {
 	env := dockertest.Require(t)
+	t.Parallel()
 	cases := []struct {
 		name  string
 		setup string
@@ -361,6 +367,7 @@ func TestRefusesSymlinksAndNonDirectories(t *testing.T) {
 
 func TestContainerGone(t *testing.T) {
 	env := dockertest.Require(t)
+	t.Parallel()
 	a := env.Run(t, dockertest.RunOpts{})
 	b := env.Run(t, dockertest.RunOpts{})
 	d := newDeliverer(t, tmpfs.Config{})
@@ -389,6 +396,7 @@ func TestContainerGone(t *testing.T) {
 
 func TestReadOnlyRootFailsClosed(t *testing.T) {
 	env := dockertest.Require(t)
+	t.Parallel()
 	c := env.Run(t, dockertest.RunOpts{Args: []string{"--read-only"}})
 	d := newDeliverer(t, tmpfs.Config{})
 	err := d.Apply(context.Background(), infoOf(c), []secret.File{file("db", 1, 0o400, 0, 0, randValue(t, 16))})
@@ -405,6 +413,7 @@ func TestReadOnlyRootFailsClosed(t *testing.T) {
 
 func TestConcurrentAppliesOneContainer(t *testing.T) {
 	env := dockertest.Require(t)
+	t.Parallel()
 	c := env.Run(t, dockertest.RunOpts{})
 	d := newDeliverer(t, tmpfs.Config{Logger: slog.New(slog.DiscardHandler)})
 	var wg sync.WaitGroup

@@ -21,7 +21,7 @@ const (
 	helperFD  = 3 // the socketpair end, passed as the first extra file
 	// maxConcurrent bounds the requests a helper serves at once (each on a
 	// thread of its own).
-	maxConcurrent = 32
+	maxConcurrent = 16
 )
 
 // Init must be the first call in main (and in TestMain) of every binary that
@@ -158,14 +158,6 @@ func (h *helperState) apply(req *request, flags *uint8) (written, removed int, e
 	if !bytes.Contains(cgroup, []byte(req.ContainerID)) {
 		return 0, 0, fail(codeGone, "process %d does not belong to container %s", pid, req.ContainerID)
 	}
-	mi, err := readAt(h.proc, strconv.Itoa(pid)+"/mountinfo", 8<<20)
-	if err != nil {
-		return 0, 0, fail(codeGone, "process %d: %v", pid, err)
-	}
-	mounts, err := mountinfo.GetMountsFromReader(bytes.NewReader(mi), nil)
-	if err != nil {
-		return 0, 0, fmt.Errorf("mountinfo of %d: %w", pid, err)
-	}
 	if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil {
 		return 0, 0, fail(codeGone, "process %d is gone", pid)
 	}
@@ -184,6 +176,19 @@ func (h *helperState) apply(req *request, flags *uint8) (written, removed int, e
 			return 0, 0, fail(codeGone, "process %d is gone", pid)
 		}
 		return 0, 0, fmt.Errorf("setns into mount namespace of %d: %w", pid, err)
+	}
+	// The container's mount table, read through the host's /proc (the fd
+	// works from any namespace) only when a decision needs it.
+	mounts := func() ([]*mountinfo.Info, error) {
+		mi, err := readAt(h.proc, strconv.Itoa(pid)+"/mountinfo", 8<<20)
+		if err != nil {
+			return nil, fail(codeGone, "process %d: %v", pid, err)
+		}
+		m, err := mountinfo.GetMountsFromReader(bytes.NewReader(mi), nil)
+		if err != nil {
+			return nil, fmt.Errorf("mountinfo of %d: %w", pid, err)
+		}
+		return m, nil
 	}
 	dirfd, err := openTarget(req, mounts, swapOn, flags)
 	if err != nil {
@@ -224,7 +229,7 @@ func noswapDecision(supported, swapOn bool) (fallback bool, err error) {
 
 // openTarget opens req.Dir in the current (container) mount namespace as a
 // tmpfs, mounting one if needed, and returns a directory fd on its root.
-func openTarget(req *request, mounts []*mountinfo.Info, swapOn bool, flags *uint8) (int, error) {
+func openTarget(req *request, mounts func() ([]*mountinfo.Info, error), swapOn bool, flags *uint8) (int, error) {
 	tfd, err := walkDir(req.Dir)
 	if err != nil {
 		return -1, err
@@ -240,13 +245,18 @@ func openTarget(req *request, mounts []*mountinfo.Info, swapOn bool, flags *uint
 		return -1, fmt.Errorf("statfs %s: %w", req.Dir, err)
 	}
 	mountRoot := stx.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 && stx.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0
-	mnt := findMount(mounts, int(stx.Mnt_id))
 
 	if sfs.Type == unix.TMPFS_MAGIC && mountRoot {
 		// Already a tmpfs (ours from an earlier Apply, or the container's
 		// own --tmpfs): use it, unless swap could take its pages.
-		if swapOn && (mnt == nil || !hasOption(mnt.VFSOptions, "noswap")) {
-			return -1, fail(codeNoSwap, "%s is a tmpfs without noswap and swap is on", req.Dir)
+		if swapOn {
+			all, err := mounts()
+			if err != nil {
+				return -1, err
+			}
+			if mnt := findMount(all, int(stx.Mnt_id)); mnt == nil || !hasOption(mnt.VFSOptions, "noswap") {
+				return -1, fail(codeNoSwap, "%s is a tmpfs without noswap and swap is on", req.Dir)
+			}
 		}
 		fd, err := unix.Openat(tfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -256,6 +266,11 @@ func openTarget(req *request, mounts []*mountinfo.Info, swapOn bool, flags *uint
 		return fd, nil
 	}
 
+	all, err := mounts()
+	if err != nil {
+		return -1, err
+	}
+	mnt := findMount(all, int(stx.Mnt_id))
 	if mnt == nil {
 		return -1, fmt.Errorf("mount %d under %s not in the container's mountinfo", stx.Mnt_id, req.Dir)
 	}

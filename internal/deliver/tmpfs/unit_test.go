@@ -25,6 +25,9 @@ func TestRequestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(frame) != cap(frame) {
+		t.Fatalf("frame len %d cap %d: a reallocation would leave an unzeroed copy of the values", len(frame), cap(frame))
+	}
 	payload, err := readFrame(bytes.NewReader(frame))
 	if err != nil {
 		t.Fatal(err)
