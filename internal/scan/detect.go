@@ -51,13 +51,19 @@ func (d *detector) find(path string, data []byte, binary bool) []match {
 			if r.path != nil && !r.path.MatchString(path) {
 				continue
 			}
+			if r.Assign && !assigned(r, data, e) {
+				continue
+			}
 			ws, we := bounds(data, s, e, binary, r.Multiline)
-			d.addWindow(kr.rule, ws, we)
+			if r.WordStart {
+				ws = wordStart(data, s)
+			}
+			d.addWindow(kr.rule, ws, we, r.WordStart)
 		}
 	}
 	for _, ri := range d.rs.pathOnly {
 		if d.rs.rules[ri].path.MatchString(path) {
-			d.addWindow(ri, 0, min(len(data), maxPathOnly))
+			d.addWindow(ri, 0, min(len(data), maxPathOnly), false)
 		}
 	}
 	for _, ri := range d.touched {
@@ -71,11 +77,17 @@ func (d *detector) find(path string, data []byte, binary bool) []match {
 	return d.matches
 }
 
-func (d *detector) addWindow(ri, ws, we int) {
+// addWindow records a window for rule ri, merging it with the previous one
+// if they overlap. Anchored windows (wordStart) merge only when they start at
+// the same word: a merged window would lose the later word's anchor.
+func (d *detector) addWindow(ri, ws, we int, anchored bool) {
 	w := d.wins[ri]
 	if len(w) == 0 {
 		d.touched = append(d.touched, ri)
-	} else if last := &w[len(w)-1]; ws <= last.end && we >= last.start {
+	} else if last := &w[len(w)-1]; anchored && ws == last.start {
+		last.end = max(last.end, we)
+		return
+	} else if !anchored && ws <= last.end && we >= last.start {
 		last.start, last.end = min(last.start, ws), max(last.end, we)
 		return
 	}
@@ -115,6 +127,46 @@ func bounds(data []byte, s, e int, binary, multiline bool) (int, int) {
 	return ws, we
 }
 
+// wordStart returns where the word holding data[s] starts: letters, digits
+// and "_.-" before it, at most maxBack bytes back.
+func wordStart(data []byte, s int) int {
+	lo := max(0, s-maxBack)
+	for s > lo && wordByte(data[s-1]) {
+		s--
+	}
+	return s
+}
+
+// assigned reports whether the keyword ending at data[e] ends a word or a
+// part of one ("db_password", "password_file", not "passwords"), the rest of
+// the word is not denied by the rule's denySuffix, and the word is followed
+// by an assignment: an optional closing quote, blanks, then ':' or '='.
+func assigned(r *compiledRule, data []byte, e int) bool {
+	hi := min(len(data), e+maxBack)
+	if e < hi && wordByte(data[e]) && data[e] != '_' && data[e] != '.' && data[e] != '-' {
+		return false
+	}
+	s, i := e, e
+	for i < hi && wordByte(data[i]) {
+		i++
+	}
+	we := i
+	if i < hi && (data[i] == '"' || data[i] == '\'') {
+		i++
+	}
+	for i < hi && (data[i] == ' ' || data[i] == '\t') {
+		i++
+	}
+	if i >= hi || (data[i] != ':' && data[i] != '=') {
+		return false
+	}
+	return we == s || r.denySuf == nil || !r.denySuf.Match(data[s:we])
+}
+
+func wordByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-'
+}
+
 func printableByte(c byte, newlines bool) bool {
 	return (c >= 0x20 && c < 0x7f) || c == '\t' || (newlines && (c == '\n' || c == '\r'))
 }
@@ -134,10 +186,11 @@ func (d *detector) run(ri int, data []byte, w window) {
 		if ss < 0 {
 			continue
 		}
-		if kg := r.KeyGroup; kg > 0 && r.denyKey != nil && loc[2*kg] >= 0 && r.denyKey.Match(sub[loc[2*kg]:loc[2*kg+1]]) {
-			continue
+		v := sub[ss:se]
+		if r.Entropy > 0 && entropy(v) < r.Entropy {
+			continue // cheapest check first
 		}
-		if !d.rs.accept(r, sub[ss:se]) {
+		if !d.rs.accept(r, v) {
 			continue
 		}
 		d.matches = append(d.matches, match{
@@ -150,9 +203,6 @@ func (d *detector) run(ri int, data []byte, w window) {
 
 // accept applies a rule's checks and the global allow list to a secret.
 func (rs *Rules) accept(r *compiledRule, v []byte) bool {
-	if r.Entropy > 0 && entropy(v) < r.Entropy {
-		return false
-	}
 	if r.denyValue != nil && r.denyValue.Match(v) {
 		return false
 	}
@@ -172,12 +222,7 @@ func (rs *Rules) placeholder(v []byte) bool {
 	if trivial(v) {
 		return true
 	}
-	for _, a := range rs.allow {
-		if a.Match(v) {
-			return true
-		}
-	}
-	return false
+	return rs.allow != nil && rs.allow.Match(v)
 }
 
 // resolveOverlaps keeps, of matches whose secrets overlap, the one of the

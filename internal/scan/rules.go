@@ -26,12 +26,13 @@ type Rule struct {
 	CaseSens    bool     `yaml:"caseSensitive"` // keywords match case-sensitively
 	Regex       string   `yaml:"regex"`
 	SecretGroup int      `yaml:"secretGroup"` // first non-empty group at or after this index is the secret
-	KeyGroup    int      `yaml:"keyGroup"`    // group holding the key name, checked against DenyKey
 	Entropy     float64  `yaml:"entropy"`     // minimum Shannon entropy (bits per byte) of the secret
 	Multiline   bool     `yaml:"multiline"`   // the match may span lines (PEM blocks, JSON)
+	WordStart   bool     `yaml:"wordStart"`   // the match starts where the word holding the keyword starts
+	Assign      bool     `yaml:"assign"`      // the keyword ends a word or a part of it, and the word is followed by ':' or '='
 	Path        string   `yaml:"path"`        // only files whose path matches this regex
 	Allow       []string `yaml:"allow"`       // secrets matching any of these are not findings
-	DenyKey     string   `yaml:"denyKey"`     // key names matching this are not findings
+	DenySuffix  string   `yaml:"denySuffix"`  // with assign: a word whose rest after the keyword matches this is skipped (password_file)
 	DenyValue   string   `yaml:"denyValue"`   // secrets matching this are not findings
 	Validate    string   `yaml:"validate"`    // built-in check: jwt, pem-body, docker-auth
 	Priority    int      `yaml:"priority"`    // of two overlapping matches the higher priority wins
@@ -51,7 +52,7 @@ type compiledRule struct {
 	re        *regexp.Regexp
 	path      *regexp.Regexp
 	allow     []*regexp.Regexp
-	denyKey   *regexp.Regexp
+	denySuf   *regexp.Regexp
 	denyValue *regexp.Regexp
 	validate  func(*Rules, []byte) bool
 }
@@ -66,7 +67,7 @@ type kwRule struct {
 // safe for concurrent use.
 type Rules struct {
 	rules    []*compiledRule
-	allow    []*regexp.Regexp
+	allow    *regexp.Regexp // the global allow list as one alternation
 	ac       ahocorasick.AhoCorasick
 	byKW     [][]kwRule // keyword index -> rules using it
 	pathOnly []int      // rules without keywords (run on every file their Path matches)
@@ -138,12 +139,15 @@ func decodeRules(src []byte, f *rulesFile) error {
 
 func compileRules(f rulesFile) (*Rules, error) {
 	rs := &Rules{}
+	var alts []string
 	for _, a := range f.Allow {
-		re, err := regexp.Compile(a)
-		if err != nil {
+		if _, err := regexp.Compile(a); err != nil {
 			return nil, fmt.Errorf("%w: allow %q: %w", ErrRules, a, err)
 		}
-		rs.allow = append(rs.allow, re)
+		alts = append(alts, "(?:"+a+")")
+	}
+	if len(alts) > 0 {
+		rs.allow = regexp.MustCompile(strings.Join(alts, "|"))
 	}
 	kwIndex := map[string]int{}
 	var kws []string
@@ -207,11 +211,18 @@ func compileRule(r Rule) (*compiledRule, error) {
 		return nil, bad("%v", err)
 	}
 	cr.sev = sev
-	if cr.re, err = regexp.Compile(r.Regex); err != nil {
+	src := r.Regex
+	if r.WordStart {
+		src = `\A(?:` + src + `)`
+	}
+	if cr.re, err = regexp.Compile(src); err != nil {
 		return nil, bad("regex: %v", err)
 	}
-	if r.SecretGroup > cr.re.NumSubexp() || r.KeyGroup > cr.re.NumSubexp() {
-		return nil, bad("secretGroup/keyGroup beyond the regex's %d groups", cr.re.NumSubexp())
+	if r.SecretGroup > cr.re.NumSubexp() {
+		return nil, bad("secretGroup beyond the regex's %d groups", cr.re.NumSubexp())
+	}
+	if r.DenySuffix != "" && !r.Assign {
+		return nil, bad("denySuffix needs assign")
 	}
 	for _, k := range r.Keywords {
 		if k == "" {
@@ -231,7 +242,7 @@ func compileRule(r Rule) (*compiledRule, error) {
 	if cr.path, err = opt(r.Path, "path"); err != nil {
 		return nil, err
 	}
-	if cr.denyKey, err = opt(r.DenyKey, "denyKey"); err != nil {
+	if cr.denySuf, err = opt(r.DenySuffix, "denySuffix"); err != nil {
 		return nil, err
 	}
 	if cr.denyValue, err = opt(r.DenyValue, "denyValue"); err != nil {
