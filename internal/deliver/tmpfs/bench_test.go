@@ -104,3 +104,30 @@ func pct(ds []time.Duration, p float64) float64 {
 	i = max(0, min(i, len(s)-1))
 	return float64(s[i].Microseconds()) / 1000
 }
+
+// BenchmarkApplySequential measures one Apply at a time to one container:
+// the fixed cost of a request (helper round trip, new thread, setns, writes).
+func BenchmarkApplySequential(b *testing.B) {
+	env := dockertest.Require(b)
+	c := env.Run(b, dockertest.RunOpts{})
+	info := container.Info{ID: c.ID, Name: c.Name, PID: c.PID}
+	d, err := tmpfs.New(tmpfs.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = d.Close() })
+	for _, rotate := range []bool{false, true} {
+		b.Run(fmt.Sprintf("rotate=%v", rotate), func(b *testing.B) {
+			v := uint64(1)
+			for b.Loop() {
+				if rotate {
+					v++
+				}
+				want := []secret.File{{Secret: "bench/s", Version: v, Name: "s", Mode: 0o400, Value: secret.Value("0123456789abcdef")}}
+				if err := d.Apply(context.Background(), info, want); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

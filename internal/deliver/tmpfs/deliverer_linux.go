@@ -72,7 +72,10 @@ func (d *Deliverer) Apply(ctx context.Context, c container.Info, want []secret.F
 		SizeBytes:   uint64(d.cfg.SizeBytes),
 		Files:       make([]wireFile, 0, len(want)),
 	}
-	if c.PID > 0 && c.PID <= 1<<22 {
+	if c.PID <= 0 {
+		return fmt.Errorf("tmpfs: apply to %s: %w: no running process (pid %d)", c.ID, ErrContainerGone, c.PID)
+	}
+	if c.PID <= 1<<22 {
 		req.PID = uint32(c.PID)
 	}
 	for _, f := range want {

@@ -382,6 +382,9 @@ func TestContainerGone(t *testing.T) {
 	if err := d.Apply(ctx, container.Info{ID: a.ID, PID: os.Getpid()}, files); !errors.Is(err, tmpfs.ErrContainerGone) {
 		t.Fatalf("host pid: err = %v", err)
 	}
+	if err := d.Apply(ctx, container.Info{ID: a.ID}, files); !errors.Is(err, tmpfs.ErrContainerGone) {
+		t.Fatalf("pid 0: err = %v", err)
+	}
 	env.Remove(t, a.ID)
 	if err := d.Apply(ctx, infoOf(a), files); !errors.Is(err, tmpfs.ErrContainerGone) {
 		t.Fatalf("stopped container: err = %v", err)

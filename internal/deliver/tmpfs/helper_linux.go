@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
@@ -41,6 +42,10 @@ type helperState struct {
 	wmu   sync.Mutex
 	locks keyedMutex
 	pid   int
+
+	swapMu sync.Mutex
+	swap   bool
+	swapAt time.Time
 }
 
 func runHelper(conn *os.File) int {
@@ -198,13 +203,23 @@ func (h *helperState) apply(req *request, flags *uint8) (written, removed int, e
 	return syncFiles(dirfd, req, h.pid, flags)
 }
 
-// swapOn reports whether any swap area is active.
+// swapCacheFor is how long a reading of /proc/swaps is trusted.
+const swapCacheFor = time.Second
+
+// swapOn reports whether any swap area is active, reading /proc/swaps at
+// most once per swapCacheFor.
 func (h *helperState) swapOn() (bool, error) {
+	h.swapMu.Lock()
+	defer h.swapMu.Unlock()
+	if time.Since(h.swapAt) < swapCacheFor {
+		return h.swap, nil
+	}
 	b, err := readAt(h.proc, "swaps", 1<<20)
 	if err != nil {
 		return false, fmt.Errorf("read /proc/swaps: %w", err)
 	}
-	return swapActive(b), nil
+	h.swap, h.swapAt = swapActive(b), time.Now()
+	return h.swap, nil
 }
 
 // swapActive parses /proc/swaps: a header line, then one line per area.
