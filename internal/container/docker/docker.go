@@ -47,6 +47,11 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Buffer is the capacity of Watch's channel (default 64).
 	Buffer int
+	// Resync is how often Watch lists running containers again while the
+	// stream is healthy (a Started for each, then Synced), repairing any
+	// event the engine dropped for a slow reader. Default 5 minutes;
+	// negative disables.
+	Resync time.Duration
 }
 
 // Runtime watches and inspects Docker containers.
@@ -71,6 +76,9 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if cfg.Buffer <= 0 {
 		cfg.Buffer = 64
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = 5 * time.Minute
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -159,24 +167,32 @@ func (r *Runtime) connect(ctx context.Context) (*session, error) {
 	f.Add("event", string(events.ActionStart), string(events.ActionDie), string(events.ActionStop), string(events.ActionDestroy))
 	ev := r.cli.Events(evCtx, client.EventsListOptions{Filters: f})
 
-	list, err := r.cli.ContainerList(ctx, client.ContainerListOptions{})
+	started, err := r.list(ctx)
 	if err != nil {
 		cancel()
+		return nil, err
+	}
+	return &session{cancel: cancel, msgs: ev.Messages, errs: ev.Err, started: started}, nil
+}
+
+// list returns the Info of every running container.
+func (r *Runtime) list(ctx context.Context) ([]container.Info, error) {
+	list, err := r.cli.ContainerList(ctx, client.ContainerListOptions{})
+	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
-	s := &session{cancel: cancel, msgs: ev.Messages, errs: ev.Err}
+	infos := make([]container.Info, 0, len(list.Items))
 	for _, c := range list.Items {
 		info, err := r.Inspect(ctx, c.ID)
 		if err != nil {
 			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrNotRunning) {
 				continue // gone since the list; its events follow
 			}
-			cancel()
 			return nil, err
 		}
-		s.started = append(s.started, info)
+		infos = append(infos, info)
 	}
-	return s, nil
+	return infos, nil
 }
 
 // run sends a session's list, then its events, reconnecting when it breaks.
@@ -191,17 +207,8 @@ func (r *Runtime) run(ctx context.Context, out chan<- container.Event, s *sessio
 		}
 	}
 	for {
-		known := make(map[string]bool, len(s.started))
-		running := make([]string, 0, len(s.started))
-		for _, info := range s.started {
-			known[info.ID] = true
-			running = append(running, info.ID)
-			if !send(container.Event{Kind: container.Started, Info: info}) {
-				s.cancel()
-				return
-			}
-		}
-		if !send(container.Event{Kind: container.Synced, Running: running}) {
+		known, ok := announce(s.started, send)
+		if !ok {
 			s.cancel()
 			return
 		}
@@ -217,13 +224,44 @@ func (r *Runtime) run(ctx context.Context, out chan<- container.Event, s *sessio
 	}
 }
 
+// announce sends a Started for each listed container, then Synced, and
+// returns the set of ids announced; ok is false if ctx ended.
+func announce(infos []container.Info, send func(container.Event) bool) (known map[string]bool, ok bool) {
+	known = make(map[string]bool, len(infos))
+	running := make([]string, 0, len(infos))
+	for _, info := range infos {
+		known[info.ID] = true
+		running = append(running, info.ID)
+		if !send(container.Event{Kind: container.Started, Info: info}) {
+			return nil, false
+		}
+	}
+	return known, send(container.Event{Kind: container.Synced, Running: running})
+}
+
 // follow turns a session's events into Started and Stopped until the stream
-// fails or ctx ends. known holds the ids reported running.
+// fails or ctx ends, listing again every cfg.Resync. known holds the ids
+// reported running.
 func (r *Runtime) follow(ctx context.Context, s *session, known map[string]bool, send func(container.Event) bool) error {
+	var tick <-chan time.Time
+	if r.cfg.Resync > 0 {
+		t := time.NewTicker(r.cfg.Resync)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-tick:
+			infos, err := r.list(ctx)
+			if err != nil {
+				return err
+			}
+			var ok bool
+			if known, ok = announce(infos, send); !ok {
+				return ctx.Err()
+			}
 		case err := <-s.errs:
 			if err == nil {
 				err = errors.New("event stream closed")

@@ -38,7 +38,13 @@ func waitFor(t *testing.T, ch <-chan container.Event, timeout time.Duration, wha
 
 func newRuntime(t *testing.T, host string) *docker.Runtime {
 	t.Helper()
+	return newRuntimeResync(t, host, 0)
+}
+
+func newRuntimeResync(t *testing.T, host string, resync time.Duration) *docker.Runtime {
+	t.Helper()
 	rt, err := docker.New(docker.Config{
+		Resync:     resync,
 		Host:       host,
 		Logger:     slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		MinBackoff: 50 * time.Millisecond,
@@ -201,5 +207,26 @@ func TestWatchFailsWithoutEngine(t *testing.T) {
 func TestNewRejectsBadBackoff(t *testing.T) {
 	if _, err := docker.New(docker.Config{MinBackoff: time.Second, MaxBackoff: time.Millisecond}); err == nil {
 		t.Fatal("New accepted MaxBackoff < MinBackoff")
+	}
+}
+
+func TestPeriodicResync(t *testing.T) {
+	env := dockertest.Require(t)
+	a := env.Run(t, dockertest.RunOpts{})
+	rt := newRuntimeResync(t, env.Host, 300*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := rt.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 { // the first list, then two resyncs
+		seen := waitFor(t, ch, 10*time.Second, "Synced", func(ev container.Event) bool { return ev.Kind == container.Synced })
+		if !slices.Contains(seen[len(seen)-1].Running, a.ID) {
+			t.Fatalf("Synced lacks %s", a.ID)
+		}
+		if !slices.ContainsFunc(seen, func(ev container.Event) bool { return ev.Kind == container.Started && ev.Info.ID == a.ID }) {
+			t.Fatalf("no Started for %s before Synced", a.ID)
+		}
 	}
 }
