@@ -86,9 +86,10 @@ func benchSet(b *testing.B) *Set {
 func BenchmarkMatch10k(b *testing.B) {
 	s := benchSet(b)
 	ts := benchTargets()
-	grants := 0
+	grants, cands := 0, 0
 	for _, t := range ts {
 		grants += len(s.Match(t))
+		cands += candidates(s, t)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -98,6 +99,18 @@ func BenchmarkMatch10k(b *testing.B) {
 		i++
 	}
 	b.ReportMetric(float64(grants)/float64(len(ts)), "grants/match")
+	b.ReportMetric(float64(cands)/float64(len(ts)), "evaluated/match")
+}
+
+// candidates counts the bindings Match evaluates for t.
+func candidates(s *Set, t Target) int {
+	n := len(s.rest)
+	for k, v := range t.Labels {
+		eq, _ := s.eq.get(eqKey(k, v))
+		ex, _ := s.exists.get(k)
+		n += len(eq) + len(ex)
+	}
+	return n
 }
 
 // BenchmarkMatchLinear10k evaluates every binding, as a Set without an
