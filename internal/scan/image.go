@@ -1,6 +1,7 @@
 package scan
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,9 +17,15 @@ import (
 func (s *Scanner) ScanImage(ctx context.Context, img v1.Image, target string) (*Report, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cf, err := img.ConfigFile()
+	// The raw config, not ConfigFile(): for docker:// images the latter is
+	// rebuilt from the engine's API (history newest first, fields lost).
+	raw, err := img.RawConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading config: %w", ErrNotImage, err)
+	}
+	cf, err := v1.ParseConfigFile(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("%w: parsing config: %w", ErrCorrupt, err)
 	}
 	layers, err := img.Layers()
 	if err != nil {
