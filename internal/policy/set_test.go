@@ -260,8 +260,9 @@ func newBrute(t testing.TB, bs []Binding) brute {
 
 func (br brute) match(tg Target) []Grant {
 	byFile := map[string]Grant{}
+	var ref imageRef // image matching is tested on its own; here only the index is in question
 	for _, x := range br {
-		if !x.sel.Matches(labels.Set(tg.Labels)) || !x.img.Match(tg.Image, tg.ImageDigest) {
+		if !x.sel.Matches(labels.Set(tg.Labels)) || !x.img.match(&ref, tg.Image, tg.ImageDigest) {
 			continue
 		}
 		b := x.b
@@ -300,7 +301,7 @@ func TestMatchAgreesWithBruteForce(t *testing.T) {
 		}
 	}
 	all, some := newBrute(t, bs), newBrute(t, kept)
-	for range 2000 {
+	for range 1000 {
 		tg := randomTarget(r)
 		if got, want := s.Match(tg), all.match(tg); !reflect.DeepEqual(got, want) {
 			t.Fatalf("target %+v\nMatch %v\nbrute %v", tg, got, want)
