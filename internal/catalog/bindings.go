@@ -48,15 +48,16 @@ func (c *Catalog) PutBinding(ctx context.Context, b policy.Binding) (policy.Bind
 		return policy.Binding{}, err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	set, err := c.bindings.With(b)
-	if err != nil {
-		return policy.Binding{}, err
+	if err == nil {
+		err = c.cfg.Store.Update(ctx, func(tx store.Tx) error { return putJSON(tx, bindingKey(b.Name), b) })
 	}
-	if err := c.cfg.Store.Update(ctx, func(tx store.Tx) error { return putJSON(tx, bindingKey(b.Name), b) }); err != nil {
+	if err != nil {
+		c.mu.Unlock()
 		return policy.Binding{}, err
 	}
 	c.bindings = set
+	c.mu.Unlock()
 	c.log.Info("binding stored", "binding", b.Name, "secret", b.Secret, "selector", b.Selector)
 	c.notify(Change{Kind: BindingPut, Binding: b.Name, Secret: b.Secret})
 	return b, nil
@@ -98,11 +99,12 @@ func (c *Catalog) DeleteBinding(ctx context.Context, name string) error {
 		return err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if err := c.cfg.Store.Update(ctx, func(tx store.Tx) error { return tx.Delete(bindingKey(name)) }); err != nil {
+		c.mu.Unlock()
 		return err
 	}
 	c.bindings = c.bindings.Without(name)
+	c.mu.Unlock()
 	c.log.Info("binding deleted", "binding", name)
 	c.notify(Change{Kind: BindingDeleted, Binding: name, Secret: b.Secret})
 	return nil

@@ -5,6 +5,7 @@ package cli
 import (
 	"errors"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -44,6 +45,12 @@ func ExitCode(err error) int {
 	if errors.As(err, &ee) {
 		return ee.Code
 	}
+	// cobra's own usage errors.
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "required flag", "flag needs an argument", "invalid argument"} {
+		if strings.HasPrefix(err.Error(), p) {
+			return ExitUsage
+		}
+	}
 	return ExitFailure
 }
 
@@ -63,6 +70,8 @@ Connection: --addr/COFFER_ADDR, --token/COFFER_TOKEN, --cacert/COFFER_CACERT.`,
 	root.SetOut(out)
 	root.SetErr(errOut)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
-	root.AddCommand(newScanCmd())
+	c := &conn{}
+	c.flags(root)
+	root.AddCommand(newSecretCmd(c), newBindCmd(c), newTokenCmd(c), newAuditCmd(c), newAgentCmd(c), newScanCmd())
 	return root
 }

@@ -35,10 +35,16 @@ func Open(path string) (*Backend, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bbolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucket)
-		return err
-	})
+	// Only a new file gets written at open: an existing store is left
+	// byte for byte as it was until a real change.
+	var exists bool
+	err = db.View(func(tx *bbolt.Tx) error { exists = tx.Bucket(bucket) != nil; return nil })
+	if err == nil && !exists {
+		err = db.Update(func(tx *bbolt.Tx) error {
+			_, err := tx.CreateBucketIfNotExists(bucket)
+			return err
+		})
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)

@@ -40,3 +40,21 @@ func TestCorruptFileIsRefusedAndKept(t *testing.T) {
 		t.Fatal("corrupt file was modified")
 	}
 }
+
+func TestReopenLeavesFileUntouched(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "coffer.db")
+	b, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	before, _ := os.ReadFile(p)
+	b, err = Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if after, _ := os.ReadFile(p); string(after) != string(before) {
+		t.Fatal("reopening the store changed its file")
+	}
+}

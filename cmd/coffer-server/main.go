@@ -1,0 +1,82 @@
+// Command coffer-server is Coffer's control plane: the encrypted secret
+// store, bindings, tokens, audit trail and the agents' channel.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"coffer/internal/server"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	cfg := server.Defaults()
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "coffer-server",
+		Short: "Coffer's control plane: encrypted secrets, bindings, tokens, audit, agents",
+		Long: `coffer-server stores secrets encrypted at rest, maps them to containers by
+label selectors and pushes them to coffer-agents over mutually authenticated TLS.
+
+The first start initializes the data dir: a 256-bit master key (master.key,
+0600), a CA (ca.pem) and server certificate, and a bootstrap admin token
+written to <data-dir>/admin.token. Later starts reuse all of it.`,
+		Example: `  coffer-server --data-dir /var/lib/coffer
+  coffer-server --config /etc/coffer/server.yaml
+  coffer-server --listen 127.0.0.1:7443 --san coffer.example.com`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configFile != "" {
+				flags := cfg
+				if err := cfg.LoadFile(configFile); err != nil {
+					return err
+				}
+				// Flags given on the command line win over the file.
+				cmd.Flags().Visit(func(f *pflagFlag) { overlay(&cfg, flags, f.Name) })
+			}
+			log := newLogger(cfg.LogLevel)
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			s, err := server.New(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			return s.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, max_versions, max_value_size, agent_cert_ttl, log_level)")
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the store, CA, audit trail and keys")
+	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to listen on (HTTPS and agents' gRPC)")
+	f.StringSliceVar(&cfg.SANs, "san", nil, "extra DNS names or IPs for the server certificate (repeatable)")
+	f.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "master key file (default <data-dir>/master.key)")
+	f.IntVar(&cfg.MaxVersions, "max-versions", cfg.MaxVersions, "versions kept per secret")
+	f.IntVar(&cfg.MaxValueSize, "max-value-size", cfg.MaxValueSize, "largest secret value in bytes")
+	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", cfg.AgentCertTTL, "lifetime of agent certificates")
+	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "coffer-server:", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}

@@ -1,0 +1,159 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"coffer/internal/api"
+	"coffer/internal/audit"
+	"coffer/internal/authn"
+	"coffer/internal/authz"
+	"coffer/internal/broker"
+	"coffer/internal/catalog"
+	"coffer/internal/fleet"
+	"coffer/internal/identity"
+	"coffer/internal/seal"
+	"coffer/internal/store/bolt"
+)
+
+// env is a full API stack on real parts (bbolt, seal, audit file) in a temp dir.
+type env struct {
+	t      *testing.T
+	dir    string
+	srv    *httptest.Server
+	admin  string
+	tokens *authn.Tokens
+	audit  *audit.Log
+	logs   *syncBuffer
+
+	mu        sync.Mutex
+	responses bytes.Buffer // every response body, for leak checks
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	st, err := bolt.Open(filepath.Join(dir, "coffer.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	key, err := seal.CreateKeyFile(filepath.Join(dir, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _, err := identity.LoadOrCreateCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alog, err := audit.Open(filepath.Join(dir, "audit.log"), audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { alog.Close() })
+	aud := alog
+	tokens, err := authn.NewTokens(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl, err := fleet.Open(ctx, fleet.Config{Store: st, CA: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b *broker.Broker
+	cat, err := catalog.Open(ctx, catalog.Config{Store: st, Key: key, Logger: log, MaxValueSize: 1 << 20, OnChange: func(c catalog.Change) { b.Changed(c) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = broker.New(broker.Config{Catalog: cat, Audit: aud, Agents: fl, Logger: log})
+	h := api.New(api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: aud, CAPEM: ca.CertPEM, Logger: log})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	admin, _, err := tokens.Create(ctx, authn.CreateOptions{Role: authz.Admin, CreatedBy: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{t: t, dir: dir, srv: srv, admin: admin, tokens: tokens, audit: alog, logs: logs}
+}
+
+// token makes a token of a role and scope.
+func (e *env) token(role authz.Role, scope string) string {
+	e.t.Helper()
+	plain, _, err := e.tokens.Create(context.Background(), authn.CreateOptions{Role: role, Scope: scope})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return plain
+}
+
+// do sends a request with a raw body and returns status and body.
+func (e *env) do(token, method, path string, body string) (int, string) {
+	e.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	e.mu.Lock()
+	e.responses.Write(b)
+	e.mu.Unlock()
+	return resp.StatusCode, string(b)
+}
+
+// json sends v as JSON and decodes the answer into out (if not nil).
+func (e *env) json(token, method, path string, v, out any) int {
+	e.t.Helper()
+	body := ""
+	if v != nil {
+		b, _ := json.Marshal(v)
+		body = string(b)
+	}
+	code, resp := e.do(token, method, path, body)
+	if out != nil && code < 300 {
+		if err := json.Unmarshal([]byte(resp), out); err != nil {
+			e.t.Fatalf("%s %s: %v: %s", method, path, err, resp)
+		}
+	}
+	return code
+}

@@ -1,0 +1,305 @@
+// Package broker pushes to connected agents the exact set of secret files
+// each of their containers must hold, and tracks what every container has
+// acknowledged (the rollout state).
+//
+// The broker keeps, per container, the grants computed from the bindings
+// (package policy) and the files last sent. A change in the catalog (a new
+// version, a deletion, a binding) recomputes only the containers it touches
+// and queues a Desired message on their agent's stream; values travel once
+// per secret version per stream.
+package broker
+
+import (
+	"context"
+	"crypto/x509"
+	"log/slog"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	cofferv1 "coffer/api/coffer/v1"
+	"coffer/internal/audit"
+	"coffer/internal/catalog"
+	"coffer/internal/policy"
+	"coffer/internal/secret"
+)
+
+// Catalog is what the broker needs of the secret catalog.
+type Catalog interface {
+	Bindings() *policy.Set
+	Current(ctx context.Context, name string) (uint64, error)
+	Value(ctx context.Context, name string, version uint64) (secret.Value, error)
+}
+
+// Auditor records delivery events.
+type Auditor interface {
+	Append(ctx context.Context, e audit.Event) (audit.Event, error)
+}
+
+// Agents authenticates agents by certificate and renews their
+// certificates; it is implemented by *fleet.Fleet.
+type Agents interface {
+	Verify(cert *x509.Certificate) (string, error)
+	Seen(name, addr string)
+	Renew(ctx context.Context, name, currentSerial string, csrDER []byte) ([]byte, error)
+}
+
+// Config configures a Broker.
+type Config struct {
+	Catalog Catalog
+	Audit   Auditor
+	Agents  Agents
+	Logger  *slog.Logger
+}
+
+// Broker is safe for concurrent use.
+type Broker struct {
+	cfg Config
+	log *slog.Logger
+
+	mu         sync.Mutex
+	sessions   map[string]*session // by agent name
+	containers map[string]*ctr     // by container id
+	bySecret   map[string]map[string]*ctr
+	current    map[string]uint64 // secret → current version, 0 = none; lazily filled
+	values     map[verKey]secret.Value
+}
+
+type verKey struct {
+	secret  string
+	version uint64
+}
+
+type ctr struct {
+	agent   string
+	info    *cofferv1.Container
+	grants  []policy.Grant
+	gen     uint64
+	desired []*cofferv1.FileRef // last sent, sorted by file
+	applied []*cofferv1.FileRef // last acknowledged
+	ackGen  uint64
+	sentAt  time.Time
+}
+
+// New makes a Broker.
+func New(cfg Config) *Broker {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Broker{
+		cfg: cfg, log: cfg.Logger,
+		sessions:   map[string]*session{},
+		containers: map[string]*ctr{},
+		bySecret:   map[string]map[string]*ctr{},
+		current:    map[string]uint64{},
+		values:     map[verKey]secret.Value{},
+	}
+}
+
+// Changed is the catalog's OnChange hook: it pushes what the change means
+// to every container it touches.
+func (b *Broker) Changed(ch catalog.Change) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch ch.Kind {
+	case catalog.SecretPut:
+		b.setCurrent(ch.Secret, ch.Version)
+		for _, c := range b.bySecret[ch.Secret] {
+			b.push(c)
+		}
+	case catalog.SecretDeleted:
+		b.setCurrent(ch.Secret, 0)
+		for _, c := range b.bySecret[ch.Secret] {
+			b.push(c)
+		}
+	case catalog.BindingPut, catalog.BindingDeleted:
+		set := b.cfg.Catalog.Bindings()
+		for _, c := range b.containers {
+			b.regrant(c, set)
+			b.push(c)
+		}
+	}
+}
+
+// setCurrent records a secret's current version and drops cached values of
+// older versions.
+func (b *Broker) setCurrent(name string, v uint64) {
+	b.current[name] = v
+	for k, val := range b.values {
+		if k.secret == name && k.version != v {
+			val.Zero()
+			delete(b.values, k)
+		}
+	}
+}
+
+func (b *Broker) currentVersion(name string) uint64 {
+	if v, ok := b.current[name]; ok {
+		return v
+	}
+	v, err := b.cfg.Catalog.Current(context.Background(), name)
+	if err != nil {
+		v = 0
+	}
+	b.current[name] = v
+	return v
+}
+
+// value returns the cached value of a version, opening it once.
+func (b *Broker) value(k verKey) (secret.Value, error) {
+	if v, ok := b.values[k]; ok {
+		return v, nil
+	}
+	v, err := b.cfg.Catalog.Value(context.Background(), k.secret, k.version)
+	if err != nil {
+		return nil, err
+	}
+	b.values[k] = v
+	return v, nil
+}
+
+// regrant recomputes c's grants from set and updates the secret index.
+func (b *Broker) regrant(c *ctr, set *policy.Set) {
+	for _, g := range c.grants {
+		if m := b.bySecret[g.Secret]; m != nil {
+			delete(m, c.info.Id)
+			if len(m) == 0 {
+				delete(b.bySecret, g.Secret)
+			}
+		}
+	}
+	c.grants = set.Match(policy.Target{Labels: c.info.Labels, Image: c.info.Image, ImageDigest: c.info.ImageDigest})
+	for _, g := range c.grants {
+		m := b.bySecret[g.Secret]
+		if m == nil {
+			m = map[string]*ctr{}
+			b.bySecret[g.Secret] = m
+		}
+		m[c.info.Id] = c
+	}
+}
+
+// push computes c's desired files and, if they changed, queues them on the
+// container's agent stream together with any values the stream lacks.
+func (b *Broker) push(c *ctr) {
+	var files []*cofferv1.FileRef
+	for _, g := range c.grants {
+		v := b.currentVersion(g.Secret)
+		if v == 0 {
+			continue
+		}
+		files = append(files, &cofferv1.FileRef{Secret: g.Secret, Version: v, File: g.File, Mode: g.Mode, Uid: int32(g.UID), Gid: int32(g.GID)})
+	}
+	sort.Slice(files, func(i, j int) bool { return files[i].File < files[j].File })
+	if c.gen > 0 && sameFiles(files, c.desired) {
+		return
+	}
+	s := b.sessions[c.agent]
+	if s == nil {
+		return // offline: it gets everything on reconnect
+	}
+	var vals []*cofferv1.SecretValue
+	var kept []*cofferv1.FileRef
+	for _, f := range files {
+		v, err := b.value(verKey{f.Secret, f.Version})
+		if err != nil {
+			b.log.Error("cannot open secret for delivery", "secret", f.Secret, "version", f.Version, "err", err)
+			continue
+		}
+		vals = append(vals, &cofferv1.SecretValue{Secret: f.Secret, Version: f.Version, Value: v})
+		kept = append(kept, f)
+	}
+	c.gen++
+	c.desired = kept
+	c.sentAt = time.Now()
+	s.enqueue(vals, &cofferv1.Desired{ContainerId: c.info.Id, Generation: c.gen, Files: kept})
+}
+
+func sameFiles(a, b []*cofferv1.FileRef) bool {
+	return slices.EqualFunc(a, b, func(x, y *cofferv1.FileRef) bool {
+		return x.Secret == y.Secret && x.Version == y.Version && x.File == y.File && x.Mode == y.Mode && x.Uid == y.Uid && x.Gid == y.Gid
+	})
+}
+
+// Holder is one container's state for a secret.
+type Holder struct {
+	Agent         string `json:"agent"`
+	ContainerID   string `json:"container_id"`
+	ContainerName string `json:"container_name"`
+	Version       uint64 `json:"version"` // acknowledged; 0 = none yet
+	Pending       bool   `json:"pending"` // a newer state was sent and not yet acknowledged
+}
+
+// Rollout lists the containers bound to a secret with the version each holds.
+func (b *Broker) Rollout(name string) []Holder {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := []Holder{}
+	for _, c := range b.bySecret[name] {
+		h := Holder{Agent: c.agent, ContainerID: c.info.Id, ContainerName: c.info.Name, Pending: c.ackGen != c.gen}
+		for _, f := range c.applied {
+			if f.Secret == name {
+				h.Version = f.Version
+			}
+		}
+		if want := b.currentVersion(name); want != 0 && h.Version != want {
+			h.Pending = true
+		}
+		out = append(out, h)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Agent+out[i].ContainerName < out[j].Agent+out[j].ContainerName })
+	return out
+}
+
+// Containers counts the containers an agent reported, by agent name.
+func (b *Broker) Containers() map[string]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string]int{}
+	for _, c := range b.containers {
+		out[c.agent]++
+	}
+	return out
+}
+
+// Connected reports the agents with an open stream.
+func (b *Broker) Connected() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Sorted(maps.Keys(b.sessions))
+}
+
+// Disconnect closes an agent's stream at once (the agent was revoked) and
+// forgets its containers.
+func (b *Broker) Disconnect(agent string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s := b.sessions[agent]; s != nil {
+		s.cancel()
+		delete(b.sessions, agent)
+	}
+	for id, c := range b.containers {
+		if c.agent == agent {
+			b.dropLocked(id)
+		}
+	}
+}
+
+func (b *Broker) dropLocked(id string) *ctr {
+	c := b.containers[id]
+	if c == nil {
+		return nil
+	}
+	for _, g := range c.grants {
+		if m := b.bySecret[g.Secret]; m != nil {
+			delete(m, id)
+			if len(m) == 0 {
+				delete(b.bySecret, g.Secret)
+			}
+		}
+	}
+	delete(b.containers, id)
+	return c
+}

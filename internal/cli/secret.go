@@ -1,0 +1,263 @@
+package cli
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"coffer/internal/secret"
+)
+
+type secretMeta struct {
+	Name     string    `json:"name"`
+	Current  uint64    `json:"current_version"`
+	Created  time.Time `json:"created"`
+	Updated  time.Time `json:"updated"`
+	Versions []struct {
+		Version uint64    `json:"version"`
+		Created time.Time `json:"created"`
+		Author  string    `json:"author"`
+	} `json:"versions"`
+	Holders []struct {
+		Agent         string `json:"agent"`
+		ContainerID   string `json:"container_id"`
+		ContainerName string `json:"container_name"`
+		Version       uint64 `json:"version"`
+		Pending       bool   `json:"pending"`
+	} `json:"holders"`
+	Pending int `json:"pending"`
+}
+
+func newSecretCmd(c *conn) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "secret",
+		Short: "Put, list, show and delete secrets (values are write-only)",
+	}
+	cmd.AddCommand(newSecretPutCmd(c), newSecretLsCmd(c), newSecretShowCmd(c), newSecretRmCmd(c))
+	return cmd
+}
+
+func newSecretPutCmd(c *conn) *cobra.Command {
+	var fromFile, alphabet string
+	var generate int
+	cmd := &cobra.Command{
+		Use:   "put NAME",
+		Short: "Store a new version of a secret",
+		Long: `Store a new version of a secret. The value comes from standard input (not
+from an argument, which would land in shell history and ps), from --from-file,
+or is generated on the server with --generate N and never shown to anyone.
+Running containers bound to the secret receive the new version at once.`,
+		Example: `  printf %s "$DB_PASSWORD" | coffer secret put payments/db-password
+  coffer secret put payments/tls-key --from-file key.pem
+  coffer secret put payments/api-key --generate 40 --alphabet alnum`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := secret.ValidateName(name); err != nil {
+				return usageError(err)
+			}
+			if generate != 0 && fromFile != "" {
+				return usageError(errors.New("--generate and --from-file exclude each other"))
+			}
+			body := map[string]any{}
+			switch {
+			case generate != 0:
+				body["generate"] = map[string]any{"length": generate, "alphabet": alphabet}
+			default:
+				v, err := readValue(cmd.InOrStdin(), fromFile)
+				if err != nil {
+					return err
+				}
+				body["value"] = base64.StdEncoding.EncodeToString(v)
+				v.Zero()
+			}
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			var m secretMeta
+			if err := cl.do("PUT", "/v1/secrets/"+escapePath(name), body, &m); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: version %d stored\n", m.Name, m.Current)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&fromFile, "from-file", "", "read the value from this file")
+	cmd.Flags().IntVar(&generate, "generate", 0, "generate a random value of this length on the server")
+	cmd.Flags().StringVar(&alphabet, "alphabet", "alnum", "alphabet for --generate: alnum, alpha, numeric, hex, base64url, printable")
+	return cmd
+}
+
+// readValue reads a value from a file or stdin; a single trailing newline
+// from stdin (echo) is dropped.
+func readValue(stdin io.Reader, file string) (secret.Value, error) {
+	const max = 64 << 20
+	var r io.Reader = stdin
+	if file != "" {
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		r = f
+	} else if f, ok := stdin.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			fmt.Fprintln(os.Stderr, "reading the value from the terminal; end with Ctrl-D")
+		}
+	}
+	b, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > max {
+		return nil, fmt.Errorf("value larger than %d bytes", max)
+	}
+	if file == "" {
+		if n := len(b); n > 0 && b[n-1] == '\n' {
+			b = b[:n-1]
+			if n := len(b); n > 0 && b[n-1] == '\r' {
+				b = b[:n-1]
+			}
+		}
+	}
+	if len(b) == 0 {
+		return nil, usageError(errors.New("empty value: give it on standard input, with --from-file or --generate"))
+	}
+	return secret.Value(b), nil
+}
+
+func newSecretLsCmd(c *conn) *cobra.Command {
+	var o output
+	var prefix string
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Short:   "List secrets (metadata only)",
+		Example: "  coffer secret ls\n  coffer secret ls --prefix payments/ -o json",
+		Args:    exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.check(); err != nil {
+				return err
+			}
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			var ms []secretMeta
+			if err := cl.do("GET", "/v1/secrets?prefix="+queryEscape(prefix), nil, &ms); err != nil {
+				return err
+			}
+			rows := [][]string{}
+			for _, m := range ms {
+				rows = append(rows, []string{m.Name, fmt.Sprint(m.Current), m.Updated.Format(time.RFC3339)})
+			}
+			return o.print(cmd.OutOrStdout(), ms, []string{"NAME", "VERSION", "UPDATED"}, rows)
+		},
+	}
+	cmd.Flags().StringVar(&prefix, "prefix", "", "only names starting with this")
+	o.flag(cmd)
+	return cmd
+}
+
+func newSecretShowCmd(c *conn) *cobra.Command {
+	var o output
+	cmd := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a secret's versions and which containers hold which version",
+		Long: `Show a secret's metadata: its kept versions (who wrote each, when) and its
+rollout: every running container bound to it, the version it holds, and how
+many have not yet acknowledged the current version. Never the value.`,
+		Example: "  coffer secret show payments/db-password\n  coffer secret show payments/db-password -o json",
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := o.check(); err != nil {
+				return err
+			}
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			var m secretMeta
+			if err := cl.do("GET", "/v1/secrets/"+escapePath(args[0]), nil, &m); err != nil {
+				return err
+			}
+			if o.format == "json" {
+				return o.print(cmd.OutOrStdout(), m, nil, nil)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "Name:     %s\nCurrent:  %d\nCreated:  %s\nUpdated:  %s\n\nVersions:\n", m.Name, m.Current, m.Created.Format(time.RFC3339), m.Updated.Format(time.RFC3339))
+			rows := [][]string{}
+			for _, v := range m.Versions {
+				rows = append(rows, []string{fmt.Sprint(v.Version), v.Created.Format(time.RFC3339), v.Author})
+			}
+			o.print(w, nil, []string{"  VERSION", "CREATED", "AUTHOR"}, indent(rows))
+			fmt.Fprintf(w, "\nContainers: %d holding, %d pending\n", len(m.Holders), m.Pending)
+			rows = [][]string{}
+			for _, h := range m.Holders {
+				state := "current"
+				if h.Pending {
+					state = "pending"
+				}
+				rows = append(rows, []string{h.Agent, h.ContainerName, short(h.ContainerID), fmt.Sprint(h.Version), state})
+			}
+			if len(rows) > 0 {
+				o.print(w, nil, []string{"  HOST", "CONTAINER", "ID", "VERSION", "STATE"}, indent(rows))
+			}
+			return nil
+		},
+	}
+	o.flag(cmd)
+	return cmd
+}
+
+func indent(rows [][]string) [][]string {
+	for _, r := range rows {
+		r[0] = "  " + r[0]
+	}
+	return rows
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func newSecretRmCmd(c *conn) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm NAME",
+		Short:   "Delete a secret and all its versions; it disappears from every container",
+		Example: "  coffer secret rm payments/old-api-key",
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			if err := cl.do("DELETE", "/v1/secrets/"+escapePath(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: deleted\n", args[0])
+			return nil
+		},
+	}
+}
+
+func queryEscape(s string) string { return url.QueryEscape(s) }
+
+// exactArgs is cobra.ExactArgs with a usage exit code.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError(fmt.Errorf("%s takes %d argument(s), got %d; see --help", cmd.CommandPath(), n, len(args)))
+		}
+		return nil
+	}
+}

@@ -1,0 +1,137 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+type tokenInfo struct {
+	Token       string    `json:"token,omitempty"`
+	ID          string    `json:"id"`
+	Role        string    `json:"role"`
+	Scope       string    `json:"scope,omitempty"`
+	Description string    `json:"description,omitempty"`
+	CreatedBy   string    `json:"created_by"`
+	Created     time.Time `json:"created"`
+	Expires     time.Time `json:"expires,omitzero"`
+	OneTime     bool      `json:"one_time,omitempty"`
+	Used        bool      `json:"used,omitempty"`
+}
+
+func newTokenCmd(c *conn) *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Create, list and revoke tokens"}
+	cmd.AddCommand(newTokenCreateCmd(c), newTokenLsCmd(c), newTokenRevokeCmd(c))
+	return cmd
+}
+
+func newTokenCreateCmd(c *conn) *cobra.Command {
+	var o output
+	var role, scope, desc string
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "create --role ROLE",
+		Short: "Create a token (printed once, alone on stdout)",
+		Long: `Create a token. Roles: admin (everything), operator (secrets and bindings),
+auditor (audit trail and metadata), viewer (metadata), agent (a one-time join
+token for enrolling a coffer-agent; default TTL 1h). --scope limits a token to
+names under a prefix. The token is printed once, alone on stdout; only its
+hash is kept.`,
+		Example: `  coffer token create --role operator --scope 'payments/*' --ttl 720h
+  coffer token create --role agent --ttl 1h
+  coffer token create --role auditor -o json`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.check(); err != nil {
+				return err
+			}
+			if role == "" {
+				return usageError(fmt.Errorf("--role is required: admin, operator, auditor, viewer or agent"))
+			}
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			req := map[string]string{"role": role, "scope": scope, "description": desc}
+			if ttl > 0 {
+				req["ttl"] = ttl.String()
+			}
+			var t tokenInfo
+			if err := cl.do("POST", "/v1/tokens", req, &t); err != nil {
+				return err
+			}
+			if o.format == "json" {
+				return o.print(cmd.OutOrStdout(), t, nil, nil)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), t.Token)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&role, "role", "", "admin, operator, auditor, viewer or agent (required)")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "lifetime, e.g. 1h, 720h (default: none; agent: 1h)")
+	cmd.Flags().StringVar(&scope, "scope", "", "limit to names under this prefix, e.g. payments/*")
+	cmd.Flags().StringVar(&desc, "description", "", "what the token is for")
+	cmd.Flags().StringVarP(&o.format, "output", "o", "table", "table (token alone) or json")
+	return cmd
+}
+
+func newTokenLsCmd(c *conn) *cobra.Command {
+	var o output
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Short:   "List tokens (never the tokens themselves)",
+		Example: "  coffer token ls -o json",
+		Args:    exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.check(); err != nil {
+				return err
+			}
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			var ts []tokenInfo
+			if err := cl.do("GET", "/v1/tokens", nil, &ts); err != nil {
+				return err
+			}
+			rows := [][]string{}
+			for _, t := range ts {
+				exp := "never"
+				if !t.Expires.IsZero() {
+					exp = t.Expires.Format(time.RFC3339)
+				}
+				state := "active"
+				if t.Used {
+					state = "used"
+				} else if !t.Expires.IsZero() && time.Now().After(t.Expires) {
+					state = "expired"
+				}
+				rows = append(rows, []string{t.ID, t.Role, dash(t.Scope), exp, state, dash(t.Description)})
+			}
+			return o.print(cmd.OutOrStdout(), ts, []string{"ID", "ROLE", "SCOPE", "EXPIRES", "STATE", "DESCRIPTION"}, rows)
+		},
+	}
+	o.flag(cmd)
+	return cmd
+}
+
+func newTokenRevokeCmd(c *conn) *cobra.Command {
+	return &cobra.Command{
+		Use:     "revoke ID",
+		Short:   "Revoke a token by id; it stops working at once",
+		Example: "  coffer token revoke 3f2a9c0d1e2b4a5c",
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			if err := cl.do("DELETE", "/v1/tokens/"+escapePath(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "token %s: revoked\n", args[0])
+			return nil
+		},
+	}
+}

@@ -1,0 +1,65 @@
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is coffer-server's configuration, from flags or a YAML file.
+type Config struct {
+	DataDir       string        `yaml:"data_dir"`
+	Listen        string        `yaml:"listen"`
+	SANs          []string      `yaml:"san"`
+	MasterKeyFile string        `yaml:"master_key_file"` // default <data_dir>/master.key
+	MaxVersions   int           `yaml:"max_versions"`
+	MaxValueSize  int           `yaml:"max_value_size"`
+	AgentCertTTL  time.Duration `yaml:"agent_cert_ttl"`
+	LogLevel      string        `yaml:"log_level"`
+}
+
+// Defaults returns the default configuration.
+func Defaults() Config {
+	return Config{
+		DataDir:      "./coffer-data",
+		Listen:       "127.0.0.1:7443",
+		MaxVersions:  10,
+		MaxValueSize: 1 << 20,
+		AgentCertTTL: 24 * time.Hour,
+		LogLevel:     "info",
+	}
+}
+
+// LoadFile reads a YAML config file over c. Unknown keys are errors.
+func (c *Config) LoadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	switch {
+	case c.DataDir == "":
+		return fmt.Errorf("config: data_dir is empty")
+	case c.Listen == "":
+		return fmt.Errorf("config: listen is empty")
+	case c.MaxVersions < 1 || c.MaxVersions > 1000:
+		return fmt.Errorf("config: max_versions %d: must be 1 to 1000", c.MaxVersions)
+	case c.MaxValueSize < 1 || c.MaxValueSize > 64<<20:
+		return fmt.Errorf("config: max_value_size %d: must be 1 byte to 64 MiB", c.MaxValueSize)
+	case c.AgentCertTTL < 10*time.Minute || c.AgentCertTTL > 90*24*time.Hour:
+		return fmt.Errorf("config: agent_cert_ttl %s: must be 10m to 2160h", c.AgentCertTTL)
+	}
+	return nil
+}
