@@ -1,0 +1,108 @@
+// Command coffer-agent runs on every host: it enrolls with the server once,
+// then delivers the secrets bound to each container into that container's
+// memory, rotates them live and removes them on revocation.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"coffer/internal/agent"
+	"coffer/internal/container/docker"
+	"coffer/internal/deliver/tmpfs"
+)
+
+func main() {
+	tmpfs.Init() // runs the namespace helper and exits when started as it
+	os.Exit(run())
+}
+
+func run() int {
+	var server, joinToken, caFile, stateDir, name, dockerHost, dir, logLevel string
+	var sizeMiB int
+	hostname, _ := os.Hostname()
+	cmd := &cobra.Command{
+		Use:   "coffer-agent",
+		Short: "Deliver secrets into container memory on this host",
+		Long: `coffer-agent watches the container runtime (Docker) and delivers exactly the
+secrets bound to each container into a tmpfs inside that container's mount
+namespace (default /run/secrets/<name>, mounted noswap,nosuid,nodev,noexec).
+Values live only in memory: never on the host's disk.
+
+The first start enrolls with a one-time join token (coffer token create
+--role agent); the agent's key and certificate are kept in --state-dir and
+reused on restart. All later traffic is mutually authenticated TLS 1.3.`,
+		Example: `  coffer-agent --server 127.0.0.1:7443 --ca-cert ca.pem --join-token "$JOIN" --state-dir /var/lib/coffer-agent
+  coffer-agent --server 127.0.0.1:7443 --ca-cert ca.pem --state-dir /var/lib/coffer-agent   # already enrolled`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := newLogger(logLevel)
+			hardenProcess(log)
+			caPEM, err := os.ReadFile(caFile)
+			if err != nil {
+				return fmt.Errorf("--ca-cert: %w", err)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			cert, err := agent.LoadOrEnroll(ctx, server, caPEM, stateDir, name, joinToken)
+			if err != nil {
+				return err
+			}
+			rt, err := docker.New(docker.Config{Host: dockerHost, Logger: log})
+			if err != nil {
+				return err
+			}
+			defer rt.Close()
+			d, err := tmpfs.New(tmpfs.Config{Dir: dir, SizeBytes: int64(sizeMiB) << 20, Logger: log})
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			log.Info("coffer-agent starting", "name", name, "server", server)
+			return agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: d, Logger: log}).Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&server, "server", "127.0.0.1:7443", "coffer-server address host:port")
+	f.StringVar(&joinToken, "join-token", os.Getenv("COFFER_JOIN_TOKEN"), "one-time join token for the first start (env COFFER_JOIN_TOKEN)")
+	f.StringVar(&caFile, "ca-cert", "ca.pem", "the Coffer CA certificate (the server's <data-dir>/ca.pem)")
+	f.StringVar(&stateDir, "state-dir", "/var/lib/coffer-agent", "where the agent keeps its own key and certificate (never a secret)")
+	f.StringVar(&name, "name", hostname, "this agent's name")
+	f.StringVar(&dockerHost, "docker-host", "", "Docker engine address (default DOCKER_HOST or the local socket)")
+	f.StringVar(&dir, "target-dir", "/run/secrets", "directory inside containers where secrets land")
+	f.IntVar(&sizeMiB, "tmpfs-size", 4, "size cap of the tmpfs in each container, MiB")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "coffer-agent:", err)
+		return 1
+	}
+	return 0
+}
+
+// hardenProcess keeps secret values out of swap and core dumps where the
+// kernel lets us.
+func hardenProcess(log *slog.Logger) {
+	if err := unix.Mlockall(unix.MCL_CURRENT | unix.MCL_FUTURE | unix.MCL_ONFAULT); err != nil {
+		log.Warn("cannot lock memory; values could reach swap if swap is on", "err", err)
+	}
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		log.Warn("cannot disable core dumps", "err", err)
+	}
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}

@@ -1,0 +1,226 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"coffer/internal/agent"
+	"coffer/internal/container"
+	"coffer/internal/container/fake"
+	"coffer/internal/deliver/memory"
+	"coffer/internal/secret"
+	"coffer/internal/server"
+)
+
+// rig is an in-process coffer-server on 127.0.0.1 and a REST client for it.
+type rig struct {
+	t      *testing.T
+	srv    *server.Server
+	dir    string
+	caPEM  []byte
+	admin  string
+	client *http.Client
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := server.Defaults()
+	cfg.DataDir = filepath.Join(dir, "server")
+	cfg.Listen = "127.0.0.1:0"
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := server.New(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, srv: s, dir: dir, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-r.done })
+	r.caPEM, _ = os.ReadFile(filepath.Join(cfg.DataDir, "ca.pem"))
+	tok, _ := os.ReadFile(filepath.Join(cfg.DataDir, "admin.token"))
+	r.admin = strings.TrimSpace(string(tok))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(r.caPEM)
+	r.client = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return r
+}
+
+func (r *rig) call(method, path string, body any, out any) {
+	r.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "https://"+r.srv.Addr()+path, rd)
+	req.Header.Set("Authorization", "Bearer "+r.admin)
+	resp, err := r.client.Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		r.t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, data)
+	}
+	if out != nil {
+		json.Unmarshal(data, out)
+	}
+}
+
+func (r *rig) put(name, value string) {
+	r.call("PUT", "/v1/secrets/"+name, map[string]string{"value": base64.StdEncoding.EncodeToString([]byte(value))}, nil)
+}
+
+func (r *rig) bind(name, secretName, selector string) {
+	r.call("PUT", "/v1/bindings/"+name, map[string]string{"secret": secretName, "selector": selector}, nil)
+}
+
+// startAgent enrolls and runs an agent with a fake runtime and an in-memory deliverer.
+func (r *rig) startAgent(name string) (*agent.Agent, *fake.Runtime, *memory.Deliverer, context.CancelFunc) {
+	r.t.Helper()
+	var tok struct {
+		Token string `json:"token"`
+	}
+	r.call("POST", "/v1/tokens", map[string]string{"role": "agent"}, &tok)
+	ctx, cancel := context.WithCancel(context.Background())
+	cert, err := agent.LoadOrEnroll(ctx, r.srv.Addr(), r.caPEM, filepath.Join(r.dir, name), name, tok.Token)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	rt := fake.New()
+	d := memory.New(memory.Config{})
+	a := agent.New(agent.Config{Server: r.srv.Addr(), CAPEM: r.caPEM, Cert: cert, StateDir: filepath.Join(r.dir, name), Runtime: rt, Deliverer: d})
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	stop := func() { cancel(); <-done }
+	r.t.Cleanup(stop)
+	return a, rt, d, stop
+}
+
+func waitValue(t *testing.T, d *memory.Deliverer, id, file, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := d.WaitFiles(ctx, id, func(files map[string]secret.File) bool {
+		f, ok := files[file]
+		if want == "" {
+			return !ok
+		}
+		return ok && string(f.Value) == want
+	})
+	if err != nil {
+		t.Fatalf("container %s file %s: want %q: %v (have %d files)", id, file, want, err, len(d.Files(id)))
+	}
+}
+
+func TestAgentDeliversRotatesRevokes(t *testing.T) {
+	r := newRig(t)
+	r.put("app/db", "v1")
+	r.bind("web-db", "app/db", "app=web")
+	a, rt, d, _ := r.startAgent("node-1")
+	for i := range 5 {
+		rt.Start(container.Info{ID: fmt.Sprintf("c%d", i), Name: fmt.Sprintf("web-%d", i), Labels: map[string]string{"app": "web"}, Image: "x:1", PID: 100 + i})
+	}
+	rt.Start(container.Info{ID: "other", Name: "other", Labels: map[string]string{"app": "db"}, PID: 99})
+	for i := range 5 {
+		waitValue(t, d, fmt.Sprintf("c%d", i), "db", "v1")
+	}
+	if len(d.Files("other")) != 0 {
+		t.Fatal("unbound container got files")
+	}
+	r.put("app/db", "v2")
+	for i := range 5 {
+		waitValue(t, d, fmt.Sprintf("c%d", i), "db", "v2")
+	}
+	// Rollout state on the server.
+	var show struct {
+		Holders []struct {
+			Version uint64 `json:"version"`
+		} `json:"holders"`
+		Pending int `json:"pending"`
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r.call("GET", "/v1/secrets/app/db", nil, &show)
+		if len(show.Holders) == 5 && show.Pending == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(show.Holders) != 5 || show.Pending != 0 || show.Holders[0].Version != 2 {
+		t.Fatalf("rollout = %+v", show)
+	}
+	// Late binding reaches running containers; deleting it removes the file.
+	r.put("app/api", "k1")
+	r.bind("web-api", "app/api", "app in (web,db)")
+	waitValue(t, d, "other", "api", "k1")
+	waitValue(t, d, "c0", "api", "k1")
+	r.call("DELETE", "/v1/bindings/web-api", nil, nil)
+	waitValue(t, d, "other", "api", "")
+	// Deleting the secret revokes it.
+	r.call("DELETE", "/v1/secrets/app/db", nil, nil)
+	for i := range 5 {
+		waitValue(t, d, fmt.Sprintf("c%d", i), "db", "")
+	}
+	// Stopped containers are released and the agent forgets their values.
+	for i := range 5 {
+		rt.Stop(fmt.Sprintf("c%d", i))
+	}
+	rt.Stop("other")
+	deadline = time.Now().Add(5 * time.Second)
+	for !d.Released("c0") || a.Stats().Containers != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not released: %+v", a.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestAgentSurvivesServerRestart(t *testing.T) {
+	r := newRig(t)
+	r.put("app/db", "v1")
+	r.bind("web-db", "app/db", "app=web")
+	_, rt, d, _ := r.startAgent("node-1")
+	rt.Start(container.Info{ID: "c1", Name: "web-1", Labels: map[string]string{"app": "web"}, PID: 7})
+	waitValue(t, d, "c1", "db", "v1")
+
+	// Stop the server; the container keeps its value.
+	addr := r.srv.Addr()
+	r.cancel()
+	<-r.done
+	r.done <- nil // for the cleanup
+	time.Sleep(300 * time.Millisecond)
+	if got := string(d.Files("c1")["db"].Value); got != "v1" {
+		t.Fatalf("value while the server is down: %q", got)
+	}
+	// Restart it on the same address and data dir; a rotation arrives.
+	cfg := server.Defaults()
+	cfg.DataDir = filepath.Join(r.dir, "server")
+	cfg.Listen = addr
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := server.New(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	r.srv = s
+	r.put("app/db", "v2")
+	waitValue(t, d, "c1", "db", "v2")
+}

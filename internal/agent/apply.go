@@ -1,0 +1,148 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	cofferv1 "coffer/api/coffer/v1"
+	"coffer/internal/secret"
+)
+
+// handle applies one server message.
+func (a *Agent) handle(ctx context.Context, m *cofferv1.ServerMessage) {
+	switch msg := m.Msg.(type) {
+	case *cofferv1.ServerMessage_Values:
+		a.mu.Lock()
+		for _, v := range msg.Values.GetValues() {
+			k := verKey{v.GetSecret(), v.GetVersion()}
+			a.valuesAt[k] = time.Now()
+			if _, ok := a.values[k]; ok {
+				// Keep the buffer we have: a worker may be writing it.
+				secret.Value(v.Value).Zero()
+			} else {
+				a.values[k] = secret.Value(v.Value)
+			}
+			v.Value = nil
+		}
+		a.mu.Unlock()
+	case *cofferv1.ServerMessage_Desired:
+		d := msg.Desired
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		info, ok := a.running[d.GetContainerId()]
+		if !ok {
+			return // stopped meanwhile
+		}
+		t := a.targets[d.ContainerId]
+		if t == nil {
+			t = &target{info: info}
+			a.targets[d.ContainerId] = t
+		}
+		t.want = d
+		if !t.busy {
+			t.busy = true
+			go a.work(ctx, t)
+		}
+	}
+}
+
+// work applies a container's newest desired state until none is left. One
+// worker runs per container at a time; containers are served in parallel.
+func (a *Agent) work(ctx context.Context, t *target) {
+	for {
+		a.mu.Lock()
+		d := t.want
+		t.want = nil
+		if d == nil || t.gone {
+			t.busy = false
+			if t.gone && a.targets[t.info.ID] == t {
+				delete(a.targets, t.info.ID)
+			}
+			a.gcLocked()
+			a.mu.Unlock()
+			return
+		}
+		t.current = d
+		info := t.info
+		files, err := a.filesLocked(d)
+		a.mu.Unlock()
+
+		if err == nil {
+			err = a.cfg.Deliverer.Apply(ctx, info, files)
+		}
+		ack := &cofferv1.Applied{ContainerId: info.ID, Generation: d.Generation}
+		if err != nil {
+			ack.Error = err.Error()
+			a.log.Error("delivery failed", "container", info.Name, "id", info.ID, "err", err)
+		} else {
+			a.log.Debug("delivered", "container", info.Name, "files", len(files), "generation", d.Generation)
+		}
+		a.mu.Lock()
+		a.appliedCnt++
+		a.enqueueLocked(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Applied{Applied: ack}})
+		a.mu.Unlock()
+	}
+}
+
+// filesLocked turns a desired state into files whose values point into the
+// agent's value cache.
+func (a *Agent) filesLocked(d *cofferv1.Desired) ([]secret.File, error) {
+	files := make([]secret.File, 0, len(d.Files))
+	for _, f := range d.Files {
+		v, ok := a.values[verKey{f.Secret, f.Version}]
+		if !ok {
+			return nil, fmt.Errorf("value of %s version %d not received", f.Secret, f.Version)
+		}
+		files = append(files, secret.File{
+			Secret: f.Secret, Version: f.Version, Name: f.File, Mode: os.FileMode(f.Mode) & os.ModePerm,
+			UID: int(f.Uid), GID: int(f.Gid), Value: v,
+		})
+	}
+	return files, nil
+}
+
+// valueGrace is how long a received value is kept before it must be
+// referenced by a container's desired state.
+var valueGrace = 10 * time.Second
+
+// gcLocked zeroes and drops values no container wants any more.
+func (a *Agent) gcLocked() {
+	used := map[verKey]bool{}
+	for _, t := range a.targets {
+		for _, d := range []*cofferv1.Desired{t.want, t.current} {
+			if d == nil || t.gone && !t.busy {
+				continue
+			}
+			for _, f := range d.Files {
+				used[verKey{f.Secret, f.Version}] = true
+			}
+		}
+	}
+	now := time.Now()
+	for k, v := range a.values {
+		// A value is kept a while after it arrives: the Desired messages
+		// that refer to it follow it on the stream.
+		if !used[k] && now.Sub(a.valuesAt[k]) > valueGrace {
+			delete(a.valuesAt, k)
+			v.Zero()
+			delete(a.values, k)
+		}
+	}
+}
+
+// Stats reports what the agent holds, for tests and benchmarks.
+type Stats struct {
+	Containers int
+	Values     int
+	Applied    uint64
+	Connected  bool
+}
+
+// Stats returns a snapshot of the agent's state.
+func (a *Agent) Stats() Stats {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return Stats{Containers: len(a.running), Values: len(a.values), Applied: a.appliedCnt, Connected: a.connected}
+}

@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"coffer/internal/identity"
+)
+
+// ErrNotEnrolled is returned when the state dir holds no identity and no
+// join token was given.
+var ErrNotEnrolled = errors.New("agent is not enrolled: give --join-token (from `coffer token create --role agent`)")
+
+// LoadOrEnroll returns the agent's certificate from the state dir or, if it
+// has none, enrolls with the join token: a CSR for a fresh key goes to the
+// server (TLS 1.3, trusting only the pinned CA) and the signed certificate
+// and key are saved in the state dir (0600). The join token is never saved.
+func LoadOrEnroll(ctx context.Context, server string, caPEM []byte, stateDir, name, joinToken string) (tls.Certificate, error) {
+	cert, err := identity.LoadAgentIdentity(stateDir)
+	if err == nil {
+		return cert, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, identity.ErrFiles) {
+		return tls.Certificate{}, err
+	}
+	if joinToken == "" {
+		return tls.Certificate{}, fmt.Errorf("%w (state dir %s: %v)", ErrNotEnrolled, stateDir, err)
+	}
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return tls.Certificate{}, err
+	}
+	key, err := identity.NewAgentKey()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	csr, err := identity.NewCSR(key, name)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tlsCfg, err := identity.ClientTLSConfig(caPEM, nil)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+	body, _ := json.Marshal(map[string]any{"join_token": joinToken, "name": name, "csr": csr})
+	req, err := http.NewRequestWithContext(ctx, "POST", "https://"+server+"/v1/enroll", bytes.NewReader(body))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("enroll: %w", err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		json.Unmarshal(data, &e)
+		return tls.Certificate{}, fmt.Errorf("enroll refused (HTTP %d): %s", resp.StatusCode, e.Error)
+	}
+	var out struct {
+		Certificate []byte `json:"certificate"`
+	}
+	if err := json.Unmarshal(data, &out); err != nil {
+		return tls.Certificate{}, fmt.Errorf("enroll: bad answer: %w", err)
+	}
+	if err := identity.SaveAgentIdentity(stateDir, out.Certificate, key); err != nil {
+		return tls.Certificate{}, err
+	}
+	return identity.LoadAgentIdentity(stateDir)
+}
