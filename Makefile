@@ -1,0 +1,36 @@
+# Coffer: `make demo` runs the main job, `make test` runs the tests.
+GO      ?= go
+BIN     := bin
+LDFLAGS := -s -w
+export CGO_ENABLED ?= 0
+
+.PHONY: build test test-short fuzz bench demo lint deps-docker clean
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+# The full suite: unit, API, CLI end-to-end and real-Docker tests, with -race
+# (which needs cgo), then short fuzz runs.
+test:
+	CGO_ENABLED=1 $(GO) test -race -timeout 15m ./...
+	$(MAKE) fuzz
+
+test-short:
+	$(GO) test -short ./...
+
+FUZZTIME ?= 8s
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 200x ./internal/policy ./internal/catalog ./internal/audit
+
+lint:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+
+demo: build
+	./scripts/demo.sh
+
+clean:
+	rm -rf $(BIN)
