@@ -5,7 +5,9 @@
 //
 // Tests that use it skip when the process is not root or no engine answers,
 // and fail instead when the environment sets COFFER_REQUIRE_DOCKER=1 (as CI
-// does). The kit drives the docker CLI, which must be on PATH.
+// does). The kit drives the docker CLI, which must be on PATH. Containers
+// carry the pid of the test process that made them; Require removes those
+// left behind by a process that was killed before its cleanups ran.
 package dockertest
 
 import (
@@ -23,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -102,6 +105,9 @@ func Require(t testing.TB) *Env {
 			return
 		}
 		defaultErr = (&Env{}).ping(10 * time.Second)
+		if defaultErr == nil {
+			(&Env{}).reap()
+		}
 	})
 	if defaultErr != nil {
 		Skip(t, "dockertest: no Docker engine: %v", defaultErr)
@@ -224,7 +230,7 @@ func (e *Env) Run(t testing.TB, o RunOpts) ContainerRef {
 	if len(o.Cmd) == 0 {
 		o.Cmd = []string{"sleep", "3600"}
 	}
-	args := []string{"run", "-d", "--network", "none", "--name", o.Name}
+	args := []string{"run", "-d", "--network", "none", "--name", o.Name, "--label", ownerLabel + "=" + strconv.Itoa(os.Getpid())}
 	for _, k := range slices.Sorted(maps.Keys(o.Labels)) {
 		args = append(args, "--label", k+"="+o.Labels[k])
 	}
@@ -246,6 +252,30 @@ func (e *Env) Run(t testing.TB, o RunOpts) ContainerRef {
 		t.Fatalf("dockertest: %v", err)
 	}
 	return ContainerRef{ID: id, Name: o.Name, PID: pid}
+}
+
+// ownerLabel marks test containers with the pid of the test process that
+// made them, so a later run can remove those of a process that was killed
+// before its cleanups ran.
+const ownerLabel = "coffer.test.owner-pid"
+
+// reap removes test containers whose owning process is gone.
+func (e *Env) reap() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := e.docker(ctx, nil, "ps", "-a", "--filter", "label="+ownerLabel,
+		"--format", `{{.ID}} {{.Label "`+ownerLabel+`"}}`)
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(out, "\n") {
+		id, owner, ok := strings.Cut(line, " ")
+		pid, err := strconv.Atoi(owner)
+		if !ok || err != nil || pid <= 0 || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		_, _ = e.docker(ctx, nil, "rm", "-f", "-v", id)
+	}
 }
 
 // PID returns the host pid of container id's init process (0 if not running).
