@@ -58,7 +58,8 @@ func (d *Deliverer) Close() error {
 }
 
 // Apply implements deliver.Deliverer. Its errors wrap ErrContainerGone,
-// ErrUnsafePath, ErrInvalid, ErrHelper or deliver.ErrNoSwapProtection. When
+// ErrUnsafePath, ErrInvalid, ErrHelper or deliver.ErrNoSwapProtection, or
+// carry the failed operation (e.g. a read-only root, a full tmpfs). When
 // ctx ends first, Apply returns ctx's error while the helper finishes the
 // request (the next Apply for the container waits for it).
 func (d *Deliverer) Apply(ctx context.Context, c container.Info, want []secret.File) error {
