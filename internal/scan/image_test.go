@@ -166,9 +166,17 @@ func TestDockerEngine(t *testing.T) {
 		t.Fatalf("docker load: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("docker", "rmi", "-f", tag).Run() })
+	leftovers := func() int {
+		m, _ := filepath.Glob(filepath.Join(os.TempDir(), "coffer-scan-*.tar"))
+		return len(m)
+	}
+	before := leftovers()
 	rep, err := scanTarget(t, "docker://"+tag, OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n := leftovers(); n > before {
+		t.Errorf("%d temporary tarballs left behind", n-before)
 	}
 	sc := truth.Evaluate(labels(rep))
 	t.Logf("docker://%s: %s", tag, sc)

@@ -13,10 +13,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/daemon"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/moby/moby/client"
 )
 
 // OpenOptions tunes how OpenImage finds an image.
@@ -31,8 +31,6 @@ type OpenOptions struct {
 	Keychain authn.Keychain
 	// Transport for registry requests; nil: the default.
 	Remote []remote.Option
-	// Daemon options for docker:// targets.
-	Daemon []daemon.Option
 }
 
 // OpenImage resolves target to an image:
@@ -50,16 +48,7 @@ func OpenImage(ctx context.Context, target string, o OpenOptions) (v1.Image, fun
 	}
 	switch {
 	case strings.HasPrefix(target, "docker://"):
-		ref, err := name.ParseReference(strings.TrimPrefix(target, "docker://"))
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %w", ErrNotImage, err)
-		}
-		opts := append([]daemon.Option{daemon.WithContext(ctx), daemon.WithFileBufferedOpener()}, o.Daemon...)
-		img, err := daemon.Image(ref, opts...)
-		if err != nil {
-			return nil, nil, fmt.Errorf("docker engine: %w", err)
-		}
-		return img, nop, nil
+		return openDaemon(ctx, strings.TrimPrefix(target, "docker://"))
 	case strings.HasPrefix(target, "registry://"):
 		return openRemote(ctx, strings.TrimPrefix(target, "registry://"), o)
 	case strings.HasPrefix(target, "oci:"):
@@ -215,4 +204,44 @@ func pickImage(idx v1.ImageIndex, platform *v1.Platform, depth int) (v1.Image, e
 		return nil, fmt.Errorf("%w: %w", ErrNotImage, err)
 	}
 	return img, nil
+}
+
+// openDaemon saves an image of the local Docker engine (DOCKER_HOST and
+// friends honoured) to a temporary tarball, removed by the close function,
+// and reads it as a docker save tarball.
+func openDaemon(ctx context.Context, ref string) (v1.Image, func() error, error) {
+	if _, err := name.ParseReference(ref); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrNotImage, err)
+	}
+	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, nil, fmt.Errorf("docker engine: %w", err)
+	}
+	defer cli.Close()
+	rc, err := cli.ImageSave(ctx, []string{ref})
+	if err != nil {
+		return nil, nil, fmt.Errorf("docker engine: saving %s: %w", ref, err)
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp("", "coffer-scan-*.tar")
+	if err != nil {
+		return nil, nil, err
+	}
+	closeFn := func() error {
+		err := f.Close()
+		if rerr := os.Remove(f.Name()); err == nil {
+			err = rerr
+		}
+		return err
+	}
+	if _, err := io.Copy(f, rc); err != nil {
+		_ = closeFn()
+		return nil, nil, fmt.Errorf("docker engine: saving %s: %w", ref, err)
+	}
+	img, err := tarball.ImageFromPath(f.Name(), nil)
+	if err != nil {
+		_ = closeFn()
+		return nil, nil, fmt.Errorf("%w: docker engine image %s: %w", ErrNotImage, ref, err)
+	}
+	return img, closeFn, nil
 }
