@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"coffer/internal/authz"
+	"coffer/internal/identity"
 )
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
@@ -291,5 +292,56 @@ func TestNoValueLeaks(t *testing.T) {
 				t.Errorf("value found in %s", where)
 			}
 		}
+	}
+}
+
+func TestScopedTokensStayInScope(t *testing.T) {
+	e := newEnv(t)
+	scopedAdmin := e.token(authz.Admin, "payments/")
+	if code, body := e.do(scopedAdmin, "POST", "/v1/tokens", `{"role":"admin"}`); code != 403 {
+		t.Fatalf("scoped admin made an unscoped token: %d %s", code, body)
+	}
+	if code, body := e.do(scopedAdmin, "POST", "/v1/tokens", `{"role":"viewer","scope":"payments/eu/*"}`); code != 201 {
+		t.Fatalf("scoped admin, narrower scope: %d %s", code, body)
+	}
+	e.json(e.admin, "PUT", "/v1/secrets/other/x", map[string]any{"value": b64("x")}, nil)
+	e.json(e.admin, "PUT", "/v1/secrets/payments/x", map[string]any{"value": b64("x")}, nil)
+	var evs []map[string]any
+	e.json(scopedAdmin, "GET", "/v1/audit", nil, &evs)
+	for _, ev := range evs {
+		if ev["object"] == "secret:other/x" {
+			t.Fatal("scoped auditor sees records outside its scope")
+		}
+	}
+	if len(evs) == 0 {
+		t.Fatal("scoped auditor sees nothing")
+	}
+}
+
+func TestEnrollChecksBeforeSpendingTheToken(t *testing.T) {
+	e := newEnv(t)
+	var created map[string]any
+	e.json(e.admin, "POST", "/v1/tokens", map[string]any{"role": "agent", "ttl": "10m"}, &created)
+	join := created["token"].(string)
+	key, _ := identity.NewAgentKey()
+	csr, _ := identity.NewCSR(key, "node-1")
+	bad := map[string]any{"join_token": join, "name": "node-1", "csr": []byte("garbage")}
+	if code := e.json("", "POST", "/v1/enroll", bad, nil); code != 400 {
+		t.Fatalf("bad csr: %d", code)
+	}
+	if code := e.json("", "POST", "/v1/enroll", map[string]any{"join_token": join, "name": "Bad Name", "csr": csr}, nil); code != 400 {
+		t.Fatalf("bad name: %d", code)
+	}
+	var resp map[string]any
+	if code := e.json("", "POST", "/v1/enroll", map[string]any{"join_token": join, "name": "node-1", "csr": csr}, &resp); code != 200 {
+		t.Fatalf("enroll: %d", code)
+	}
+	if code := e.json("", "POST", "/v1/enroll", map[string]any{"join_token": join, "name": "node-2", "csr": csr}, nil); code != 401 {
+		t.Fatalf("replayed join token: %d", code)
+	}
+	var agents []map[string]any
+	e.json(e.admin, "GET", "/v1/agents", nil, &agents)
+	if len(agents) != 1 || agents[0]["name"] != "node-1" {
+		t.Fatalf("agents = %v", agents)
 	}
 }

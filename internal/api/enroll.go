@@ -1,9 +1,12 @@
 package api
 
 import (
+	"crypto/x509"
+	"fmt"
 	"net/http"
 
 	"coffer/internal/audit"
+	"coffer/internal/identity"
 )
 
 // EnrollRequest is the body of POST /v1/enroll: a one-time join token, the
@@ -25,12 +28,22 @@ type EnrollResponse struct {
 func (s *Server) enroll(w http.ResponseWriter, hr *http.Request) {
 	src := sourceOf(hr)
 	if wait := s.throttle.blocked(src); wait > 0 {
+		w.Header().Set("Retry-After", fmt.Sprint(int(wait.Seconds())+1))
 		writeError(w, http.StatusTooManyRequests, "too many failed authentication attempts; retry later")
 		return
 	}
 	var req EnrollRequest
 	if err := decode(hr, smallBody, &req); err != nil {
 		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	// Check what can be checked before the one-time token is spent.
+	if err := identity.ValidateAgentName(req.Name); err != nil {
+		writeError(w, http.StatusBadRequest, "enroll: "+err.Error())
+		return
+	}
+	if _, err := x509.ParseCertificateRequest(req.CSR); err != nil {
+		writeError(w, http.StatusBadRequest, "enroll: csr is not a DER certificate request")
 		return
 	}
 	tok, err := s.cfg.Tokens.ConsumeJoin(hr.Context(), req.JoinToken)

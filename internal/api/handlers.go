@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"coffer/internal/audit"
@@ -256,6 +257,10 @@ func (s *Server) createToken(r *request) (int, any, error) {
 	if err != nil {
 		return 0, nil, fmt.Errorf("%w: %v", errBadRequest, err)
 	}
+	// A scoped token can only hand out tokens inside its own scope.
+	if r.p.Scope != "" && !strings.HasPrefix(authz.NormalizeScope(req.Scope), r.p.Scope) {
+		return 0, nil, fmt.Errorf("%w: a token scoped to %q can only create tokens within that scope", authz.ErrDenied, r.p.Scope)
+	}
 	var ttl time.Duration
 	if req.TTL != "" {
 		if ttl, err = time.ParseDuration(req.TTL); err != nil || ttl <= 0 {
@@ -310,10 +315,23 @@ func (s *Server) queryAudit(r *request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if evs == nil {
-		evs = []audit.Event{}
+	out := []audit.Event{}
+	for _, ev := range evs {
+		if r.p.Scope == "" || inScope(r.p, ev) {
+			out = append(out, ev)
+		}
 	}
+	evs = out
 	return http.StatusOK, evs, nil
+}
+
+// inScope reports whether an audit record is about a secret within p's scope.
+func inScope(p authz.Principal, ev audit.Event) bool {
+	name := ev.Details["secret"]
+	if n, ok := strings.CutPrefix(ev.Object, "secret:"); ok {
+		name = n
+	}
+	return name != "" && authz.InScope(p, name)
 }
 
 // parseSince accepts RFC 3339 times and durations ("1h" = the last hour).

@@ -87,6 +87,10 @@ func TestPutValueVersions(t *testing.T) {
 	if _, err := c.Show(ctx, "app/db"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("after delete: %v", err)
 	}
+	// Created again, it continues its numbering: versions are never reused.
+	if m, err := c.Put(ctx, "app/db", []byte("again"), "t"); err != nil || m.Current != 6 {
+		t.Fatalf("recreated: version %d, %v", m.Current, err)
+	}
 }
 
 func TestPutRejects(t *testing.T) {

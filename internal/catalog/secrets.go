@@ -31,6 +31,9 @@ type VersionMeta struct {
 
 func secretKey(name string) string { return "secret/" + name }
 
+// tombKey remembers the last version of a deleted secret.
+func tombKey(name string) string { return "tomb/" + name }
+
 // versionKey separates name and version with a NUL, which no name contains,
 // so that listing the versions of "a" never sees those of "a/b".
 func versionKey(name string, v uint64) string { return fmt.Sprintf("sv/%s\x00%020d", name, v) }
@@ -53,7 +56,12 @@ func (c *Catalog) Put(ctx context.Context, name string, value []byte, author str
 		err := getJSON(tx, secretKey(name), &meta)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
+			// A secret created again continues the numbering of the one
+			// deleted before it: a (name, version) pair is never reused.
 			meta = SecretMeta{Name: name, Created: now}
+			if err := getJSON(tx, tombKey(name), &meta.Current); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
 		case err != nil:
 			return err
 		}
@@ -165,7 +173,11 @@ func (c *Catalog) Delete(ctx context.Context, name string) error {
 		return err
 	}
 	err := c.cfg.Store.Update(ctx, func(tx store.Tx) error {
-		if _, err := tx.Get(secretKey(name)); err != nil {
+		var meta SecretMeta
+		if err := getJSON(tx, secretKey(name), &meta); err != nil {
+			return err
+		}
+		if err := putJSON(tx, tombKey(name), meta.Current); err != nil {
 			return err
 		}
 		var keys []string

@@ -117,12 +117,12 @@ type Target struct {
 
 // Grant is one secret a matching binding gives a container.
 type Grant struct {
-	Binding string // binding name
-	Secret  string // secret name
-	File    string // file name under /run/secrets
-	Mode    uint32 // permission bits
-	UID     int
-	GID     int
+	Binding string `json:"binding"` // binding name
+	Secret  string `json:"secret"`  // secret name
+	File    string `json:"file"`    // file name under /run/secrets
+	Mode    uint32 `json:"mode"`    // permission bits
+	UID     int    `json:"uid"`
+	GID     int    `json:"gid"`
 }
 
 func (c *compiled) grant() Grant {

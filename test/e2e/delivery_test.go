@@ -55,6 +55,9 @@ func TestDeliveryRotationRevocation(t *testing.T) {
 		if _, ok := s.read(c.ID, "db-password"); ok {
 			t.Fatalf("container %s got a secret it is not bound to", c.Name)
 		}
+		if mi, _ := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", c.PID)); strings.Contains(string(mi), " /run/secrets ") {
+			t.Fatalf("container %s bound to nothing got a mount", c.Name)
+		}
 	}
 
 	// Rotation: new content everywhere, no restart, rollout visible.

@@ -196,6 +196,9 @@ func (h *helperState) apply(req *request, flags *uint8) (written, removed int, e
 		return m, nil
 	}
 	dirfd, err := openTarget(req, mounts, swapOn, flags)
+	if errors.Is(err, errNoTarget) {
+		return 0, 0, nil // nothing wanted and nothing there: touch nothing
+	}
 	if err != nil {
 		return 0, 0, err
 	}
@@ -244,8 +247,18 @@ func noswapDecision(supported, swapOn bool) (fallback bool, err error) {
 
 // openTarget opens req.Dir in the current (container) mount namespace as a
 // tmpfs, mounting one if needed, and returns a directory fd on its root.
+// errNoTarget: an Apply that wants no file found no tmpfs of ours to clean.
+var errNoTarget = errors.New("no target")
+
+// openTarget opens the tmpfs at req.Dir, mounting one if needed. An Apply
+// that wants no file never creates or mounts anything: a container that is
+// bound to nothing gets nothing, not even an empty mount.
 func openTarget(req *request, mounts func() ([]*mountinfo.Info, error), swapOn bool, flags *uint8) (int, error) {
-	tfd, err := walkDir(req.Dir)
+	empty := len(req.Files) == 0
+	tfd, err := walkDir(req.Dir, !empty)
+	if empty && errors.Is(err, unix.ENOENT) {
+		return -1, errNoTarget
+	}
 	if err != nil {
 		return -1, err
 	}
@@ -279,6 +292,9 @@ func openTarget(req *request, mounts func() ([]*mountinfo.Info, error), swapOn b
 		}
 		*flags |= flagReused
 		return fd, nil
+	}
+	if empty {
+		return -1, errNoTarget
 	}
 
 	all, err := mounts()
@@ -343,8 +359,9 @@ func mountTmpfs(tfd int, req *request, swapOn bool, flags *uint8) (int, error) {
 }
 
 // walkDir opens the absolute path dir from "/", creating missing
-// components, without following any symlink, and returns an O_PATH fd.
-func walkDir(dir string) (int, error) {
+// components if create is set, without following any symlink, and returns an
+// O_PATH fd.
+func walkDir(dir string, create bool) (int, error) {
 	cur, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("open /: %w", err)
@@ -353,6 +370,10 @@ func walkDir(dir string) (int, error) {
 	for _, comp := range strings.Split(strings.TrimPrefix(dir, "/"), "/") {
 		walked += "/" + comp
 		next, err := openDirNoFollow(cur, comp)
+		if errors.Is(err, unix.ENOENT) && !create {
+			unix.Close(cur)
+			return -1, err
+		}
 		if errors.Is(err, unix.ENOENT) {
 			if err := unix.Mkdirat(cur, comp, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
 				unix.Close(cur)
