@@ -16,7 +16,7 @@ import (
 func labelledImage(t *testing.T) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "small.tar")
-	if _, err := scangen.WriteFile(p, scangen.Options{Seed: 1}); err != nil {
+	if _, err := scangen.WriteFile(p, scangen.Options{Seed: 1, Filler: 256 << 10}); err != nil {
 		t.Fatal(err)
 	}
 	return p

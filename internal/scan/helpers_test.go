@@ -55,6 +55,12 @@ func generated(t testing.TB, name string, o scangen.Options) (string, *scangen.T
 	return g.path, g.truth
 }
 
+// tinyImage is the labelled image with little filler: every planted secret
+// and decoy, for tests that check plumbing rather than accuracy.
+func tinyImage(t testing.TB) (string, *scangen.Truth) {
+	return generated(t, "tiny", scangen.Options{Seed: 1, Filler: 256 << 10})
+}
+
 // smallImage is the standard labelled test image.
 func smallImage(t testing.TB) (string, *scangen.Truth) {
 	return generated(t, "small", scangen.Options{Seed: 1})

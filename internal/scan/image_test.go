@@ -74,7 +74,7 @@ func TestAccuracy(t *testing.T) {
 
 // TestDeterministic: two scans of one image give the same findings.
 func TestDeterministic(t *testing.T) {
-	path, _ := smallImage(t)
+	path, _ := tinyImage(t)
 	a, err := scanTarget(t, path, OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -96,14 +96,14 @@ func TestDeterministic(t *testing.T) {
 // TestSources scans the same image from every kind of target and expects
 // the same findings.
 func TestSources(t *testing.T) {
-	path, truth := smallImage(t)
+	path, truth := tinyImage(t)
 	img, err := tarball.ImageFromPath(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 
-	gzPath, _ := generated(t, "small-gzip", scangen.Options{Seed: 1, Gzip: true})
+	gzPath, _ := generated(t, "tiny-gzip", scangen.Options{Seed: 1, Filler: 256 << 10, Gzip: true})
 
 	layoutDir := filepath.Join(dir, "layout")
 	lp, err := layout.Write(layoutDir, empty.Index)
@@ -161,7 +161,7 @@ func TestDockerEngine(t *testing.T) {
 		requireDocker(t, errors.New(strings.TrimSpace(string(out))))
 	}
 	tag := "coffer-scan-test/small:" + strings.ReplaceAll(t.Name(), "/", "-") + "-" + strconv.Itoa(os.Getpid())
-	path, truth := generated(t, "small-docker", scangen.Options{Seed: 1, Tag: tag})
+	path, truth := generated(t, "tiny-docker", scangen.Options{Seed: 1, Filler: 256 << 10, Tag: tag})
 	if out, err := exec.Command("docker", "load", "-i", path).CombinedOutput(); err != nil {
 		t.Fatalf("docker load: %v: %s", err, out)
 	}

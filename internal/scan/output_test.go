@@ -63,7 +63,7 @@ func TestScanDir(t *testing.T) {
 }
 
 func TestIgnore(t *testing.T) {
-	path, _ := smallImage(t)
+	path, _ := tinyImage(t)
 	rep, err := scanTarget(t, path, OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +103,7 @@ func TestIgnore(t *testing.T) {
 }
 
 func TestOutputFormats(t *testing.T) {
-	path, _ := smallImage(t)
+	path, _ := tinyImage(t)
 	rep, err := scanTarget(t, path, OpenOptions{})
 	if err != nil {
 		t.Fatal(err)
