@@ -22,11 +22,15 @@ FUZZTIME ?= 8s
 fuzz:
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
+# Quick versions of every benchmark (a few seconds each); figures and the
+# full runs are in docs/benchmarks.md.
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 200x ./internal/policy ./internal/catalog ./internal/audit
+	./scripts/bench.sh
 
+STATICCHECK ?= staticcheck
 lint:
 	$(GO) vet ./...
+	$(STATICCHECK) ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 
 demo: build

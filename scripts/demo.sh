@@ -15,6 +15,7 @@ pids=()
 cleanup() {
 	step "Cleaning up"
 	docker rm -f "$CTR" >/dev/null 2>&1 || true
+	[ -n "${built_image:-}" ] && docker rmi "$IMAGE" >/dev/null 2>&1 || true
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	rm -rf "$WORK"
@@ -33,6 +34,7 @@ if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
 	cp /bin/busybox "$root/bin/busybox"
 	for c in sh cat sleep date ls echo; do ln -s busybox "$root/bin/$c"; done
 	tar -C "$root" -c . | docker import - "$IMAGE" >/dev/null
+	built_image=1
 fi
 
 step "Starting coffer-server (data dir $WORK/server, listening on $ADDR)"

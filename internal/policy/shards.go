@@ -31,14 +31,6 @@ func (s *shardMap[V]) getBytes(k []byte) V {
 	return s.m[shardOfBytes(k)][string(k)]
 }
 
-func (s *shardMap[V]) len() int {
-	n := 0
-	for _, m := range s.m {
-		n += len(m)
-	}
-	return n
-}
-
 // shardEdit builds a new shardMap from an old one, copying each piece the
 // first time it is written.
 type shardEdit[V any] struct {

@@ -140,3 +140,61 @@ func TestAgentChannelRefusesStrangers(t *testing.T) {
 		t.Fatal("revoked agent's certificate accepted")
 	}
 }
+
+// renew asks the server for a new certificate with cert and returns it.
+func renew(t *testing.T, srv *testkit.Server, dir string, cert tls.Certificate) tls.Certificate {
+	t.Helper()
+	caPEM, _ := os.ReadFile(srv.CA)
+	cfg, err := identity.ClientTLSConfig(caPEM, func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(srv.Addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	key, _ := identity.NewAgentKey()
+	csr, _ := identity.NewCSR(key, "node-1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cofferv1.NewAgentServiceClient(conn).Renew(ctx, &cofferv1.RenewRequest{Csr: csr})
+	if err != nil {
+		t.Fatalf("renew: %v", err)
+	}
+	if err := identity.SaveAgentIdentity(dir, resp.GetCertificate(), key); err != nil {
+		t.Fatal(err)
+	}
+	c, err := identity.LoadAgentIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestAgentCertificateRenewal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end")
+	}
+	dir := t.TempDir()
+	srv := testkit.StartServer(t, filepath.Join(dir, "server"))
+	caPEM, _ := os.ReadFile(srv.CA)
+	join := strings.TrimSpace(srv.MustCLI(t, "", "token", "create", "--role", "agent"))
+	first, err := agent.LoadOrEnroll(context.Background(), srv.Addr, caPEM, filepath.Join(dir, "a"), "node-1", join)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := renew(t, srv, filepath.Join(dir, "b"), first)
+	if second.Leaf.SerialNumber.Cmp(first.Leaf.SerialNumber) == 0 {
+		t.Fatal("renewal returned the same certificate")
+	}
+	for name, c := range map[string]tls.Certificate{"renewed": second, "previous": first} {
+		if _, err := dialSync(t, srv, &c); err != nil {
+			t.Fatalf("%s certificate refused: %v", name, err)
+		}
+	}
+	renew(t, srv, filepath.Join(dir, "c"), second)
+	if _, err := dialSync(t, srv, &first); err == nil {
+		t.Fatal("a certificate two renewals old is still accepted")
+	}
+}
