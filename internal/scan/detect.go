@@ -160,7 +160,29 @@ func assigned(r *compiledRule, data []byte, e int) bool {
 	if i >= hi || (data[i] != ':' && data[i] != '=') {
 		return false
 	}
-	return we == s || r.denySuf == nil || !r.denySuf.Match(data[s:we])
+	return we == s || !deniedSuffix(r.denySuf, data[s:we])
+}
+
+// deniedSuffix reports whether rest ends, in any case, with one of words
+// (lower-case), where rest is the part of a word after its keyword.
+func deniedSuffix(words [][]byte, rest []byte) bool {
+	var buf [64]byte
+	if len(rest) > len(buf) {
+		rest = rest[len(rest)-len(buf):]
+	}
+	low := buf[:len(rest)]
+	for i, c := range rest {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		low[i] = c
+	}
+	for _, w := range words {
+		if bytes.HasSuffix(low, w) {
+			return true
+		}
+	}
+	return false
 }
 
 func wordByte(c byte) bool {
@@ -175,7 +197,15 @@ func printableByte(c byte, newlines bool) bool {
 func (d *detector) run(ri int, data []byte, w window) {
 	r := d.rs.rules[ri]
 	sub := data[w.start:w.end]
-	for _, loc := range r.re.FindAllSubmatchIndex(sub, -1) {
+	var locs [][]int
+	if r.WordStart { // anchored: one match at most
+		if loc := r.re.FindSubmatchIndex(sub); loc != nil {
+			locs = [][]int{loc}
+		}
+	} else {
+		locs = r.re.FindAllSubmatchIndex(sub, -1)
+	}
+	for _, loc := range locs {
 		ss, se := -1, -1
 		for g := r.SecretGroup; 2*g+1 < len(loc); g++ {
 			if loc[2*g] >= 0 && loc[2*g+1] > loc[2*g] {
@@ -203,7 +233,7 @@ func (d *detector) run(ri int, data []byte, w window) {
 
 // accept applies a rule's checks and the global allow list to a secret.
 func (rs *Rules) accept(r *compiledRule, v []byte) bool {
-	if r.denyValue != nil && r.denyValue.Match(v) {
+	if r.denyValue.Match(v) {
 		return false
 	}
 	for _, a := range r.allow {
@@ -222,7 +252,7 @@ func (rs *Rules) placeholder(v []byte) bool {
 	if trivial(v) {
 		return true
 	}
-	return rs.allow != nil && rs.allow.Match(v)
+	return rs.allow.Match(v)
 }
 
 // resolveOverlaps keeps, of matches whose secrets overlap, the one of the

@@ -40,8 +40,12 @@ func WriteTable(w io.Writer, rep *Report) error {
 	if secs > 0 {
 		rate = float64(st.Bytes) / 1e6 / secs
 	}
-	fmt.Fprintf(ew, "%s: %d finding(s); %d layer(s), %d file(s), %.1f MB in %.2fs (%.0f MB/s); %d binary, %d archive(s) opened",
-		rep.Target, len(rep.Findings), st.Layers, st.Files, float64(st.Bytes)/1e6, secs, rate, st.Binary, st.Archives)
+	layers := ""
+	if rep.Kind == "image" {
+		layers = fmt.Sprintf("%d layer(s), ", st.Layers)
+	}
+	fmt.Fprintf(ew, "%s: %d finding(s); %s%d file(s), %.1f MB in %.2fs (%.0f MB/s); %d binary, %d archive(s) opened",
+		rep.Target, len(rep.Findings), layers, st.Files, float64(st.Bytes)/1e6, secs, rate, st.Binary, st.Archives)
 	if st.Suppressed > 0 {
 		fmt.Fprintf(ew, "; %d suppressed by .cofferignore", st.Suppressed)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"regexp/syntax"
 	"strings"
 
 	ahocorasick "github.com/petar-dambovaliev/aho-corasick"
@@ -32,7 +33,7 @@ type Rule struct {
 	Assign      bool     `yaml:"assign"`      // the keyword ends a word or a part of it, and the word is followed by ':' or '='
 	Path        string   `yaml:"path"`        // only files whose path matches this regex
 	Allow       []string `yaml:"allow"`       // secrets matching any of these are not findings
-	DenySuffix  string   `yaml:"denySuffix"`  // with assign: a word whose rest after the keyword matches this is skipped (password_file)
+	DenySuffix  []string `yaml:"denySuffixes"` // with assign: a word whose rest after the keyword ends with one of these (any case) is skipped: password_file
 	DenyValue   string   `yaml:"denyValue"`   // secrets matching this are not findings
 	Validate    string   `yaml:"validate"`    // built-in check: jwt, pem-body, docker-auth
 	Priority    int      `yaml:"priority"`    // of two overlapping matches the higher priority wins
@@ -52,8 +53,8 @@ type compiledRule struct {
 	re        *regexp.Regexp
 	path      *regexp.Regexp
 	allow     []*regexp.Regexp
-	denySuf   *regexp.Regexp
-	denyValue *regexp.Regexp
+	denySuf   [][]byte // lower-case
+	denyValue anyOf
 	validate  func(*Rules, []byte) bool
 }
 
@@ -67,7 +68,7 @@ type kwRule struct {
 // safe for concurrent use.
 type Rules struct {
 	rules    []*compiledRule
-	allow    *regexp.Regexp // the global allow list as one alternation
+	allow    anyOf // the global allow list
 	ac       ahocorasick.AhoCorasick
 	byKW     [][]kwRule // keyword index -> rules using it
 	pathOnly []int      // rules without keywords (run on every file their Path matches)
@@ -139,15 +140,12 @@ func decodeRules(src []byte, f *rulesFile) error {
 
 func compileRules(f rulesFile) (*Rules, error) {
 	rs := &Rules{}
-	var alts []string
 	for _, a := range f.Allow {
-		if _, err := regexp.Compile(a); err != nil {
+		re, err := splitAlternation(a)
+		if err != nil {
 			return nil, fmt.Errorf("%w: allow %q: %w", ErrRules, a, err)
 		}
-		alts = append(alts, "(?:"+a+")")
-	}
-	if len(alts) > 0 {
-		rs.allow = regexp.MustCompile(strings.Join(alts, "|"))
+		rs.allow = append(rs.allow, re...)
 	}
 	kwIndex := map[string]int{}
 	var kws []string
@@ -221,8 +219,8 @@ func compileRule(r Rule) (*compiledRule, error) {
 	if r.SecretGroup > cr.re.NumSubexp() {
 		return nil, bad("secretGroup beyond the regex's %d groups", cr.re.NumSubexp())
 	}
-	if r.DenySuffix != "" && !r.Assign {
-		return nil, bad("denySuffix needs assign")
+	if len(r.DenySuffix) > 0 && !r.Assign {
+		return nil, bad("denySuffixes needs assign")
 	}
 	for _, k := range r.Keywords {
 		if k == "" {
@@ -242,11 +240,16 @@ func compileRule(r Rule) (*compiledRule, error) {
 	if cr.path, err = opt(r.Path, "path"); err != nil {
 		return nil, err
 	}
-	if cr.denySuf, err = opt(r.DenySuffix, "denySuffix"); err != nil {
-		return nil, err
+	for _, w := range r.DenySuffix {
+		if w == "" {
+			return nil, bad("empty denySuffixes entry")
+		}
+		cr.denySuf = append(cr.denySuf, []byte(strings.ToLower(w)))
 	}
-	if cr.denyValue, err = opt(r.DenyValue, "denyValue"); err != nil {
-		return nil, err
+	if r.DenyValue != "" {
+		if cr.denyValue, err = splitAlternation(r.DenyValue); err != nil {
+			return nil, bad("denyValue: %v", err)
+		}
 	}
 	for _, a := range r.Allow {
 		re, err := opt(a, "allow")
@@ -263,4 +266,39 @@ func compileRule(r Rule) (*compiledRule, error) {
 		cr.validate = v
 	}
 	return cr, nil
+}
+
+// anyOf matches if any of its regexps does.
+type anyOf []*regexp.Regexp
+
+func (a anyOf) Match(b []byte) bool {
+	for _, re := range a {
+		if re.Match(b) {
+			return true
+		}
+	}
+	return false
+}
+
+// splitAlternation compiles the top-level alternatives of src separately:
+// Go's matcher runs an anchored alternative ('^...$') in one pass, but an
+// alternation of several only by backtracking at every position.
+func splitAlternation(src string) (anyOf, error) {
+	re, err := syntax.Parse(src, syntax.Perl)
+	if err != nil {
+		return nil, err
+	}
+	subs := []*syntax.Regexp{re}
+	if re.Op == syntax.OpAlternate {
+		subs = re.Sub
+	}
+	out := make(anyOf, 0, len(subs))
+	for _, sub := range subs {
+		c, err := regexp.Compile(sub.String())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }
