@@ -26,17 +26,17 @@ type Rule struct {
 	Keywords    []string `yaml:"keywords"`      // any of these must occur before the regex runs
 	CaseSens    bool     `yaml:"caseSensitive"` // keywords match case-sensitively
 	Regex       string   `yaml:"regex"`
-	SecretGroup int      `yaml:"secretGroup"` // first non-empty group at or after this index is the secret
-	Entropy     float64  `yaml:"entropy"`     // minimum Shannon entropy (bits per byte) of the secret
-	Multiline   bool     `yaml:"multiline"`   // the match may span lines (PEM blocks, JSON)
-	WordStart   bool     `yaml:"wordStart"`   // the match starts where the word holding the keyword starts
-	Assign      bool     `yaml:"assign"`      // the keyword ends a word or a part of it, and the word is followed by ':' or '='
-	Path        string   `yaml:"path"`        // only files whose path matches this regex
-	Allow       []string `yaml:"allow"`       // secrets matching any of these are not findings
+	SecretGroup int      `yaml:"secretGroup"`  // first non-empty group at or after this index is the secret
+	Entropy     float64  `yaml:"entropy"`      // minimum Shannon entropy (bits per byte) of the secret
+	Multiline   bool     `yaml:"multiline"`    // the match may span lines (PEM blocks, JSON)
+	WordStart   bool     `yaml:"wordStart"`    // the match starts where the word holding the keyword starts
+	Assign      bool     `yaml:"assign"`       // the keyword ends a word or a part of it, and the word is followed by ':' or '='
+	Path        string   `yaml:"path"`         // only files whose path matches this regex
+	Allow       []string `yaml:"allow"`        // secrets matching any of these are not findings
 	DenySuffix  []string `yaml:"denySuffixes"` // with assign: a word whose rest after the keyword ends with one of these (any case) is skipped: password_file
-	DenyValue   string   `yaml:"denyValue"`   // secrets matching this are not findings
-	Validate    string   `yaml:"validate"`    // built-in check: jwt, pem-body, docker-auth
-	Priority    int      `yaml:"priority"`    // of two overlapping matches the higher priority wins
+	DenyValue   string   `yaml:"denyValue"`    // secrets matching this are not findings
+	Validate    string   `yaml:"validate"`     // built-in check: jwt, pem-body, docker-auth
+	Priority    int      `yaml:"priority"`     // of two overlapping matches the higher priority wins
 }
 
 // rulesFile is the shape of rules.yaml and of files given with --rules.
