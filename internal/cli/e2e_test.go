@@ -99,6 +99,29 @@ func TestCLIEndToEnd(t *testing.T) {
 		t.Fatal("offline audit verify failed")
 	}
 
+	// A tampered copy of the trail fails verification: an edited, a
+	// removed and a reordered record.
+	raw, err := os.ReadFile(filepath.Join(s.DataDir, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(strings.TrimSuffix(string(raw), "\n"), "\n")
+	if len(lines) < 4 {
+		t.Fatalf("only %d audit records", len(lines))
+	}
+	tampered := map[string]string{
+		"edited":    strings.Replace(string(raw), `"result":"ok"`, `"result":"denied"`, 1),
+		"removed":   strings.Join(append(append([]string{}, lines[:1]...), lines[2:]...), ""),
+		"reordered": strings.Join(append([]string{lines[1], lines[0]}, lines[2:]...), ""),
+	}
+	for what, text := range tampered {
+		p := filepath.Join(dir, what+".log")
+		os.WriteFile(p, []byte(text), 0o600)
+		if out, errOut, code := s.CLI(t, "", "audit", "verify", "--file", p); code != 1 || !strings.Contains(errOut, "tampered") {
+			t.Errorf("%s trail: exit %d: %s%s", what, code, out, errOut)
+		}
+	}
+
 	s.MustCLI(t, "", "bind", "rm", "web-db")
 	s.MustCLI(t, "", "secret", "rm", "payments/db-password")
 	if _, _, code := s.CLI(t, "", "secret", "show", "payments/db-password"); code != 1 {
