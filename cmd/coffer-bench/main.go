@@ -1,0 +1,166 @@
+// Command coffer-bench measures Coffer end to end and writes what it finds
+// as a table, as JSON and as a PNG plot.
+//
+// It drives a real coffer-server process over the real REST API and the
+// real agent protocol (gRPC over mutual TLS 1.3):
+//
+//	coffer-bench fanout   simulated agents (the real agent code over an in-memory
+//	                      runtime and deliverer): enrollment, start, rotation and
+//	                      revocation fan-out, server CPU and peak RSS, agent memory
+//	coffer-bench fetch    fetch throughput: container start -> value delivered, at
+//	                      concurrency C; with --vault, the same concurrency of KV v2
+//	                      reads against a Vault dev server over TLS, in the same run
+//	coffer-bench docker   one real coffer-agent and real Docker containers: start ->
+//	                      file present, rotation and revocation -> every file
+//
+// The binaries it runs (coffer-server, coffer-agent) are taken from --bin-dir,
+// by default the directory coffer-bench itself is in. See docs/benchmarks.md.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+// common are the flags every mode has.
+type common struct {
+	BinDir     string
+	JSON       string
+	Plot       string
+	WorkDir    string
+	Quiet      bool
+	CPUProfile string
+}
+
+func (c *common) flags(cmd *cobra.Command, plot string) {
+	f := cmd.Flags()
+	f.StringVar(&c.BinDir, "bin-dir", "", "directory holding coffer-server and coffer-agent (default: coffer-bench's own)")
+	f.StringVar(&c.JSON, "json", "", "write the report as JSON to this file (- for stdout)")
+	f.StringVar(&c.Plot, "plot", plot, "write a PNG plot of the latency distributions here (empty: none)")
+	f.StringVar(&c.WorkDir, "work-dir", "", "keep data dirs and logs here instead of a removed temp dir")
+	f.BoolVarP(&c.Quiet, "quiet", "q", false, "print only the report")
+	f.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of coffer-bench to this file")
+}
+
+// bin returns the path of a Coffer binary.
+func (c *common) bin(name string) string {
+	dir := c.BinDir
+	if dir == "" {
+		if exe, err := os.Executable(); err == nil {
+			dir = filepath.Dir(exe)
+		}
+	}
+	return filepath.Join(dir, name)
+}
+
+// workDir returns the directory for data dirs and logs, and a function
+// removing it (unless the user gave it).
+func (c *common) workDir() (string, func(), error) {
+	if c.WorkDir != "" {
+		return c.WorkDir, func() {}, os.MkdirAll(c.WorkDir, 0o700)
+	}
+	d, err := os.MkdirTemp("", "coffer-bench-")
+	if err != nil {
+		return "", nil, err
+	}
+	return d, func() { os.RemoveAll(d) }, nil
+}
+
+func (c *common) logf(format string, args ...any) {
+	if !c.Quiet {
+		stderrf("%s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
+	}
+}
+
+// finish prints, saves and plots a report.
+func (c *common) finish(rep *Report) error {
+	rep.printTable(os.Stdout)
+	if err := rep.writeJSON(c.JSON); err != nil {
+		return err
+	}
+	if c.Plot != "" {
+		if err := plotReport(rep, c.Plot); err != nil {
+			return fmt.Errorf("plot: %w", err)
+		}
+		c.logf("plot written to %s", c.Plot)
+	}
+	return nil
+}
+
+// profiled runs fn under a CPU profile if asked.
+func (c *common) profiled(fn func() error) error {
+	if c.CPUProfile == "" {
+		return fn()
+	}
+	f, err := os.Create(c.CPUProfile)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return err
+	}
+	defer pprof.StopCPUProfile()
+	return fn()
+}
+
+func run() int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	root := &cobra.Command{
+		Use:           "coffer-bench",
+		Short:         "Measure Coffer: fan-out to simulated agents, fetch throughput (vs Vault), real Docker containers",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(fanoutCmd(ctx), fetchCmd(ctx), dockerCmd(ctx))
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "coffer-bench:", err)
+		return 1
+	}
+	return 0
+}
+
+func fanoutCmd(ctx context.Context) *cobra.Command {
+	o := fanoutOpts{}
+	cmd := &cobra.Command{
+		Use:   "fanout",
+		Short: "Simulated agents: enrollment, start, rotation and revocation fan-out, server CPU and RSS",
+		Example: `  coffer-bench fanout                                  # 1,000 agents x 10 containers, 20 rotations
+  coffer-bench fanout --agents 50 --containers 10 --rotations 5 --revocations 2`,
+		Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return o.profiled(func() error {
+				rep, err := runFanout(ctx, o)
+				if err != nil {
+					return err
+				}
+				return o.finish(rep)
+			})
+		},
+	}
+	o.flags(cmd, "fanout.png")
+	f := cmd.Flags()
+	f.IntVar(&o.Agents, "agents", 1000, "simulated agents")
+	f.IntVar(&o.Containers, "containers", 10, "simulated containers per agent")
+	f.IntVar(&o.Rotations, "rotations", 20, "rotations of the secret bound to every container")
+	f.IntVar(&o.Revocations, "revocations", 20, "revocations (binding deleted, then put back)")
+	f.IntVar(&o.Bursts, "bursts", 5, "bursts of container starts")
+	f.IntVar(&o.BurstSize, "burst-size", 1000, "containers started at once in a burst (spread over the agents)")
+	f.DurationVar(&o.Settle, "settle", 500*time.Millisecond, "pause after each round, for acknowledgements and audit to drain")
+	f.IntVar(&o.EnrollConc, "enroll-concurrency", 32, "agents enrolling at once")
+	f.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "longest wait for one round")
+	return cmd
+}
