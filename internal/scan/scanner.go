@@ -213,6 +213,8 @@ func (r *run) worker() {
 		}
 		if j.buf != nil {
 			putBuf(j.buf)
+		} else {
+			clear(j.data) // config text holds ENV values
 		}
 	}
 }
