@@ -5,12 +5,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"coffer/internal/server"
 )
@@ -21,7 +23,15 @@ func main() {
 
 func run() int {
 	cfg := server.Defaults()
-	var configFile string
+	// The config file is read first; flags given on the command line then
+	// override it, since their defaults are the file's values.
+	configFile := configFlag(os.Args[1:])
+	if configFile != "" {
+		if err := cfg.LoadFile(configFile); err != nil {
+			fmt.Fprintln(os.Stderr, "coffer-server:", err)
+			return 1
+		}
+	}
 	cmd := &cobra.Command{
 		Use:   "coffer-server",
 		Short: "Coffer's control plane: encrypted secrets, bindings, tokens, audit, agents",
@@ -38,14 +48,6 @@ written to <data-dir>/admin.token. Later starts reuse all of it.`,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if configFile != "" {
-				flags := cfg
-				if err := cfg.LoadFile(configFile); err != nil {
-					return err
-				}
-				// Flags given on the command line win over the file.
-				cmd.Flags().Visit(func(f *pflagFlag) { overlay(&cfg, flags, f.Name) })
-			}
 			log := newLogger(cfg.LogLevel)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
@@ -60,8 +62,8 @@ written to <data-dir>/admin.token. Later starts reuse all of it.`,
 	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, max_versions, max_value_size, agent_cert_ttl, log_level)")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the store, CA, audit trail and keys")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to listen on (HTTPS and agents' gRPC)")
-	f.StringSliceVar(&cfg.SANs, "san", nil, "extra DNS names or IPs for the server certificate (repeatable)")
-	f.StringVar(&cfg.MasterKeyFile, "master-key-file", "", "master key file (default <data-dir>/master.key)")
+	f.StringSliceVar(&cfg.SANs, "san", cfg.SANs, "extra DNS names or IPs for the server certificate (repeatable)")
+	f.StringVar(&cfg.MasterKeyFile, "master-key-file", cfg.MasterKeyFile, "master key file (default <data-dir>/master.key)")
 	f.IntVar(&cfg.MaxVersions, "max-versions", cfg.MaxVersions, "versions kept per secret")
 	f.IntVar(&cfg.MaxValueSize, "max-value-size", cfg.MaxValueSize, "largest secret value in bytes")
 	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", cfg.AgentCertTTL, "lifetime of agent certificates")
@@ -79,4 +81,15 @@ func newLogger(level string) *slog.Logger {
 		l = slog.LevelInfo
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+// configFlag finds --config in args without parsing the other flags.
+func configFlag(args []string) string {
+	fs := pflag.NewFlagSet("config", pflag.ContinueOnError)
+	fs.ParseErrorsAllowlist.UnknownFlags = true
+	fs.Usage = func() {}
+	fs.SetOutput(io.Discard)
+	path := fs.String("config", "", "")
+	_ = fs.Parse(args)
+	return *path
 }

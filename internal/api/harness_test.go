@@ -23,6 +23,7 @@ import (
 	"coffer/internal/identity"
 	"coffer/internal/seal"
 	"coffer/internal/store/bolt"
+	"coffer/test/testkit"
 )
 
 // env is a full API stack on real parts (bbolt, seal, audit file) in a temp dir.
@@ -33,34 +34,17 @@ type env struct {
 	admin  string
 	tokens *authn.Tokens
 	audit  *audit.Log
-	logs   *syncBuffer
+	logs   *testkit.Buffer
 
 	mu        sync.Mutex
 	responses bytes.Buffer // every response body, for leak checks
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	st, err := bolt.Open(filepath.Join(dir, "coffer.db"))
 	if err != nil {

@@ -16,13 +16,6 @@ func newAgentCmd(c *conn) *cobra.Command {
 		Example: "  coffer agent ls\n  coffer agent ls -o json",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.check(); err != nil {
-				return err
-			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
 			var as []struct {
 				Name       string    `json:"name"`
 				Address    string    `json:"address"`
@@ -31,7 +24,7 @@ func newAgentCmd(c *conn) *cobra.Command {
 				Connected  bool      `json:"connected"`
 				Containers int       `json:"containers"`
 			}
-			if err := cl.do("GET", "/v1/agents", nil, &as); err != nil {
+			if err := c.get(&o, "/v1/agents", &as); err != nil {
 				return err
 			}
 			rows := [][]string{}
@@ -50,23 +43,8 @@ func newAgentCmd(c *conn) *cobra.Command {
 		},
 	}
 	o.flag(ls)
-	rm := &cobra.Command{
-		Use:     "rm NAME",
-		Short:   "Revoke an agent: its stream closes at once and its certificate is refused",
-		Example: "  coffer agent rm node-7",
-		Args:    exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			if err := cl.do("DELETE", "/v1/agents/"+escapePath(args[0]), nil, nil); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "agent %s: revoked\n", args[0])
-			return nil
-		},
-	}
+	rm := deleteCmd(c, "rm NAME", "Revoke an agent: its stream closes at once and its certificate is refused",
+		"  coffer agent rm node-7", "/v1/agents/", "agent %s: revoked\n")
 	cmd.AddCommand(ls, rm)
 	return cmd
 }

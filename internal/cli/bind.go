@@ -88,15 +88,8 @@ func newBindLsCmd(c *conn) *cobra.Command {
 		Example: "  coffer bind ls\n  coffer bind ls -o json",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.check(); err != nil {
-				return err
-			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
 			var bs []policy.Binding
-			if err := cl.do("GET", "/v1/bindings", nil, &bs); err != nil {
+			if err := c.get(&o, "/v1/bindings", &bs); err != nil {
 				return err
 			}
 			rows := [][]string{}
@@ -118,23 +111,8 @@ func dash(s string) string {
 }
 
 func newBindRmCmd(c *conn) *cobra.Command {
-	return &cobra.Command{
-		Use:     "rm NAME",
-		Short:   "Delete a binding; its file disappears from the containers it served",
-		Example: "  coffer bind rm web-db",
-		Args:    exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			if err := cl.do("DELETE", "/v1/bindings/"+escapePath(args[0]), nil, nil); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "binding %s: deleted\n", args[0])
-			return nil
-		},
-	}
+	return deleteCmd(c, "rm NAME", "Delete a binding; its file disappears from the containers it served",
+		"  coffer bind rm web-db", "/v1/bindings/", "binding %s: deleted\n")
 }
 
 func newBindTestCmd(c *conn) *cobra.Command {

@@ -135,3 +135,37 @@ func escapePath(name string) string {
 	}
 	return strings.Join(parts, "/")
 }
+
+// deleteCmd builds a command that sends DELETE <pathPrefix><arg> and prints
+// done (a format with the argument).
+func deleteCmd(c *conn, use, short, example, pathPrefix, done string) *cobra.Command {
+	return &cobra.Command{
+		Use:     use,
+		Short:   short,
+		Example: example,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			if err := cl.do("DELETE", pathPrefix+escapePath(args[0]), nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), done, args[0])
+			return nil
+		},
+	}
+}
+
+// get checks the -o flag, then GETs path into out.
+func (c *conn) get(o *output, path string, out any) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	return cl.do("GET", path, nil, out)
+}

@@ -142,15 +142,8 @@ func newSecretLsCmd(c *conn) *cobra.Command {
 		Example: "  coffer secret ls\n  coffer secret ls --prefix payments/ -o json",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.check(); err != nil {
-				return err
-			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
 			var ms []secretMeta
-			if err := cl.do("GET", "/v1/secrets?prefix="+queryEscape(prefix), nil, &ms); err != nil {
+			if err := c.get(&o, "/v1/secrets?prefix="+queryEscape(prefix), &ms); err != nil {
 				return err
 			}
 			rows := [][]string{}
@@ -176,15 +169,8 @@ many have not yet acknowledged the current version. Never the value.`,
 		Example: "  coffer secret show payments/db-password\n  coffer secret show payments/db-password -o json",
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.check(); err != nil {
-				return err
-			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
 			var m secretMeta
-			if err := cl.do("GET", "/v1/secrets/"+escapePath(args[0]), nil, &m); err != nil {
+			if err := c.get(&o, "/v1/secrets/"+escapePath(args[0]), &m); err != nil {
 				return err
 			}
 			if o.format == "json" {
@@ -231,23 +217,8 @@ func short(id string) string {
 }
 
 func newSecretRmCmd(c *conn) *cobra.Command {
-	return &cobra.Command{
-		Use:     "rm NAME",
-		Short:   "Delete a secret and all its versions; it disappears from every container",
-		Example: "  coffer secret rm payments/old-api-key",
-		Args:    exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			if err := cl.do("DELETE", "/v1/secrets/"+escapePath(args[0]), nil, nil); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: deleted\n", args[0])
-			return nil
-		},
-	}
+	return deleteCmd(c, "rm NAME", "Delete a secret and all its versions; it disappears from every container",
+		"  coffer secret rm payments/old-api-key", "/v1/secrets/", "%s: deleted\n")
 }
 
 func queryEscape(s string) string { return url.QueryEscape(s) }

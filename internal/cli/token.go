@@ -84,15 +84,8 @@ func newTokenLsCmd(c *conn) *cobra.Command {
 		Example: "  coffer token ls -o json",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.check(); err != nil {
-				return err
-			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
 			var ts []tokenInfo
-			if err := cl.do("GET", "/v1/tokens", nil, &ts); err != nil {
+			if err := c.get(&o, "/v1/tokens", &ts); err != nil {
 				return err
 			}
 			rows := [][]string{}
@@ -117,21 +110,6 @@ func newTokenLsCmd(c *conn) *cobra.Command {
 }
 
 func newTokenRevokeCmd(c *conn) *cobra.Command {
-	return &cobra.Command{
-		Use:     "revoke ID",
-		Short:   "Revoke a token by id; it stops working at once",
-		Example: "  coffer token revoke 3f2a9c0d1e2b4a5c",
-		Args:    exactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			if err := cl.do("DELETE", "/v1/tokens/"+escapePath(args[0]), nil, nil); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "token %s: revoked\n", args[0])
-			return nil
-		},
-	}
+	return deleteCmd(c, "revoke ID", "Revoke a token by id; it stops working at once",
+		"  coffer token revoke 3f2a9c0d1e2b4a5c", "/v1/tokens/", "token %s: revoked\n")
 }

@@ -62,22 +62,24 @@ func FreeAddr(t testing.TB) string {
 // Proc is a running Coffer process.
 type Proc struct {
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *Buffer
 	done chan struct{}
 }
 
-type syncBuffer struct {
+// Buffer is a bytes.Buffer safe for concurrent writers (a process's or a
+// logger's output).
+type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *Buffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *Buffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -86,7 +88,7 @@ func (s *syncBuffer) String() string {
 // Start runs bin with args; it is stopped (SIGTERM, then SIGKILL) at cleanup.
 func Start(t testing.TB, bin string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{cmd: exec.Command(bin, args...), logs: &syncBuffer{}, done: make(chan struct{})}
+	p := &Proc{cmd: exec.Command(bin, args...), logs: &Buffer{}, done: make(chan struct{})}
 	p.cmd.Stdout = p.logs
 	p.cmd.Stderr = p.logs
 	if err := p.cmd.Start(); err != nil {
