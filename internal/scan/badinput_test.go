@@ -120,6 +120,23 @@ func TestBadInput(t *testing.T) {
 		entry{name: "app/.env", data: secret},
 	)
 
+	zipOf := func(name string, data []byte) []byte {
+		var b bytes.Buffer
+		zw := zip.NewWriter(&b)
+		w, _ := zw.Create(name)
+		_, _ = w.Write(data)
+		_ = zw.Close()
+		return b.Bytes()
+	}
+	depth2 := zipOf("lib/inner.jar", zipOf("app.properties", secret))                            // found
+	depth3 := zipOf("a.zip", zipOf("b.zip", zipOf("c.properties", secret)))                      // too deep
+	tgzInZip := zipOf("bundle.tgz", gzipped(layerTar(t, entry{name: "etc/.env", data: secret}))) // found
+	nesting := layerTar(t,
+		entry{name: "app/outer.war", data: depth2},
+		entry{name: "app/deep.zip", data: depth3},
+		entry{name: "app/bundle.zip", data: tgzInZip},
+	)
+
 	empty := filepath.Join(t.TempDir(), "empty.tar")
 	if err := os.WriteFile(empty, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -162,6 +179,18 @@ func TestBadInput(t *testing.T) {
 		{name: "symlink loop", target: dockerArchive(t, [][]byte{loop}, nil), check: func(t *testing.T, rep *Report) {
 			if len(rep.Findings) != 1 {
 				t.Errorf("findings %+v", rep.Findings)
+			}
+		}},
+		{name: "archive nesting", target: dockerArchive(t, [][]byte{nesting}, nil), check: func(t *testing.T, rep *Report) {
+			got := map[string]bool{}
+			for _, f := range rep.Findings {
+				got[f.Path] = true
+			}
+			if len(got) != 2 || !got["app/outer.war!/lib/inner.jar!/app.properties"] || !got["app/bundle.zip!/bundle.tgz!/etc/.env"] {
+				t.Errorf("findings %v", got)
+			}
+			if len(rep.Skipped) != 1 || rep.Skipped[0].Path != "app/deep.zip!/a.zip!/b.zip" || rep.Skipped[0].Reason != SkipTooDeep {
+				t.Errorf("skipped %+v", rep.Skipped)
 			}
 		}},
 		{name: "decompression bombs", target: dockerArchive(t, [][]byte{bombs}, nil), cfg: Config{MaxFileSize: 1 << 20},

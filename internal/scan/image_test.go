@@ -2,6 +2,7 @@ package scan
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"io"
 	"io/fs"
@@ -16,8 +17,10 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
@@ -231,4 +234,49 @@ func tarDir(dir, out string) error {
 		return err
 	}
 	return tw.Close()
+}
+
+// TestPlatform picks the requested platform out of a multi-platform layout.
+func TestPlatform(t *testing.T) {
+	dir := t.TempDir()
+	lp, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]v1.Hash{}
+	for _, arch := range []string{"amd64", "arm64"} {
+		img, err := random.Image(512, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := lp.AppendImage(img, layout.WithPlatform(v1.Platform{OS: "linux", Architecture: arch})); err != nil {
+			t.Fatal(err)
+		}
+		want[arch], _ = img.Digest()
+	}
+	for _, arch := range []string{"amd64", "arm64"} {
+		img, closeFn, err := OpenImage(context.Background(), dir, OpenOptions{Platform: &v1.Platform{OS: "linux", Architecture: arch}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := img.Digest()
+		_ = closeFn()
+		if got != want[arch] {
+			t.Errorf("%s: got image %s, want %s", arch, got, want[arch])
+		}
+	}
+}
+
+// TestCancel stops a scan when its context is cancelled.
+func TestCancel(t *testing.T) {
+	path, _ := tinyImage(t)
+	img, err := tarball.ImageFromPath(path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := newScanner(t, Config{}).ScanImage(ctx, img, path); !errors.Is(err, context.Canceled) {
+		t.Errorf("error %v, want context.Canceled", err)
+	}
 }
