@@ -61,7 +61,7 @@ func OpenImage(ctx context.Context, target string, o OpenOptions) (v1.Image, fun
 		}
 		return img, nop, nil
 	}
-	if _, err := os.Stat(target); err == nil {
+	if _, err := os.Stat(target); err == nil || looksLikePath(target) {
 		return openPath(target, o)
 	}
 	return openRemote(ctx, target, o)
@@ -244,4 +244,20 @@ func openDaemon(ctx context.Context, ref string) (v1.Image, func() error, error)
 		return nil, nil, fmt.Errorf("%w: docker engine image %s: %w", ErrNotImage, ref, err)
 	}
 	return img, closeFn, nil
+}
+
+// looksLikePath tells a missing file from a registry reference, so that a
+// typo in a file name is reported as such rather than as a registry error.
+func looksLikePath(target string) bool {
+	for _, p := range []string{"/", "./", "../", "~"} {
+		if strings.HasPrefix(target, p) {
+			return true
+		}
+	}
+	for _, ext := range []string{".tar", ".tar.gz", ".tgz", ".oci"} {
+		if strings.HasSuffix(target, ext) {
+			return true
+		}
+	}
+	return false
 }
