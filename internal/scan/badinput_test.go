@@ -21,7 +21,6 @@ type entry struct {
 	name, link string
 	typ        byte
 	data       []byte
-	size       int64 // header size when it must lie; 0: len(data)
 }
 
 func layerTar(t testing.TB, es ...entry) []byte {

@@ -198,7 +198,7 @@ func (r *run) untar(d *detector, layer *LayerRef, source, p string, rd io.Reader
 			r.skip(layer, p, SkipCorrupt, 0)
 			return
 		}
-		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA { //nolint:staticcheck // old tars use TypeRegA
+		if hdr.Typeflag != tar.TypeReg { // archive/tar reads old TypeRegA entries as TypeReg
 			continue
 		}
 		mp := member(p, hdr.Name)

@@ -98,7 +98,7 @@ func (r *run) readLayer(ref *LayerRef, rc io.Reader, diffID string) (*layerInfo,
 			continue
 		}
 		info.files[name] = struct{}{}
-		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA { //nolint:staticcheck // old tars use TypeRegA
+		if hdr.Typeflag != tar.TypeReg { // archive/tar reads old TypeRegA entries as TypeReg
 			continue // links, devices: no content of their own
 		}
 		if hdr.Size > r.s.cfg.MaxFileSize {

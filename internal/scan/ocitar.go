@@ -52,7 +52,7 @@ func openOCITar(p string) (*ociTarIndex, error) {
 			f.Close()
 			return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 		}
-		if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA { //nolint:staticcheck // old tars use TypeRegA
+		if hdr.Typeflag != tar.TypeReg { // archive/tar reads old TypeRegA entries as TypeReg
 			continue
 		}
 		off, err := f.Seek(0, io.SeekCurrent)

@@ -213,7 +213,7 @@ func openDaemon(ctx context.Context, ref string) (v1.Image, func() error, error)
 	if _, err := name.ParseReference(ref); err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrNotImage, err)
 	}
-	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err := client.New(client.FromEnv) // negotiates the API version by default
 	if err != nil {
 		return nil, nil, fmt.Errorf("docker engine: %w", err)
 	}
