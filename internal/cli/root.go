@@ -71,7 +71,10 @@ Connection: --addr/COFFER_ADDR, --token/COFFER_TOKEN, --cacert/COFFER_CACERT.`,
 	root.SetErr(errOut)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	c := &conn{}
-	c.flags(root)
-	root.AddCommand(newSecretCmd(c), newBindCmd(c), newTokenCmd(c), newAuditCmd(c), newAgentCmd(c), newScanCmd())
+	for _, group := range []*cobra.Command{newSecretCmd(c), newBindCmd(c), newTokenCmd(c), newAuditCmd(c), newAgentCmd(c)} {
+		c.flags(group) // connection flags belong to the commands that talk to a server
+		root.AddCommand(group)
+	}
+	root.AddCommand(newScanCmd())
 	return root
 }
