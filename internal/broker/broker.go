@@ -12,6 +12,7 @@ package broker
 import (
 	"context"
 	"crypto/x509"
+	"hash/maphash"
 	"log/slog"
 	"maps"
 	"slices"
@@ -65,6 +66,8 @@ type Broker struct {
 	bySecret   map[string]map[string]*ctr
 	current    map[string]uint64 // secret → current version, 0 = none; lazily filled
 	values     map[verKey]secret.Value
+
+	aq auditQueue // delivery records on their way to the audit trail
 }
 
 type verKey struct {
@@ -95,6 +98,7 @@ func New(cfg Config) *Broker {
 		bySecret:   map[string]map[string]*ctr{},
 		current:    map[string]uint64{},
 		values:     map[verKey]secret.Value{},
+		aq:         auditQueue{seed: maphash.MakeSeed()},
 	}
 }
 

@@ -183,7 +183,7 @@ func (b *Broker) stopped(ctx context.Context, agent, id string) {
 	b.dropLocked(id)
 	b.mu.Unlock()
 	for _, f := range c.applied {
-		b.audit(ctx, deliveryEvent(agent, c.info, "delivery.remove", f))
+		b.auditLater(id, deliveryEvent(agent, c.info, "delivery.remove", f))
 	}
 }
 
@@ -200,7 +200,7 @@ func (b *Broker) applied(ctx context.Context, agent string, a *cofferv1.Applied)
 		b.log.Warn("delivery failed", "agent", agent, "container", info.Name, "id", info.Id, "err", a.GetError())
 		ev := audit.Event{Actor: "agent:" + agent, Action: "delivery.apply", Object: "container:" + info.Id, Result: "error",
 			Details: map[string]string{"container": info.Name, "error": a.GetError(), "image_digest": info.ImageDigest}}
-		b.audit(ctx, ev)
+		b.auditLater(info.Id, ev)
 		return nil
 	}
 	before := c.applied
@@ -220,13 +220,13 @@ func (b *Broker) applied(ctx context.Context, agent string, a *cofferv1.Applied)
 		delete(old, f.File)
 		switch {
 		case !had:
-			b.audit(ctx, deliveryEvent(agent, info, "delivery.apply", f))
+			b.auditLater(info.Id, deliveryEvent(agent, info, "delivery.apply", f))
 		case p.Secret != f.Secret || p.Version != f.Version:
-			b.audit(ctx, deliveryEvent(agent, info, "delivery.rotate", f))
+			b.auditLater(info.Id, deliveryEvent(agent, info, "delivery.rotate", f))
 		}
 	}
 	for _, f := range old {
-		b.audit(ctx, deliveryEvent(agent, info, "delivery.revoke", f))
+		b.auditLater(info.Id, deliveryEvent(agent, info, "delivery.revoke", f))
 	}
 	return nil
 }
