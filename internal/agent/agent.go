@@ -50,6 +50,7 @@ type Agent struct {
 	targets    map[string]*target        // per container delivery state
 	values     map[verKey]secret.Value   // secret versions in use
 	valuesAt   map[verKey]time.Time      // when each value arrived
+	refs       map[verKey]int            // references from targets' want and current
 	send       chan *cofferv1.AgentMessage
 	connected  bool
 	client     cofferv1.AgentServiceClient
@@ -87,6 +88,7 @@ func New(cfg Config) *Agent {
 		targets:  map[string]*target{},
 		values:   map[verKey]secret.Value{},
 		valuesAt: map[verKey]time.Time{},
+		refs:     map[verKey]int{},
 	}
 	a.renew = identity.NewRenewer(cfg.Cert, a.renewCert, identity.RenewerOptions{Dir: cfg.StateDir, Logger: cfg.Logger})
 	return a
@@ -302,13 +304,12 @@ func (a *Agent) stopped(ctx context.Context, id string) {
 	delete(a.running, id)
 	if t := a.targets[id]; t != nil {
 		t.gone = true
-		t.want = nil
+		a.setWantLocked(t, nil)
 		if !t.busy {
-			delete(a.targets, id)
+			a.dropTargetLocked(t)
 		}
 	}
 	a.enqueueLocked(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Stopped{Stopped: &cofferv1.ContainerStopped{Id: id}}})
-	a.gcLocked()
 	a.mu.Unlock()
 	if err := a.cfg.Deliverer.Release(ctx, info); err != nil {
 		a.log.Warn("release failed", "container", info.Name, "id", id, "err", err)

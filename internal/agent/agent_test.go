@@ -224,3 +224,41 @@ func TestAgentSurvivesServerRestart(t *testing.T) {
 	r.put("app/db", "v2")
 	waitValue(t, d, "c1", "db", "v2")
 }
+
+// TestAgentZeroesValuesNoContainerWants checks the value reference counts:
+// a rotated-away version leaves the agent's memory as soon as the last
+// container holding it has the new one, and a stopped container's values as
+// soon as it is released.
+func TestAgentZeroesValuesNoContainerWants(t *testing.T) {
+	defer agent.SetValueGrace(50 * time.Millisecond)()
+	r := newRig(t)
+	r.put("app/db", "v1")
+	r.put("app/api", "k1")
+	r.bind("web-db", "app/db", "app=web")
+	r.bind("api", "app/api", "tier=front")
+	a, rt, d, _ := r.startAgent("node-1")
+	rt.Start(container.Info{ID: "c1", Name: "web-1", Labels: map[string]string{"app": "web", "tier": "front"}, PID: 7})
+	rt.Start(container.Info{ID: "c2", Name: "web-2", Labels: map[string]string{"app": "web"}, PID: 8})
+	waitValue(t, d, "c1", "api", "k1")
+	waitValue(t, d, "c2", "db", "v1")
+	waitStats(t, a, func(s agent.Stats) bool { return s.Values == 2 })
+	r.put("app/db", "v2")
+	waitValue(t, d, "c1", "db", "v2")
+	waitValue(t, d, "c2", "db", "v2")
+	waitStats(t, a, func(s agent.Stats) bool { return s.Values == 2 }) // db v2 and api k1; db v1 zeroed
+	rt.Stop("c1")
+	waitStats(t, a, func(s agent.Stats) bool { return s.Values == 1 && s.Containers == 1 })
+	rt.Stop("c2")
+	waitStats(t, a, func(s agent.Stats) bool { return s.Values == 0 && s.Containers == 0 })
+}
+
+func waitStats(t *testing.T, a *agent.Agent, cond func(agent.Stats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond(a.Stats()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent state: %+v", a.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -40,7 +40,7 @@ func (a *Agent) handle(ctx context.Context, m *cofferv1.ServerMessage) {
 			t = &target{info: info}
 			a.targets[d.ContainerId] = t
 		}
-		t.want = d
+		a.setWantLocked(t, d)
 		if !t.busy {
 			t.busy = true
 			go a.work(ctx, t)
@@ -54,17 +54,19 @@ func (a *Agent) work(ctx context.Context, t *target) {
 	for {
 		a.mu.Lock()
 		d := t.want
-		t.want = nil
 		if d == nil || t.gone {
 			t.busy = false
-			if t.gone && a.targets[t.info.ID] == t {
-				delete(a.targets, t.info.ID)
+			if t.gone {
+				a.dropTargetLocked(t)
 			}
-			a.gcLocked()
 			a.mu.Unlock()
 			return
 		}
+		// The reference moves from want to current.
+		t.want = nil
+		old := t.current
 		t.current = d
+		a.unrefLocked(old)
 		info := t.info
 		files, err := a.filesLocked(d)
 		a.mu.Unlock()
@@ -107,24 +109,66 @@ func (a *Agent) filesLocked(d *cofferv1.Desired) ([]secret.File, error) {
 // referenced by a container's desired state.
 var valueGrace = 10 * time.Second
 
-// gcLocked zeroes and drops values no container wants any more.
-func (a *Agent) gcLocked() {
-	used := map[verKey]bool{}
-	for _, t := range a.targets {
-		for _, d := range []*cofferv1.Desired{t.want, t.current} {
-			if d == nil || t.gone && !t.busy {
-				continue
-			}
-			for _, f := range d.Files {
-				used[verKey{f.Secret, f.Version}] = true
-			}
+// Values are reference counted: every file of a target's want and current
+// state holds a reference to its value, so a value no container needs is
+// found when its last reference goes, without scanning every target (which,
+// done after each delivery, made a rotation cost O(containers²) per agent).
+
+// setWantLocked replaces t's newest wanted state.
+func (a *Agent) setWantLocked(t *target, d *cofferv1.Desired) {
+	a.refLocked(d)
+	old := t.want
+	t.want = d
+	a.unrefLocked(old)
+}
+
+// dropTargetLocked forgets a target that no worker uses.
+func (a *Agent) dropTargetLocked(t *target) {
+	if a.targets[t.info.ID] == t {
+		delete(a.targets, t.info.ID)
+	}
+	a.unrefLocked(t.want)
+	a.unrefLocked(t.current)
+	t.want, t.current = nil, nil
+}
+
+func (a *Agent) refLocked(d *cofferv1.Desired) {
+	if d == nil {
+		return
+	}
+	for _, f := range d.Files {
+		a.refs[verKey{f.Secret, f.Version}]++
+	}
+}
+
+// unrefLocked drops d's references and zeroes the values left without one,
+// once their grace period is over (the periodic gcLocked takes the others).
+func (a *Agent) unrefLocked(d *cofferv1.Desired) {
+	if d == nil {
+		return
+	}
+	now := time.Now()
+	for _, f := range d.Files {
+		k := verKey{f.Secret, f.Version}
+		if a.refs[k]--; a.refs[k] > 0 {
+			continue
+		}
+		delete(a.refs, k)
+		if v, ok := a.values[k]; ok && now.Sub(a.valuesAt[k]) > valueGrace {
+			v.Zero()
+			delete(a.values, k)
+			delete(a.valuesAt, k)
 		}
 	}
+}
+
+// gcLocked zeroes and drops values no container wants any more.
+func (a *Agent) gcLocked() {
 	now := time.Now()
 	for k, v := range a.values {
 		// A value is kept a while after it arrives: the Desired messages
 		// that refer to it follow it on the stream.
-		if !used[k] && now.Sub(a.valuesAt[k]) > valueGrace {
+		if a.refs[k] == 0 && now.Sub(a.valuesAt[k]) > valueGrace {
 			delete(a.valuesAt, k)
 			v.Zero()
 			delete(a.values, k)
