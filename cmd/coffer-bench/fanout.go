@@ -45,7 +45,7 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 		return nil, err
 	}
 	defer cleanup()
-	srv, err := startServer(ctx, o.bin("coffer-server"), dir)
+	srv, err := o.startServer(ctx, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -71,6 +71,12 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
+	phase := func(name string) {
+		if u, err := usageOf(srv.Pid()); err == nil {
+			rep.addFigure("server RSS after "+name, mib(u.RSSBytes), "MiB", "")
+		}
+	}
+	phase("setup")
 	rep.addFigure("setup: secrets and bindings written", float64(total+1), "each", "")
 	rep.addFigure("setup: secret put + binding put (16 clients)", float64(total+1)/time.Since(t0).Seconds(), "pairs/s", "")
 	o.logf("setup: %d secrets and bindings in %s", total+1, time.Since(t0).Round(time.Millisecond))
@@ -88,7 +94,7 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 	rec := &recorder{}
 	warns := &warnCounter{}
 	actx, stopAgents := context.WithCancel(ctx)
-	agents := startAgents(actx, srv, dir, en.certs, rec, slog.New(warns))
+	agents := startAgents(actx, srv, dir, en.certs, rec.onApply, slog.New(warns))
 	defer func() {
 		stopAgents()
 		for _, a := range agents {
@@ -99,6 +105,7 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 		return nil, err
 	}
 	heap1, gor1 := liveHeap()
+	phase("agents connected")
 	o.logf("%d agents connected", o.Agents)
 
 	// Every container starts at once: the first delivery of two files each.
@@ -122,6 +129,7 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 	lat, _ := e.since(time.Time{}, starts)
 	rep.addLatency(summarize(fmt.Sprintf("start -> grant delivered, all %d started at once", total), lat), "")
 	heap2, gor2 := liveHeap()
+	phase("initial delivery")
 	o.logf("initial delivery to %d containers done", total)
 	time.Sleep(o.Settle)
 
@@ -147,6 +155,7 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 		time.Sleep(o.Settle)
 		return fromRet, fromSent, nil
 	}
+	stopProfile := o.profileStart(srv)
 	u0, _ := usageOf(srv.Pid())
 	var rot, rotSent []time.Duration
 	version := uint64(1)
@@ -169,6 +178,7 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 		rot, rotSent = append(rot, a...), append(rotSent, b...)
 	}
 	u1, _ := usageOf(srv.Pid())
+	phase("rotations")
 	n := fmt.Sprintf("(%d x %d)", o.Rotations, total)
 	rep.addLatency(summarize("rotation: PUT returned -> new value in container "+n, rot), "p99 <= 1000 ms")
 	rep.addLatency(summarize("rotation: PUT sent -> new value in container "+n, rotSent), "")
@@ -197,6 +207,7 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 	rep.addLatency(summarize("revocation: binding DELETE returned -> file gone "+n, rev), "p99 <= 1000 ms")
 	rep.addLatency(summarize("revocation: binding DELETE sent -> file gone "+n, revSent), "")
 	rep.addLatency(summarize("grant: binding PUT returned -> file present "+n, grant), "")
+	stopProfile()
 
 	var burst []time.Duration
 	for b := range o.Bursts {
@@ -255,6 +266,6 @@ func maxDur(ds []time.Duration) time.Duration {
 	return m
 }
 
-func mib(b uint64) float64    { return float64(b) / (1 << 20) }
-func kib(b uint64) float64    { return float64(int64(b)) / (1 << 10) }
+func mib(b uint64) float64       { return float64(b) / (1 << 20) }
+func kib(b uint64) float64       { return float64(int64(b)) / (1 << 10) }
 func stderrf(f string, a ...any) { fmt.Fprintf(os.Stderr, f, a...) }

@@ -42,6 +42,10 @@ type common struct {
 	WorkDir    string
 	Quiet      bool
 	CPUProfile string
+	MemProfile string
+	// ProfileServer, if set, runs the server as `coffer-bench server` with
+	// CPU and heap profiles written into this directory.
+	ProfileServer string
 }
 
 func (c *common) flags(cmd *cobra.Command, plot string) {
@@ -51,7 +55,26 @@ func (c *common) flags(cmd *cobra.Command, plot string) {
 	f.StringVar(&c.Plot, "plot", plot, "write a PNG plot of the latency distributions here (empty: none)")
 	f.StringVar(&c.WorkDir, "work-dir", "", "keep data dirs and logs here instead of a removed temp dir")
 	f.BoolVarP(&c.Quiet, "quiet", "q", false, "print only the report")
-	f.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of coffer-bench to this file")
+	f.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of coffer-bench (the client side) over the measured rounds to this file")
+	f.StringVar(&c.MemProfile, "memprofile", "", "write a heap profile of coffer-bench (the client side) to this file")
+	f.StringVar(&c.ProfileServer, "profile-server", "", "run the server as `coffer-bench server` (same code as coffer-server) and write its CPU and heap profiles of the measured rounds into this directory")
+}
+
+// startServer starts coffer-server as a child process, or in this process.
+func (c *common) startServer(ctx context.Context, dir string, extra ...string) (*serverProc, error) {
+	if c.ProfileServer != "" {
+		if err := os.MkdirAll(c.ProfileServer, 0o755); err != nil {
+			return nil, err
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		return startServer(ctx, self, dir, append([]string{"server",
+			"--cpuprofile", filepath.Join(c.ProfileServer, "server-cpu.prof"),
+			"--memprofile", filepath.Join(c.ProfileServer, "server-heap.prof")}, extra...)...)
+	}
+	return startServer(ctx, c.bin("coffer-server"), dir, extra...)
 }
 
 // bin returns the path of a Coffer binary.
@@ -99,21 +122,49 @@ func (c *common) finish(rep *Report) error {
 	return nil
 }
 
-// profiled runs fn under a CPU profile if asked.
-func (c *common) profiled(fn func() error) error {
-	if c.CPUProfile == "" {
-		return fn()
+// profileStart starts the CPU profiles (of coffer-bench and, with
+// --profile-server, of the server) and returns what stops them and writes
+// the heap profiles.
+func (c *common) profileStart(srv *serverProc) (stop func()) {
+	var f *os.File
+	if c.CPUProfile != "" {
+		var err error
+		if f, err = os.Create(c.CPUProfile); err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			c.logf("cpuprofile: %v", err)
+			f = nil
+		}
 	}
-	f, err := os.Create(c.CPUProfile)
+	if c.ProfileServer != "" {
+		srv.cmd.Process.Signal(syscall.SIGUSR1)
+	}
+	return func() {
+		if f != nil {
+			pprof.StopCPUProfile()
+			f.Close()
+		}
+		if c.ProfileServer != "" {
+			srv.cmd.Process.Signal(syscall.SIGUSR2)
+		}
+		c.heapProfile()
+	}
+}
+
+// heapProfile writes a heap profile if asked; call it while the state to
+// look at is still live.
+func (c *common) heapProfile() {
+	if c.MemProfile == "" {
+		return
+	}
+	f, err := os.Create(c.MemProfile)
 	if err != nil {
-		return err
+		c.logf("memprofile: %v", err)
+		return
 	}
 	defer f.Close()
-	if err := pprof.StartCPUProfile(f); err != nil {
-		return err
-	}
-	defer pprof.StopCPUProfile()
-	return fn()
+	pprof.Lookup("heap").WriteTo(f, 0)
 }
 
 func run() int {
@@ -125,7 +176,7 @@ func run() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(fanoutCmd(ctx), fetchCmd(ctx), dockerCmd(ctx))
+	root.AddCommand(fanoutCmd(ctx), fetchCmd(ctx), dockerCmd(ctx), serveCmd(ctx))
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "coffer-bench:", err)
 		return 1
@@ -142,13 +193,11 @@ func fanoutCmd(ctx context.Context) *cobra.Command {
   coffer-bench fanout --agents 50 --containers 10 --rotations 5 --revocations 2`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			return o.profiled(func() error {
-				rep, err := runFanout(ctx, o)
-				if err != nil {
-					return err
-				}
-				return o.finish(rep)
-			})
+			rep, err := runFanout(ctx, o)
+			if err != nil {
+				return err
+			}
+			return o.finish(rep)
 		},
 	}
 	o.flags(cmd, "fanout.png")

@@ -84,15 +84,23 @@ func startServer(ctx context.Context, bin, dir string, extra ...string) (*server
 			return nil, errors.New("coffer-server did not listen within 30s")
 		}
 	}
-	tok, err := os.ReadFile(filepath.Join(data, "admin.token"))
-	if err != nil {
+	if err := s.connect(); err != nil {
 		s.Stop()
 		return nil, err
 	}
+	return s, nil
+}
+
+// connect reads the admin token and CA and makes the REST client.
+func (s *serverProc) connect() error {
+	data := s.Dir
+	tok, err := os.ReadFile(filepath.Join(data, "admin.token"))
+	if err != nil {
+		return err
+	}
 	s.token = strings.TrimSpace(string(tok))
 	if s.CAPEM, err = os.ReadFile(filepath.Join(data, "ca.pem")); err != nil {
-		s.Stop()
-		return nil, err
+		return err
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(s.CAPEM)
@@ -101,11 +109,13 @@ func startServer(ctx context.Context, bin, dir string, extra ...string) (*server
 		ForceAttemptHTTP2:   true,
 		MaxIdleConnsPerHost: 64,
 	}}
-	return s, nil
+	return nil
 }
 
 // Pid is the server's process id.
-func (s *serverProc) Pid() int { return s.cmd.Process.Pid }
+func (s *serverProc) Pid() int {
+	return s.cmd.Process.Pid
+}
 
 // Stop ends the server: SIGTERM, then SIGKILL after 10 s.
 func (s *serverProc) Stop() {

@@ -136,8 +136,8 @@ func parallel(ctx context.Context, n, conc int, fn func(i int) error) error {
 }
 
 // startAgents runs one real agent per certificate, each with its own fake
-// runtime and a memory deliverer reporting to rec.
-func startAgents(ctx context.Context, srv *serverProc, dir string, certs []tls.Certificate, rec *recorder, log *slog.Logger) []*simAgent {
+// runtime and a memory deliverer calling onApply.
+func startAgents(ctx context.Context, srv *serverProc, dir string, certs []tls.Certificate, onApply func(string, []secret.File), log *slog.Logger) []*simAgent {
 	agents := make([]*simAgent, len(certs))
 	for i, cert := range certs {
 		a := &simAgent{name: agentName(i), rt: fake.New(), done: make(chan struct{})}
@@ -145,7 +145,7 @@ func startAgents(ctx context.Context, srv *serverProc, dir string, certs []tls.C
 			Server: srv.Addr, CAPEM: srv.CAPEM, Cert: cert,
 			StateDir:  filepath.Join(dir, "agents", strconv.Itoa(i)),
 			Runtime:   a.rt,
-			Deliverer: memory.New(memory.Config{OnApply: rec.onApply}),
+			Deliverer: memory.New(memory.Config{OnApply: onApply}),
 			Logger:    log,
 		})
 		go func() { defer close(a.done); a.ag.Run(ctx) }()

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"coffer/internal/server"
+)
+
+// serveCmd runs coffer-server's code (package server, as cmd/coffer-server
+// does) with profiling added: SIGUSR1 starts a CPU profile, SIGUSR2 stops it
+// and writes a heap profile. The fan-out mode uses it with --profile-server
+// to profile the server alone, in its own process, over the measured rounds.
+func serveCmd(ctx context.Context) *cobra.Command {
+	cfg := server.Defaults()
+	var cpuFile, heapFile string
+	cmd := &cobra.Command{
+		Use:    "server",
+		Short:  "Run coffer-server's code with profiling on SIGUSR1/SIGUSR2 (used by --profile-server)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var l slog.Level
+			l.UnmarshalText([]byte(cfg.LogLevel))
+			log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+			s, err := server.New(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			sig := make(chan os.Signal, 2)
+			signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
+			go func() {
+				var cpu *os.File
+				for s := range sig {
+					switch {
+					case s == syscall.SIGUSR1 && cpu == nil && cpuFile != "":
+						if cpu, err = os.Create(cpuFile); err == nil {
+							pprof.StartCPUProfile(cpu)
+						}
+					case s == syscall.SIGUSR2:
+						if cpu != nil {
+							pprof.StopCPUProfile()
+							cpu.Close()
+							cpu = nil
+						}
+						if heapFile != "" {
+							if f, err := os.Create(heapFile); err == nil {
+								pprof.Lookup("heap").WriteTo(f, 0)
+								f.Close()
+							}
+						}
+					}
+				}
+			}()
+			if err := s.Run(ctx); err != nil {
+				return fmt.Errorf("server: %w", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data dir")
+	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "address")
+	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level")
+	f.StringVar(&cpuFile, "cpuprofile", "", "CPU profile file (SIGUSR1 starts, SIGUSR2 stops)")
+	f.StringVar(&heapFile, "memprofile", "", "heap profile file (written at SIGUSR2)")
+	return cmd
+}
