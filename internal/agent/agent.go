@@ -37,6 +37,9 @@ type Config struct {
 	Logger    *slog.Logger
 	// MinBackoff and MaxBackoff bound reconnection waits (defaults 200ms, 30s).
 	MinBackoff, MaxBackoff time.Duration
+	// ValueGrace is how long a received value is kept before a container's
+	// desired state must refer to it (default 10s).
+	ValueGrace time.Duration
 }
 
 // Agent is one host's agent.
@@ -81,6 +84,9 @@ func New(cfg Config) *Agent {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.ValueGrace <= 0 {
+		cfg.ValueGrace = 10 * time.Second
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger,
@@ -134,7 +140,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go a.renew.Run(ctx)
 	go a.followRuntime(ctx, events)
 	go func() {
-		t := time.NewTicker(valueGrace)
+		t := time.NewTicker(a.cfg.ValueGrace)
 		defer t.Stop()
 		for {
 			select {

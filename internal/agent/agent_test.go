@@ -92,6 +92,11 @@ func (r *rig) bind(name, secretName, selector string) {
 
 // startAgent enrolls and runs an agent with a fake runtime and an in-memory deliverer.
 func (r *rig) startAgent(name string) (*agent.Agent, *fake.Runtime, *memory.Deliverer, context.CancelFunc) {
+	return r.startAgentWith(name, agent.Config{})
+}
+
+// startAgentWith is startAgent with cfg's tunables (ValueGrace, backoffs).
+func (r *rig) startAgentWith(name string, cfg agent.Config) (*agent.Agent, *fake.Runtime, *memory.Deliverer, context.CancelFunc) {
 	r.t.Helper()
 	var tok struct {
 		Token string `json:"token"`
@@ -104,7 +109,8 @@ func (r *rig) startAgent(name string) (*agent.Agent, *fake.Runtime, *memory.Deli
 	}
 	rt := fake.New()
 	d := memory.New(memory.Config{})
-	a := agent.New(agent.Config{Server: r.srv.Addr(), CAPEM: r.caPEM, Cert: cert, StateDir: filepath.Join(r.dir, name), Runtime: rt, Deliverer: d})
+	cfg.Server, cfg.CAPEM, cfg.Cert, cfg.StateDir, cfg.Runtime, cfg.Deliverer = r.srv.Addr(), r.caPEM, cert, filepath.Join(r.dir, name), rt, d
+	a := agent.New(cfg)
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()
 	stop := func() { cancel(); <-done }
@@ -230,13 +236,12 @@ func TestAgentSurvivesServerRestart(t *testing.T) {
 // container holding it has the new one, and a stopped container's values as
 // soon as it is released.
 func TestAgentZeroesValuesNoContainerWants(t *testing.T) {
-	defer agent.SetValueGrace(50 * time.Millisecond)()
 	r := newRig(t)
 	r.put("app/db", "v1")
 	r.put("app/api", "k1")
 	r.bind("web-db", "app/db", "app=web")
 	r.bind("api", "app/api", "tier=front")
-	a, rt, d, _ := r.startAgent("node-1")
+	a, rt, d, _ := r.startAgentWith("node-1", agent.Config{ValueGrace: 50 * time.Millisecond})
 	rt.Start(container.Info{ID: "c1", Name: "web-1", Labels: map[string]string{"app": "web", "tier": "front"}, PID: 7})
 	rt.Start(container.Info{ID: "c2", Name: "web-2", Labels: map[string]string{"app": "web"}, PID: 8})
 	waitValue(t, d, "c1", "api", "k1")

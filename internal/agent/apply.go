@@ -105,10 +105,6 @@ func (a *Agent) filesLocked(d *cofferv1.Desired) ([]secret.File, error) {
 	return files, nil
 }
 
-// valueGrace is how long a received value is kept before it must be
-// referenced by a container's desired state.
-var valueGrace = 10 * time.Second
-
 // Values are reference counted: every file of a target's want and current
 // state holds a reference to its value, so a value no container needs is
 // found when its last reference goes, without scanning every target (which,
@@ -154,7 +150,7 @@ func (a *Agent) unrefLocked(d *cofferv1.Desired) {
 			continue
 		}
 		delete(a.refs, k)
-		if v, ok := a.values[k]; ok && now.Sub(a.valuesAt[k]) > valueGrace {
+		if v, ok := a.values[k]; ok && now.Sub(a.valuesAt[k]) > a.cfg.ValueGrace {
 			v.Zero()
 			delete(a.values, k)
 			delete(a.valuesAt, k)
@@ -168,7 +164,7 @@ func (a *Agent) gcLocked() {
 	for k, v := range a.values {
 		// A value is kept a while after it arrives: the Desired messages
 		// that refer to it follow it on the stream.
-		if a.refs[k] == 0 && now.Sub(a.valuesAt[k]) > valueGrace {
+		if a.refs[k] == 0 && now.Sub(a.valuesAt[k]) > a.cfg.ValueGrace {
 			delete(a.valuesAt, k)
 			v.Zero()
 			delete(a.values, k)

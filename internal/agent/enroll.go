@@ -49,7 +49,11 @@ func LoadOrEnroll(ctx context.Context, server string, caPEM []byte, stateDir, na
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+	// One request: no keep-alive, or the connection would stay open (and
+	// cost the server memory) for as long as the agent runs.
+	tr := &http.Transport{TLSClientConfig: tlsCfg, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: tr}
 	body, _ := json.Marshal(map[string]any{"join_token": joinToken, "name": name, "csr": csr})
 	req, err := http.NewRequestWithContext(ctx, "POST", "https://"+server+"/v1/enroll", bytes.NewReader(body))
 	if err != nil {
