@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 
@@ -55,6 +57,14 @@ func serveCmd(ctx context.Context) *cobra.Command {
 								pprof.Lookup("heap").WriteTo(f, 0)
 								f.Close()
 							}
+							var ms runtime.MemStats
+							runtime.ReadMemStats(&ms)
+							b, _ := json.MarshalIndent(map[string]any{
+								"heap_inuse": ms.HeapInuse, "heap_sys": ms.HeapSys, "heap_released": ms.HeapReleased,
+								"stack_inuse": ms.StackInuse, "next_gc": ms.NextGC, "sys": ms.Sys, "num_gc": ms.NumGC,
+								"goroutines": runtime.NumGoroutine(),
+							}, "", "  ")
+							os.WriteFile(heapFile+".memstats.json", b, 0o644)
 						}
 					}
 				}

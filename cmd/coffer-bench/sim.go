@@ -194,14 +194,28 @@ type expectation struct {
 }
 
 func (r *recorder) expect(lo, hi int, check func([]secret.File) bool) *expectation {
-	e := &expectation{lo: lo, hi: hi, check: check, at: make([]atomic.Int64, hi-lo), done: make(chan struct{})}
-	e.remaining.Store(int64(hi - lo))
+	e := newExpectation(lo, hi)
+	e.check = check
 	r.cur.Store(e)
 	return e
 }
 
+func newExpectation(lo, hi int) *expectation {
+	e := &expectation{lo: lo, hi: hi, at: make([]atomic.Int64, hi-lo), done: make(chan struct{})}
+	e.remaining.Store(int64(hi - lo))
+	return e
+}
+
+// mark records that container i (an index from 0, relative to lo) got
+// there at now, if it had not yet.
+func (e *expectation) mark(i int, now time.Time) {
+	if e.at[i].CompareAndSwap(0, now.UnixNano()) && e.remaining.Add(-1) == 0 {
+		close(e.done)
+	}
+}
+
 func (r *recorder) onApply(id string, files []secret.File) {
-	now := time.Now().UnixNano()
+	now := time.Now()
 	defer func() {
 		for _, f := range files {
 			f.Value.Zero()
@@ -213,13 +227,10 @@ func (r *recorder) onApply(id string, files []secret.File) {
 	if e == nil || !ok || i < e.lo || i >= e.hi {
 		return
 	}
-	slot := &e.at[i-e.lo]
-	if slot.Load() != 0 || !e.check(files) {
+	if e.at[i-e.lo].Load() != 0 || !e.check(files) {
 		return
 	}
-	if slot.CompareAndSwap(0, now) && e.remaining.Add(-1) == 0 {
-		close(e.done)
-	}
+	e.mark(i-e.lo, now)
 }
 
 // wait blocks until every container satisfied the expectation or timeout.

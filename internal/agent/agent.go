@@ -12,12 +12,15 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 
 	cofferv1 "coffer/api/coffer/v1"
 	"coffer/internal/container"
@@ -185,7 +188,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) session(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := a.client.Sync(ctx)
+	stream, err := a.client.Sync(metadata.AppendToOutgoingContext(ctx, featuresKey, featureBatch))
 	if err != nil {
 		return err
 	}
@@ -217,21 +220,14 @@ func (a *Agent) session(ctx context.Context) error {
 	a.log.Info("connected to server", "server", a.cfg.Server, "containers", len(ids))
 
 	errc := make(chan error, 2)
+	var batchAcks atomic.Bool // the server understands AppliedBatch
+	go func() { errc <- a.sender(ctx, stream, send, &batchAcks) }()
 	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				errc <- ctx.Err()
-				return
-			case m := <-send:
-				if err := stream.Send(m); err != nil {
-					errc <- err
-					return
-				}
-			}
+		// The server's header says which features it has; it arrives with
+		// (or before) the first message.
+		if h, err := stream.Header(); err == nil && hasFeature(h.Get(featuresKey), featureBatch) {
+			batchAcks.Store(true)
 		}
-	}()
-	go func() {
 		for {
 			m, err := stream.Recv()
 			if err != nil {
@@ -242,6 +238,67 @@ func (a *Agent) session(ctx context.Context) error {
 		}
 	}()
 	return <-errc
+}
+
+// maxAckBatch caps the acknowledgements sent in one AppliedBatch.
+const maxAckBatch = 256
+
+// sender writes queued messages to the stream. With batchAcks, the Applied
+// messages queued together go as one AppliedBatch, in order.
+func (a *Agent) sender(ctx context.Context, stream cofferv1.AgentService_SyncClient, send chan *cofferv1.AgentMessage, batchAcks *atomic.Bool) error {
+	var next *cofferv1.AgentMessage
+	for {
+		m := next
+		next = nil
+		if m == nil {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case m = <-send:
+			}
+		}
+		if ack := m.GetApplied(); ack != nil && batchAcks.Load() {
+			acks := []*cofferv1.Applied{ack}
+		drain:
+			for len(acks) < maxAckBatch {
+				select {
+				case m2 := <-send:
+					if a2 := m2.GetApplied(); a2 != nil {
+						acks = append(acks, a2)
+					} else {
+						next = m2
+						break drain
+					}
+				default:
+					break drain
+				}
+			}
+			if len(acks) > 1 {
+				m = &cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_AppliedBatch{AppliedBatch: &cofferv1.AppliedBatch{Applied: acks}}}
+			}
+		}
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+	}
+}
+
+// Protocol features, negotiated in gRPC metadata (see Batch in agent.proto).
+const (
+	featuresKey  = "coffer-features"
+	featureBatch = "batch"
+)
+
+// hasFeature reports whether feature is in the comma-separated lists vals.
+func hasFeature(vals []string, feature string) bool {
+	for _, v := range vals {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(f) == feature {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // enqueue sends m on the current stream, if any. Messages for a stream that

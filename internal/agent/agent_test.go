@@ -12,14 +12,21 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+
+	cofferv1 "coffer/api/coffer/v1"
 	"coffer/internal/agent"
 	"coffer/internal/container"
 	"coffer/internal/container/fake"
 	"coffer/internal/deliver/memory"
+	"coffer/internal/identity"
 	"coffer/internal/secret"
 	"coffer/internal/server"
 )
@@ -265,5 +272,117 @@ func waitStats(t *testing.T, a *agent.Agent, cond func(agent.Stats) bool) {
 			t.Fatalf("agent state: %+v", a.Stats())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestProtocolFeatures speaks the wire protocol by hand, as an agent built
+// before Batch existed (no features: Values, Desired, Applied) and as one
+// that asks for it (Batch, AppliedBatch), against the same server.
+func TestProtocolFeatures(t *testing.T) {
+	r := newRig(t)
+	r.put("app/db", "v1")
+	r.bind("web-db", "app/db", "app=web")
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
+			name := fmt.Sprintf("raw-%v", batch)
+			var tok struct {
+				Token string `json:"token"`
+			}
+			r.call("POST", "/v1/tokens", map[string]string{"role": "agent"}, &tok)
+			cert, err := agent.LoadOrEnroll(context.Background(), r.srv.Addr(), r.caPEM, filepath.Join(r.dir, name), name, tok.Token)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tlsCfg, err := identity.ClientTLSConfig(r.caPEM, func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn, err := grpc.NewClient(r.srv.Addr(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if batch {
+				ctx = metadata.AppendToOutgoingContext(ctx, "coffer-features", "batch")
+			}
+			stream, err := cofferv1.NewAgentServiceClient(conn).Sync(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id := "ctr-" + name
+			for _, m := range []*cofferv1.AgentMessage{
+				{Msg: &cofferv1.AgentMessage_Hello{Hello: &cofferv1.Hello{Version: "test"}}},
+				{Msg: &cofferv1.AgentMessage_Started{Started: &cofferv1.ContainerStarted{Container: &cofferv1.Container{Id: id, Name: id, Labels: map[string]string{"app": "web"}}}}},
+			} {
+				if err := stream.Send(m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			h, err := stream.Header()
+			if err != nil || !slices.Contains(h.Get("coffer-features"), "batch") {
+				t.Fatalf("server features = %v, %v", h.Get("coffer-features"), err)
+			}
+			var value []byte
+			var d *cofferv1.Desired
+			for d == nil {
+				m, err := stream.Recv()
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch m := m.Msg.(type) {
+				case *cofferv1.ServerMessage_Values:
+					if batch {
+						t.Fatal("Values sent to an agent that asked for Batch")
+					}
+					value = m.Values.Values[0].Value
+				case *cofferv1.ServerMessage_Desired:
+					if batch {
+						t.Fatal("Desired sent to an agent that asked for Batch")
+					}
+					d = m.Desired
+				case *cofferv1.ServerMessage_Batch:
+					if !batch {
+						t.Fatal("Batch sent to an agent without the feature")
+					}
+					value, d = m.Batch.Values.Values[0].Value, m.Batch.Desired[0]
+				}
+			}
+			if string(value) != "v1" || d.ContainerId != id || len(d.Files) != 1 {
+				t.Fatalf("got value %d bytes, desired %v", len(value), d)
+			}
+			ack := &cofferv1.Applied{ContainerId: id, Generation: d.Generation}
+			m := &cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Applied{Applied: ack}}
+			if batch {
+				m = &cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_AppliedBatch{AppliedBatch: &cofferv1.AppliedBatch{Applied: []*cofferv1.Applied{ack}}}}
+			}
+			if err := stream.Send(m); err != nil {
+				t.Fatal(err)
+			}
+			// The acknowledgement reaches the rollout state.
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				var show struct {
+					Holders []struct {
+						ContainerID string `json:"container_id"`
+						Version     uint64 `json:"version"`
+					} `json:"holders"`
+				}
+				r.call("GET", "/v1/secrets/app/db", nil, &show)
+				if slices.ContainsFunc(show.Holders, func(h struct {
+					ContainerID string `json:"container_id"`
+					Version     uint64 `json:"version"`
+				}) bool {
+					return h.ContainerID == id && h.Version == 1
+				}) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("holders = %+v", show.Holders)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
 	}
 }

@@ -14,37 +14,50 @@ import (
 func (a *Agent) handle(ctx context.Context, m *cofferv1.ServerMessage) {
 	switch msg := m.Msg.(type) {
 	case *cofferv1.ServerMessage_Values:
-		a.mu.Lock()
-		for _, v := range msg.Values.GetValues() {
-			k := verKey{v.GetSecret(), v.GetVersion()}
-			a.valuesAt[k] = time.Now()
-			if _, ok := a.values[k]; ok {
-				// Keep the buffer we have: a worker may be writing it.
-				secret.Value(v.Value).Zero()
-			} else {
-				a.values[k] = secret.Value(v.Value)
-			}
-			v.Value = nil
-		}
-		a.mu.Unlock()
+		a.handleValues(msg.Values.GetValues())
 	case *cofferv1.ServerMessage_Desired:
-		d := msg.Desired
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		info, ok := a.running[d.GetContainerId()]
-		if !ok {
-			return // stopped meanwhile
+		a.handleDesired(ctx, msg.Desired)
+	case *cofferv1.ServerMessage_Batch:
+		a.handleValues(msg.Batch.GetValues().GetValues())
+		for _, d := range msg.Batch.GetDesired() {
+			a.handleDesired(ctx, d)
 		}
-		t := a.targets[d.ContainerId]
-		if t == nil {
-			t = &target{info: info}
-			a.targets[d.ContainerId] = t
+	}
+}
+
+func (a *Agent) handleValues(vals []*cofferv1.SecretValue) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	for _, v := range vals {
+		k := verKey{v.GetSecret(), v.GetVersion()}
+		a.valuesAt[k] = now
+		if _, ok := a.values[k]; ok {
+			// Keep the buffer we have: a worker may be writing it.
+			secret.Value(v.Value).Zero()
+		} else {
+			a.values[k] = secret.Value(v.Value)
 		}
-		a.setWantLocked(t, d)
-		if !t.busy {
-			t.busy = true
-			go a.work(ctx, t)
-		}
+		v.Value = nil
+	}
+}
+
+func (a *Agent) handleDesired(ctx context.Context, d *cofferv1.Desired) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	info, ok := a.running[d.GetContainerId()]
+	if !ok {
+		return // stopped meanwhile
+	}
+	t := a.targets[d.ContainerId]
+	if t == nil {
+		t = &target{info: info}
+		a.targets[d.ContainerId] = t
+	}
+	a.setWantLocked(t, d)
+	if !t.busy {
+		t.busy = true
+		go a.work(ctx, t)
 	}
 }
 

@@ -6,16 +6,36 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	cofferv1 "coffer/api/coffer/v1"
 	"coffer/internal/audit"
 )
+
+// Protocol features, negotiated in gRPC metadata (see Batch in agent.proto).
+const (
+	featuresKey  = "coffer-features"
+	featureBatch = "batch"
+)
+
+// hasFeature reports whether feature is in the comma-separated lists vals.
+func hasFeature(vals []string, feature string) bool {
+	for _, v := range vals {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(f) == feature {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // Service implements cofferv1.AgentServiceServer on top of a Broker.
 type Service struct {
@@ -69,9 +89,15 @@ func (s *Service) Sync(stream cofferv1.AgentService_SyncServer) error {
 		return err
 	}
 	b := s.b
+	// Features: the agent lists what it understands in the request
+	// metadata; the server answers with what it understands.
+	md, _ := metadata.FromIncomingContext(stream.Context())
+	if err := stream.SendHeader(metadata.Pairs(featuresKey, featureBatch)); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	sess := newSession(name, cancel)
+	sess := newSession(name, cancel, hasFeature(md.Get(featuresKey), featureBatch))
 	b.mu.Lock()
 	if old := b.sessions[name]; old != nil {
 		old.cancel() // a reconnected agent replaces its old stream
@@ -150,6 +176,12 @@ func (b *Broker) handle(ctx context.Context, agent string, m *cofferv1.AgentMess
 		}
 	case *cofferv1.AgentMessage_Applied:
 		return b.applied(ctx, agent, msg.Applied)
+	case *cofferv1.AgentMessage_AppliedBatch:
+		for _, a := range msg.AppliedBatch.GetApplied() {
+			if err := b.applied(ctx, agent, a); err != nil {
+				return err
+			}
+		}
 	default:
 		return status.Error(codes.InvalidArgument, "unknown message")
 	}

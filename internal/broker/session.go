@@ -14,6 +14,7 @@ import (
 type session struct {
 	agent  string
 	cancel context.CancelFunc
+	batch  bool // the agent understands Batch
 
 	mu      sync.Mutex
 	values  map[verKey]*cofferv1.SecretValue
@@ -22,8 +23,8 @@ type session struct {
 	wake    chan struct{}
 }
 
-func newSession(agent string, cancel context.CancelFunc) *session {
-	return &session{agent: agent, cancel: cancel, values: map[verKey]*cofferv1.SecretValue{}, desired: map[string]*cofferv1.Desired{}, wake: make(chan struct{}, 1)}
+func newSession(agent string, cancel context.CancelFunc, batch bool) *session {
+	return &session{agent: agent, cancel: cancel, batch: batch, values: map[verKey]*cofferv1.SecretValue{}, desired: map[string]*cofferv1.Desired{}, wake: make(chan struct{}, 1)}
 }
 
 func (s *session) enqueue(vals []*cofferv1.SecretValue, d *cofferv1.Desired) {
@@ -68,16 +69,69 @@ func (s *session) run(ctx context.Context, send func(*cofferv1.ServerMessage) er
 			return ctx.Err()
 		case <-s.wake:
 		}
-		vals, ds := s.take()
-		if len(vals) > 0 {
-			if err := send(&cofferv1.ServerMessage{Msg: &cofferv1.ServerMessage_Values{Values: &cofferv1.Values{Values: vals}}}); err != nil {
-				return err
-			}
-		}
-		for _, d := range ds {
-			if err := send(&cofferv1.ServerMessage{Msg: &cofferv1.ServerMessage_Desired{Desired: d}}); err != nil {
+		for _, m := range s.messages(s.take()) {
+			if err := send(m); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+const (
+	// chunkBytes caps the values carried by one message, well under gRPC's
+	// default 4 MiB receive limit (a single larger value goes alone).
+	chunkBytes = 1 << 20
+	// batchDesired caps the Desired messages in one Batch.
+	batchDesired = 256
+)
+
+// messages turns one outbox flush into messages: values first, in chunks
+// of at most chunkBytes, then the Desired states. An agent that understands
+// Batch gets them in as few messages as the caps allow (each message is one
+// write and flush on the stream: one per container made fan-out to
+// thousands of containers cost a syscall per container); others get one
+// Values message per chunk and one Desired per container.
+func (s *session) messages(vals []*cofferv1.SecretValue, ds []*cofferv1.Desired) []*cofferv1.ServerMessage {
+	var chunks [][]*cofferv1.SecretValue
+	var cur []*cofferv1.SecretValue
+	size := 0
+	for _, v := range vals {
+		if len(cur) > 0 && size+len(v.Value) > chunkBytes {
+			chunks, cur, size = append(chunks, cur), nil, 0
+		}
+		cur, size = append(cur, v), size+len(v.Value)
+	}
+	if len(cur) > 0 {
+		chunks = append(chunks, cur)
+	}
+	var out []*cofferv1.ServerMessage
+	if !s.batch {
+		for _, c := range chunks {
+			out = append(out, &cofferv1.ServerMessage{Msg: &cofferv1.ServerMessage_Values{Values: &cofferv1.Values{Values: c}}})
+		}
+		for _, d := range ds {
+			out = append(out, &cofferv1.ServerMessage{Msg: &cofferv1.ServerMessage_Desired{Desired: d}})
+		}
+		return out
+	}
+	batch := func(vals []*cofferv1.SecretValue, ds []*cofferv1.Desired) *cofferv1.ServerMessage {
+		b := &cofferv1.Batch{Desired: ds}
+		if len(vals) > 0 {
+			b.Values = &cofferv1.Values{Values: vals}
+		}
+		return &cofferv1.ServerMessage{Msg: &cofferv1.ServerMessage_Batch{Batch: b}}
+	}
+	var last []*cofferv1.SecretValue
+	if n := len(chunks); n > 0 {
+		for _, c := range chunks[:n-1] {
+			out = append(out, batch(c, nil))
+		}
+		last = chunks[n-1]
+	}
+	for len(ds) > 0 || last != nil {
+		n := min(len(ds), batchDesired)
+		out = append(out, batch(last, ds[:n]))
+		last, ds = nil, ds[n:]
+	}
+	return out
 }

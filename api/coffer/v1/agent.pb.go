@@ -111,6 +111,7 @@ type AgentMessage struct {
 	//	*AgentMessage_Stopped
 	//	*AgentMessage_Sync
 	//	*AgentMessage_Applied
+	//	*AgentMessage_AppliedBatch
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -198,6 +199,15 @@ func (x *AgentMessage) GetApplied() *Applied {
 	return nil
 }
 
+func (x *AgentMessage) GetAppliedBatch() *AppliedBatch {
+	if x != nil {
+		if x, ok := x.Msg.(*AgentMessage_AppliedBatch); ok {
+			return x.AppliedBatch
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -222,6 +232,10 @@ type AgentMessage_Applied struct {
 	Applied *Applied `protobuf:"bytes,5,opt,name=applied,proto3,oneof"`
 }
 
+type AgentMessage_AppliedBatch struct {
+	AppliedBatch *AppliedBatch `protobuf:"bytes,6,opt,name=applied_batch,json=appliedBatch,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Started) isAgentMessage_Msg() {}
@@ -231,6 +245,8 @@ func (*AgentMessage_Stopped) isAgentMessage_Msg() {}
 func (*AgentMessage_Sync) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Applied) isAgentMessage_Msg() {}
+
+func (*AgentMessage_AppliedBatch) isAgentMessage_Msg() {}
 
 type Hello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -471,12 +487,59 @@ func (x *Applied) GetError() string {
 	return ""
 }
 
+// AppliedBatch is several Applied in one message, in order. An agent sends
+// it only to a server that announced the "batch" feature (see Batch).
+type AppliedBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Applied       []*Applied             `protobuf:"bytes,1,rep,name=applied,proto3" json:"applied,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AppliedBatch) Reset() {
+	*x = AppliedBatch{}
+	mi := &file_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AppliedBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AppliedBatch) ProtoMessage() {}
+
+func (x *AppliedBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AppliedBatch.ProtoReflect.Descriptor instead.
+func (*AppliedBatch) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AppliedBatch) GetApplied() []*Applied {
+	if x != nil {
+		return x.Applied
+	}
+	return nil
+}
+
 type ServerMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
 	//
 	//	*ServerMessage_Values
 	//	*ServerMessage_Desired
+	//	*ServerMessage_Batch
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -484,7 +547,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +559,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +572,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ServerMessage) GetMsg() isServerMessage_Msg {
@@ -537,6 +600,15 @@ func (x *ServerMessage) GetDesired() *Desired {
 	return nil
 }
 
+func (x *ServerMessage) GetBatch() *Batch {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_Batch); ok {
+			return x.Batch
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -549,9 +621,75 @@ type ServerMessage_Desired struct {
 	Desired *Desired `protobuf:"bytes,2,opt,name=desired,proto3,oneof"`
 }
 
+type ServerMessage_Batch struct {
+	Batch *Batch `protobuf:"bytes,3,opt,name=batch,proto3,oneof"`
+}
+
 func (*ServerMessage_Values) isServerMessage_Msg() {}
 
 func (*ServerMessage_Desired) isServerMessage_Msg() {}
+
+func (*ServerMessage_Batch) isServerMessage_Msg() {}
+
+// Batch is a Values message followed by Desired messages, in one message:
+// one write instead of one per container. Features are negotiated with gRPC
+// metadata "coffer-features" (a comma-separated list): an agent that
+// understands Batch sends "batch" in its Sync request metadata and only
+// then receives Batch; a server that understands AppliedBatch answers
+// "batch" in its response header and only then receives AppliedBatch.
+// Agents and servers without the feature keep using Values, Desired and
+// Applied.
+type Batch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Values        *Values                `protobuf:"bytes,1,opt,name=values,proto3" json:"values,omitempty"`
+	Desired       []*Desired             `protobuf:"bytes,2,rep,name=desired,proto3" json:"desired,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Batch) Reset() {
+	*x = Batch{}
+	mi := &file_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Batch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Batch) ProtoMessage() {}
+
+func (x *Batch) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Batch.ProtoReflect.Descriptor instead.
+func (*Batch) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Batch) GetValues() *Values {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *Batch) GetDesired() []*Desired {
+	if x != nil {
+		return x.Desired
+	}
+	return nil
+}
 
 type SecretValue struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -564,7 +702,7 @@ type SecretValue struct {
 
 func (x *SecretValue) Reset() {
 	*x = SecretValue{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +714,7 @@ func (x *SecretValue) String() string {
 func (*SecretValue) ProtoMessage() {}
 
 func (x *SecretValue) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +727,7 @@ func (x *SecretValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretValue.ProtoReflect.Descriptor instead.
 func (*SecretValue) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SecretValue) GetSecret() string {
@@ -623,7 +761,7 @@ type Values struct {
 
 func (x *Values) Reset() {
 	*x = Values{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +773,7 @@ func (x *Values) String() string {
 func (*Values) ProtoMessage() {}
 
 func (x *Values) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +786,7 @@ func (x *Values) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Values.ProtoReflect.Descriptor instead.
 func (*Values) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Values) GetValues() []*SecretValue {
@@ -672,7 +810,7 @@ type FileRef struct {
 
 func (x *FileRef) Reset() {
 	*x = FileRef{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +822,7 @@ func (x *FileRef) String() string {
 func (*FileRef) ProtoMessage() {}
 
 func (x *FileRef) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +835,7 @@ func (x *FileRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRef.ProtoReflect.Descriptor instead.
 func (*FileRef) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FileRef) GetSecret() string {
@@ -754,7 +892,7 @@ type Desired struct {
 
 func (x *Desired) Reset() {
 	*x = Desired{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -766,7 +904,7 @@ func (x *Desired) String() string {
 func (*Desired) ProtoMessage() {}
 
 func (x *Desired) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -779,7 +917,7 @@ func (x *Desired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Desired.ProtoReflect.Descriptor instead.
 func (*Desired) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Desired) GetContainerId() string {
@@ -812,7 +950,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +962,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +975,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -856,7 +994,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1006,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1019,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RenewResponse) GetCertificate() []byte {
@@ -904,13 +1042,14 @@ const file_agent_proto_rawDesc = "" +
 	"\fimage_digest\x18\x05 \x01(\tR\vimageDigest\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x91\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd1\x02\n" +
 	"\fAgentMessage\x12(\n" +
 	"\x05hello\x18\x01 \x01(\v2\x10.coffer.v1.HelloH\x00R\x05hello\x127\n" +
 	"\astarted\x18\x02 \x01(\v2\x1b.coffer.v1.ContainerStartedH\x00R\astarted\x127\n" +
 	"\astopped\x18\x03 \x01(\v2\x1b.coffer.v1.ContainerStoppedH\x00R\astopped\x12.\n" +
 	"\x04sync\x18\x04 \x01(\v2\x18.coffer.v1.ContainerSyncH\x00R\x04sync\x12.\n" +
-	"\aapplied\x18\x05 \x01(\v2\x12.coffer.v1.AppliedH\x00R\aappliedB\x05\n" +
+	"\aapplied\x18\x05 \x01(\v2\x12.coffer.v1.AppliedH\x00R\aapplied\x12>\n" +
+	"\rapplied_batch\x18\x06 \x01(\v2\x17.coffer.v1.AppliedBatchH\x00R\fappliedBatchB\x05\n" +
 	"\x03msg\"!\n" +
 	"\x05Hello\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\"F\n" +
@@ -925,11 +1064,17 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x02 \x01(\x04R\n" +
 	"generation\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"s\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"<\n" +
+	"\fAppliedBatch\x12,\n" +
+	"\aapplied\x18\x01 \x03(\v2\x12.coffer.v1.AppliedR\aapplied\"\x9d\x01\n" +
 	"\rServerMessage\x12+\n" +
 	"\x06values\x18\x01 \x01(\v2\x11.coffer.v1.ValuesH\x00R\x06values\x12.\n" +
-	"\adesired\x18\x02 \x01(\v2\x12.coffer.v1.DesiredH\x00R\adesiredB\x05\n" +
-	"\x03msg\"U\n" +
+	"\adesired\x18\x02 \x01(\v2\x12.coffer.v1.DesiredH\x00R\adesired\x12(\n" +
+	"\x05batch\x18\x03 \x01(\v2\x10.coffer.v1.BatchH\x00R\x05batchB\x05\n" +
+	"\x03msg\"`\n" +
+	"\x05Batch\x12)\n" +
+	"\x06values\x18\x01 \x01(\v2\x11.coffer.v1.ValuesR\x06values\x12,\n" +
+	"\adesired\x18\x02 \x03(\v2\x12.coffer.v1.DesiredR\adesired\"U\n" +
 	"\vSecretValue\x12\x16\n" +
 	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x14\n" +
@@ -969,7 +1114,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_agent_proto_goTypes = []any{
 	(*Container)(nil),        // 0: coffer.v1.Container
 	(*AgentMessage)(nil),     // 1: coffer.v1.AgentMessage
@@ -978,36 +1123,43 @@ var file_agent_proto_goTypes = []any{
 	(*ContainerStopped)(nil), // 4: coffer.v1.ContainerStopped
 	(*ContainerSync)(nil),    // 5: coffer.v1.ContainerSync
 	(*Applied)(nil),          // 6: coffer.v1.Applied
-	(*ServerMessage)(nil),    // 7: coffer.v1.ServerMessage
-	(*SecretValue)(nil),      // 8: coffer.v1.SecretValue
-	(*Values)(nil),           // 9: coffer.v1.Values
-	(*FileRef)(nil),          // 10: coffer.v1.FileRef
-	(*Desired)(nil),          // 11: coffer.v1.Desired
-	(*RenewRequest)(nil),     // 12: coffer.v1.RenewRequest
-	(*RenewResponse)(nil),    // 13: coffer.v1.RenewResponse
-	nil,                      // 14: coffer.v1.Container.LabelsEntry
+	(*AppliedBatch)(nil),     // 7: coffer.v1.AppliedBatch
+	(*ServerMessage)(nil),    // 8: coffer.v1.ServerMessage
+	(*Batch)(nil),            // 9: coffer.v1.Batch
+	(*SecretValue)(nil),      // 10: coffer.v1.SecretValue
+	(*Values)(nil),           // 11: coffer.v1.Values
+	(*FileRef)(nil),          // 12: coffer.v1.FileRef
+	(*Desired)(nil),          // 13: coffer.v1.Desired
+	(*RenewRequest)(nil),     // 14: coffer.v1.RenewRequest
+	(*RenewResponse)(nil),    // 15: coffer.v1.RenewResponse
+	nil,                      // 16: coffer.v1.Container.LabelsEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	14, // 0: coffer.v1.Container.labels:type_name -> coffer.v1.Container.LabelsEntry
+	16, // 0: coffer.v1.Container.labels:type_name -> coffer.v1.Container.LabelsEntry
 	2,  // 1: coffer.v1.AgentMessage.hello:type_name -> coffer.v1.Hello
 	3,  // 2: coffer.v1.AgentMessage.started:type_name -> coffer.v1.ContainerStarted
 	4,  // 3: coffer.v1.AgentMessage.stopped:type_name -> coffer.v1.ContainerStopped
 	5,  // 4: coffer.v1.AgentMessage.sync:type_name -> coffer.v1.ContainerSync
 	6,  // 5: coffer.v1.AgentMessage.applied:type_name -> coffer.v1.Applied
-	0,  // 6: coffer.v1.ContainerStarted.container:type_name -> coffer.v1.Container
-	9,  // 7: coffer.v1.ServerMessage.values:type_name -> coffer.v1.Values
-	11, // 8: coffer.v1.ServerMessage.desired:type_name -> coffer.v1.Desired
-	8,  // 9: coffer.v1.Values.values:type_name -> coffer.v1.SecretValue
-	10, // 10: coffer.v1.Desired.files:type_name -> coffer.v1.FileRef
-	1,  // 11: coffer.v1.AgentService.Sync:input_type -> coffer.v1.AgentMessage
-	12, // 12: coffer.v1.AgentService.Renew:input_type -> coffer.v1.RenewRequest
-	7,  // 13: coffer.v1.AgentService.Sync:output_type -> coffer.v1.ServerMessage
-	13, // 14: coffer.v1.AgentService.Renew:output_type -> coffer.v1.RenewResponse
-	13, // [13:15] is the sub-list for method output_type
-	11, // [11:13] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	7,  // 6: coffer.v1.AgentMessage.applied_batch:type_name -> coffer.v1.AppliedBatch
+	0,  // 7: coffer.v1.ContainerStarted.container:type_name -> coffer.v1.Container
+	6,  // 8: coffer.v1.AppliedBatch.applied:type_name -> coffer.v1.Applied
+	11, // 9: coffer.v1.ServerMessage.values:type_name -> coffer.v1.Values
+	13, // 10: coffer.v1.ServerMessage.desired:type_name -> coffer.v1.Desired
+	9,  // 11: coffer.v1.ServerMessage.batch:type_name -> coffer.v1.Batch
+	11, // 12: coffer.v1.Batch.values:type_name -> coffer.v1.Values
+	13, // 13: coffer.v1.Batch.desired:type_name -> coffer.v1.Desired
+	10, // 14: coffer.v1.Values.values:type_name -> coffer.v1.SecretValue
+	12, // 15: coffer.v1.Desired.files:type_name -> coffer.v1.FileRef
+	1,  // 16: coffer.v1.AgentService.Sync:input_type -> coffer.v1.AgentMessage
+	14, // 17: coffer.v1.AgentService.Renew:input_type -> coffer.v1.RenewRequest
+	8,  // 18: coffer.v1.AgentService.Sync:output_type -> coffer.v1.ServerMessage
+	15, // 19: coffer.v1.AgentService.Renew:output_type -> coffer.v1.RenewResponse
+	18, // [18:20] is the sub-list for method output_type
+	16, // [16:18] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1021,10 +1173,12 @@ func file_agent_proto_init() {
 		(*AgentMessage_Stopped)(nil),
 		(*AgentMessage_Sync)(nil),
 		(*AgentMessage_Applied)(nil),
+		(*AgentMessage_AppliedBatch)(nil),
 	}
-	file_agent_proto_msgTypes[7].OneofWrappers = []any{
+	file_agent_proto_msgTypes[8].OneofWrappers = []any{
 		(*ServerMessage_Values)(nil),
 		(*ServerMessage_Desired)(nil),
+		(*ServerMessage_Batch)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1032,7 +1186,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

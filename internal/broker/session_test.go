@@ -1,0 +1,79 @@
+package broker
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+
+	cofferv1 "coffer/api/coffer/v1"
+)
+
+func TestSessionMessages(t *testing.T) {
+	val := func(name string, size int) *cofferv1.SecretValue {
+		return &cofferv1.SecretValue{Secret: name, Version: 1, Value: bytes.Repeat([]byte{1}, size)}
+	}
+	desired := func(n int) []*cofferv1.Desired {
+		var ds []*cofferv1.Desired
+		for i := range n {
+			ds = append(ds, &cofferv1.Desired{ContainerId: fmt.Sprint(i), Generation: 1})
+		}
+		return ds
+	}
+	// kinds describes messages: V<values> for Values, D for Desired,
+	// B<values>/<desired> for Batch.
+	kinds := func(ms []*cofferv1.ServerMessage) string {
+		s := ""
+		for _, m := range ms {
+			switch m := m.Msg.(type) {
+			case *cofferv1.ServerMessage_Values:
+				s += fmt.Sprintf("V%d ", len(m.Values.Values))
+			case *cofferv1.ServerMessage_Desired:
+				s += "D "
+			case *cofferv1.ServerMessage_Batch:
+				s += fmt.Sprintf("B%d/%d ", len(m.Batch.GetValues().GetValues()), len(m.Batch.Desired))
+			}
+		}
+		return s
+	}
+	big := []*cofferv1.SecretValue{val("a", 700<<10), val("b", 700<<10), val("c", 10)}
+	for _, tc := range []struct {
+		name  string
+		batch bool
+		vals  []*cofferv1.SecretValue
+		ds    []*cofferv1.Desired
+		want  string
+	}{
+		{"plain", false, []*cofferv1.SecretValue{val("a", 10)}, desired(2), "V1 D D "},
+		{"plain, values chunked under 1 MiB", false, big, desired(1), "V1 V2 D "},
+		{"batch", true, []*cofferv1.SecretValue{val("a", 10), val("b", 10)}, desired(3), "B2/3 "},
+		{"batch, values only", true, []*cofferv1.SecretValue{val("a", 10)}, nil, "B1/0 "},
+		{"batch, desired only", true, nil, desired(2), "B0/2 "},
+		{"batch, values chunked, last chunk rides with the desired", true, big, desired(2), "B1/0 B2/2 "},
+		{"batch, desired capped", true, nil, desired(batchDesired + 1), fmt.Sprintf("B0/%d B0/1 ", batchDesired)},
+		{"nothing", true, nil, nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSession("a", func() {}, tc.batch)
+			if got := kinds(s.messages(tc.vals, tc.ds)); got != tc.want {
+				t.Errorf("messages = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestHasFeature(t *testing.T) {
+	for _, tc := range []struct {
+		vals []string
+		want bool
+	}{
+		{nil, false},
+		{[]string{"batch"}, true},
+		{[]string{"x, batch"}, true},
+		{[]string{"x", "batch,y"}, true},
+		{[]string{"batches"}, false},
+	} {
+		if got := hasFeature(tc.vals, featureBatch); got != tc.want {
+			t.Errorf("hasFeature(%q) = %v", tc.vals, got)
+		}
+	}
+}
