@@ -19,6 +19,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -46,6 +47,9 @@ type common struct {
 	// ProfileServer, if set, runs the server as `coffer-bench server` with
 	// CPU and heap profiles written into this directory.
 	ProfileServer string
+	// NativeGRPC (with ProfileServer) serves the agents with gRPC's own
+	// transport on a second port: an experiment, see serve.go.
+	NativeGRPC bool
 }
 
 func (c *common) flags(cmd *cobra.Command, plot string) {
@@ -57,6 +61,7 @@ func (c *common) flags(cmd *cobra.Command, plot string) {
 	f.BoolVarP(&c.Quiet, "quiet", "q", false, "print only the report")
 	f.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of coffer-bench (the client side) over the measured rounds to this file")
 	f.StringVar(&c.MemProfile, "memprofile", "", "write a heap profile of coffer-bench (the client side) to this file")
+	f.BoolVar(&c.NativeGRPC, "native-grpc", false, "experiment (needs --profile-server): agents talk to a second port served by gRPC's native transport instead of through net/http")
 	f.StringVar(&c.ProfileServer, "profile-server", "", "run the server as `coffer-bench server` (same code as coffer-server) and write its CPU and heap profiles of the measured rounds into this directory")
 }
 
@@ -70,9 +75,24 @@ func (c *common) startServer(ctx context.Context, dir string, extra ...string) (
 		if err != nil {
 			return nil, err
 		}
-		return startServer(ctx, self, dir, append([]string{"server",
+		args := []string{"server",
 			"--cpuprofile", filepath.Join(c.ProfileServer, "server-cpu.prof"),
-			"--memprofile", filepath.Join(c.ProfileServer, "server-heap.prof")}, extra...)...)
+			"--memprofile", filepath.Join(c.ProfileServer, "server-heap.prof")}
+		agentAddr := ""
+		if c.NativeGRPC {
+			if agentAddr, err = freeAddr(); err != nil {
+				return nil, err
+			}
+			args = append(args, "--agent-listen", agentAddr)
+		}
+		s, err := startServer(ctx, self, dir, append(args, extra...)...)
+		if err == nil && agentAddr != "" {
+			s.AgentAddr = agentAddr
+		}
+		return s, err
+	}
+	if c.NativeGRPC {
+		return nil, errors.New("--native-grpc needs --profile-server")
 	}
 	return startServer(ctx, c.bin("coffer-server"), dir, extra...)
 }

@@ -5,14 +5,20 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
+	cofferv1 "coffer/api/coffer/v1"
+	"coffer/internal/identity"
 	"coffer/internal/server"
 )
 
@@ -22,7 +28,7 @@ import (
 // to profile the server alone, in its own process, over the measured rounds.
 func serveCmd(ctx context.Context) *cobra.Command {
 	cfg := server.Defaults()
-	var cpuFile, heapFile string
+	var cpuFile, heapFile, agentListen string
 	cmd := &cobra.Command{
 		Use:    "server",
 		Short:  "Run coffer-server's code with profiling on SIGUSR1/SIGUSR2 (used by --profile-server)",
@@ -35,6 +41,13 @@ func serveCmd(ctx context.Context) *cobra.Command {
 			s, err := server.New(ctx, cfg, log)
 			if err != nil {
 				return err
+			}
+			if agentListen != "" {
+				stop, err := serveNativeGRPC(cfg, s, agentListen)
+				if err != nil {
+					return err
+				}
+				defer stop()
 			}
 			sig := make(chan os.Signal, 2)
 			signal.Notify(sig, syscall.SIGUSR1, syscall.SIGUSR2)
@@ -81,5 +94,32 @@ func serveCmd(ctx context.Context) *cobra.Command {
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level")
 	f.StringVar(&cpuFile, "cpuprofile", "", "CPU profile file (SIGUSR1 starts, SIGUSR2 stops)")
 	f.StringVar(&heapFile, "memprofile", "", "heap profile file (written at SIGUSR2)")
+	f.StringVar(&agentListen, "agent-listen", "", "experiment: also serve the agents' gRPC service on this address with gRPC's own HTTP/2 transport")
 	return cmd
+}
+
+// serveNativeGRPC serves the broker's AgentService on its own listener with
+// gRPC's native HTTP/2 transport (grpc.Server.Serve) instead of through
+// net/http (grpc.Server.ServeHTTP, as coffer-server does to share one port
+// with the REST API), with small per-connection buffers. It is an
+// experiment for docs/benchmarks.md: what the server's memory would be with
+// that transport. Same CA, same server certificate, same broker.
+func serveNativeGRPC(cfg server.Config, s *server.Server, addr string) (stop func(), err error) {
+	ca, _, err := identity.LoadOrCreateCA(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := ca.LoadOrIssueServerCert(cfg.DataDir, []string{"127.0.0.1"}, 90*24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(identity.ServerTLSConfig(cert, ca))),
+		grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10), grpc.SharedWriteBuffer(true))
+	cofferv1.RegisterAgentServiceServer(gs, s.Broker.Service())
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	go gs.Serve(ln)
+	return gs.Stop, nil
 }

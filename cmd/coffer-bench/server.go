@@ -26,13 +26,16 @@ import (
 // serverProc is a coffer-server child process on a free loopback port, with
 // a REST client holding the bootstrap admin token.
 type serverProc struct {
-	cmd   *exec.Cmd
-	done  chan struct{}
-	Addr  string
-	Dir   string
-	CAPEM []byte
-	token string
-	hc    *http.Client
+	cmd  *exec.Cmd
+	done chan struct{}
+	Addr string
+	// AgentAddr is where agents connect: Addr, or the experimental native
+	// gRPC listener (--native-grpc).
+	AgentAddr string
+	Dir       string
+	CAPEM     []byte
+	token     string
+	hc        *http.Client
 }
 
 // freeAddr returns a loopback address whose port was free a moment ago.
@@ -59,7 +62,7 @@ func startServer(ctx context.Context, bin, dir string, extra ...string) (*server
 	}
 	defer logf.Close()
 	args := append([]string{"--data-dir", data, "--listen", addr, "--log-level", "warn"}, extra...)
-	s := &serverProc{cmd: exec.Command(bin, args...), done: make(chan struct{}), Addr: addr, Dir: data}
+	s := &serverProc{cmd: exec.Command(bin, args...), done: make(chan struct{}), Addr: addr, AgentAddr: addr, Dir: data}
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)

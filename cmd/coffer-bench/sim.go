@@ -142,7 +142,7 @@ func startAgents(ctx context.Context, srv *serverProc, dir string, certs []tls.C
 	for i, cert := range certs {
 		a := &simAgent{name: agentName(i), rt: fake.New(), done: make(chan struct{})}
 		a.ag = agent.New(agent.Config{
-			Server: srv.Addr, CAPEM: srv.CAPEM, Cert: cert,
+			Server: srv.AgentAddr, CAPEM: srv.CAPEM, Cert: cert,
 			StateDir:  filepath.Join(dir, "agents", strconv.Itoa(i)),
 			Runtime:   a.rt,
 			Deliverer: memory.New(memory.Config{OnApply: onApply}),
