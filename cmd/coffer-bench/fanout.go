@@ -85,7 +85,7 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep.addLatency(summarize(fmt.Sprintf("enroll one agent (%d at a time)", o.EnrollConc), en.latency), "")
+	rep.addLatency(summarize(fmt.Sprintf("enroll one agent (%d at a time)", o.EnrollConc), en.latency), "").noPlot = true
 	rep.addFigure(fmt.Sprintf("enroll %d agents: wall time", o.Agents), en.wall.Seconds(), "s", "")
 	rep.addFigure("enroll: errors", float64(en.errors), "", "0")
 	o.logf("enrolled %d agents in %s (%d errors)", o.Agents, en.wall.Round(time.Millisecond), en.errors)

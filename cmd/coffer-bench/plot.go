@@ -10,8 +10,9 @@ import (
 	"gonum.org/v1/plot/vg"
 )
 
-// plotReport draws the cumulative distribution of every latency in rep on a
-// log time axis, with the goals as vertical lines, and saves it as PNG.
+// plotReport draws the cumulative distribution of the latencies in rep on a
+// log time axis, with 50 ms, 250 ms and 1 s as dashed lines, and saves it
+// as PNG.
 func plotReport(rep *Report, path string) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("coffer-bench %s — %s, commit %s, %d cores", rep.Mode, rep.Date[:10], rep.Commit, rep.Machine.Cores)
@@ -20,13 +21,15 @@ func plotReport(rep *Report, path string) error {
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = plot.LogTicks{Prec: -1}
 	p.Y.Min, p.Y.Max = 0, 1
-	p.Legend.Top = false
-	p.Legend.Left = false
+	p.Legend.Top = true
+	p.Legend.Left = true
 	p.Add(plotter.NewGrid())
 	var lines []any
 	lo, hi := 1e9, 0.0
 	for _, s := range rep.Latencies {
-		if len(s.raw) == 0 {
+		// A distribution whose median is 0 (most deliveries done before
+		// the API call returned) has nothing to show on a log axis.
+		if len(s.raw) == 0 || s.noPlot || s.P50 == 0 {
 			continue
 		}
 		pts := cdf(s.raw, 1000)

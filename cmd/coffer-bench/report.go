@@ -20,15 +20,16 @@ import (
 
 // Summary is one latency distribution, in milliseconds.
 type Summary struct {
-	Name string    `json:"name"`
-	N    int       `json:"n"`
-	P50  float64   `json:"p50_ms"`
-	P90  float64   `json:"p90_ms"`
-	P99  float64   `json:"p99_ms"`
-	Max  float64   `json:"max_ms"`
-	Mean float64   `json:"mean_ms"`
-	Goal string    `json:"goal,omitempty"`
-	raw  []float64 // samples in ms, sorted, for the plot
+	Name   string    `json:"name"`
+	N      int       `json:"n"`
+	P50    float64   `json:"p50_ms"`
+	P90    float64   `json:"p90_ms"`
+	P99    float64   `json:"p99_ms"`
+	Max    float64   `json:"max_ms"`
+	Mean   float64   `json:"mean_ms"`
+	Goal   string    `json:"goal,omitempty"`
+	raw    []float64 // samples in ms, sorted, for the plot
+	noPlot bool      // not a delivery: left out of the plot
 }
 
 // summarize sorts samples (durations) and takes percentiles by the
