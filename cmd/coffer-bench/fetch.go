@@ -195,6 +195,7 @@ func fetchCoffer(ctx context.Context, o fetchOpts, dir string, rep *Report) (flo
 		return 0, err
 	}
 	seq := make([]int, o.Concurrency)
+	stopProfile := o.profileStart(srv)
 	u0, _ := usageOf(srv.Pid())
 	lat, errs, wall := load(ctx, o.Concurrency, o.Warmup, o.Duration, func(w int) error {
 		a := agents[w%len(agents)]
@@ -213,6 +214,7 @@ func fetchCoffer(ctx context.Context, o fetchOpts, dir string, rep *Report) (flo
 		}
 	})
 	u1, _ := usageOf(srv.Pid())
+	stopProfile()
 	rate := float64(len(lat)) / wall.Seconds()
 	rep.addLatency(summarize(fmt.Sprintf("Coffer fetch: container start -> value delivered (C=%d, %d agents)", o.Concurrency, o.Agents), lat), "")
 	rep.addFigure("Coffer fetch throughput", rate, "fetches/s", "")

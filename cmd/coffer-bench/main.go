@@ -50,6 +50,8 @@ type common struct {
 	// NativeGRPC (with ProfileServer) serves the agents with gRPC's own
 	// transport on a second port: an experiment, see serve.go.
 	NativeGRPC bool
+	// ServerEnv is added to the server's environment (e.g. GOMEMLIMIT).
+	ServerEnv []string
 }
 
 func (c *common) flags(cmd *cobra.Command, plot string) {
@@ -61,6 +63,7 @@ func (c *common) flags(cmd *cobra.Command, plot string) {
 	f.BoolVarP(&c.Quiet, "quiet", "q", false, "print only the report")
 	f.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of coffer-bench (the client side) over the measured rounds to this file")
 	f.StringVar(&c.MemProfile, "memprofile", "", "write a heap profile of coffer-bench (the client side) to this file")
+	f.StringArrayVar(&c.ServerEnv, "server-env", nil, "KEY=VALUE added to the server's environment, e.g. GOMEMLIMIT=200MiB (repeatable)")
 	f.BoolVar(&c.NativeGRPC, "native-grpc", false, "experiment (needs --profile-server): agents talk to a second port served by gRPC's native transport instead of through net/http")
 	f.StringVar(&c.ProfileServer, "profile-server", "", "run the server as `coffer-bench server` (same code as coffer-server) and write its CPU and heap profiles of the measured rounds into this directory")
 }
@@ -85,7 +88,7 @@ func (c *common) startServer(ctx context.Context, dir string, extra ...string) (
 			}
 			args = append(args, "--agent-listen", agentAddr)
 		}
-		s, err := startServer(ctx, self, dir, append(args, extra...)...)
+		s, err := startServer(ctx, self, dir, c.ServerEnv, append(args, extra...)...)
 		if err == nil && agentAddr != "" {
 			s.AgentAddr = agentAddr
 		}
@@ -94,7 +97,7 @@ func (c *common) startServer(ctx context.Context, dir string, extra ...string) (
 	if c.NativeGRPC {
 		return nil, errors.New("--native-grpc needs --profile-server")
 	}
-	return startServer(ctx, c.bin("coffer-server"), dir, extra...)
+	return startServer(ctx, c.bin("coffer-server"), dir, c.ServerEnv, extra...)
 }
 
 // bin returns the path of a Coffer binary.

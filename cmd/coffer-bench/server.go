@@ -48,9 +48,9 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// startServer runs bin with a data dir under dir and waits until it serves.
-// Its log goes to dir/server.log.
-func startServer(ctx context.Context, bin, dir string, extra ...string) (*serverProc, error) {
+// startServer runs bin with a data dir under dir, env added to its
+// environment, and waits until it serves. Its log goes to dir/server.log.
+func startServer(ctx context.Context, bin, dir string, env []string, extra ...string) (*serverProc, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -64,6 +64,7 @@ func startServer(ctx context.Context, bin, dir string, extra ...string) (*server
 	args := append([]string{"--data-dir", data, "--listen", addr, "--log-level", "warn"}, extra...)
 	s := &serverProc{cmd: exec.Command(bin, args...), done: make(chan struct{}), Addr: addr, AgentAddr: addr, Dir: data}
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	s.cmd.Env = append(os.Environ(), env...)
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
