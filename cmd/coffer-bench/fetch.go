@@ -26,6 +26,7 @@ type fetchOpts struct {
 	Secrets     int
 	Duration    time.Duration
 	Warmup      time.Duration
+	Rounds      int
 	Vault       string // vault binary; empty: Coffer only
 	VaultAudit  bool
 }
@@ -44,7 +45,9 @@ C workers do this in a loop for --duration.
 
 With --vault, the same C workers then read KV v2 secrets from a Vault dev
 server over TLS (-dev-tls), each worker with its own keep-alive connection, as
-N applications would; both servers run on this machine, one after the other.`,
+N applications would. Both servers run on this machine at once and take
+turns under the load (--rounds), so that the shared machine's changes of
+speed weigh on both alike.`,
 		Example: `  coffer-bench fetch --concurrency 32 --duration 10s --vault /tmp/tools/vault`,
 		Args:    cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
@@ -60,8 +63,9 @@ N applications would; both servers run on this machine, one after the other.`,
 	f.IntVar(&o.Agents, "agents", 0, "simulated agents (default: --concurrency)")
 	f.IntVar(&o.Concurrency, "concurrency", 32, "workers fetching at once")
 	f.IntVar(&o.Secrets, "secrets", 1000, "distinct secrets fetched at random")
-	f.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time per system")
-	f.DurationVar(&o.Warmup, "warmup", time.Second, "unmeasured time before each measurement")
+	f.DurationVar(&o.Duration, "duration", 10*time.Second, "measured time per system, split over --rounds")
+	f.IntVar(&o.Rounds, "rounds", 3, "turns each system takes (Coffer, Vault, Coffer, ...)")
+	f.DurationVar(&o.Warmup, "warmup", 500*time.Millisecond, "unmeasured time before each turn")
 	f.StringVar(&o.Vault, "vault", "", "vault binary: also measure a Vault dev server's KV v2 reads")
 	f.BoolVar(&o.VaultAudit, "vault-audit", false, "enable a file audit device in Vault (Coffer always audits deliveries)")
 	return cmd
@@ -71,28 +75,81 @@ func runFetch(ctx context.Context, o fetchOpts) (*Report, error) {
 	if o.Agents <= 0 {
 		o.Agents = o.Concurrency
 	}
+	o.Rounds = max(1, o.Rounds)
 	rep := newReport("fetch", map[string]any{
 		"agents": o.Agents, "concurrency": o.Concurrency, "secrets": o.Secrets,
-		"duration": o.Duration.String(), "vault": o.Vault != "", "vault_audit": o.VaultAudit,
+		"duration": o.Duration.String(), "rounds": o.Rounds, "vault": o.Vault != "", "vault_audit": o.VaultAudit,
 	})
 	dir, cleanup, err := o.workDir()
 	if err != nil {
 		return nil, err
 	}
 	defer cleanup()
-	cRate, err := fetchCoffer(ctx, o, dir, rep)
+	c, err := setupCoffer(ctx, o, dir)
 	if err != nil {
 		return nil, fmt.Errorf("coffer: %w", err)
 	}
-	if o.Vault == "" {
-		return rep, nil
+	defer c.close()
+	targets := []*fetchTarget{c}
+	if o.Vault != "" {
+		v, err := setupVault(ctx, o, dir, rep)
+		if err != nil {
+			return nil, fmt.Errorf("vault: %w", err)
+		}
+		defer v.close()
+		targets = append(targets, v)
 	}
-	vRate, err := fetchVault(ctx, o, dir, rep)
-	if err != nil {
-		return nil, fmt.Errorf("vault: %w", err)
+	// The systems take turns, o.Rounds times each, so that a change in the
+	// machine's speed during the run (it is shared) weighs on both alike.
+	stopProfile := o.profileStart(c.srv)
+	for r := range o.Rounds {
+		for _, t := range targets {
+			u0, _ := usageOf(t.pid)
+			lat, errs, wall := load(ctx, o.Concurrency, o.Warmup, o.Duration/time.Duration(o.Rounds), t.op)
+			u1, _ := usageOf(t.pid)
+			t.lat, t.errs, t.wall = append(t.lat, lat...), t.errs+errs, t.wall+wall
+			t.cpu += u1.CPUSeconds - u0.CPUSeconds
+			t.peak = u1.PeakRSS
+			o.logf("round %d: %s %.0f/s", r, t.unit, float64(len(lat))/wall.Seconds())
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+		}
 	}
-	rep.addFigure("throughput ratio Coffer / Vault", cRate/vRate, "x", ">= 2")
+	stopProfile()
+	for _, t := range targets {
+		t.rate = float64(len(t.lat)) / t.wall.Seconds()
+		rep.addLatency(summarize(t.name, t.lat), "")
+		rep.addFigure(t.system+" throughput", t.rate, t.unit+"/s", "")
+		rep.addFigure(t.system+" errors", float64(t.errs), "", "0")
+		rep.addFigure(t.system+" server CPU per "+t.one, t.cpu/float64(max(1, len(t.lat)))*1e6, "µs", "")
+		rep.addFigure(t.system+" server peak RSS", mib(t.peak), "MiB", "")
+	}
+	if c.warns != nil {
+		rep.addFigure("Coffer agent warnings/errors logged", float64(c.warns.n.Load()), "", "0")
+	}
+	if len(targets) == 2 {
+		rep.addFigure("throughput ratio Coffer / Vault", targets[0].rate/targets[1].rate, "x", ">= 2")
+	}
 	return rep, nil
+}
+
+// fetchTarget is one system under the fetch load.
+type fetchTarget struct {
+	system, name, unit string
+	one                string // unit, singular
+	pid                int
+	srv                *serverProc // Coffer only
+	warns              *warnCounter
+	op                 func(w int) error
+	close              func()
+
+	lat  []time.Duration
+	errs int
+	wall time.Duration
+	cpu  float64
+	peak uint64
+	rate float64
 }
 
 // load runs conc workers calling op until d has passed (after warmup) and
@@ -147,26 +204,41 @@ func load(ctx context.Context, conc int, warmup, d time.Duration, op func(w int)
 	return lat, int(nerr.Load()), wall
 }
 
-// fetchCoffer measures Coffer's fetch path; it returns fetches per second.
-func fetchCoffer(ctx context.Context, o fetchOpts, dir string, rep *Report) (float64, error) {
+// setupCoffer starts coffer-server and o.Agents simulated agents and
+// returns the fetch operation: a container starts, its value arrives, it
+// stops.
+func setupCoffer(ctx context.Context, o fetchOpts, dir string) (t *fetchTarget, err error) {
 	srv, err := o.startServer(ctx, dir)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer srv.Stop()
+	actx, stopAgents := context.WithCancel(ctx)
+	var agents []*simAgent
+	closeAll := func() {
+		stopAgents()
+		for _, a := range agents {
+			<-a.done
+		}
+		srv.Stop()
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
+		}
+	}()
 	o.logf("coffer: server %s; %d secrets, %d agents", srv.Addr, o.Secrets, o.Agents)
-	if err := parallel(ctx, o.Secrets, 16, func(i int) error {
+	if err = parallel(ctx, o.Secrets, 16, func(i int) error {
 		name := fmt.Sprintf("fetch/k%d", i)
 		if _, err := srv.putRandomSecret(ctx, name); err != nil {
 			return err
 		}
 		return srv.putBinding(ctx, fmt.Sprintf("fetch-%d", i), binding{Secret: name, Selector: "fetch=" + strconv.Itoa(i), File: "value"})
 	}); err != nil {
-		return 0, err
+		return nil, err
 	}
 	en, err := enroll(ctx, srv, dir, o.Agents, 16)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	// Each waiter is a channel closed by the first Apply that holds the file.
 	var waiters sync.Map
@@ -183,21 +255,12 @@ func fetchCoffer(ctx context.Context, o fetchOpts, dir string, rep *Report) (flo
 		}
 	}
 	warns := &warnCounter{}
-	actx, stopAgents := context.WithCancel(ctx)
-	agents := startAgents(actx, srv, dir, en.certs, onApply, slog.New(warns))
-	defer func() {
-		stopAgents()
-		for _, a := range agents {
-			<-a.done
-		}
-	}()
+	agents = startAgents(actx, srv, dir, en.certs, onApply, slog.New(warns))
 	if err := waitConnected(ctx, agents, time.Minute); err != nil {
-		return 0, err
+		return nil, err
 	}
 	seq := make([]int, o.Concurrency)
-	stopProfile := o.profileStart(srv)
-	u0, _ := usageOf(srv.Pid())
-	lat, errs, wall := load(ctx, o.Concurrency, o.Warmup, o.Duration, func(w int) error {
+	op := func(w int) error {
 		a := agents[w%len(agents)]
 		seq[w]++
 		id := fmt.Sprintf("fetch-%d-%d", w, seq[w])
@@ -212,17 +275,11 @@ func fetchCoffer(ctx context.Context, o fetchOpts, dir string, rep *Report) (flo
 			waiters.Delete(id)
 			return fmt.Errorf("container %s: no delivery after 10s", id)
 		}
-	})
-	u1, _ := usageOf(srv.Pid())
-	stopProfile()
-	rate := float64(len(lat)) / wall.Seconds()
-	rep.addLatency(summarize(fmt.Sprintf("Coffer fetch: container start -> value delivered (C=%d, %d agents)", o.Concurrency, o.Agents), lat), "")
-	rep.addFigure("Coffer fetch throughput", rate, "fetches/s", "")
-	rep.addFigure("Coffer fetch errors", float64(errs), "", "0")
-	rep.addFigure("Coffer server CPU per fetch", (u1.CPUSeconds-u0.CPUSeconds)/float64(max(1, len(lat)))*1e6, "µs", "")
-	rep.addFigure("Coffer agent warnings/errors logged", float64(warns.n.Load()), "", "0")
-	o.logf("coffer: %.0f fetches/s", rate)
-	return rate, nil
+	}
+	return &fetchTarget{
+		system: "Coffer", unit: "fetches", one: "fetch", pid: srv.Pid(), srv: srv, warns: warns, op: op, close: closeAll,
+		name: fmt.Sprintf("Coffer fetch: container start -> value delivered (C=%d, %d agents)", o.Concurrency, o.Agents),
+	}, nil
 }
 
 func randomValue() string {

@@ -120,14 +120,20 @@ func (v *vaultProc) call(ctx context.Context, hc *http.Client, method, path stri
 	return nil
 }
 
-// fetchVault measures KV v2 reads: each worker has its own connection and
-// reads a random secret; it returns reads per second.
-func fetchVault(ctx context.Context, o fetchOpts, dir string, rep *Report) (float64, error) {
+// setupVault starts a Vault dev server, writes o.Secrets KV v2 secrets and
+// returns the read operation: each worker has its own connection and reads
+// a random secret.
+func setupVault(ctx context.Context, o fetchOpts, dir string, rep *Report) (*fetchTarget, error) {
 	v, err := startVault(ctx, o.Vault, dir)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer v.Stop()
+	ok := false
+	defer func() {
+		if !ok {
+			v.Stop()
+		}
+	}()
 	out, _ := exec.Command(o.Vault, "version").Output()
 	rep.note("vault: %s", bytes.TrimSpace(out))
 	o.logf("vault: dev server %s; %d secrets", v.addr, o.Secrets)
@@ -136,33 +142,28 @@ func fetchVault(ctx context.Context, o fetchOpts, dir string, rep *Report) (floa
 		if err := v.call(ctx, hc, "PUT", "/v1/sys/audit/file", map[string]any{
 			"type": "file", "options": map[string]string{"file_path": filepath.Join(dir, "vault-audit.log")},
 		}); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 	if err := parallel(ctx, o.Secrets, 16, func(i int) error {
 		return v.call(ctx, hc, "PUT", fmt.Sprintf("/v1/secret/data/fetch/k%d", i), map[string]any{"data": map[string]string{"value": randomValue()}})
 	}); err != nil {
-		return 0, err
+		return nil, err
 	}
 	clients := make([]*http.Client, o.Concurrency)
 	for i := range clients {
 		clients[i] = v.client()
 	}
-	u0, _ := usageOf(v.cmd.Process.Pid)
-	lat, errs, wall := load(ctx, o.Concurrency, o.Warmup, o.Duration, func(w int) error {
-		return v.call(ctx, clients[w], "GET", fmt.Sprintf("/v1/secret/data/fetch/k%d", mrand.N(o.Secrets)), nil)
-	})
-	u1, _ := usageOf(v.cmd.Process.Pid)
-	rate := float64(len(lat)) / wall.Seconds()
 	what := "Vault KV v2 read over TLS"
 	if o.VaultAudit {
 		what += ", file audit device"
 	}
-	rep.addLatency(summarize(fmt.Sprintf("%s (C=%d)", what, o.Concurrency), lat), "")
-	rep.addFigure("Vault read throughput", rate, "reads/s", "")
-	rep.addFigure("Vault read errors", float64(errs), "", "0")
-	rep.addFigure("Vault server CPU per read", (u1.CPUSeconds-u0.CPUSeconds)/float64(max(1, len(lat)))*1e6, "µs", "")
-	rep.addFigure("Vault server peak RSS", mib(u1.PeakRSS), "MiB", "")
-	o.logf("vault: %.0f reads/s", rate)
-	return rate, nil
+	ok = true
+	return &fetchTarget{
+		system: "Vault", unit: "reads", one: "read", pid: v.cmd.Process.Pid, close: v.Stop,
+		name: fmt.Sprintf("%s (C=%d)", what, o.Concurrency),
+		op: func(w int) error {
+			return v.call(ctx, clients[w], "GET", fmt.Sprintf("/v1/secret/data/fetch/k%d", mrand.N(o.Secrets)), nil)
+		},
+	}, nil
 }
