@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -105,8 +106,11 @@ func runFetch(ctx context.Context, o fetchOpts) (*Report, error) {
 	for r := range o.Rounds {
 		for _, t := range targets {
 			u0, _ := usageOf(t.pid)
+			self0, _ := usageOf(os.Getpid())
 			lat, errs, wall := load(ctx, o.Concurrency, o.Warmup, o.Duration/time.Duration(o.Rounds), t.op)
 			u1, _ := usageOf(t.pid)
+			self1, _ := usageOf(os.Getpid())
+			t.clientCPU += self1.CPUSeconds - self0.CPUSeconds
 			t.lat, t.errs, t.wall = append(t.lat, lat...), t.errs+errs, t.wall+wall
 			t.cpu += u1.CPUSeconds - u0.CPUSeconds
 			t.peak = u1.PeakRSS
@@ -123,6 +127,7 @@ func runFetch(ctx context.Context, o fetchOpts) (*Report, error) {
 		rep.addFigure(t.system+" throughput", t.rate, t.unit+"/s", "")
 		rep.addFigure(t.system+" errors", float64(t.errs), "", "0")
 		rep.addFigure(t.system+" server CPU per "+t.one, t.cpu/float64(max(1, len(t.lat)))*1e6, "µs", "")
+		rep.addFigure(t.system+" client side CPU per "+t.one+" (coffer-bench: agents or HTTP clients)", t.clientCPU/float64(max(1, len(t.lat)))*1e6, "µs", "")
 		rep.addFigure(t.system+" server peak RSS", mib(t.peak), "MiB", "")
 	}
 	if c.warns != nil {
@@ -144,12 +149,13 @@ type fetchTarget struct {
 	op                 func(w int) error
 	close              func()
 
-	lat  []time.Duration
-	errs int
-	wall time.Duration
-	cpu  float64
-	peak uint64
-	rate float64
+	lat       []time.Duration
+	errs      int
+	wall      time.Duration
+	cpu       float64 // server CPU seconds under load (warmups included)
+	clientCPU float64 // coffer-bench's own, same periods
+	peak      uint64
+	rate      float64
 }
 
 // load runs conc workers calling op until d has passed (after warmup) and
