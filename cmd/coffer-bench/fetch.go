@@ -168,7 +168,7 @@ func load(ctx context.Context, conc int, warmup, d time.Duration, op func(w int)
 		wg       sync.WaitGroup
 	)
 	stop := make(chan struct{})
-	start := time.Now()
+	var start time.Time
 	for w := range conc {
 		wg.Add(1)
 		go func() {

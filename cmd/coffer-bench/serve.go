@@ -114,7 +114,7 @@ func serveNativeGRPC(cfg server.Config, s *server.Server, addr string) (stop fun
 		return nil, err
 	}
 	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(identity.ServerTLSConfig(cert, ca))),
-		grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10), grpc.SharedWriteBuffer(true))
+		grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10))
 	cofferv1.RegisterAgentServiceServer(gs, s.Broker.Service())
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
