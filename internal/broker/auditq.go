@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"sync"
 
@@ -35,6 +36,7 @@ type auditShard struct {
 type auditQueue struct {
 	seed   maphash.Seed
 	shards [auditShards]auditShard
+	active sync.WaitGroup // running drain goroutines
 }
 
 // auditLater appends e after the records queued before it for the same key
@@ -55,7 +57,11 @@ func (b *Broker) auditLater(key string, e audit.Event) {
 	s.busy = true
 	s.mu.Unlock()
 	if start {
-		go b.drainAudit(s)
+		b.aq.active.Add(1)
+		go func() {
+			defer b.aq.active.Done()
+			b.drainAudit(s)
+		}()
 	}
 }
 
@@ -86,4 +92,18 @@ func (b *Broker) AuditPending() int {
 		s.mu.Unlock()
 	}
 	return n
+}
+
+// Close waits until every queued delivery record is in the audit trail, or
+// ctx ends. Call it after the agents' streams are closed and before the
+// audit trail is.
+func (b *Broker) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { b.aq.active.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%d delivery records not audited: %w", b.AuditPending(), ctx.Err())
+	}
 }

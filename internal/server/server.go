@@ -172,6 +172,12 @@ func (s *Server) Run(ctx context.Context) error {
 		go func() { time.Sleep(2 * time.Second); s.http.Close() }()
 		_ = s.http.Shutdown(sctx)
 	}
+	// Delivery records still queued go into the audit trail before it closes.
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if cerr := s.Broker.Close(cctx); cerr != nil {
+		s.log.Error("shutting down", "err", cerr)
+	}
 	s.close()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil

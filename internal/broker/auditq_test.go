@@ -1,0 +1,53 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"coffer/internal/audit"
+)
+
+type slowAuditor struct {
+	mu  sync.Mutex
+	got []audit.Event
+}
+
+func (a *slowAuditor) Append(_ context.Context, e audit.Event) (audit.Event, error) {
+	time.Sleep(time.Millisecond)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.got = append(a.got, e)
+	return e, nil
+}
+
+// TestCloseDrainsDeliveryRecords: nothing queued is lost at shutdown, and
+// one container's records keep their order.
+func TestCloseDrainsDeliveryRecords(t *testing.T) {
+	a := &slowAuditor{}
+	b := New(Config{Audit: a})
+	for i := range 200 {
+		b.auditLater(fmt.Sprint("c", i%7), audit.Event{Action: "delivery.apply", Object: fmt.Sprint("c", i%7), Details: map[string]string{"n": fmt.Sprint(i)}})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.got) != 200 || b.AuditPending() != 0 {
+		t.Fatalf("%d of 200 records appended, %d pending", len(a.got), b.AuditPending())
+	}
+	last := map[string]int{}
+	for _, e := range a.got {
+		var n int
+		fmt.Sscan(e.Details["n"], &n)
+		if p, ok := last[e.Object]; ok && n < p {
+			t.Fatalf("records of %s out of order", e.Object)
+		}
+		last[e.Object] = n
+	}
+}
