@@ -242,6 +242,12 @@ func announce(infos []container.Info, send func(container.Event) bool) (known ma
 // follow turns a session's events into Started and Stopped until the stream
 // fails or ctx ends, listing again every cfg.Resync. known holds the ids
 // reported running.
+//
+// Started containers are inspected concurrently (an inspect waits behind
+// the engine's other work, so when many containers start at once a serial
+// loop makes the last wait for all the others). A container's own events
+// keep their order: a stop that arrives while its start is being inspected
+// is sent after that start.
 func (r *Runtime) follow(ctx context.Context, s *session, known map[string]bool, send func(container.Event) bool) error {
 	var tick <-chan time.Time
 	if r.cfg.Resync > 0 {
@@ -249,6 +255,26 @@ func (r *Runtime) follow(ctx context.Context, s *session, known map[string]bool,
 		defer t.Stop()
 		tick = t.C
 	}
+	type inspected struct {
+		id   string
+		info container.Info
+		err  error
+	}
+	results := make(chan inspected)
+	// Inspections in flight end with this call.
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pending := map[string]bool{}   // ids being inspected
+	stopAfter := map[string]bool{} // ids whose stop came during the inspection
+	stopped := func(id string, m events.Message) bool {
+		if !known[id] {
+			return true
+		}
+		delete(known, id)
+		info := container.Info{ID: id, Name: m.Actor.Attributes["name"], Image: m.Actor.Attributes["image"]}
+		return send(container.Event{Kind: container.Stopped, Info: info})
+	}
+	lastStop := map[string]events.Message{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -267,28 +293,49 @@ func (r *Runtime) follow(ctx context.Context, s *session, known map[string]bool,
 				err = errors.New("event stream closed")
 			}
 			return err
+		case res := <-results:
+			delete(pending, res.id)
+			if res.err != nil {
+				// Gone already (its die follows or came) or the engine
+				// failed: the stream's error will tell.
+				r.log.Debug("skipping started container", "id", res.id, "err", res.err)
+				delete(stopAfter, res.id)
+				continue
+			}
+			known[res.id] = true
+			if !send(container.Event{Kind: container.Started, Info: res.info}) {
+				return ctx.Err()
+			}
+			if stopAfter[res.id] {
+				delete(stopAfter, res.id)
+				if !stopped(res.id, lastStop[res.id]) {
+					return ctx.Err()
+				}
+			}
+			delete(lastStop, res.id)
 		case m := <-s.msgs:
 			id := m.Actor.ID
 			switch m.Action {
 			case events.ActionStart:
-				info, err := r.Inspect(ctx, id)
-				if err != nil {
-					// Gone already (its die follows) or the engine
-					// failed: the stream's error will tell.
-					r.log.Debug("skipping started container", "id", id, "err", err)
+				delete(stopAfter, id) // a later start supersedes a stop seen meanwhile
+				if pending[id] {
 					continue
 				}
-				known[id] = true
-				if !send(container.Event{Kind: container.Started, Info: info}) {
-					return ctx.Err()
-				}
+				pending[id] = true
+				go func() {
+					info, err := r.Inspect(fctx, id)
+					select {
+					case results <- inspected{id, info, err}:
+					case <-fctx.Done():
+					}
+				}()
 			case events.ActionDie, events.ActionStop, events.ActionDestroy:
-				if !known[id] {
+				if pending[id] {
+					stopAfter[id] = true
+					lastStop[id] = m
 					continue
 				}
-				delete(known, id)
-				info := container.Info{ID: id, Name: m.Actor.Attributes["name"], Image: m.Actor.Attributes["image"]}
-				if !send(container.Event{Kind: container.Stopped, Info: info}) {
+				if !stopped(id, m) {
 					return ctx.Err()
 				}
 			}
