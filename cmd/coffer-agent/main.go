@@ -27,6 +27,7 @@ func main() {
 func run() int {
 	var server, joinToken, caFile, stateDir, name, dockerHost, dir, logLevel string
 	var sizeMiB int
+	var onlyLabels map[string]string
 	hostname, _ := os.Hostname()
 	cmd := &cobra.Command{
 		Use:   "coffer-agent",
@@ -68,7 +69,7 @@ reused on restart. All later traffic is mutually authenticated TLS 1.3.`,
 			}
 			defer d.Close()
 			log.Info("coffer-agent starting", "name", name, "server", server)
-			return agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: d, Logger: log}).Run(ctx)
+			return agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: d, Logger: log, OnlyLabels: onlyLabels}).Run(ctx)
 		},
 	}
 	f := cmd.Flags()
@@ -81,6 +82,7 @@ reused on restart. All later traffic is mutually authenticated TLS 1.3.`,
 	f.StringVar(&dir, "target-dir", "/run/secrets", "directory inside containers where secrets land")
 	f.IntVar(&sizeMiB, "tmpfs-size", 4, "size cap of the tmpfs in each container, MiB")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringToStringVar(&onlyLabels, "only-labels", nil, "serve only containers with all these labels, e.g. coffer.enable=true (default: every container)")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "coffer-agent:", err)
 		return 1

@@ -197,7 +197,7 @@ func runDocker(ctx context.Context, o dockerOpts) (*Report, error) {
 	if err := srv.putBinding(ctx, "bench-docker", bind); err != nil {
 		return nil, err
 	}
-	ag, err := startAgentProc(ctx, o.bin("coffer-agent"), srv, dir)
+	ag, err := startAgentProc(ctx, o.bin("coffer-agent"), srv, dir, "coffer-bench.run="+run)
 	if err != nil {
 		return nil, err
 	}
@@ -371,7 +371,9 @@ type agentProc struct {
 	done chan struct{}
 }
 
-func startAgentProc(ctx context.Context, bin string, srv *serverProc, dir string) (*agentProc, error) {
+// startAgentProc runs coffer-agent for the containers with label only
+// (other containers on the engine belong to others).
+func startAgentProc(ctx context.Context, bin string, srv *serverProc, dir, only string) (*agentProc, error) {
 	tok, err := srv.joinToken(ctx)
 	if err != nil {
 		return nil, err
@@ -382,7 +384,7 @@ func startAgentProc(ctx context.Context, bin string, srv *serverProc, dir string
 	}
 	defer logf.Close()
 	a := &agentProc{done: make(chan struct{}), cmd: exec.Command(bin, "--server", srv.Addr, "--ca-cert", filepath.Join(srv.Dir, "ca.pem"),
-		"--state-dir", filepath.Join(dir, "agent"), "--name", "bench-docker", "--join-token", tok, "--log-level", "warn")}
+		"--state-dir", filepath.Join(dir, "agent"), "--name", "bench-docker", "--join-token", tok, "--log-level", "warn", "--only-labels", only)}
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	if err := a.cmd.Start(); err != nil {
 		return nil, err

@@ -40,6 +40,10 @@ type Config struct {
 	Logger    *slog.Logger
 	// MinBackoff and MaxBackoff bound reconnection waits (defaults 200ms, 30s).
 	MinBackoff, MaxBackoff time.Duration
+	// OnlyLabels, if set, limits the agent to containers carrying all these
+	// labels (an opt-in mode, e.g. coffer.enable=true); others are neither
+	// reported nor touched.
+	OnlyLabels map[string]string
 	// ValueGrace is how long a received value is kept before a container's
 	// desired state must refer to it (default 10s).
 	ValueGrace time.Duration
@@ -327,6 +331,9 @@ func (a *Agent) followRuntime(ctx context.Context, events <-chan container.Event
 	for ev := range events {
 		switch ev.Kind {
 		case container.Started:
+			if !a.serves(ev.Info) {
+				continue
+			}
 			a.mu.Lock()
 			a.running[ev.Info.ID] = ev.Info
 			if t := a.targets[ev.Info.ID]; t != nil {
@@ -342,19 +349,31 @@ func (a *Agent) followRuntime(ctx context.Context, events <-chan container.Event
 				keep[id] = true
 			}
 			a.mu.Lock()
-			var gone []string
+			var gone, served []string
 			for id := range a.running {
-				if !keep[id] {
+				if keep[id] {
+					served = append(served, id)
+				} else {
 					gone = append(gone, id)
 				}
 			}
-			a.enqueueLocked(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Sync{Sync: &cofferv1.ContainerSync{Running: ev.Running}}})
+			a.enqueueLocked(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Sync{Sync: &cofferv1.ContainerSync{Running: served}}})
 			a.mu.Unlock()
 			for _, id := range gone {
 				a.stopped(ctx, id)
 			}
 		}
 	}
+}
+
+// serves reports whether the agent looks after container c.
+func (a *Agent) serves(c container.Info) bool {
+	for k, v := range a.cfg.OnlyLabels {
+		if got, ok := c.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }
 
 // stopped forgets a container: its secrets leave this process's memory.

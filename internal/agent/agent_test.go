@@ -386,3 +386,17 @@ func TestProtocolFeatures(t *testing.T) {
 		})
 	}
 }
+
+func TestOnlyLabelsLimitsTheAgent(t *testing.T) {
+	r := newRig(t)
+	r.put("app/db", "v1")
+	r.bind("web-db", "app/db", "app=web")
+	a, rt, d, _ := r.startAgentWith("node-1", agent.Config{OnlyLabels: map[string]string{"coffer.enable": "true"}})
+	rt.Start(container.Info{ID: "in", Name: "in", Labels: map[string]string{"app": "web", "coffer.enable": "true"}, PID: 1})
+	rt.Start(container.Info{ID: "out", Name: "out", Labels: map[string]string{"app": "web"}, PID: 2})
+	waitValue(t, d, "in", "db", "v1")
+	time.Sleep(200 * time.Millisecond)
+	if d.Applies("out") != 0 || a.Stats().Containers != 1 {
+		t.Fatalf("agent touched a container outside --only-labels: %d applies, %+v", d.Applies("out"), a.Stats())
+	}
+}

@@ -27,10 +27,10 @@ func TestDeliveryRotationRevocation(t *testing.T) {
 
 	var bound []dockertest.ContainerRef
 	for i := range 3 {
-		bound = append(bound, s.docker.Run(t, dockertest.RunOpts{Name: fmt.Sprintf("coffer-e2e-%s-%d", s.label, i), Labels: map[string]string{"app": s.label}}))
+		bound = append(bound, s.run(dockertest.RunOpts{Name: fmt.Sprintf("coffer-e2e-%s-%d", s.label, i), Labels: map[string]string{"app": s.label}}))
 	}
-	unbound := s.docker.Run(t, dockertest.RunOpts{Labels: map[string]string{"app": "something-else"}})
-	wrongImage := s.docker.Run(t, dockertest.RunOpts{Labels: map[string]string{"app": s.label}, Image: other})
+	unbound := s.run(dockertest.RunOpts{Labels: map[string]string{"app": "something-else"}})
+	wrongImage := s.run(dockertest.RunOpts{Labels: map[string]string{"app": s.label}, Image: other})
 
 	for _, c := range bound {
 		s.waitContent(c.ID, "db-password", v1)
@@ -138,7 +138,7 @@ func TestExistingTmpfsIsReused(t *testing.T) {
 	s := newStack(t)
 	s.srv.MustCLI(t, "tmpfs-value", "secret", "put", "e2e/tok")
 	s.srv.MustCLI(t, "", "bind", "create", "e2e-tok", "--secret", "e2e/tok", "--selector", "app="+s.label)
-	c := s.docker.Run(t, dockertest.RunOpts{Labels: map[string]string{"app": s.label}, Tmpfs: []string{"/run/secrets"}})
+	c := s.run(dockertest.RunOpts{Labels: map[string]string{"app": s.label}, Tmpfs: []string{"/run/secrets"}})
 	s.waitContent(c.ID, "tok", "tmpfs-value")
 	mounts, _ := os.ReadFile(fmt.Sprintf("/proc/%d/mountinfo", c.PID))
 	if n := strings.Count(string(mounts), " /run/secrets "); n != 1 {
@@ -150,7 +150,7 @@ func TestAgentRestartAndServerKill(t *testing.T) {
 	s := newStack(t)
 	s.srv.MustCLI(t, "r1", "secret", "put", "e2e/r")
 	s.srv.MustCLI(t, "", "bind", "create", "e2e-r", "--secret", "e2e/r", "--selector", "app="+s.label)
-	c := s.docker.Run(t, dockertest.RunOpts{Labels: map[string]string{"app": s.label}})
+	c := s.run(dockertest.RunOpts{Labels: map[string]string{"app": s.label}})
 	s.waitContent(c.ID, "r", "r1")
 
 	// Agent restart: re-discovers the container, no duplicate mount, and a

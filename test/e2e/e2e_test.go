@@ -50,11 +50,25 @@ func newStack(t *testing.T) *stack {
 }
 
 func (s *stack) startAgent(join string) *testkit.Proc {
-	args := []string{"--server", s.srv.Addr, "--ca-cert", s.srv.CA, "--state-dir", filepath.Join(s.dir, "agent"), "--name", "e2e-host", "--log-level", "debug"}
+	// The agent serves only this test's containers: tests of other packages
+	// run containers on the same engine at the same time.
+	args := []string{"--server", s.srv.Addr, "--ca-cert", s.srv.CA, "--state-dir", filepath.Join(s.dir, "agent"), "--name", "e2e-host", "--log-level", "debug",
+		"--only-labels", "coffer.test=" + s.label}
 	if join != "" {
 		args = append(args, "--join-token", join)
 	}
 	return testkit.Start(s.t, testkit.Bin(s.t, "coffer-agent"), args...)
+}
+
+// run starts a container of this test (labelled for this test's agent).
+func (s *stack) run(o dockertest.RunOpts) dockertest.ContainerRef {
+	s.t.Helper()
+	labels := map[string]string{"coffer.test": s.label}
+	for k, v := range o.Labels {
+		labels[k] = v
+	}
+	o.Labels = labels
+	return s.docker.Run(s.t, o)
 }
 
 // eventually polls cond until it holds or the timeout passes.
