@@ -5,7 +5,6 @@ package server
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +38,7 @@ type Server struct {
 	audit  *audit.Log
 	http   *http.Server
 	ln     net.Listener
+	grpc   *grpc.Server
 	Broker *broker.Broker
 }
 
@@ -124,7 +124,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	b = broker.New(broker.Config{Catalog: cat, Audit: s.audit, Agents: fl, Logger: log})
 	s.Broker = b
 
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(grpc.Creds(handshaken{}))
+	s.grpc = gs
 	cofferv1.RegisterAgentServiceServer(gs, b.Service())
 	handler := api.New(api.Config{
 		Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: s.audit, CAPEM: ca.CertPEM,
@@ -159,19 +160,27 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 // Run serves until ctx ends, then shuts down gracefully.
 func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("coffer-server listening", "addr", s.Addr(), "data_dir", s.cfg.DataDir)
-	errc := make(chan error, 1)
-	go func() { errc <- s.http.Serve(tls.NewListener(s.ln, s.http.TLSConfig)) }()
+	people, agents := newChanListener(s.ln.Addr()), newChanListener(s.ln.Addr())
+	dctx, stopDemux := context.WithCancel(context.Background())
+	defer stopDemux()
+	errc := make(chan error, 3)
+	go func() { errc <- demux(dctx, s.ln, s.http.TLSConfig, people, agents) }()
+	go func() { errc <- s.http.Serve(people) }()
+	go func() { errc <- s.grpc.Serve(agents) }()
 	var err error
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
-		s.log.Info("shutting down")
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		// Agent streams never end by themselves: close them after a grace period.
-		go func() { time.Sleep(2 * time.Second); s.http.Close() }()
-		_ = s.http.Shutdown(sctx)
 	}
+	s.log.Info("shutting down")
+	s.ln.Close()
+	stopDemux()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Agent streams never end by themselves: close them after a grace period.
+	go func() { time.Sleep(2 * time.Second); s.http.Close(); s.grpc.Stop() }()
+	_ = s.http.Shutdown(sctx)
+	s.grpc.Stop()
 	// Delivery records still queued go into the audit trail before it closes.
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -179,7 +188,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Error("shutting down", "err", cerr)
 	}
 	s.close()
-	if errors.Is(err, http.ErrServerClosed) {
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, grpc.ErrServerStopped) {
 		err = nil
 	}
 	return err
