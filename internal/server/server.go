@@ -124,7 +124,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	b = broker.New(broker.Config{Catalog: cat, Audit: s.audit, Agents: fl, Logger: log})
 	s.Broker = b
 
-	gs := grpc.NewServer(grpc.Creds(handshaken{}))
+	// Per-connection buffers of 8 KiB instead of 32 KiB: an agent's stream
+	// carries small messages, and a server holds thousands of them.
+	gs := grpc.NewServer(grpc.Creds(handshaken{}), grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10))
 	s.grpc = gs
 	cofferv1.RegisterAgentServiceServer(gs, b.Service())
 	handler := api.New(api.Config{
