@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -146,19 +147,33 @@ func (s *Server) listBindings(r *request) (int, any, error) {
 }
 
 func (s *Server) showBinding(r *request) (int, any, error) {
-	name := r.PathValue("name")
-	r.object = "binding:" + name
-	if err := authz.Authorize(r.p, r.action, ""); err != nil {
-		return 0, nil, err
+	b, err := s.binding(r)
+	if errors.Is(err, authz.ErrDenied) {
+		// Outside the token's scope: as if it did not exist.
+		return 0, nil, fmt.Errorf("binding %s: %w", b.Name, catalog.ErrNotFound)
 	}
-	b, err := s.cfg.Catalog.GetBinding(r.Context(), name)
 	if err != nil {
 		return 0, nil, err
 	}
-	if !authz.InScope(r.p, b.Secret) {
-		return 0, nil, fmt.Errorf("binding %s: %w", name, catalog.ErrNotFound)
-	}
 	return http.StatusOK, b, nil
+}
+
+// binding loads the binding named in r's path, if r's principal may do r's
+// action on bindings and on the binding's secret.
+func (s *Server) binding(r *request) (policy.Binding, error) {
+	name := r.PathValue("name")
+	r.object = "binding:" + name
+	if err := authz.Authorize(r.p, r.action, ""); err != nil {
+		return policy.Binding{}, err
+	}
+	b, err := s.cfg.Catalog.GetBinding(r.Context(), name)
+	if err != nil {
+		return policy.Binding{}, err
+	}
+	if err := authz.Authorize(r.p, r.action, b.Secret); err != nil {
+		return policy.Binding{Name: name}, err
+	}
+	return b, nil
 }
 
 func (s *Server) putBinding(r *request) (int, any, error) {
@@ -188,19 +203,11 @@ func (s *Server) putBinding(r *request) (int, any, error) {
 }
 
 func (s *Server) deleteBinding(r *request) (int, any, error) {
-	name := r.PathValue("name")
-	r.object = "binding:" + name
-	if err := authz.Authorize(r.p, r.action, ""); err != nil {
-		return 0, nil, err
-	}
-	b, err := s.cfg.Catalog.GetBinding(r.Context(), name)
+	b, err := s.binding(r)
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := authz.Authorize(r.p, r.action, b.Secret); err != nil {
-		return 0, nil, err
-	}
-	return http.StatusNoContent, nil, s.cfg.Catalog.DeleteBinding(r.Context(), name)
+	return http.StatusNoContent, nil, s.cfg.Catalog.DeleteBinding(r.Context(), b.Name)
 }
 
 // EvaluateRequest describes a container for POST /v1/evaluate.
