@@ -315,7 +315,9 @@ func sanitize(err error) string {
 	}
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return fmt.Sprintf("field %q: wrong type %s", te.Field, te.Value)
+		// te.Value is "number 42" for a number: keep the kind, not the literal.
+		kind, _, _ := strings.Cut(te.Value, " ")
+		return fmt.Sprintf("field %q: wrong type %s", te.Field, kind)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return "truncated"

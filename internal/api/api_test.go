@@ -102,6 +102,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"generate huge", "PUT", "/v1/secrets/a", `{"generate":{"length":100000}}`, 400},
 		{"unknown alphabet", "PUT", "/v1/secrets/a", `{"generate":{"length":8,"alphabet":"emoji"}}`, 400},
 		{"wrong type", "PUT", "/v1/secrets/a", `{"value":42}`, 400},
+		{"wrong type does not echo a number", "PUT", "/v1/secrets/a", `{"value":987654321}`, 400},
 		{"bad selector", "PUT", "/v1/bindings/b", `{"secret":"a","selector":"app in (web"}`, 400},
 		{"empty selector", "PUT", "/v1/bindings/b", `{"secret":"a","selector":""}`, 400},
 		{"bad binding mode", "PUT", "/v1/bindings/b", `{"secret":"a","selector":"app=x","mode":4095}`, 400},
@@ -119,6 +120,9 @@ func TestBadInputChangesNothing(t *testing.T) {
 			}
 			if !strings.Contains(body, `"error"`) {
 				t.Fatalf("no error message: %s", body)
+			}
+			if strings.Contains(body, "987654321") {
+				t.Fatalf("error echoes the input: %s", body)
 			}
 		})
 	}
