@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"coffer/internal/audit"
 )
@@ -36,7 +38,7 @@ type auditShard struct {
 type auditQueue struct {
 	seed   maphash.Seed
 	shards [auditShards]auditShard
-	active sync.WaitGroup // running drain goroutines
+	active atomic.Int64 // running drain goroutines
 }
 
 // auditLater appends e after the records queued before it for the same key
@@ -59,7 +61,7 @@ func (b *Broker) auditLater(key string, e audit.Event) {
 	if start {
 		b.aq.active.Add(1)
 		go func() {
-			defer b.aq.active.Done()
+			defer b.aq.active.Add(-1)
 			b.drainAudit(s)
 		}()
 	}
@@ -98,12 +100,14 @@ func (b *Broker) AuditPending() int {
 // ctx ends. Call it after the agents' streams are closed and before the
 // audit trail is.
 func (b *Broker) Close(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { b.aq.active.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("%d delivery records not audited: %w", b.AuditPending(), ctx.Err())
+	// Polled rather than a WaitGroup: a stream closing meanwhile may still
+	// queue its last acknowledgements.
+	for b.aq.active.Load() > 0 || b.AuditPending() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d delivery records not audited: %w", b.AuditPending(), ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
+	return nil
 }
