@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,7 +191,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) session(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := a.client.Sync(metadata.AppendToOutgoingContext(ctx, featuresKey, featureBatch))
+	stream, err := a.client.Sync(metadata.AppendToOutgoingContext(ctx, cofferv1.FeaturesKey, cofferv1.FeatureBatch))
 	if err != nil {
 		return err
 	}
@@ -229,7 +228,7 @@ func (a *Agent) session(ctx context.Context) error {
 	go func() {
 		// The server's header says which features it has; it arrives with
 		// (or before) the first message.
-		if h, err := stream.Header(); err == nil && hasFeature(h.Get(featuresKey), featureBatch) {
+		if h, err := stream.Header(); err == nil && cofferv1.HasFeature(h.Get(cofferv1.FeaturesKey), cofferv1.FeatureBatch) {
 			batchAcks.Store(true)
 		}
 		for {
@@ -285,24 +284,6 @@ func (a *Agent) sender(ctx context.Context, stream cofferv1.AgentService_SyncCli
 			return err
 		}
 	}
-}
-
-// Protocol features, negotiated in gRPC metadata (see Batch in agent.proto).
-const (
-	featuresKey  = "coffer-features"
-	featureBatch = "batch"
-)
-
-// hasFeature reports whether feature is in the comma-separated lists vals.
-func hasFeature(vals []string, feature string) bool {
-	for _, v := range vals {
-		for f := range strings.SplitSeq(v, ",") {
-			if strings.TrimSpace(f) == feature {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // enqueue sends m on the current stream, if any. Messages for a stream that

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -18,24 +17,6 @@ import (
 	cofferv1 "coffer/api/coffer/v1"
 	"coffer/internal/audit"
 )
-
-// Protocol features, negotiated in gRPC metadata (see Batch in agent.proto).
-const (
-	featuresKey  = "coffer-features"
-	featureBatch = "batch"
-)
-
-// hasFeature reports whether feature is in the comma-separated lists vals.
-func hasFeature(vals []string, feature string) bool {
-	for _, v := range vals {
-		for f := range strings.SplitSeq(v, ",") {
-			if strings.TrimSpace(f) == feature {
-				return true
-			}
-		}
-	}
-	return false
-}
 
 // Service implements cofferv1.AgentServiceServer on top of a Broker.
 type Service struct {
@@ -92,12 +73,12 @@ func (s *Service) Sync(stream cofferv1.AgentService_SyncServer) error {
 	// Features: the agent lists what it understands in the request
 	// metadata; the server answers with what it understands.
 	md, _ := metadata.FromIncomingContext(stream.Context())
-	if err := stream.SendHeader(metadata.Pairs(featuresKey, featureBatch)); err != nil {
+	if err := stream.SendHeader(metadata.Pairs(cofferv1.FeaturesKey, cofferv1.FeatureBatch)); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	sess := newSession(name, cancel, hasFeature(md.Get(featuresKey), featureBatch))
+	sess := newSession(name, cancel, cofferv1.HasFeature(md.Get(cofferv1.FeaturesKey), cofferv1.FeatureBatch))
 	b.mu.Lock()
 	if old := b.sessions[name]; old != nil {
 		old.cancel() // a reconnected agent replaces its old stream

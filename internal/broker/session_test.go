@@ -72,8 +72,8 @@ func TestHasFeature(t *testing.T) {
 		{[]string{"x", "batch,y"}, true},
 		{[]string{"batches"}, false},
 	} {
-		if got := hasFeature(tc.vals, featureBatch); got != tc.want {
-			t.Errorf("hasFeature(%q) = %v", tc.vals, got)
+		if got := cofferv1.HasFeature(tc.vals, cofferv1.FeatureBatch); got != tc.want {
+			t.Errorf("cofferv1.HasFeature(%q) = %v", tc.vals, got)
 		}
 	}
 }
