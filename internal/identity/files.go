@@ -13,6 +13,8 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+
+	"coffer/internal/privfile"
 )
 
 const (
@@ -86,22 +88,11 @@ func exists(path string) (bool, error) {
 // readKeyFile reads a private key file, refusing one that its group or
 // others may access.
 func readKeyFile(path string) (crypto.Signer, error) {
-	f, err := os.Open(path)
+	f, fi, err := privfile.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrFiles, err)
+		return nil, fmt.Errorf("%w: private key: %w", ErrFiles, err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrFiles, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s is not a regular file", ErrFiles, path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%w: private key %s has mode %04o and may be read by others; run: chmod 600 %s",
-			ErrFiles, path, perm, path)
-	}
 	b := make([]byte, fi.Size())
 	defer clear(b)
 	if _, err := f.ReadAt(b, 0); err != nil {

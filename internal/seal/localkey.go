@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"coffer/internal/privfile"
 )
 
 // KeySize is the size of a master key in bytes (AES-256). A key file holds
@@ -72,7 +74,7 @@ func keyID(key []byte) string {
 // LoadKeyFile reads a master key file: exactly KeySize raw bytes in a
 // regular file that only its owner may read or write (mode 0600 or 0400).
 func LoadKeyFile(path string) (*LocalKey, error) {
-	f, err := os.Open(path)
+	f, fi, err := privfile.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s does not exist (create a master key first)", ErrKeyFile, path)
 	}
@@ -80,17 +82,6 @@ func LoadKeyFile(path string) (*LocalKey, error) {
 		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrKeyFile, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: %s is not a regular file", ErrKeyFile, path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%w: %s has mode %04o and may be read by others; run: chmod 600 %s",
-			ErrKeyFile, path, perm, path)
-	}
 	if fi.Size() != KeySize {
 		return nil, fmt.Errorf("%w: %s is %d bytes; a master key file holds exactly %d raw random bytes",
 			ErrKeyFile, path, fi.Size(), KeySize)
