@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -17,7 +18,7 @@ func (c *Catalog) loadBindings(ctx context.Context) error {
 	err := c.cfg.Store.View(ctx, func(tx store.Tx) error {
 		return tx.List("binding/", func(k string, v []byte) error {
 			var b policy.Binding
-			if err := unmarshal(v, &b); err != nil {
+			if err := json.Unmarshal(v, &b); err != nil {
 				return fmt.Errorf("%s: %w: %v", k, store.ErrCorrupt, err)
 			}
 			bs = append(bs, b)
@@ -82,7 +83,7 @@ func (c *Catalog) ListBindings(ctx context.Context) ([]policy.Binding, error) {
 	err := c.cfg.Store.View(ctx, func(tx store.Tx) error {
 		return tx.List("binding/", func(_ string, v []byte) error {
 			var b policy.Binding
-			if err := unmarshal(v, &b); err != nil {
+			if err := json.Unmarshal(v, &b); err != nil {
 				return err
 			}
 			out = append(out, b)

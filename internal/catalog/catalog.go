@@ -8,6 +8,7 @@ package catalog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -111,7 +112,7 @@ func (c *Catalog) checkKey(ctx context.Context) error {
 		return fmt.Errorf("read canary: %w", err)
 	}
 	var env seal.Envelope
-	if err := unmarshal(raw, &env); err != nil {
+	if err := json.Unmarshal(raw, &env); err != nil {
 		return fmt.Errorf("canary: %w: %v", store.ErrCorrupt, err)
 	}
 	pt, err := seal.Open(ctx, c.cfg.Key, env, canaryAAD)

@@ -14,12 +14,10 @@ func putJSON(tx store.Tx, key string, v any) error {
 	return tx.Put(key, b)
 }
 
-func unmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
-
 func getJSON(tx store.Tx, key string, v any) error {
 	b, err := tx.Get(key)
 	if err != nil {
 		return err
 	}
-	return unmarshal(b, v)
+	return json.Unmarshal(b, v)
 }

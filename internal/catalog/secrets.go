@@ -3,6 +3,7 @@ package catalog
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -142,7 +143,7 @@ func (c *Catalog) List(ctx context.Context, prefix string) ([]SecretMeta, error)
 	err := c.cfg.Store.View(ctx, func(tx store.Tx) error {
 		return tx.List(secretKey(prefix), func(_ string, v []byte) error {
 			var m SecretMeta
-			if err := unmarshal(v, &m); err != nil {
+			if err := json.Unmarshal(v, &m); err != nil {
 				return fmt.Errorf("%w: %v", store.ErrCorrupt, err)
 			}
 			m.Versions = nil
