@@ -41,8 +41,11 @@ type Token struct {
 	Created     time.Time  `json:"created"`
 	Expires     time.Time  `json:"expires,omitzero"`
 	OneTime     bool       `json:"one_time,omitempty"`
-	Used        bool       `json:"used,omitempty"`
-	Hash        []byte     `json:"-"`
+	// AgentLabels, on an agent join token, become the enrolled agent's
+	// labels (host selectors match them); the agent cannot change them.
+	AgentLabels map[string]string `json:"agent_labels,omitempty"`
+	Used        bool              `json:"used,omitempty"`
+	Hash        []byte            `json:"-"`
 }
 
 // Expired reports whether the token has expired at now.

@@ -45,6 +45,9 @@ type Agents interface {
 	Verify(cert *x509.Certificate) (string, error)
 	Seen(name, addr string)
 	Renew(ctx context.Context, name, currentSerial string, csrDER []byte) ([]byte, error)
+	// Host returns the labels and scope an admin gave the agent at
+	// enrollment (ok false once it is removed).
+	Host(name string) (labels map[string]string, scope string, ok bool)
 }
 
 // Config configures a Broker.

@@ -9,7 +9,8 @@ import "context"
 type Info struct {
 	ID          string            // full runtime id
 	Name        string            // name without a leading '/'
-	Labels      map[string]string // runtime labels
+	Labels      map[string]string // the container's own labels (docker run --label), without the image's
+	ImageLabels map[string]string // labels baked into the image (LABEL); chosen by the image's author
 	Image       string            // image reference as the container was created, e.g. "registry/x:1.2"
 	ImageDigest string            // "sha256:..." of the image (config digest or repo digest)
 	PID         int               // host pid of the container's init process; 0 if not running

@@ -33,6 +33,12 @@ type Agent struct {
 	Serials  []string  `json:"serials"`
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	Address  string    `json:"address,omitempty"`
+	// Labels were set by an admin on the join token (never by the agent);
+	// bindings with a host selector match them.
+	Labels map[string]string `json:"labels,omitempty"`
+	// Scope is the name-prefix scope of the token that made the join
+	// token: the agent receives no secret outside it ("" = all).
+	Scope string `json:"scope,omitempty"`
 }
 
 // Config configures a Fleet.
@@ -174,6 +180,17 @@ func (f *Fleet) Seen(name, addr string) {
 			a.Address = addr
 		}
 	}
+}
+
+// Host returns an enrolled agent's labels and scope (ok false if unknown).
+func (f *Fleet) Host(name string) (labels map[string]string, scope string, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, ok := f.agents[name]
+	if !ok {
+		return nil, "", false
+	}
+	return a.Labels, a.Scope, true
 }
 
 // List returns the agents by name.

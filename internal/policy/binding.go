@@ -27,6 +27,7 @@ type Binding struct {
 	Secret   string `json:"secret"`          // secret name, secret.ValidateName rules
 	Selector string `json:"selector"`        // Kubernetes label selector with at least one requirement
 	Image    string `json:"image,omitempty"` // optional image pattern, see ParseImagePattern
+	Hosts    string `json:"hosts,omitempty"` // optional label selector over the agent's (host's) labels; "" = any host
 	File     string `json:"file,omitempty"`  // file name under /run/secrets; default path.Base(Secret)
 	Mode     uint32 `json:"mode,omitempty"`  // permission bits; default 0o400; must allow owner read
 	UID      int    `json:"uid"`             // file owner, 0..MaxID
@@ -110,7 +111,9 @@ func compile(b Binding) (*compiled, error) {
 // Target is a container as the runtime describes it: never as the
 // container describes itself.
 type Target struct {
-	Labels      map[string]string // runtime labels
+	Labels      map[string]string // the container's own runtime labels (never the image's)
+	ImageLabels map[string]string // labels baked into the image; selectors see them as "image.label/<key>"
+	HostLabels  map[string]string // labels of the agent that reported the container, set by an admin at enrollment
 	Image       string            // image reference the container was created from, e.g. "registry/x:1.2"
 	ImageDigest string            // "sha256:<hex>" (image id or repo digest; "repo@sha256:<hex>" is accepted too)
 }

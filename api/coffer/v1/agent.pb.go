@@ -27,12 +27,17 @@ const (
 
 // Container is what the agent's runtime says of a container.
 type Container struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Image         string                 `protobuf:"bytes,4,opt,name=image,proto3" json:"image,omitempty"`
-	ImageDigest   string                 `protobuf:"bytes,5,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Labels      map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Image       string                 `protobuf:"bytes,4,opt,name=image,proto3" json:"image,omitempty"`
+	ImageDigest string                 `protobuf:"bytes,5,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
+	// Labels baked into the container's image (LABEL in a Dockerfile). They
+	// are the image author's, not the operator's: selectors see them only
+	// under the reserved key prefix "image.label/" (see package policy).
+	// `labels` never holds them.
+	ImageLabels   map[string]string `protobuf:"bytes,6,rep,name=image_labels,json=imageLabels,proto3" json:"image_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -100,6 +105,13 @@ func (x *Container) GetImageDigest() string {
 		return x.ImageDigest
 	}
 	return ""
+}
+
+func (x *Container) GetImageLabels() map[string]string {
+	if x != nil {
+		return x.ImageLabels
+	}
+	return nil
 }
 
 type AgentMessage struct {
@@ -1033,14 +1045,18 @@ var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
-	"\vagent.proto\x12\tcoffer.v1\"\xdd\x01\n" +
+	"\vagent.proto\x12\tcoffer.v1\"\xe7\x02\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x128\n" +
 	"\x06labels\x18\x03 \x03(\v2 .coffer.v1.Container.LabelsEntryR\x06labels\x12\x14\n" +
 	"\x05image\x18\x04 \x01(\tR\x05image\x12!\n" +
-	"\fimage_digest\x18\x05 \x01(\tR\vimageDigest\x1a9\n" +
+	"\fimage_digest\x18\x05 \x01(\tR\vimageDigest\x12H\n" +
+	"\fimage_labels\x18\x06 \x03(\v2%.coffer.v1.Container.ImageLabelsEntryR\vimageLabels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
+	"\x10ImageLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd1\x02\n" +
 	"\fAgentMessage\x12(\n" +
@@ -1114,7 +1130,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_agent_proto_goTypes = []any{
 	(*Container)(nil),        // 0: coffer.v1.Container
 	(*AgentMessage)(nil),     // 1: coffer.v1.AgentMessage
@@ -1133,33 +1149,35 @@ var file_agent_proto_goTypes = []any{
 	(*RenewRequest)(nil),     // 14: coffer.v1.RenewRequest
 	(*RenewResponse)(nil),    // 15: coffer.v1.RenewResponse
 	nil,                      // 16: coffer.v1.Container.LabelsEntry
+	nil,                      // 17: coffer.v1.Container.ImageLabelsEntry
 }
 var file_agent_proto_depIdxs = []int32{
 	16, // 0: coffer.v1.Container.labels:type_name -> coffer.v1.Container.LabelsEntry
-	2,  // 1: coffer.v1.AgentMessage.hello:type_name -> coffer.v1.Hello
-	3,  // 2: coffer.v1.AgentMessage.started:type_name -> coffer.v1.ContainerStarted
-	4,  // 3: coffer.v1.AgentMessage.stopped:type_name -> coffer.v1.ContainerStopped
-	5,  // 4: coffer.v1.AgentMessage.sync:type_name -> coffer.v1.ContainerSync
-	6,  // 5: coffer.v1.AgentMessage.applied:type_name -> coffer.v1.Applied
-	7,  // 6: coffer.v1.AgentMessage.applied_batch:type_name -> coffer.v1.AppliedBatch
-	0,  // 7: coffer.v1.ContainerStarted.container:type_name -> coffer.v1.Container
-	6,  // 8: coffer.v1.AppliedBatch.applied:type_name -> coffer.v1.Applied
-	11, // 9: coffer.v1.ServerMessage.values:type_name -> coffer.v1.Values
-	13, // 10: coffer.v1.ServerMessage.desired:type_name -> coffer.v1.Desired
-	9,  // 11: coffer.v1.ServerMessage.batch:type_name -> coffer.v1.Batch
-	11, // 12: coffer.v1.Batch.values:type_name -> coffer.v1.Values
-	13, // 13: coffer.v1.Batch.desired:type_name -> coffer.v1.Desired
-	10, // 14: coffer.v1.Values.values:type_name -> coffer.v1.SecretValue
-	12, // 15: coffer.v1.Desired.files:type_name -> coffer.v1.FileRef
-	1,  // 16: coffer.v1.AgentService.Sync:input_type -> coffer.v1.AgentMessage
-	14, // 17: coffer.v1.AgentService.Renew:input_type -> coffer.v1.RenewRequest
-	8,  // 18: coffer.v1.AgentService.Sync:output_type -> coffer.v1.ServerMessage
-	15, // 19: coffer.v1.AgentService.Renew:output_type -> coffer.v1.RenewResponse
-	18, // [18:20] is the sub-list for method output_type
-	16, // [16:18] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	17, // 1: coffer.v1.Container.image_labels:type_name -> coffer.v1.Container.ImageLabelsEntry
+	2,  // 2: coffer.v1.AgentMessage.hello:type_name -> coffer.v1.Hello
+	3,  // 3: coffer.v1.AgentMessage.started:type_name -> coffer.v1.ContainerStarted
+	4,  // 4: coffer.v1.AgentMessage.stopped:type_name -> coffer.v1.ContainerStopped
+	5,  // 5: coffer.v1.AgentMessage.sync:type_name -> coffer.v1.ContainerSync
+	6,  // 6: coffer.v1.AgentMessage.applied:type_name -> coffer.v1.Applied
+	7,  // 7: coffer.v1.AgentMessage.applied_batch:type_name -> coffer.v1.AppliedBatch
+	0,  // 8: coffer.v1.ContainerStarted.container:type_name -> coffer.v1.Container
+	6,  // 9: coffer.v1.AppliedBatch.applied:type_name -> coffer.v1.Applied
+	11, // 10: coffer.v1.ServerMessage.values:type_name -> coffer.v1.Values
+	13, // 11: coffer.v1.ServerMessage.desired:type_name -> coffer.v1.Desired
+	9,  // 12: coffer.v1.ServerMessage.batch:type_name -> coffer.v1.Batch
+	11, // 13: coffer.v1.Batch.values:type_name -> coffer.v1.Values
+	13, // 14: coffer.v1.Batch.desired:type_name -> coffer.v1.Desired
+	10, // 15: coffer.v1.Values.values:type_name -> coffer.v1.SecretValue
+	12, // 16: coffer.v1.Desired.files:type_name -> coffer.v1.FileRef
+	1,  // 17: coffer.v1.AgentService.Sync:input_type -> coffer.v1.AgentMessage
+	14, // 18: coffer.v1.AgentService.Renew:input_type -> coffer.v1.RenewRequest
+	8,  // 19: coffer.v1.AgentService.Sync:output_type -> coffer.v1.ServerMessage
+	15, // 20: coffer.v1.AgentService.Renew:output_type -> coffer.v1.RenewResponse
+	19, // [19:21] is the sub-list for method output_type
+	17, // [17:19] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1186,7 +1204,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

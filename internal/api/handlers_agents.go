@@ -1,0 +1,53 @@
+package api
+
+import (
+	"net/http"
+	"time"
+)
+
+// AgentView is an agent with its live state.
+type AgentView struct {
+	Name       string    `json:"name"`
+	Address    string    `json:"address,omitempty"`
+	Enrolled   time.Time `json:"enrolled"`
+	LastSeen   time.Time `json:"last_seen,omitzero"`
+	Connected  bool      `json:"connected"`
+	Containers int       `json:"containers"`
+}
+
+func (s *Server) listAgents(r *request) (int, any, error) {
+	if err := r.authorize("", ""); err != nil {
+		return 0, nil, err
+	}
+	connected := map[string]bool{}
+	counts := map[string]int{}
+	if s.cfg.Broker != nil {
+		for _, n := range s.cfg.Broker.Connected() {
+			connected[n] = true
+		}
+		counts = s.cfg.Broker.Containers()
+	}
+	out := []AgentView{}
+	for _, a := range s.cfg.Fleet.List() {
+		v := AgentView{Name: a.Name, Address: a.Address, Enrolled: a.Enrolled, LastSeen: a.LastSeen, Connected: connected[a.Name], Containers: counts[a.Name]}
+		if v.Connected {
+			v.LastSeen = time.Now().UTC()
+		}
+		out = append(out, v)
+	}
+	return http.StatusOK, out, nil
+}
+
+func (s *Server) revokeAgent(r *request) (int, any, error) {
+	name := r.PathValue("name")
+	if err := r.authorize("agent:"+name, ""); err != nil {
+		return 0, nil, err
+	}
+	if err := s.cfg.Fleet.Remove(r.Context(), name); err != nil {
+		return 0, nil, err
+	}
+	if s.cfg.Broker != nil {
+		s.cfg.Broker.Disconnect(name)
+	}
+	return http.StatusNoContent, nil, nil
+}
