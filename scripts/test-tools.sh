@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Builds the heavy test tools that Coffer's tests run as real servers, once,
+# into a fixed cache directory outside the repository (never into go.mod):
+#
+#   vault   HashiCorp Vault v1.21.1   (keystore and Transit tests)  ~7-17 min cold on 2 cores
+#   etcd    etcd + etcdctl v3.6.16    (store and HA tests)           ~1-4 min cold
+#
+#   usage: scripts/test-tools.sh [vault|etcd ...]   (default: all)
+#   prints nothing but progress; the binaries land in $COFFER_TOOLS (default
+#   /var/cache/coffer-tools): vault-v1.21.1/vault, etcd-v3.6.16/{etcd,etcdctl}.
+# Each build is skipped when its binary is already there, so a warm run takes
+# a second. Tests find the tools through the same variable (see
+# internal/testtools), and skip with a clear message when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T=${COFFER_TOOLS:-/var/cache/coffer-tools}
+VAULT_VERSION=v1.21.1
+ETCD_VERSION=v3.6.16
+mkdir -p "$T"
+
+vault() {
+	local dir=$T/vault-$VAULT_VERSION
+	if [ -x "$dir/vault" ]; then return; fi
+	local recipe=../shared/tools/build-vault.sh
+	if [ ! -f "$recipe" ]; then
+		echo "test-tools: $recipe not found (shared/ sits beside the repository); cannot build Vault" >&2
+		return 1
+	fi
+	echo "test-tools: building Vault $VAULT_VERSION into $dir (7-17 min on 2 cores, once)"
+	nice -n 10 bash "$recipe" "$dir" "$VAULT_VERSION" >"$T/vault-build.log" 2>&1 ||
+		{ tail -30 "$T/vault-build.log" >&2; return 1; }
+	rm -rf "$dir/build-$VAULT_VERSION" # the throwaway module; the Go caches keep what a rebuild needs
+}
+
+etcd() {
+	local dir=$T/etcd-$ETCD_VERSION
+	if [ -x "$dir/etcd" ] && [ -x "$dir/etcdctl" ]; then return; fi
+	echo "test-tools: building etcd $ETCD_VERSION into $dir (1-4 min, once)"
+	# etcd's server module has replace directives, so `go install` refuses it:
+	# build it from a throwaway module instead.
+	local b
+	b=$(mktemp -d)
+	(
+		cd "$b"
+		go mod init etcdbuild >/dev/null 2>&1
+		go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "go.etcd.io/etcd/etcdctl/v3@$ETCD_VERSION" >/dev/null 2>&1
+		mkdir -p "$dir.tmp"
+		CGO_ENABLED=0 nice -n 10 go build -trimpath -o "$dir.tmp/etcd" go.etcd.io/etcd/server/v3
+		CGO_ENABLED=0 nice -n 10 go build -trimpath -o "$dir.tmp/etcdctl" go.etcd.io/etcd/etcdctl/v3
+	) >"$T/etcd-build.log" 2>&1 || { tail -30 "$T/etcd-build.log" >&2; rm -rf "$b" "$dir.tmp"; return 1; }
+	rm -rf "$b" "$dir"
+	mv "$dir.tmp" "$dir"
+}
+
+[ $# -gt 0 ] || set -- etcd vault
+for tool in "$@"; do
+	case $tool in
+	vault | etcd) "$tool" ;;
+	*) echo "test-tools: unknown tool $tool (vault, etcd)" >&2; exit 2 ;;
+	esac
+done
