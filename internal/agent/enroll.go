@@ -19,6 +19,11 @@ import (
 // join token was given.
 var ErrNotEnrolled = errors.New("agent is not enrolled: give --join-token (from `coffer token create --role agent`)")
 
+// ErrNameTaken is returned when the server already has an agent of this
+// name. The join token was not used: enroll under another name (--name) or
+// remove the old agent first (coffer agent rm NAME) and run again.
+var ErrNameTaken = errors.New("an agent of this name is already enrolled")
+
 // LoadOrEnroll returns the agent's certificate from the state dir or, if it
 // has none, enrolls with the join token: a CSR for a fresh key goes to the
 // server (TLS 1.3, trusting only the pinned CA) and the signed certificate
@@ -71,6 +76,11 @@ func LoadOrEnroll(ctx context.Context, server string, caPEM []byte, stateDir, na
 			Error string `json:"error"`
 		}
 		json.Unmarshal(data, &e)
+		if resp.StatusCode == http.StatusConflict {
+			return tls.Certificate{}, fmt.Errorf("enroll %q: %w (HTTP 409): the join token was not used and still works; "+
+				"start coffer-agent with another --name, or remove the old agent with `coffer agent rm %s` first (server: %s)",
+				name, ErrNameTaken, name, e.Error)
+		}
 		return tls.Certificate{}, fmt.Errorf("enroll refused (HTTP %d): %s", resp.StatusCode, e.Error)
 	}
 	var out struct {

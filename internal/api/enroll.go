@@ -1,12 +1,15 @@
 package api
 
 import (
-	"crypto/x509"
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 
 	"coffer/internal/audit"
+	"coffer/internal/fleet"
 	"coffer/internal/identity"
+	"coffer/internal/policy"
 )
 
 // EnrollRequest is the body of POST /v1/enroll: a one-time join token, the
@@ -23,8 +26,11 @@ type EnrollResponse struct {
 	CAPEM       string `json:"ca_pem"`
 }
 
-// enroll turns a join token and a CSR into an agent certificate. The token
-// is consumed whatever happens next, so it cannot be replayed.
+// enroll turns a join token and a CSR into an agent certificate. What can
+// be checked without spending the one-time token is checked first (name,
+// CSR, the token itself, a name already enrolled); the token is then
+// consumed whatever happens next, so it cannot be replayed. The agent gets
+// the token's labels and scope.
 func (s *Server) enroll(w http.ResponseWriter, hr *http.Request) {
 	src := sourceOf(hr)
 	if wait := s.throttle.blocked(src); wait > 0 {
@@ -37,33 +43,77 @@ func (s *Server) enroll(w http.ResponseWriter, hr *http.Request) {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
-	// Check what can be checked before the one-time token is spent.
 	if err := identity.ValidateAgentName(req.Name); err != nil {
-		writeError(w, http.StatusBadRequest, "enroll: "+err.Error())
+		writeError(w, http.StatusBadRequest, "enroll: name: "+err.Error())
 		return
 	}
-	if _, err := x509.ParseCertificateRequest(req.CSR); err != nil {
-		writeError(w, http.StatusBadRequest, "enroll: csr is not a DER certificate request")
+	if err := identity.CheckAgentCSR(req.CSR); err != nil {
+		writeError(w, http.StatusBadRequest, "enroll: csr: "+err.Error())
 		return
 	}
-	tok, err := s.cfg.Tokens.ConsumeJoin(hr.Context(), req.JoinToken)
-	if err != nil {
+	ev := audit.Event{Actor: "anonymous", Action: "agent.enroll", Object: "agent:" + req.Name, Source: src}
+	unauthenticated := func() {
 		s.throttle.fail(src)
-		s.record(hr.Context(), audit.Event{Actor: "anonymous", Action: "agent.enroll", Object: "agent:" + req.Name, Result: "unauthenticated", Source: src})
+		ev.Result = "unauthenticated"
+		s.record(hr.Context(), ev)
 		writeError(w, http.StatusUnauthorized, "invalid, expired or already used join token")
+	}
+	// A bad token learns nothing, not even whether the name is taken.
+	tok, err := s.cfg.Tokens.CheckJoin(req.JoinToken)
+	if err != nil {
+		unauthenticated()
 		return
 	}
-	der, err := s.cfg.Fleet.Enroll(hr.Context(), req.Name, req.CSR, src)
-	ev := audit.Event{Actor: "token:" + tok.ID, Action: "agent.enroll", Object: "agent:" + req.Name, Result: "ok", Source: src}
-	if err != nil {
+	ev.Actor = "token:" + tok.ID
+	var admitErr error
+	admit := func(ctx context.Context) (fleet.Admission, error) {
+		t, err := s.cfg.Tokens.ConsumeJoin(ctx, req.JoinToken)
+		if err != nil {
+			admitErr = err
+			return fleet.Admission{}, err
+		}
+		tok = t
+		return fleet.Admission{Labels: t.AgentLabels, Scope: t.Scope}, nil
+	}
+	der, err := s.cfg.Fleet.Enroll(hr.Context(), req.Name, req.CSR, src, admit)
+	if admitErr != nil {
+		// Spent or revoked since CheckJoin.
+		ev.Actor = "anonymous"
+		unauthenticated()
+		return
+	}
+	code, msg := http.StatusOK, ""
+	switch {
+	case err == nil:
+		ev.Result = "ok"
+		if len(tok.AgentLabels) > 0 {
+			ev.Details = map[string]string{"labels": policy.FormatLabels(tok.AgentLabels)}
+		}
+		if tok.Scope != "" {
+			if ev.Details == nil {
+				ev.Details = map[string]string{}
+			}
+			ev.Details["scope"] = tok.Scope
+		}
+	case errors.Is(err, fleet.ErrExists):
+		ev.Result = "conflict"
+		code = http.StatusConflict
+		msg = fmt.Sprintf("enroll: an agent named %q is already enrolled; remove it first with `coffer agent rm %s`, "+
+			"or enroll this host under another name (coffer-agent --name); the join token was not used", req.Name, req.Name)
+	case errors.Is(err, identity.ErrBadCSR), errors.Is(err, identity.ErrInvalidAgentName), errors.Is(err, policy.ErrInvalid):
 		ev.Result = "invalid"
+		code, msg = http.StatusBadRequest, "enroll: "+err.Error()
+	default:
+		ev.Result = "error"
+		code, msg = http.StatusInternalServerError, "enroll failed: server error"
+		s.log.Error("enroll failed", "agent", req.Name, "err", err)
 	}
 	if aerr := s.record(hr.Context(), ev); aerr != nil {
 		writeError(w, http.StatusInternalServerError, "audit trail unavailable")
 		return
 	}
-	if err != nil {
-		writeError(w, http.StatusBadRequest, "enroll: "+err.Error())
+	if code != http.StatusOK {
+		writeError(w, code, msg)
 		return
 	}
 	writeJSON(w, http.StatusOK, EnrollResponse{Certificate: der, CAPEM: string(s.cfg.CAPEM)})

@@ -3,18 +3,24 @@ package api
 import (
 	"net/http"
 	"time"
+
+	"coffer/internal/authz"
+	"coffer/internal/fleet"
 )
 
 // AgentView is an agent with its live state.
 type AgentView struct {
-	Name       string    `json:"name"`
-	Address    string    `json:"address,omitempty"`
-	Enrolled   time.Time `json:"enrolled"`
-	LastSeen   time.Time `json:"last_seen,omitzero"`
-	Connected  bool      `json:"connected"`
-	Containers int       `json:"containers"`
+	Name       string            `json:"name"`
+	Address    string            `json:"address,omitempty"`
+	Enrolled   time.Time         `json:"enrolled"`
+	LastSeen   time.Time         `json:"last_seen,omitzero"`
+	Connected  bool              `json:"connected"`
+	Containers int               `json:"containers"`
+	Labels     map[string]string `json:"labels,omitempty"`
+	Scope      string            `json:"scope,omitempty"`
 }
 
+// listAgents lists the agents whose scope lies within the principal's.
 func (s *Server) listAgents(r *request) (int, any, error) {
 	if err := r.authorize("", ""); err != nil {
 		return 0, nil, err
@@ -29,7 +35,11 @@ func (s *Server) listAgents(r *request) (int, any, error) {
 	}
 	out := []AgentView{}
 	for _, a := range s.cfg.Fleet.List() {
-		v := AgentView{Name: a.Name, Address: a.Address, Enrolled: a.Enrolled, LastSeen: a.LastSeen, Connected: connected[a.Name], Containers: counts[a.Name]}
+		if !authz.ScopeWithin(r.p, a.Scope) {
+			continue
+		}
+		v := AgentView{Name: a.Name, Address: a.Address, Enrolled: a.Enrolled, LastSeen: a.LastSeen, Connected: connected[a.Name], Containers: counts[a.Name],
+			Labels: a.Labels, Scope: a.Scope}
 		if v.Connected {
 			v.LastSeen = time.Now().UTC()
 		}
@@ -38,12 +48,15 @@ func (s *Server) listAgents(r *request) (int, any, error) {
 	return http.StatusOK, out, nil
 }
 
+// revokeAgent removes an agent whose scope lies within the principal's; one
+// outside it is answered exactly like an unknown name.
 func (s *Server) revokeAgent(r *request) (int, any, error) {
 	name := r.PathValue("name")
 	if err := r.authorize("agent:"+name, ""); err != nil {
 		return 0, nil, err
 	}
-	if err := s.cfg.Fleet.Remove(r.Context(), name); err != nil {
+	within := func(a fleet.Agent) bool { return authz.ScopeWithin(r.p, a.Scope) }
+	if err := s.cfg.Fleet.RemoveIf(r.Context(), name, within); err != nil {
 		return 0, nil, err
 	}
 	if s.cfg.Broker != nil {

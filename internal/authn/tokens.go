@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"sort"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"coffer/internal/authz"
+	"coffer/internal/policy"
 	"coffer/internal/store"
 )
 
@@ -100,7 +102,13 @@ type CreateOptions struct {
 	Scope       string        // name prefix; normalized
 	Description string
 	CreatedBy   string
+	// AgentLabels, only for role agent, become the enrolled agent's labels.
+	AgentLabels map[string]string
 }
+
+// ErrInvalid is returned (wrapped) by Create for options that make no
+// token: a bad role, TTL or label set.
+var ErrInvalid = errors.New("invalid token options")
 
 // MaxJoinTTL bounds an agent join token's life.
 const MaxJoinTTL = 7 * 24 * time.Hour
@@ -109,17 +117,25 @@ const MaxJoinTTL = 7 * 24 * time.Hour
 // its record. Agent join tokens are one-time and must have a TTL.
 func (t *Tokens) Create(ctx context.Context, o CreateOptions) (string, Token, error) {
 	if _, err := authz.ParseRole(string(o.Role)); err != nil {
-		return "", Token{}, err
+		return "", Token{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if o.TTL < 0 {
-		return "", Token{}, fmt.Errorf("ttl %s: must not be negative", o.TTL)
+		return "", Token{}, fmt.Errorf("%w: ttl %s: must not be negative", ErrInvalid, o.TTL)
 	}
 	if o.Role == authz.Agent {
 		if o.TTL == 0 {
 			o.TTL = time.Hour
 		}
 		if o.TTL > MaxJoinTTL {
-			return "", Token{}, fmt.Errorf("ttl %s: join tokens live at most %s", o.TTL, MaxJoinTTL)
+			return "", Token{}, fmt.Errorf("%w: ttl %s: join tokens live at most %s", ErrInvalid, o.TTL, MaxJoinTTL)
+		}
+	}
+	if len(o.AgentLabels) > 0 {
+		if o.Role != authz.Agent {
+			return "", Token{}, fmt.Errorf("%w: agent_labels: only a join token (role agent) carries agent labels, not role %s", ErrInvalid, o.Role)
+		}
+		if err := policy.ValidateLabels(o.AgentLabels); err != nil {
+			return "", Token{}, fmt.Errorf("%w: agent_labels: %w", ErrInvalid, err)
 		}
 	}
 	idb := make([]byte, 8)
@@ -134,6 +150,9 @@ func (t *Tokens) Create(ctx context.Context, o CreateOptions) (string, Token, er
 	rec := Token{
 		ID: id, Role: o.Role, Scope: authz.NormalizeScope(o.Scope), Description: o.Description,
 		CreatedBy: o.CreatedBy, Created: now, OneTime: o.Role == authz.Agent, Hash: sum[:],
+	}
+	if len(o.AgentLabels) > 0 {
+		rec.AgentLabels = maps.Clone(o.AgentLabels)
 	}
 	if o.TTL > 0 {
 		rec.Expires = now.Add(o.TTL)
@@ -207,6 +226,22 @@ func (t *Tokens) Authenticate(plain string) (Token, error) {
 	return rec, nil
 }
 
+// CheckJoin checks an agent join token like ConsumeJoin but does not spend
+// it: a caller uses it to refuse a request it cannot serve before the token
+// is gone. Only ConsumeJoin admits an agent.
+func (t *Tokens) CheckJoin(plain string) (Token, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rec, err := t.lookup(plain)
+	if err == nil && rec.Role != authz.Agent {
+		err = ErrUnauthenticated
+	}
+	if err != nil {
+		return Token{}, err
+	}
+	return rec, nil
+}
+
 // ConsumeJoin checks an agent join token and marks it used, atomically: a
 // second use, even concurrent, fails.
 func (t *Tokens) ConsumeJoin(ctx context.Context, plain string) (Token, error) {
@@ -238,6 +273,14 @@ func (t *Tokens) List() []Token {
 	t.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
 	return out
+}
+
+// Lookup returns the record of token id, if there is one.
+func (t *Tokens) Lookup(id string) (Token, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rec, ok := t.byID[id]
+	return rec, ok
 }
 
 // ErrNotFound is returned by Revoke for an unknown id.

@@ -133,3 +133,68 @@ func TestBootstrap(t *testing.T) {
 		t.Fatal("second bootstrap made a token")
 	}
 }
+
+func TestJoinTokenAgentLabels(t *testing.T) {
+	ctx := context.Background()
+	tk, st := newTokens(t)
+	labels := map[string]string{"env": "prod", "zone": "eu-1"}
+	plain, rec, err := tk.Create(ctx, CreateOptions{Role: authz.Agent, Scope: "payments/*", AgentLabels: labels})
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels["env"] = "changed-by-caller"
+	if rec.AgentLabels["env"] != "prod" || rec.Scope != "payments/" {
+		t.Fatalf("record = %+v", rec)
+	}
+	// Kept in the store.
+	tk2, err := NewTokens(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// CheckJoin does not spend the token; ConsumeJoin does, once.
+	for range 2 {
+		got, err := tk2.CheckJoin(plain)
+		if err != nil || got.AgentLabels["zone"] != "eu-1" || got.Scope != "payments/" {
+			t.Fatalf("CheckJoin = %+v, %v", got, err)
+		}
+	}
+	got, err := tk2.ConsumeJoin(ctx, plain)
+	if err != nil || got.AgentLabels["env"] != "prod" {
+		t.Fatalf("ConsumeJoin = %+v, %v", got, err)
+	}
+	if _, err := tk2.ConsumeJoin(ctx, plain); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("labelled join token used twice: %v", err)
+	}
+	if _, err := tk2.CheckJoin(plain); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("CheckJoin of a used token = %v", err)
+	}
+	// A person's token is no join token, for CheckJoin either.
+	admin, _, _ := tk2.Create(ctx, CreateOptions{Role: authz.Admin})
+	if _, err := tk2.CheckJoin(admin); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("CheckJoin(admin token) = %v", err)
+	}
+}
+
+func TestCreateRefusesBadAgentLabels(t *testing.T) {
+	tk, _ := newTokens(t)
+	tests := []struct {
+		desc  string
+		o     CreateOptions
+		inMsg string
+	}{
+		{"labels on a person's token", CreateOptions{Role: authz.Operator, AgentLabels: map[string]string{"env": "prod"}}, "role agent"},
+		{"bad key", CreateOptions{Role: authz.Agent, AgentLabels: map[string]string{"bad key!": "x"}}, `"bad key!"`},
+		{"bad value", CreateOptions{Role: authz.Agent, AgentLabels: map[string]string{"env": "pr od"}}, `"env"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.desc, func(t *testing.T) {
+			_, _, err := tk.Create(context.Background(), tt.o)
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.inMsg) {
+				t.Fatalf("Create = %v, want ErrInvalid naming %s", err, tt.inMsg)
+			}
+		})
+	}
+	if n := len(tk.List()); n != 0 {
+		t.Fatalf("refused options made %d tokens", n)
+	}
+}

@@ -83,6 +83,17 @@ func Authorize(p Principal, a Action, object string) error {
 // InScope reports whether name is inside p's scope.
 func InScope(p Principal, name string) bool { return strings.HasPrefix(name, p.Scope) }
 
+// ScopeWithin reports whether scope (normalized, as on a token or an agent)
+// lies within p's scope: an unscoped principal covers every scope, a scoped
+// one covers its own scope and narrower ones, and an unscoped token or agent
+// ("" = everything) lies outside every scope.
+func ScopeWithin(p Principal, scope string) bool {
+	if p.Scope == "" {
+		return true
+	}
+	return scope != "" && strings.HasPrefix(scope, p.Scope)
+}
+
 // NormalizeScope turns "payments/*" or "payments/" or "payments" into the
 // prefix "payments/"; "" and "*" mean everything.
 func NormalizeScope(s string) string {

@@ -55,3 +55,24 @@ func TestParseRole(t *testing.T) {
 		t.Fatal("superuser accepted")
 	}
 }
+
+func TestScopeWithin(t *testing.T) {
+	tests := []struct {
+		principal, scope string
+		want             bool
+	}{
+		{"", "", true},
+		{"", "payments/", true},
+		{"payments/", "payments/", true},
+		{"payments/", "payments/eu/", true},
+		{"payments/", "", false}, // unscoped: outside every scope
+		{"payments/", "paymentsx/", false},
+		{"payments/", "pay/", false},
+		{"payments/eu/", "payments/", false},
+	}
+	for _, tt := range tests {
+		if got := ScopeWithin(Principal{Role: Admin, Scope: tt.principal}, tt.scope); got != tt.want {
+			t.Errorf("ScopeWithin(%q, %q) = %v, want %v", tt.principal, tt.scope, got, tt.want)
+		}
+	}
+}

@@ -2,22 +2,26 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"coffer/internal/policy"
 )
 
 type tokenInfo struct {
-	Token       string    `json:"token,omitempty"`
-	ID          string    `json:"id"`
-	Role        string    `json:"role"`
-	Scope       string    `json:"scope,omitempty"`
-	Description string    `json:"description,omitempty"`
-	CreatedBy   string    `json:"created_by"`
-	Created     time.Time `json:"created"`
-	Expires     time.Time `json:"expires,omitzero"`
-	OneTime     bool      `json:"one_time,omitempty"`
-	Used        bool      `json:"used,omitempty"`
+	Token       string            `json:"token,omitempty"`
+	ID          string            `json:"id"`
+	Role        string            `json:"role"`
+	Scope       string            `json:"scope,omitempty"`
+	Description string            `json:"description,omitempty"`
+	CreatedBy   string            `json:"created_by"`
+	Created     time.Time         `json:"created"`
+	Expires     time.Time         `json:"expires,omitzero"`
+	OneTime     bool              `json:"one_time,omitempty"`
+	AgentLabels map[string]string `json:"agent_labels,omitempty"`
+	Used        bool              `json:"used,omitempty"`
 }
 
 func newTokenCmd(c *conn) *cobra.Command {
@@ -28,7 +32,7 @@ func newTokenCmd(c *conn) *cobra.Command {
 
 func newTokenCreateCmd(c *conn) *cobra.Command {
 	var o output
-	var role, scope, desc string
+	var role, scope, desc, agentLabels string
 	var ttl time.Duration
 	cmd := &cobra.Command{
 		Use:   "create --role ROLE",
@@ -36,10 +40,16 @@ func newTokenCreateCmd(c *conn) *cobra.Command {
 		Long: `Create a token. Roles: admin (everything), operator (secrets and bindings),
 auditor (audit trail and metadata), viewer (metadata), agent (a one-time join
 token for enrolling a coffer-agent; default TTL 1h). --scope limits a token to
-names under a prefix. The token is printed once, alone on stdout; only its
-hash is kept.`,
+names under a prefix; a scoped token creates tokens only within its scope, and
+its join tokens get its scope when --scope is not given. The agent enrolled
+with a join token inherits the token's scope: it receives no secret outside
+it. --agent-labels (role agent only) gives that agent labels, which bindings
+with a host selector match; they are bound into its certificate and the agent
+cannot change them. The token is printed once, alone on stdout; only its hash
+is kept.`,
 		Example: `  coffer token create --role operator --scope 'payments/*' --ttl 720h
   coffer token create --role agent --ttl 1h
+  coffer token create --role agent --agent-labels env=prod,zone=eu-1 --scope 'payments/*'
   coffer token create --role auditor -o json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -49,13 +59,23 @@ hash is kept.`,
 			if role == "" {
 				return usageError(fmt.Errorf("--role is required: admin, operator, auditor, viewer or agent"))
 			}
+			req := map[string]any{"role": role, "scope": scope, "description": desc}
+			if cmd.Flags().Changed("agent-labels") {
+				if role != "agent" {
+					return usageError(fmt.Errorf("--agent-labels: only for --role agent (a join token)"))
+				}
+				ls, err := policy.ParseLabels(agentLabels)
+				if err != nil {
+					return usageError(fmt.Errorf("--agent-labels: %s", strings.TrimPrefix(err.Error(), policy.ErrInvalid.Error()+": ")))
+				}
+				req["agent_labels"] = ls
+			}
+			if ttl > 0 {
+				req["ttl"] = ttl.String()
+			}
 			cl, err := c.client()
 			if err != nil {
 				return err
-			}
-			req := map[string]string{"role": role, "scope": scope, "description": desc}
-			if ttl > 0 {
-				req["ttl"] = ttl.String()
 			}
 			var t tokenInfo
 			if err := cl.do("POST", "/v1/tokens", req, &t); err != nil {
@@ -72,6 +92,7 @@ hash is kept.`,
 	cmd.Flags().DurationVar(&ttl, "ttl", 0, "lifetime, e.g. 1h, 720h (default: none; agent: 1h)")
 	cmd.Flags().StringVar(&scope, "scope", "", "limit to names under this prefix, e.g. payments/*")
 	cmd.Flags().StringVar(&desc, "description", "", "what the token is for")
+	cmd.Flags().StringVar(&agentLabels, "agent-labels", "", "role agent: the enrolled agent's labels, e.g. env=prod,zone=eu-1")
 	cmd.Flags().StringVarP(&o.format, "output", "o", "table", "table (token alone) or json")
 	return cmd
 }
@@ -80,7 +101,7 @@ func newTokenLsCmd(c *conn) *cobra.Command {
 	var o output
 	cmd := &cobra.Command{
 		Use:     "ls",
-		Short:   "List tokens (never the tokens themselves)",
+		Short:   "List tokens within your token's scope (never the tokens themselves)",
 		Example: "  coffer token ls -o json",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -100,9 +121,9 @@ func newTokenLsCmd(c *conn) *cobra.Command {
 				} else if !t.Expires.IsZero() && time.Now().After(t.Expires) {
 					state = "expired"
 				}
-				rows = append(rows, []string{t.ID, t.Role, dash(t.Scope), exp, state, dash(t.Description)})
+				rows = append(rows, []string{t.ID, t.Role, dash(t.Scope), dash(policy.FormatLabels(t.AgentLabels)), exp, state, dash(t.Description)})
 			}
-			return o.print(cmd.OutOrStdout(), ts, []string{"ID", "ROLE", "SCOPE", "EXPIRES", "STATE", "DESCRIPTION"}, rows)
+			return o.print(cmd.OutOrStdout(), ts, []string{"ID", "ROLE", "SCOPE", "AGENT LABELS", "EXPIRES", "STATE", "DESCRIPTION"}, rows)
 		},
 	}
 	o.flag(cmd)

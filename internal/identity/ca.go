@@ -140,19 +140,40 @@ func createCA(dir, certPath, keyPath string, now time.Time) (*CA, error) {
 
 // SignAgentCSR issues a client certificate for agent agentName to the key
 // of the certificate request csrDER (DER), valid for ttl (DefaultAgentCertTTL
-// when ttl <= 0; never past the CA's own expiry). It checks the request's
-// signature and key type (ECDSA P-256 or Ed25519) and ignores everything
-// else it asks for: the certificate has common name "coffer-agent:<name>",
-// the single URI SAN coffer://agent/<name>, client-auth usage only, a
-// random 128-bit serial number, and starts one minute in the past.
+// when ttl <= 0; never past the CA's own expiry), with no labels. See
+// SignAgent.
 func (ca *CA) SignAgentCSR(csrDER []byte, agentName string, ttl time.Duration) (certDER []byte, err error) {
-	return ca.signAgentCSR(csrDER, agentName, ttl, time.Now())
+	return ca.signAgent(csrDER, AgentCertOptions{Name: agentName, TTL: ttl}, time.Now())
 }
 
-func (ca *CA) signAgentCSR(csrDER []byte, name string, ttl time.Duration, now time.Time) ([]byte, error) {
-	if err := ValidateAgentName(name); err != nil {
-		return nil, err
-	}
+// AgentCertOptions is what the CA puts into an agent certificate besides
+// the request's public key.
+type AgentCertOptions struct {
+	Name   string            // the agent's name (ValidateAgentName)
+	Labels map[string]string // the agent's labels, from the fleet record; nil: none
+	TTL    time.Duration     // <= 0: DefaultAgentCertTTL; never past the CA's expiry
+}
+
+// SignAgent issues a client certificate to the key of the certificate
+// request csrDER (DER). It checks the request (CheckAgentCSR) and ignores
+// everything else it asks for: the certificate has common name
+// "coffer-agent:<name>", the single URI SAN coffer://agent/<name>,
+// client-auth usage only, a random 128-bit serial number, starts one minute
+// in the past, and carries o.Labels (if any) as described in the package
+// documentation, never labels from the request.
+func (ca *CA) SignAgent(csrDER []byte, o AgentCertOptions) (certDER []byte, err error) {
+	return ca.signAgent(csrDER, o, time.Now())
+}
+
+// CheckAgentCSR checks a certificate request the way the CA does before it
+// signs one: it parses, its signature is good, and its key is ECDSA P-256 or
+// Ed25519. Errors wrap ErrBadCSR.
+func CheckAgentCSR(csrDER []byte) error {
+	_, err := parseAgentCSR(csrDER)
+	return err
+}
+
+func parseAgentCSR(csrDER []byte) (*x509.CertificateRequest, error) {
 	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadCSR, err)
@@ -169,6 +190,26 @@ func (ca *CA) signAgentCSR(csrDER []byte, name string, ttl time.Duration, now ti
 	default:
 		return nil, fmt.Errorf("%w: key type %T refused, use ECDSA P-256 or Ed25519", ErrBadCSR, csr.PublicKey)
 	}
+	return csr, nil
+}
+
+func (ca *CA) signAgentCSR(csrDER []byte, name string, ttl time.Duration, now time.Time) ([]byte, error) {
+	return ca.signAgent(csrDER, AgentCertOptions{Name: name, TTL: ttl}, now)
+}
+
+func (ca *CA) signAgent(csrDER []byte, o AgentCertOptions, now time.Time) ([]byte, error) {
+	if err := ValidateAgentName(o.Name); err != nil {
+		return nil, err
+	}
+	csr, err := parseAgentCSR(csrDER)
+	if err != nil {
+		return nil, err
+	}
+	ext, hasLabels, err := labelsExtension(o.Labels)
+	if err != nil {
+		return nil, err
+	}
+	ttl := o.TTL
 	if ttl <= 0 {
 		ttl = DefaultAgentCertTTL
 	}
@@ -176,9 +217,12 @@ func (ca *CA) signAgentCSR(csrDER []byte, name string, ttl time.Duration, now ti
 	if err != nil {
 		return nil, err
 	}
-	tmpl.Subject = pkix.Name{CommonName: agentCNPrefix + name}
-	tmpl.URIs = []*url.URL{agentURI(name)}
+	tmpl.Subject = pkix.Name{CommonName: agentCNPrefix + o.Name}
+	tmpl.URIs = []*url.URL{agentURI(o.Name)}
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	if hasLabels {
+		tmpl.ExtraExtensions = []pkix.Extension{ext}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, csr.PublicKey, ca.Key)
 	if err != nil {
 		return nil, fmt.Errorf("sign agent certificate: %w", err)

@@ -242,6 +242,9 @@ func TestSignAgentCSRKeysAndErrors(t *testing.T) {
 		{"empty name", good, "", ErrInvalidAgentName},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if err := CheckAgentCSR(tc.csr); (tc.wantErr == ErrBadCSR) != errors.Is(err, ErrBadCSR) {
+				t.Fatalf("CheckAgentCSR = %v, want ErrBadCSR %v", err, tc.wantErr == ErrBadCSR)
+			}
 			der, err := ca.SignAgentCSR(tc.csr, tc.agent, 0)
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) {

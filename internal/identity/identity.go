@@ -7,10 +7,34 @@
 // The CA ([LoadOrCreateCA]) is an ECDSA P-256 key and a self-signed
 // certificate valid for ten years, kept in the server's data directory. It
 // signs the server certificate ([CA.LoadOrIssueServerCert]) and agent
-// certificates ([CA.SignAgentCSR]). An agent certificate names the agent in a
-// URI SAN, coffer://agent/<name>, and is good for client authentication
-// only; the CA sets every name and extension itself and ignores what the
+// certificates ([CA.SignAgent], [CA.SignAgentCSR]). An agent certificate
+// names the agent in a URI SAN, coffer://agent/<name>, and is good for
+// client authentication only; the CA sets every name and extension itself and ignores what the
 // certificate request asks for.
+//
+// # Agent labels
+//
+// An agent certificate also carries the labels an admin gave the agent (on
+// its join token; the server keeps them in the fleet record and signs
+// every renewal with the record's labels, never with anything from the
+// request). They sit in the standard subjectDirectoryAttributes extension
+// (OID 2.5.29.9, RFC 5280 section 4.2.1.8, non-critical) as one attribute of
+// type [AgentLabelsOID], 2.25.150156205370609841510767535883487399430.1:
+// Coffer's arc under 2.25 (ITU-T X.667: the UUID
+// 70f70881-7dcb-45cb-95f2-ba222d79ce06 read as an integer, which needs no
+// registration), element 1. The attribute has one value:
+//
+//	AgentLabels ::= SEQUENCE SIZE (1..64) OF SEQUENCE {
+//	    key   UTF8String,   -- strictly ascending, non-empty
+//	    value UTF8String }
+//
+// An agent without labels gets no such extension. The attribute type, and
+// not a private extension of that OID, is there because Go's crypto/x509
+// refuses to parse any certificate with an extension OID arc of 2^31 or more
+// ("malformed extension OID field"), and every UUID arc is larger; inside
+// the extension's value the OID is ours to read. [AgentLabels] reads the
+// labels back; the fleet refuses a certificate whose labels differ from the
+// record.
 //
 // # TLS
 //
