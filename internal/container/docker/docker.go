@@ -151,10 +151,14 @@ func (r *Runtime) Inspect(ctx context.Context, id string) (container.Info, error
 			info.ImageLabels = map[string]string{}
 		}
 	default:
-		return container.Info{}, fmt.Errorf("docker: inspect %s: image %s: %w", id, c.Image, err)
+		return container.Info{}, fmt.Errorf("docker: inspect %s: %w %s: %w", id, errImage, c.Image, err)
 	}
 	return info, nil
 }
+
+// errImage marks a failure to read a container's image (not its absence):
+// the container cannot be reported, but other containers can.
+var errImage = errors.New("image")
 
 // isNotFound uses the error vocabulary the Docker client itself returns.
 func isNotFound(err error) bool { return cerrdefs.IsNotFound(err) }
@@ -211,6 +215,12 @@ func (r *Runtime) list(ctx context.Context) ([]container.Info, error) {
 		if err != nil {
 			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrNotRunning) {
 				continue // gone since the list; its events follow
+			}
+			if errors.Is(err, errImage) && ctx.Err() == nil {
+				// Never reported with labels that were not split; the
+				// next list tries again.
+				r.log.Warn("skipping container: cannot read its image's labels", "id", c.ID, "err", err)
+				continue
 			}
 			return nil, err
 		}
