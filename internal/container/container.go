@@ -6,10 +6,24 @@ package container
 import "context"
 
 // Info identifies one container. Every field comes from the runtime.
+//
+// Labels and ImageLabels are kept apart because they are chosen by different
+// people: Labels by whoever ran the container (the operator), ImageLabels by
+// whoever built the image, who may be a third party. Only Labels may decide
+// what a container is given (bindings, an agent's --only-labels).
+//
+// Docker merges an image's labels into its containers' (Config.Labels), so
+// the Docker runtime computes Labels as the merged set minus the labels the
+// image carries with the same value: a `--label` with an image label's key
+// but another value is the operator's and stays; one with the same key and
+// the same value cannot be told from the image's and counts as the image's
+// (an operator who needs it must pick a value the image does not carry). If
+// the image is gone (deleted after the container was created), nothing can
+// be told apart: Labels is empty and ImageLabels holds the merged set.
 type Info struct {
 	ID          string            // full runtime id
 	Name        string            // name without a leading '/'
-	Labels      map[string]string // the container's own labels (docker run --label), without the image's
+	Labels      map[string]string // the container's own labels (docker run --label), without the image's; never nil from a runtime
 	ImageLabels map[string]string // labels baked into the image (LABEL); chosen by the image's author
 	Image       string            // image reference as the container was created, e.g. "registry/x:1.2"
 	ImageDigest string            // "sha256:..." of the image (config digest or repo digest)

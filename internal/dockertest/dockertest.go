@@ -175,6 +175,43 @@ func (e *Env) Image(t testing.TB) string {
 	return ImageRef
 }
 
+// BuildImage builds image ref FROM the local busybox image (Image) with
+// the given LABELs, using the engine's classic builder (nothing is pulled),
+// and removes it when the test ends (after the test's containers, which
+// were started later). It returns the image id.
+func (e *Env) BuildImage(t testing.TB, ref string, labels map[string]string) string {
+	t.Helper()
+	base := e.Image(t)
+	var df strings.Builder
+	fmt.Fprintf(&df, "FROM %s\n", base)
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		fmt.Fprintf(&df, "LABEL %s=%s\n", strconv.Quote(k), strconv.Quote(labels[k]))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	args := []string{"build", "-q", "-t", ref, "-"}
+	if e.Host != "" {
+		args = append([]string{"-H", e.Host}, args...)
+	}
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	// The classic builder: BuildKit may be absent, and it never needs to
+	// pull for a local FROM.
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	cmd.Stdin = strings.NewReader(df.String())
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	t.Cleanup(func() {
+		if _, err := e.Docker(t, "rmi", ref); err != nil && !strings.Contains(err.Error(), "No such image") {
+			t.Logf("dockertest: remove image %s: %v", ref, err)
+		}
+	})
+	if err != nil {
+		t.Fatalf("dockertest: build %s: %v: %s", ref, err, strings.TrimSpace(stderr.String()))
+	}
+	return strings.TrimSpace(stdout.String())
+}
+
 func busyboxTar() ([]byte, error) {
 	bin, err := os.ReadFile(busyboxPath)
 	if err != nil {

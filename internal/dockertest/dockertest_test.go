@@ -1,6 +1,8 @@
 package dockertest_test
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -49,5 +51,25 @@ func TestDaemonRestart(t *testing.T) {
 	}
 	if pid <= 0 || pid == c.PID {
 		t.Fatalf("after restart pid = %d (before %d), want a new running process", pid, c.PID)
+	}
+}
+
+func TestBuildImageWithLabels(t *testing.T) {
+	env := dockertest.Require(t)
+	ref := fmt.Sprintf("coffer-test/labelled-kit-%d:1", os.Getpid())
+	id := env.BuildImage(t, ref, map[string]string{"app": "payments", "org.example/with space": "a b"})
+	if !strings.HasPrefix(id, "sha256:") {
+		t.Fatalf("BuildImage id = %q", id)
+	}
+	got, err := env.Docker(t, "image", "inspect", "--format", `{{json .Config.Labels}}`, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != `{"app":"payments","org.example/with space":"a b"}` {
+		t.Fatalf("image labels = %s", got)
+	}
+	c := env.Run(t, dockertest.RunOpts{Image: ref})
+	if out, err := env.Exec(t, c.ID, "true"); err != nil {
+		t.Fatalf("container of the built image: %q %v", out, err)
 	}
 }

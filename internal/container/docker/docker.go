@@ -9,6 +9,11 @@
 // reconnects with exponential backoff and jitter, lists again and sends a new
 // Synced. Every Info field comes from the engine (list, inspect, events),
 // never from inside a container.
+//
+// Info.Labels holds only the container's own labels: Docker merges the
+// image's labels into the container's, and Inspect takes out those the image
+// carries with the same value, found by an image inspect of the container's
+// image id (cached per id, bounded). See container.Info.
 package docker
 
 import (
@@ -16,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"strings"
 	"time"
@@ -56,9 +62,10 @@ type Config struct {
 
 // Runtime watches and inspects Docker containers.
 type Runtime struct {
-	cfg Config
-	log *slog.Logger
-	cli *client.Client
+	cfg    Config
+	log    *slog.Logger
+	cli    *client.Client
+	images imageLabelCache // labels of image ids
 }
 
 var _ container.Runtime = (*Runtime)(nil)
@@ -104,6 +111,9 @@ func (r *Runtime) APIVersion() string { return r.cli.ClientVersion() }
 
 // Inspect implements container.Runtime. It returns ErrNotFound or
 // ErrNotRunning (wrapped) for a container that does not exist or does not run.
+// When the container's image is gone, Labels is empty, ImageLabels holds all
+// of Config.Labels and a warning is logged; any other failure to inspect the
+// image is an error.
 func (r *Runtime) Inspect(ctx context.Context, id string) (container.Info, error) {
 	res, err := r.cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
@@ -122,15 +132,33 @@ func (r *Runtime) Inspect(ctx context.Context, id string) (container.Info, error
 		ImageDigest: c.Image,
 		PID:         c.State.Pid,
 	}
+	var merged map[string]string // the container's and its image's labels
 	if c.Config != nil {
 		info.Image = c.Config.Image
-		info.Labels = c.Config.Labels
+		merged = c.Config.Labels
 	}
-	if info.Labels == nil {
-		info.Labels = map[string]string{}
+	image, err := r.imageLabels(ctx, c.Image)
+	switch {
+	case err == nil:
+		info.Labels, info.ImageLabels = ownLabels(merged, image), image
+	case isNotFound(err):
+		// The image was deleted: the merged labels can no longer be told
+		// apart, so none of them is proven to be the operator's.
+		r.log.Warn("image of container is gone: its labels cannot be told from the container's own; treating them all as image labels",
+			"container", c.ID, "image", c.Image)
+		info.Labels, info.ImageLabels = map[string]string{}, maps.Clone(merged)
+		if info.ImageLabels == nil {
+			info.ImageLabels = map[string]string{}
+		}
+	default:
+		return container.Info{}, fmt.Errorf("docker: inspect %s: %w %s: %w", id, errImage, c.Image, err)
 	}
 	return info, nil
 }
+
+// errImage marks a failure to read a container's image (not its absence):
+// the container cannot be reported, but other containers can.
+var errImage = errors.New("image")
 
 // isNotFound uses the error vocabulary the Docker client itself returns.
 func isNotFound(err error) bool { return cerrdefs.IsNotFound(err) }
@@ -187,6 +215,12 @@ func (r *Runtime) list(ctx context.Context) ([]container.Info, error) {
 		if err != nil {
 			if errors.Is(err, ErrNotFound) || errors.Is(err, ErrNotRunning) {
 				continue // gone since the list; its events follow
+			}
+			if errors.Is(err, errImage) && ctx.Err() == nil {
+				// Never reported with labels that were not split; the
+				// next list tries again.
+				r.log.Warn("skipping container: cannot read its image's labels", "id", c.ID, "err", err)
+				continue
 			}
 			return nil, err
 		}

@@ -35,7 +35,9 @@ func New() *Runtime {
 }
 
 // Start marks info as running (replacing a container of the same ID) and
-// sends a Started event to every watcher.
+// sends a Started event to every watcher. info is kept as given: Labels are
+// the container's own and ImageLabels its image's, already apart (the fake
+// does not merge them as Docker does).
 func (r *Runtime) Start(info container.Info) {
 	info = clone(info)
 	r.mu.Lock()
@@ -148,8 +150,11 @@ func (r *Runtime) broadcast(ev container.Event) {
 	}
 }
 
+// clone copies info's maps, so neither a caller nor a watcher can change
+// another's (or the runtime's) labels.
 func clone(info container.Info) container.Info {
 	info.Labels = maps.Clone(info.Labels)
+	info.ImageLabels = maps.Clone(info.ImageLabels)
 	return info
 }
 

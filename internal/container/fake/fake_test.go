@@ -134,3 +134,31 @@ func TestWatchCanceledContext(t *testing.T) {
 		t.Fatal("Watch with a done context succeeded")
 	}
 }
+
+func TestImageLabelsCarriedApartAndCopied(t *testing.T) {
+	rt := fake.New()
+	in := container.Info{ID: "a", PID: 1,
+		Labels:      map[string]string{"app": "web"},
+		ImageLabels: map[string]string{"app": "payments", "org.opencontainers.image.title": "x"}}
+	rt.Start(in)
+	in.ImageLabels["app"] = "changed by the caller"
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, err := rt.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := next(t, ch)
+	if ev.Info.Labels["app"] != "web" || ev.Info.ImageLabels["app"] != "payments" || len(ev.Info.ImageLabels) != 2 {
+		t.Fatalf("Started info = %+v", ev.Info)
+	}
+	ev.Info.ImageLabels["app"] = "changed by a watcher"
+	got, err := rt.Inspect(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ImageLabels["app"] != "payments" || got.Labels["app"] != "web" {
+		t.Fatalf("Inspect = %+v: labels shared with a caller", got)
+	}
+}

@@ -58,8 +58,8 @@ func (d *Deliverer) Close() error {
 }
 
 // Apply implements deliver.Deliverer. Its errors wrap ErrContainerGone,
-// ErrUnsafePath, ErrInvalid, ErrHelper or deliver.ErrNoSwapProtection, or
-// carry the failed operation (e.g. a read-only root, a full tmpfs). When
+// ErrUnsafePath, ErrSharedTmpfs, ErrInvalid, ErrHelper or
+// deliver.ErrNoSwapProtection, or carry the failed operation (e.g. a read-only root, a full tmpfs). When
 // ctx ends first, Apply returns ctx's error while the helper finishes the
 // request (the next Apply for the container waits for it).
 func (d *Deliverer) Apply(ctx context.Context, c container.Info, want []secret.File) error {
@@ -129,6 +129,9 @@ func (d *Deliverer) result(c container.Info, r *response) error {
 	case codeUnsafePath:
 		sentinel = ErrUnsafePath
 		log.Warn("refusing to deliver into an unsafe path", "dir", d.cfg.Dir, "reason", r.Message)
+	case codeShared:
+		sentinel = ErrSharedTmpfs
+		log.Error("refusing to deliver into a tmpfs other containers or the host can read", "dir", d.cfg.Dir, "reason", r.Message)
 	case codeInvalid:
 		sentinel = ErrInvalid
 	default:

@@ -42,6 +42,8 @@ type helperState struct {
 	wmu   sync.Mutex
 	locks keyedMutex
 	pid   int
+	// agentPID is the helper's parent, the agent (the helper dies with it).
+	agentPID int
 
 	swapMu sync.Mutex
 	swap   bool
@@ -56,7 +58,7 @@ func runHelper(conn *os.File) int {
 		fmt.Fprintf(os.Stderr, "coffer-deliver-helper: open /proc: %v\n", err)
 		return 1
 	}
-	h := &helperState{conn: conn, proc: proc, pid: os.Getpid()}
+	h := &helperState{conn: conn, proc: proc, pid: os.Getpid(), agentPID: os.Getppid()}
 	h.send(&response{Code: codeOK, Message: "ready"})
 
 	sem := make(chan struct{}, maxConcurrent)
@@ -183,8 +185,12 @@ func (h *helperState) apply(req *request, flags *uint8) (written, removed int, e
 		return 0, 0, fmt.Errorf("setns into mount namespace of %d: %w", pid, err)
 	}
 	// The container's mount table, read through the host's /proc (the fd
-	// works from any namespace) only when a decision needs it.
+	// works from any namespace) only when a decision needs it, once.
+	var table []*mountinfo.Info
 	mounts := func() ([]*mountinfo.Info, error) {
+		if table != nil {
+			return table, nil
+		}
 		mi, err := readAt(h.proc, strconv.Itoa(pid)+"/mountinfo", 8<<20)
 		if err != nil {
 			return nil, fail(codeGone, "process %d: %v", pid, err)
@@ -193,17 +199,47 @@ func (h *helperState) apply(req *request, flags *uint8) (written, removed int, e
 		if err != nil {
 			return nil, fmt.Errorf("mountinfo of %d: %w", pid, err)
 		}
+		table = m
 		return m, nil
 	}
-	dirfd, err := openTarget(req, mounts, swapOn, flags)
+	private := func(target *mountinfo.Info) error {
+		others, err := h.otherNamespaces(req.Dir, pid, target.Major, target.Minor)
+		if err != nil {
+			return err
+		}
+		return sharedTmpfs(req.Dir, target, others)
+	}
+	dirfd, err := openTarget(req, mounts, private, swapOn, flags)
 	if errors.Is(err, errNoTarget) {
 		return 0, 0, nil // nothing wanted and nothing there: touch nothing
+	}
+	var shared *sharedError
+	if errors.As(err, &shared) {
+		return 0, 0, h.revokeShared(req, mounts, swapOn, flags, shared)
 	}
 	if err != nil {
 		return 0, 0, err
 	}
 	defer unix.Close(dirfd)
 	return syncFiles(dirfd, req, h.pid, flags)
+}
+
+// revokeShared answers a request refused because its target is a shared
+// tmpfs: nothing is written, and files Coffer put there earlier (an older
+// agent did not check) are removed, as an Apply that wants no file would.
+// It returns the refusal.
+func (h *helperState) revokeShared(req *request, mounts func() ([]*mountinfo.Info, error), swapOn bool, flags *uint8, refusal *sharedError) error {
+	none := *req
+	none.Files = nil
+	fd, err := openTarget(&none, mounts, nil, swapOn, flags)
+	if err != nil {
+		return refusal
+	}
+	defer unix.Close(fd)
+	if _, removed, err := syncFiles(fd, &none, h.pid, flags); err == nil && removed > 0 {
+		refusal.msg += fmt.Sprintf(" (%d file(s) Coffer had put there were removed)", removed)
+	}
+	return refusal
 }
 
 // swapCacheFor is how long a reading of /proc/swaps is trusted.
@@ -252,8 +288,10 @@ var errNoTarget = errors.New("no target")
 
 // openTarget opens the tmpfs at req.Dir, mounting one if needed. An Apply
 // that wants no file never creates or mounts anything: a container that is
-// bound to nothing gets nothing, not even an empty mount.
-func openTarget(req *request, mounts func() ([]*mountinfo.Info, error), swapOn bool, flags *uint8) (int, error) {
+// bound to nothing gets nothing, not even an empty mount. An existing tmpfs
+// is written to only if private accepts its mount (a *sharedError
+// otherwise); an Apply that wants no file only removes, and skips that check.
+func openTarget(req *request, mounts func() ([]*mountinfo.Info, error), private func(*mountinfo.Info) error, swapOn bool, flags *uint8) (int, error) {
 	empty := len(req.Files) == 0
 	tfd, err := walkDir(req.Dir, !empty)
 	if empty && errors.Is(err, unix.ENOENT) {
@@ -276,13 +314,23 @@ func openTarget(req *request, mounts func() ([]*mountinfo.Info, error), swapOn b
 
 	if sfs.Type == unix.TMPFS_MAGIC && mountRoot {
 		// Already a tmpfs (ours from an earlier Apply, or the container's
-		// own --tmpfs): use it, unless swap could take its pages.
-		if swapOn {
+		// own --tmpfs): use it, unless other namespaces see it or swap
+		// could take its pages.
+		if !empty || swapOn {
 			all, err := mounts()
 			if err != nil {
 				return -1, err
 			}
-			if mnt := findMount(all, int(stx.Mnt_id)); mnt == nil || !hasOption(mnt.VFSOptions, "noswap") {
+			mnt := findMount(all, int(stx.Mnt_id))
+			if mnt == nil {
+				return -1, fmt.Errorf("mount %d at %s not in the container's mountinfo", stx.Mnt_id, req.Dir)
+			}
+			if !empty {
+				if err := private(mnt); err != nil {
+					return -1, err
+				}
+			}
+			if swapOn && !hasOption(mnt.VFSOptions, "noswap") {
 				return -1, fail(codeNoSwap, "%s is a tmpfs without noswap and swap is on", req.Dir)
 			}
 		}

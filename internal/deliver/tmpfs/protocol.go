@@ -50,6 +50,7 @@ const (
 	codeUnsafePath
 	codeInvalid
 	codeFailed
+	codeShared // the target is a tmpfs other namespaces see
 )
 
 // Response flags.

@@ -23,8 +23,12 @@
 // and checks its cgroup names the container id, so a reused pid is refused
 // (ErrContainerGone). Inside, it walks the target path from the container's
 // root without following symlinks (openat2 RESOLVE_NO_SYMLINKS), creating
-// missing directories; if the target is already a tmpfs mount it is used,
-// otherwise a new tmpfs is attached by fd (fsopen, fsmount, move_mount). If
+// missing directories; if the target is already a tmpfs mount it is used
+// when it is private to the container (its filesystem is mounted neither in
+// the runtime's, the host's nor the agent's mount namespace, and it has no
+// propagation peers), refused with ErrSharedTmpfs otherwise (a shared named
+// volume, a host tmpfs bind-mounted in); with no tmpfs there, a new one is
+// attached by fd (fsopen, fsmount, move_mount). If
 // the kernel rejects noswap, the mount goes ahead only while no swap is
 // active (with a warning) and fails closed with deliver.ErrNoSwapProtection
 // otherwise. It never falls back to a directory on disk. Files are written
@@ -48,6 +52,11 @@ var (
 	// ErrUnsafePath: the target path holds a symlink or non-directory, or
 	// sits on a shared mount; nothing was written.
 	ErrUnsafePath = errors.New("unsafe target path")
+	// ErrSharedTmpfs: the target is a tmpfs that is not private to the
+	// container (a shared named volume, a bind mount of a host tmpfs): the
+	// host or other containers could read what is written there, so
+	// nothing was written.
+	ErrSharedTmpfs = errors.New("target is a shared tmpfs")
 	// ErrInvalid: bad input (file names, modes, sizes, container id or pid).
 	ErrInvalid = errors.New("invalid delivery request")
 	// ErrHelper: the helper process failed or died; the request may be
