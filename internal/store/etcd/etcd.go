@@ -68,6 +68,10 @@ var (
 	// answer within Config.DialTimeout: wrong or unreachable endpoints, TLS
 	// refused, no quorum. The message names the endpoints and the cause.
 	ErrUnavailable = errors.New("etcd is unavailable")
+	// ErrDenied is returned (wrapped) by Open when etcd answers but refuses
+	// access to the prefix (etcd's auth is on and the user of the client
+	// certificate has no readwrite role on "<prefix>/").
+	ErrDenied = errors.New("etcd denied access")
 	// ErrConflict is returned (wrapped) by Update when concurrent writers
 	// kept invalidating its reads Config.MaxRetries times in a row.
 	ErrConflict = errors.New("update kept conflicting with concurrent updates")
@@ -153,6 +157,10 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("etcd store %s: %w", eps, ctx.Err())
 		}
+		if isDenied(err) {
+			return nil, fmt.Errorf("etcd store %s: %w to %q: %v (give the etcd user of cert_file a role with readwrite on prefix %q)",
+				eps, ErrDenied, b.root, err, b.root)
+		}
 		msg := fmt.Sprintf("etcd store %s: %%w: no answer within %s: %v", eps, cfg.DialTimeout, cause(err))
 		for _, h := range hints {
 			if h != "" {
@@ -165,6 +173,16 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf(msg, ErrUnavailable)
 	}
 	return b, nil
+}
+
+func isDenied(err error) bool {
+	for _, e := range []error{rpctypes.ErrPermissionDenied, rpctypes.ErrUserEmpty, rpctypes.ErrAuthFailed,
+		rpctypes.ErrUserNotFound, rpctypes.ErrInvalidAuthToken, rpctypes.ErrAuthOldRevision} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return status.Code(err) == codes.PermissionDenied || status.Code(err) == codes.Unauthenticated
 }
 
 // cause simplifies the gRPC errors of a failed first contact.

@@ -105,6 +105,9 @@ func TestPrefixesIsolated(t *testing.T) {
 	if got := list(t, a, "b"); got != "b/x=from-a" {
 		t.Fatalf("List b in a = %q", got)
 	}
+	if got := list(t, a, "\xff"); got != "" {
+		t.Fatalf("List past every key of a = %q", got)
+	}
 	if v, err := get(t, ab, "k"); err != nil || v != "from-ab" {
 		t.Fatalf("Get k in ab = %q, %v", v, err)
 	}
