@@ -161,16 +161,20 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 			return nil, fmt.Errorf("etcd store %s: %w to %q: %v (give the etcd user of cert_file a role with readwrite on prefix %q)",
 				eps, ErrDenied, b.root, err, b.root)
 		}
-		msg := fmt.Sprintf("etcd store %s: %%w: no answer within %s: %v", eps, cfg.DialTimeout, cause(err))
 		for _, h := range hints {
 			if h != "" {
 				bad = append(bad, h)
 			}
 		}
+		detail := ""
 		if len(bad) > 0 {
-			msg += " (" + strings.ReplaceAll(strings.Join(bad, "; "), "%", "%%") + ")"
+			detail = " (" + strings.Join(bad, "; ") + ")"
 		}
-		return nil, fmt.Errorf(msg, ErrUnavailable)
+		what := "first read failed"
+		if errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
+			what = "no answer within " + cfg.DialTimeout.String()
+		}
+		return nil, fmt.Errorf("etcd store %s: %w: %s: %v%s", eps, ErrUnavailable, what, cause(err), detail)
 	}
 	return b, nil
 }

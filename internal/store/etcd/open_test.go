@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,11 +40,16 @@ func TestOpenUnreachable(t *testing.T) {
 		}
 	}()
 
+	notEtcd := httptest.NewServer(http.NotFoundHandler()) // a web server, not etcd
+	defer notEtcd.Close()
+
 	for _, tc := range []struct {
 		name string
 		cfg  Config
 		want []string // all in the error
 	}{
+		{"not etcd", Config{Endpoints: []string{notEtcd.URL}, DialTimeout: 2 * time.Second},
+			[]string{notEtcd.URL, "etcd is unavailable"}},
 		{"closed port", Config{Endpoints: []string{"http://" + closed}},
 			[]string{"http://" + closed, "connection refused"}},
 		{"silent port", Config{Endpoints: []string{"http://" + silent.Addr().String()}, DialTimeout: time.Second},
