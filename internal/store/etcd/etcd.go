@@ -249,8 +249,9 @@ func (b *Backend) Update(ctx context.Context, fn func(store.Tx) error) error {
 		if attempt >= b.cfg.MaxRetries {
 			return fmt.Errorf("etcd store: %w: gave up after %d attempts", ErrConflict, attempt)
 		}
-		// Back off a little, with jitter, so that colliding writers part.
-		d := time.Duration(rand.Int64N(int64(min(attempt, 20)) * int64(2*time.Millisecond)))
+		// Back off exponentially with full jitter, so that colliding
+		// writers part: up to 2ms, 4ms, 8ms... then at most 200ms.
+		d := time.Duration(rand.Int64N(int64(min(time.Millisecond<<min(attempt, 8), 200*time.Millisecond))))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
