@@ -18,11 +18,17 @@ import (
 // buffers are handed back at once instead of piling up behind the disk
 // (which, with 1,000 agents, cost over 100 MB of server memory).
 //
-// Records are sharded by container, so those of one container keep their
-// order; the shards drain concurrently, so they share group commits. A
-// shard drains on a goroutine that exists only while it has records. When a
-// shard holds auditQueueMax records the caller appends synchronously, which
-// slows that stream down rather than let the queue grow without bound.
+// Records are sharded by key (a container id, or an agent for its
+// anomalies), so those of one key keep their order; the shards drain
+// concurrently, so they share group commits. A shard drains on a goroutine
+// that exists only while it has records.
+//
+// Queuing never blocks and never does I/O, so the broker queues records
+// while it holds its lock: a delivery.send record is queued before the
+// message it describes can reach the stream. Bounding the queue is left to
+// the caller, once it has let go of its locks: backpressure waits while a
+// shard holds auditQueueMax records or more, which slows that stream (or
+// that API call) down rather than let the queue grow without bound.
 
 const (
 	auditShards   = 64
@@ -30,31 +36,45 @@ const (
 )
 
 type auditShard struct {
-	mu   sync.Mutex
-	q    []audit.Event
-	busy bool
+	mu    sync.Mutex
+	below sync.Cond // signalled as q shrinks under auditQueueMax
+	q     []audit.Event
+	busy  bool
 }
 
 type auditQueue struct {
 	seed   maphash.Seed
 	shards [auditShards]auditShard
 	active atomic.Int64 // running drain goroutines
+	full   atomic.Int64 // shards holding auditQueueMax records or more
 }
 
-// auditLater appends e after the records queued before it for the same key
-// (a container id), without waiting for it to be durable.
+func (q *auditQueue) init() {
+	q.seed = maphash.MakeSeed()
+	for i := range q.shards {
+		q.shards[i].below.L = &q.shards[i].mu
+	}
+}
+
+// auditLater appends e after the records queued before it for the same key,
+// without waiting for it to be durable (but waiting for room in the queue).
+// Callers must not hold b.mu.
 func (b *Broker) auditLater(key string, e audit.Event) {
+	b.queueAudit(key, e)
+	b.backpressure()
+}
+
+// queueAudit queues e under key; it never blocks (safe under b.mu).
+func (b *Broker) queueAudit(key string, e audit.Event) {
 	if b.cfg.Audit == nil {
 		return
 	}
 	s := &b.aq.shards[maphash.String(b.aq.seed, key)%auditShards]
 	s.mu.Lock()
-	if len(s.q) >= auditQueueMax {
-		s.mu.Unlock()
-		b.audit(context.Background(), e)
-		return
-	}
 	s.q = append(s.q, e)
+	if len(s.q) == auditQueueMax {
+		b.aq.full.Add(1)
+	}
 	start := !s.busy
 	s.busy = true
 	s.mu.Unlock()
@@ -64,6 +84,22 @@ func (b *Broker) auditLater(key string, e audit.Event) {
 			defer b.aq.active.Add(-1)
 			b.drainAudit(s)
 		}()
+	}
+}
+
+// backpressure waits until no shard is full. It costs one atomic load when
+// none is. Callers must not hold b.mu.
+func (b *Broker) backpressure() {
+	if b.aq.full.Load() == 0 {
+		return
+	}
+	for i := range b.aq.shards {
+		s := &b.aq.shards[i]
+		s.mu.Lock()
+		for len(s.q) >= auditQueueMax {
+			s.below.Wait()
+		}
+		s.mu.Unlock()
 	}
 }
 
@@ -79,6 +115,10 @@ func (b *Broker) drainAudit(s *auditShard) {
 		e := s.q[0]
 		s.q[0] = audit.Event{}
 		s.q = s.q[1:]
+		if len(s.q) == auditQueueMax-1 {
+			b.aq.full.Add(-1)
+			s.below.Broadcast()
+		}
 		s.mu.Unlock()
 		b.audit(context.Background(), e)
 	}
