@@ -3,6 +3,8 @@ package api
 import (
 	"net/http"
 	"time"
+
+	"coffer/internal/broker"
 )
 
 // AgentView is an agent with its live state.
@@ -13,6 +15,10 @@ type AgentView struct {
 	LastSeen   time.Time `json:"last_seen,omitzero"`
 	Connected  bool      `json:"connected"`
 	Containers int       `json:"containers"`
+
+	// What the broker saw the agent do that a well-behaved agent does not:
+	// reports_limited, id_conflicts, last_anomaly, last_anomaly_reason.
+	broker.Anomalies
 }
 
 func (s *Server) listAgents(r *request) (int, any, error) {
@@ -21,15 +27,18 @@ func (s *Server) listAgents(r *request) (int, any, error) {
 	}
 	connected := map[string]bool{}
 	counts := map[string]int{}
+	anomalies := map[string]broker.Anomalies{}
 	if s.cfg.Broker != nil {
 		for _, n := range s.cfg.Broker.Connected() {
 			connected[n] = true
 		}
 		counts = s.cfg.Broker.Containers()
+		anomalies = s.cfg.Broker.Anomalies()
 	}
 	out := []AgentView{}
 	for _, a := range s.cfg.Fleet.List() {
 		v := AgentView{Name: a.Name, Address: a.Address, Enrolled: a.Enrolled, LastSeen: a.LastSeen, Connected: connected[a.Name], Containers: counts[a.Name]}
+		v.Anomalies = anomalies[a.Name]
 		if v.Connected {
 			v.LastSeen = time.Now().UTC()
 		}
