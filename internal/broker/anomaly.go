@@ -37,11 +37,14 @@ import (
 //     server tracks and audits for it, whatever it sends.
 //
 // An episode (a window of excess) starts at the first delayed report and
-// ends when the bucket is full again; it is audited once, at its start, so
-// a flood of reports makes one record, not one per report.
+// ends when the bucket is full again, a minute at the earliest; it is
+// audited once, at its start, so a flood of reports makes at most one
+// record a minute, not one per report.
 const (
 	DefaultReportBurst = 300
 	DefaultReportRate  = 30 // tokens a second
+
+	minEpisode = time.Minute
 )
 
 // Reasons given in agent.anomaly records and Anomalies.LastAnomalyReason.
@@ -84,7 +87,8 @@ func (b *Broker) hostLocked(agent string) *host {
 type bucket struct {
 	tokens  float64
 	last    time.Time
-	excess  bool // in a window of excess
+	excess  bool      // in a window of excess
+	since   time.Time // when it opened
 	started bool
 }
 
@@ -98,7 +102,9 @@ func (k *bucket) take(now time.Time, rate, burst float64) (wait time.Duration, o
 		return 0, false
 	}
 	opens = !k.excess
-	k.excess = true
+	if opens {
+		k.excess, k.since = true, now
+	}
 	return time.Duration(-k.tokens / rate * float64(time.Second)), opens
 }
 
@@ -116,7 +122,7 @@ func (k *bucket) refill(now time.Time, rate, burst float64) {
 		k.tokens = min(burst, k.tokens+d.Seconds()*rate)
 		k.last = now
 	}
-	if k.tokens >= burst {
+	if k.tokens >= burst && now.Sub(k.since) >= minEpisode {
 		k.excess = false
 	}
 }

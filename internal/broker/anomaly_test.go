@@ -46,25 +46,41 @@ func TestStreamAuthenticatedBeforeRemovalIsClosed(t *testing.T) {
 // A flood of container reports is delayed, not dropped: every container
 // gets its state, the agent's stream is read at the bucket's rate, the
 // first delayed report is audited once, and the counts show in Anomalies.
+// Containers that come and go are not limited.
 func TestReportFloodIsDelayedAndFlaggedOnce(t *testing.T) {
-	r := newRig(t, func(c *Config) { c.ReportBurst, c.ReportRate = 5, 50 }, nil)
+	const burst, rate = 5, 20
+	r := newRig(t, func(c *Config) { c.ReportBurst, c.ReportRate = burst, rate }, nil)
 	r.put("app/db", []byte("v1-value"))
 	r.bind(binding("db", "app/db", "app=web"))
 	s := r.dial(r.enroll("node-a", nil, ""))
-	start := time.Now()
+
+	// Each stopped container gives its token back.
+	for i := range 6 * burst {
+		id := fmt.Sprint("churn", i)
+		s.report(ctrInfo(id, web))
+		s.waitFiles(id, "db=app/db@1")
+		s.stop(id)
+	}
+	if an, ok := r.b.Anomalies()["node-a"]; ok {
+		t.Fatalf("start/stop churn was limited: %+v", an)
+	}
+
 	const n = 30
+	start := time.Now()
 	for i := range n {
 		s.report(ctrInfo(fmt.Sprint("c", i), web))
 	}
 	for i := range n {
 		s.waitFiles(fmt.Sprint("c", i), "db=app/db@1")
 	}
-	// 25 reports over the burst at 50 a second: half a second at least.
-	if d := time.Since(start); d < 400*time.Millisecond {
-		t.Fatalf("30 reports handled in %v: not limited", d)
+	// The bucket cannot let n reports through in less than (n-burst)/rate.
+	if d, least := time.Since(start), time.Duration(n-burst)*time.Second/rate; d < least {
+		t.Fatalf("%d reports handled in %v, less than %v: not limited", n, d, least)
 	}
+	// How many had to wait depends on how fast they arrived; at most all
+	// those over the burst.
 	an := r.b.Anomalies()["node-a"]
-	if an.ReportsLimited != n-5 || an.LastAnomalyReason != ReasonReportRate || an.IDConflicts != 0 {
+	if an.ReportsLimited < 1 || an.ReportsLimited > n-burst || an.LastAnomalyReason != ReasonReportRate || an.IDConflicts != 0 {
 		t.Fatalf("anomalies = %+v", an)
 	}
 	if err := r.b.Close(t.Context()); err != nil {
@@ -73,16 +89,6 @@ func TestReportFloodIsDelayedAndFlaggedOnce(t *testing.T) {
 	recs := r.aud.find("agent.anomaly", nil)
 	if len(recs) != 1 || recs[0].Details["reason"] != ReasonReportRate || recs[0].Actor != "agent:node-a" {
 		t.Fatalf("anomaly records = %+v", recs)
-	}
-	// Containers that come and go give their token back: no delay, no record.
-	for i := range 3 * n {
-		id := fmt.Sprint("churn", i)
-		s.report(ctrInfo(id, web))
-		s.waitFiles(id, "db=app/db@1")
-		s.stop(id)
-	}
-	if an := r.b.Anomalies()["node-a"]; an.ReportsLimited > n-5+2 {
-		t.Fatalf("start/stop churn was limited: %+v", an)
 	}
 }
 
@@ -105,14 +111,23 @@ func TestBucket(t *testing.T) {
 	if w, opens = k.take(t0, 10, 3); w != 200*time.Millisecond || opens {
 		t.Fatalf("after a stop: wait %v, opens %v", w, opens)
 	}
-	// Refilled in full: the window of excess is over.
+	// Refilled in full, but less than a minute after the window opened:
+	// the same window.
 	t1 := t0.Add(time.Second)
-	if w, opens = k.take(t1, 10, 3); w != 0 || opens {
-		t.Fatalf("after a refill: wait %v, opens %v", w, opens)
+	for range 3 {
+		if w, opens = k.take(t1, 10, 3); w != 0 || opens {
+			t.Fatalf("after a refill: wait %v, opens %v", w, opens)
+		}
 	}
-	k.take(t1, 10, 3)
-	k.take(t1, 10, 3)
-	if _, opens = k.take(t1, 10, 3); !opens {
+	if _, opens = k.take(t1, 10, 3); opens {
+		t.Fatal("a second window of excess within a minute")
+	}
+	// Full again a minute later: the window is over, the next excess is new.
+	t2 := t0.Add(2 * time.Minute)
+	for range 3 {
+		k.take(t2, 10, 3)
+	}
+	if _, opens = k.take(t2, 10, 3); !opens {
 		t.Fatal("a new window of excess was not flagged")
 	}
 	k.give(t1.Add(time.Hour), 10, 3)

@@ -285,10 +285,7 @@ func (b *Broker) push(c *ctr) {
 			msg := fmt.Sprintf("value too large for the agent's receive limit of %d bytes; not sent", s.maxRecv)
 			b.log.Warn("secret not sent: "+msg, "agent", c.agent, "container", c.info.Name, "id", c.info.Id,
 				"secret", f.Secret, "version", f.Version, "file", f.File)
-			ev := deliveryEvent(c.agent, c.info, "delivery.send", f)
-			ev.Result = audit.ResultError
-			ev.Details["error"] = msg
-			b.queueAudit(c.info.Id, ev)
+			b.queueDelivery(c.info.Id, delivery{agent: c.agent, action: "delivery.send", info: c.info, f: f, err: msg})
 			continue
 		}
 		vals = append(vals, &cofferv1.SecretValue{Secret: f.Secret, Version: f.Version, Value: v})
@@ -300,7 +297,7 @@ func (b *Broker) push(c *ctr) {
 		if c.gen == 0 || !slices.ContainsFunc(c.desired, func(p *cofferv1.FileRef) bool {
 			return p.File == f.File && p.Secret == f.Secret && p.Version == f.Version
 		}) {
-			b.queueAudit(c.info.Id, deliveryEvent(c.agent, c.info, "delivery.send", f))
+			b.queueDelivery(c.info.Id, delivery{agent: c.agent, action: "delivery.send", info: c.info, f: f})
 		}
 	}
 	c.gen++

@@ -258,7 +258,7 @@ func (b *Broker) stopped(agent, id string) {
 	h.bucket.give(time.Now(), b.cfg.ReportRate, float64(b.cfg.ReportBurst))
 	b.mu.Unlock()
 	for _, f := range c.applied {
-		b.auditLater(id, deliveryEvent(agent, c.info, "delivery.remove", f))
+		b.deliveryLater(id, delivery{agent: agent, action: "delivery.remove", info: c.info, f: f})
 	}
 }
 
@@ -298,18 +298,19 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 		delete(old, f.File)
 		switch {
 		case !had:
-			b.auditLater(info.Id, deliveryEvent(agent, info, "delivery.apply", f))
+			b.deliveryLater(info.Id, delivery{agent: agent, action: "delivery.apply", info: info, f: f})
 		case p.Secret != f.Secret || p.Version != f.Version:
-			b.auditLater(info.Id, deliveryEvent(agent, info, "delivery.rotate", f))
+			b.deliveryLater(info.Id, delivery{agent: agent, action: "delivery.rotate", info: info, f: f})
 		}
 	}
 	for _, f := range old {
-		b.auditLater(info.Id, deliveryEvent(agent, info, "delivery.revoke", f))
+		b.deliveryLater(info.Id, delivery{agent: agent, action: "delivery.revoke", info: info, f: f})
 	}
 }
 
+// deliveryEvent is the audit record of a delivery action on file f of
+// container info.
 func deliveryEvent(agent string, info *cofferv1.Container, action string, f *cofferv1.FileRef) audit.Event {
-	deliveries.WithLabelValues(action).Inc()
 	return audit.Event{
 		Actor: "agent:" + agent, Action: action, Object: "secret:" + f.Secret, Result: "ok",
 		Details: map[string]string{

@@ -61,8 +61,12 @@ func FuzzParseMaxRecv(f *testing.F) {
 // audit trail's record size limit (which would keep them out of it).
 func TestDeliveryRecordsStayBounded(t *testing.T) {
 	long := strings.Repeat("n", 100<<10)
-	e := deliveryEvent("a", &cofferv1.Container{Id: long, Name: long, Image: long, ImageDigest: long},
-		"delivery.send", &cofferv1.FileRef{Secret: "s", Version: 1, File: "f"})
+	r := record{d: delivery{agent: "a", action: "delivery.send", err: "too large",
+		info: &cofferv1.Container{Id: long, Name: long, Image: long, ImageDigest: long}, f: &cofferv1.FileRef{Secret: "s", Version: 1, File: "f"}}}
+	e := r.event()
+	if e.Result != "error" || e.Details["error"] != "too large" || e.Details["secret"] != "s" {
+		t.Fatalf("record = %+v", e)
+	}
 	size := 0
 	for k, v := range e.Details {
 		size += len(k) + len(v)
