@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,7 +42,8 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 	// OnlyLabels, if set, limits the agent to containers carrying all these
 	// labels (an opt-in mode, e.g. coffer.enable=true); others are neither
-	// reported nor touched.
+	// reported nor touched. Only the container's own labels count (docker
+	// run --label), never its image's.
 	OnlyLabels map[string]string
 	// ValueGrace is how long a received value is kept before a container's
 	// desired state must refer to it (default 10s).
@@ -135,6 +137,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	conn, err := grpc.NewClient(a.cfg.Server,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// The largest value a server accepts, and room for the rest of
+		// its message; announced to the server in session.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cofferv1.AgentMaxRecv)),
 	)
 	if err != nil {
 		return err
@@ -191,7 +196,9 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) session(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := a.client.Sync(metadata.AppendToOutgoingContext(ctx, cofferv1.FeaturesKey, cofferv1.FeatureBatch))
+	stream, err := a.client.Sync(metadata.AppendToOutgoingContext(ctx,
+		cofferv1.FeaturesKey, cofferv1.FeatureBatch,
+		cofferv1.MaxRecvKey, strconv.Itoa(cofferv1.AgentMaxRecv)))
 	if err != nil {
 		return err
 	}
@@ -301,9 +308,12 @@ func (a *Agent) enqueueLocked(m *cofferv1.AgentMessage) {
 	}
 }
 
+// startedMsg reports a container: its own labels and its image's labels
+// apart (the server lets selectors see the image's only under
+// "image.label/").
 func startedMsg(info container.Info) *cofferv1.AgentMessage {
 	return &cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Started{Started: &cofferv1.ContainerStarted{Container: &cofferv1.Container{
-		Id: info.ID, Name: info.Name, Labels: info.Labels, Image: info.Image, ImageDigest: info.ImageDigest,
+		Id: info.ID, Name: info.Name, Labels: info.Labels, ImageLabels: info.ImageLabels, Image: info.Image, ImageDigest: info.ImageDigest,
 	}}}}
 }
 
@@ -347,7 +357,8 @@ func (a *Agent) followRuntime(ctx context.Context, events <-chan container.Event
 	}
 }
 
-// serves reports whether the agent looks after container c.
+// serves reports whether the agent looks after container c. Only the
+// container's own labels count: an image's author cannot opt containers in.
 func (a *Agent) serves(c container.Info) bool {
 	for k, v := range a.cfg.OnlyLabels {
 		if got, ok := c.Labels[k]; !ok || got != v {

@@ -45,10 +45,19 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
+	return newRigWith(t, nil)
+}
+
+// newRigWith is newRig with adjust's changes to the server's configuration.
+func newRigWith(t *testing.T, adjust func(*server.Config)) *rig {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := server.Defaults()
 	cfg.DataDir = filepath.Join(dir, "server")
 	cfg.Listen = "127.0.0.1:0"
+	if adjust != nil {
+		adjust(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s, err := server.New(ctx, cfg, nil)
 	if err != nil {
@@ -137,7 +146,11 @@ func waitValue(t *testing.T, d *memory.Deliverer, id, file, want string) {
 		return ok && string(f.Value) == want
 	})
 	if err != nil {
-		t.Fatalf("container %s file %s: want %q: %v (have %d files)", id, file, want, err, len(d.Files(id)))
+		shown := fmt.Sprintf("%q", want)
+		if len(want) > 64 {
+			shown = fmt.Sprintf("a value of %d bytes", len(want))
+		}
+		t.Fatalf("container %s file %s: want %s: %v (have %d files)", id, file, shown, err, len(d.Files(id)))
 	}
 }
 
@@ -399,4 +412,41 @@ func TestOnlyLabelsLimitsTheAgent(t *testing.T) {
 	if d.Applies("out") != 0 || a.Stats().Containers != 1 {
 		t.Fatalf("agent touched a container outside --only-labels: %d applies, %+v", d.Applies("out"), a.Stats())
 	}
+}
+
+// An image's labels do not opt its containers in: --only-labels looks at
+// the container's own labels only.
+func TestOnlyLabelsIgnoresImageLabels(t *testing.T) {
+	r := newRig(t)
+	r.put("app/db", "v1")
+	r.bind("web-db", "app/db", "app=web")
+	a, rt, d, _ := r.startAgentWith("node-1", agent.Config{OnlyLabels: map[string]string{"coffer.enable": "true"}})
+	rt.Start(container.Info{ID: "in", Name: "in", Labels: map[string]string{"app": "web", "coffer.enable": "true"}, PID: 1})
+	rt.Start(container.Info{ID: "img", Name: "img", Labels: map[string]string{"app": "web"},
+		ImageLabels: map[string]string{"coffer.enable": "true", "app": "web"}, PID: 2})
+	waitValue(t, d, "in", "db", "v1")
+	time.Sleep(200 * time.Millisecond)
+	if d.Applies("img") != 0 || a.Stats().Containers != 1 {
+		t.Fatalf("an image label opted a container in: %d applies, %+v", d.Applies("img"), a.Stats())
+	}
+}
+
+// A value over gRPC's default 4 MiB receive limit reaches the container,
+// and the agent's other containers keep getting theirs (before, the stream
+// failed on every reconnect and the whole host stopped getting secrets).
+func TestAgentReceivesLargeValues(t *testing.T) {
+	r := newRigWith(t, func(c *server.Config) { c.MaxValueSize = 8 << 20 })
+	big := strings.Repeat("B", 5<<20)
+	r.put("app/big", big)
+	r.put("app/db", "v1")
+	r.bind("big", "app/big", "big=1")
+	r.bind("web-db", "app/db", "app=web")
+	_, rt, d, _ := r.startAgent("node-1")
+	rt.Start(container.Info{ID: "c1", Name: "c1", Labels: map[string]string{"big": "1", "app": "web"}, PID: 1})
+	rt.Start(container.Info{ID: "c2", Name: "c2", Labels: map[string]string{"app": "web"}, PID: 2})
+	waitValue(t, d, "c1", "big", big)
+	waitValue(t, d, "c1", "db", "v1")
+	waitValue(t, d, "c2", "db", "v1")
+	r.put("app/db", "v2")
+	waitValue(t, d, "c2", "db", "v2")
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"coffer/internal/authz"
+	"coffer/internal/broker"
 	"coffer/internal/fleet"
 )
 
@@ -18,6 +19,10 @@ type AgentView struct {
 	Containers int               `json:"containers"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	Scope      string            `json:"scope,omitempty"`
+
+	// What the broker saw the agent do that a well-behaved agent does not:
+	// reports_limited, id_conflicts, last_anomaly, last_anomaly_reason.
+	broker.Anomalies
 }
 
 // listAgents lists the agents whose scope lies within the principal's.
@@ -27,11 +32,13 @@ func (s *Server) listAgents(r *request) (int, any, error) {
 	}
 	connected := map[string]bool{}
 	counts := map[string]int{}
+	anomalies := map[string]broker.Anomalies{}
 	if s.cfg.Broker != nil {
 		for _, n := range s.cfg.Broker.Connected() {
 			connected[n] = true
 		}
 		counts = s.cfg.Broker.Containers()
+		anomalies = s.cfg.Broker.Anomalies()
 	}
 	out := []AgentView{}
 	for _, a := range s.cfg.Fleet.List() {
@@ -40,6 +47,7 @@ func (s *Server) listAgents(r *request) (int, any, error) {
 		}
 		v := AgentView{Name: a.Name, Address: a.Address, Enrolled: a.Enrolled, LastSeen: a.LastSeen, Connected: connected[a.Name], Containers: counts[a.Name],
 			Labels: a.Labels, Scope: a.Scope}
+		v.Anomalies = anomalies[a.Name]
 		if v.Connected {
 			v.LastSeen = time.Now().UTC()
 		}

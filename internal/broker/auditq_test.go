@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,5 +50,48 @@ func TestCloseDrainsDeliveryRecords(t *testing.T) {
 			t.Fatalf("records of %s out of order", e.Object)
 		}
 		last[e.Object] = n
+	}
+}
+
+type gateAuditor struct {
+	gate chan struct{}
+	n    atomic.Int64
+}
+
+func (a *gateAuditor) Append(_ context.Context, e audit.Event) (audit.Event, error) {
+	<-a.gate
+	a.n.Add(1)
+	return e, nil
+}
+
+// Queuing never blocks (the broker queues under its lock); backpressure
+// waits, outside the lock, while a shard is full.
+func TestAuditQueueBackpressure(t *testing.T) {
+	a := &gateAuditor{gate: make(chan struct{})}
+	b := New(Config{Audit: a})
+	for range auditQueueMax + 10 {
+		b.queueAudit("c1", audit.Event{Action: "delivery.send"})
+	}
+	waited := make(chan struct{})
+	go func() { b.backpressure(); close(waited) }()
+	select {
+	case <-waited:
+		t.Fatal("backpressure did not wait for a full shard")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(a.gate)
+	select {
+	case <-waited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("backpressure still waiting after the shard drained")
+	}
+	if err := b.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.n.Load(); n != auditQueueMax+10 {
+		t.Fatalf("%d records appended", n)
+	}
+	if b.aq.full.Load() != 0 {
+		t.Fatalf("full shards = %d", b.aq.full.Load())
 	}
 }

@@ -7,12 +7,20 @@
 // version, a deletion, a binding) recomputes only the containers it touches
 // and queues a Desired message on their agent's stream; values travel once
 // per secret version per stream.
+//
+// Need to know: a container id is held by the one agent that reported it
+// first (another agent's report of it is refused, see anomaly.go); a
+// container is matched with its own labels, its image's labels and its
+// agent's labels (set by an admin, never by the agent); and an agent never
+// receives a secret outside its scope, whatever its containers claim. What
+// is sent is audited when it is queued for the stream (delivery.send), not
+// only when the agent acknowledges it.
 package broker
 
 import (
 	"context"
 	"crypto/x509"
-	"hash/maphash"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -22,6 +30,7 @@ import (
 
 	cofferv1 "coffer/api/coffer/v1"
 	"coffer/internal/audit"
+	"coffer/internal/authz"
 	"coffer/internal/catalog"
 	"coffer/internal/policy"
 	"coffer/internal/secret"
@@ -56,6 +65,10 @@ type Config struct {
 	Audit   Auditor
 	Agents  Agents
 	Logger  *slog.Logger
+	// ReportBurst and ReportRate size each agent's token bucket of
+	// container reports (see DefaultReportBurst); zero means the default.
+	ReportBurst int
+	ReportRate  float64 // tokens a second
 }
 
 // Broker is safe for concurrent use.
@@ -63,10 +76,15 @@ type Broker struct {
 	cfg Config
 	log *slog.Logger
 
+	// Test hooks, nil outside tests.
+	hookBeforeRegister func(agent string)                  // a stream was authenticated and is about to be registered
+	hookTarget         func(agent string, t policy.Target) // a container is about to be matched
+
 	mu         sync.Mutex
 	sessions   map[string]*session // by agent name
-	containers map[string]*ctr     // by container id
-	bySecret   map[string]map[string]*ctr
+	hosts      map[string]*host    // by agent name
+	containers map[string]*ctr     // by container id: an id is held by one agent at a time
+	bySecret   map[string]map[*ctr]struct{}
 	current    map[string]uint64 // secret → current version, 0 = none; lazily filled
 	values     map[verKey]secret.Value
 
@@ -80,6 +98,7 @@ type verKey struct {
 
 type ctr struct {
 	agent   string
+	host    *host
 	info    *cofferv1.Container
 	grants  []policy.Grant
 	gen     uint64
@@ -94,31 +113,38 @@ func New(cfg Config) *Broker {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Broker{
+	if cfg.ReportBurst <= 0 {
+		cfg.ReportBurst = DefaultReportBurst
+	}
+	if cfg.ReportRate <= 0 {
+		cfg.ReportRate = DefaultReportRate
+	}
+	b := &Broker{
 		cfg: cfg, log: cfg.Logger,
 		sessions:   map[string]*session{},
+		hosts:      map[string]*host{},
 		containers: map[string]*ctr{},
-		bySecret:   map[string]map[string]*ctr{},
+		bySecret:   map[string]map[*ctr]struct{}{},
 		current:    map[string]uint64{},
 		values:     map[verKey]secret.Value{},
-		aq:         auditQueue{seed: maphash.MakeSeed()},
 	}
+	b.aq.init()
+	return b
 }
 
 // Changed is the catalog's OnChange hook: it pushes what the change means
 // to every container it touches.
 func (b *Broker) Changed(ch catalog.Change) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	switch ch.Kind {
 	case catalog.SecretPut:
 		b.setCurrent(ch.Secret, ch.Version)
-		for _, c := range b.bySecret[ch.Secret] {
+		for c := range b.bySecret[ch.Secret] {
 			b.push(c)
 		}
 	case catalog.SecretDeleted:
 		b.setCurrent(ch.Secret, 0)
-		for _, c := range b.bySecret[ch.Secret] {
+		for c := range b.bySecret[ch.Secret] {
 			b.push(c)
 		}
 	case catalog.BindingPut, catalog.BindingDeleted:
@@ -128,6 +154,8 @@ func (b *Broker) Changed(ch catalog.Change) {
 			b.push(c)
 		}
 	}
+	b.mu.Unlock()
+	b.backpressure()
 }
 
 // setCurrent records a secret's current version and drops cached values of
@@ -171,25 +199,63 @@ func (b *Broker) value(k verKey) (secret.Value, error) {
 func (b *Broker) regrant(c *ctr, set *policy.Set) {
 	for _, g := range c.grants {
 		if m := b.bySecret[g.Secret]; m != nil {
-			delete(m, c.info.Id)
+			delete(m, c)
 			if len(m) == 0 {
 				delete(b.bySecret, g.Secret)
 			}
 		}
 	}
-	c.grants = set.Match(policy.Target{Labels: c.info.Labels, Image: c.info.Image, ImageDigest: c.info.ImageDigest})
+	t := policy.Target{
+		Labels: c.info.Labels, ImageLabels: c.info.ImageLabels, HostLabels: c.host.labels,
+		Image: c.info.Image, ImageDigest: c.info.ImageDigest,
+	}
+	if b.hookTarget != nil {
+		b.hookTarget(c.agent, t)
+	}
+	c.grants = set.Match(t)
+	if c.host.scope != "" {
+		c.grants = scoped(set, t, c.grants, c.host.scope)
+	}
 	for _, g := range c.grants {
 		m := b.bySecret[g.Secret]
 		if m == nil {
-			m = map[string]*ctr{}
+			m = map[*ctr]struct{}{}
 			b.bySecret[g.Secret] = m
 		}
-		m[c.info.Id] = c
+		m[c] = struct{}{}
 	}
 }
 
+// scoped keeps the grants whose secret is inside scope (authz.InScope: the
+// name has the scope's prefix). Where a binding outside the scope won a
+// file over one inside it, the one inside it gets the file, as if the
+// other did not exist. It costs nothing more than a scan when every grant
+// is in scope.
+func scoped(set *policy.Set, t policy.Target, grants []policy.Grant, scope string) []policy.Grant {
+	p := authz.Principal{Scope: scope}
+	if !slices.ContainsFunc(grants, func(g policy.Grant) bool { return !authz.InScope(p, g.Secret) }) {
+		return grants
+	}
+	granted, shadowed := set.Explain(t)
+	var out []policy.Grant
+	taken := map[string]bool{}
+	// shadowed is sorted by file then binding name: the first one inside
+	// the scope is the one Match would have chosen.
+	for _, g := range slices.Concat(granted, shadowed) {
+		if !taken[g.File] && authz.InScope(p, g.Secret) {
+			out = append(out, g)
+			taken[g.File] = true
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].File < out[j].File })
+	return out
+}
+
 // push computes c's desired files and, if they changed, queues them on the
-// container's agent stream together with any values the stream lacks.
+// container's agent stream together with the values they need. Every file
+// newly sent to the container is recorded (delivery.send) before the
+// message can leave; a value too large for the agent's receive limit is
+// left out, and that is recorded as a failed send.
 func (b *Broker) push(c *ctr) {
 	var files []*cofferv1.FileRef
 	for _, g := range c.grants {
@@ -215,8 +281,24 @@ func (b *Broker) push(c *ctr) {
 			b.log.Error("cannot open secret for delivery", "secret", f.Secret, "version", f.Version, "err", err)
 			continue
 		}
+		if !s.fits(f.Secret, len(v)) {
+			msg := fmt.Sprintf("value too large for the agent's receive limit of %d bytes; not sent", s.maxRecv)
+			b.log.Warn("secret not sent: "+msg, "agent", c.agent, "container", c.info.Name, "id", c.info.Id,
+				"secret", f.Secret, "version", f.Version, "file", f.File)
+			b.queueDelivery(c.info.Id, delivery{agent: c.agent, action: "delivery.send", info: c.info, f: f, err: msg})
+			continue
+		}
 		vals = append(vals, &cofferv1.SecretValue{Secret: f.Secret, Version: f.Version, Value: v})
 		kept = append(kept, f)
+	}
+	for _, f := range kept {
+		// After a report (gen 0) everything is sent again; otherwise only
+		// what the container was not sent before.
+		if c.gen == 0 || !slices.ContainsFunc(c.desired, func(p *cofferv1.FileRef) bool {
+			return p.File == f.File && p.Secret == f.Secret && p.Version == f.Version
+		}) {
+			b.queueDelivery(c.info.Id, delivery{agent: c.agent, action: "delivery.send", info: c.info, f: f})
+		}
 	}
 	c.gen++
 	c.desired = kept
@@ -244,7 +326,7 @@ func (b *Broker) Rollout(name string) []Holder {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := []Holder{}
-	for _, c := range b.bySecret[name] {
+	for c := range b.bySecret[name] {
 		h := Holder{Agent: c.agent, ContainerID: c.info.Id, ContainerName: c.info.Name, Pending: c.ackGen != c.gen}
 		for _, f := range c.applied {
 			if f.Secret == name {
@@ -265,8 +347,10 @@ func (b *Broker) Containers() map[string]int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := map[string]int{}
-	for _, c := range b.containers {
-		out[c.agent]++
+	for name, h := range b.hosts {
+		if n := len(h.containers); n > 0 {
+			out[name] = n
+		}
 	}
 	return out
 }
@@ -279,7 +363,7 @@ func (b *Broker) Connected() []string {
 }
 
 // Disconnect closes an agent's stream at once (the agent was revoked) and
-// forgets its containers.
+// forgets its containers and everything else the broker kept of it.
 func (b *Broker) Disconnect(agent string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -287,26 +371,28 @@ func (b *Broker) Disconnect(agent string) {
 		s.cancel()
 		delete(b.sessions, agent)
 	}
-	for id, c := range b.containers {
-		if c.agent == agent {
-			b.dropLocked(id)
+	if h := b.hosts[agent]; h != nil {
+		for _, c := range h.containers {
+			b.dropLocked(c)
 		}
+		delete(b.hosts, agent)
 	}
 }
 
-func (b *Broker) dropLocked(id string) *ctr {
-	c := b.containers[id]
-	if c == nil {
-		return nil
-	}
+// dropLocked forgets container c.
+func (b *Broker) dropLocked(c *ctr) {
 	for _, g := range c.grants {
 		if m := b.bySecret[g.Secret]; m != nil {
-			delete(m, id)
+			delete(m, c)
 			if len(m) == 0 {
 				delete(b.bySecret, g.Secret)
 			}
 		}
 	}
-	delete(b.containers, id)
-	return c
+	if b.containers[c.info.Id] == c {
+		delete(b.containers, c.info.Id)
+	}
+	if c.host.containers[c.info.Id] == c {
+		delete(c.host.containers, c.info.Id)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -27,35 +28,35 @@ type Service struct {
 // Service returns the gRPC service of the broker.
 func (b *Broker) Service() *Service { return &Service{b: b} }
 
-// authenticate returns the calling agent's name and certificate serial from
-// the verified mTLS peer certificate.
-func (s *Service) authenticate(ctx context.Context) (name, serial, addr string, err error) {
+// authenticate returns the calling agent's name and verified certificate
+// from the mTLS peer.
+func (s *Service) authenticate(ctx context.Context) (name string, cert *x509.Certificate, addr string, err error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return "", "", "", status.Error(codes.Unauthenticated, "no peer")
+		return "", nil, "", status.Error(codes.Unauthenticated, "no peer")
 	}
 	addr = p.Addr.String()
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.VerifiedChains) == 0 || len(ti.State.VerifiedChains[0]) == 0 {
-		return "", "", addr, status.Error(codes.Unauthenticated, "agent certificate required")
+		return "", nil, addr, status.Error(codes.Unauthenticated, "agent certificate required")
 	}
-	cert := ti.State.VerifiedChains[0][0]
+	cert = ti.State.VerifiedChains[0][0]
 	name, err = s.b.cfg.Agents.Verify(cert)
 	if err != nil {
-		return "", "", addr, status.Error(codes.PermissionDenied, err.Error())
+		return "", nil, addr, status.Error(codes.PermissionDenied, err.Error())
 	}
-	return name, serialOf(cert), addr, nil
+	return name, cert, addr, nil
 }
 
 func serialOf(c *x509.Certificate) string { return hex.EncodeToString(c.SerialNumber.Bytes()) }
 
 // Renew implements cofferv1.AgentServiceServer.
 func (s *Service) Renew(ctx context.Context, req *cofferv1.RenewRequest) (*cofferv1.RenewResponse, error) {
-	name, serial, _, err := s.authenticate(ctx)
+	name, cert, _, err := s.authenticate(ctx)
 	if err != nil {
 		return nil, err
 	}
-	der, err := s.b.cfg.Agents.Renew(ctx, name, serial, req.GetCsr())
+	der, err := s.b.cfg.Agents.Renew(ctx, name, serialOf(cert), req.GetCsr())
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -63,30 +64,41 @@ func (s *Service) Renew(ctx context.Context, req *cofferv1.RenewRequest) (*coffe
 	return &cofferv1.RenewResponse{Certificate: der}, nil
 }
 
+var (
+	errRemoved = status.Error(codes.PermissionDenied, "agent stream closed by the server: the agent is no longer enrolled")
+	errClosed  = status.Error(codes.PermissionDenied, "agent stream closed by the server")
+)
+
 // Sync implements cofferv1.AgentServiceServer.
 func (s *Service) Sync(stream cofferv1.AgentService_SyncServer) error {
-	name, _, addr, err := s.authenticate(stream.Context())
+	name, cert, addr, err := s.authenticate(stream.Context())
 	if err != nil {
 		return err
 	}
 	b := s.b
 	// Features: the agent lists what it understands in the request
-	// metadata; the server answers with what it understands.
+	// metadata; the server answers with what it understands. The agent
+	// also says how large a message it can receive.
 	md, _ := metadata.FromIncomingContext(stream.Context())
+	maxRecv, err := cofferv1.ParseMaxRecv(md.Get(cofferv1.MaxRecvKey))
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
 	if err := stream.SendHeader(metadata.Pairs(cofferv1.FeaturesKey, cofferv1.FeatureBatch)); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	sess := newSession(name, cancel, cofferv1.HasFeature(md.Get(cofferv1.FeaturesKey), cofferv1.FeatureBatch))
+	sess := newSession(name, cancel, cofferv1.HasFeature(md.Get(cofferv1.FeaturesKey), cofferv1.FeatureBatch), maxRecv)
+	if b.hookBeforeRegister != nil {
+		b.hookBeforeRegister(name)
+	}
 	b.mu.Lock()
 	if old := b.sessions[name]; old != nil {
 		old.cancel() // a reconnected agent replaces its old stream
 	}
 	b.sessions[name] = sess
 	b.mu.Unlock()
-	b.cfg.Agents.Seen(name, addr)
-	b.log.Info("agent connected", "agent", name, "addr", addr)
 	defer func() {
 		b.mu.Lock()
 		if b.sessions[name] == sess {
@@ -96,6 +108,24 @@ func (s *Service) Sync(stream cofferv1.AgentService_SyncServer) error {
 		b.cfg.Agents.Seen(name, "")
 		b.log.Info("agent disconnected", "agent", name)
 	}()
+	// The agent may have been removed since it was authenticated, and
+	// Disconnect may have run before the session above was registered: so
+	// look again. Either Disconnect sees the session, or this sees the
+	// removal (the fleet forgets the agent before Disconnect runs).
+	if _, err := b.cfg.Agents.Verify(cert); err != nil {
+		return errRemoved
+	}
+	labels, scope, ok := b.cfg.Agents.Host(name)
+	if !ok {
+		return errRemoved
+	}
+	b.mu.Lock()
+	if h := b.hosts[name]; h != nil {
+		h.labels, h.scope = labels, scope
+	}
+	b.mu.Unlock()
+	b.cfg.Agents.Seen(name, addr)
+	b.log.Info("agent connected", "agent", name, "addr", addr, "max_recv", maxRecv)
 
 	errc := make(chan error, 2)
 	go func() { errc <- sess.run(ctx, stream.Send) }()
@@ -106,7 +136,7 @@ func (s *Service) Sync(stream cofferv1.AgentService_SyncServer) error {
 				errc <- err
 				return
 			}
-			if err := b.handle(ctx, name, m); err != nil {
+			if err := b.handle(ctx, sess, m); err != nil {
 				errc <- err
 				return
 			}
@@ -115,19 +145,20 @@ func (s *Service) Sync(stream cofferv1.AgentService_SyncServer) error {
 	select {
 	case <-ctx.Done():
 		if stream.Context().Err() == nil {
-			return status.Error(codes.PermissionDenied, "agent stream closed by the server")
+			return errClosed
 		}
 		return ctx.Err()
 	case err := <-errc:
 		if errors.Is(err, context.Canceled) {
-			return status.Error(codes.PermissionDenied, "agent stream closed by the server")
+			return errClosed
 		}
 		return err
 	}
 }
 
 // handle applies one message from an agent.
-func (b *Broker) handle(ctx context.Context, agent string, m *cofferv1.AgentMessage) error {
+func (b *Broker) handle(ctx context.Context, sess *session, m *cofferv1.AgentMessage) error {
+	agent := sess.agent
 	switch msg := m.Msg.(type) {
 	case *cofferv1.AgentMessage_Hello:
 		return nil
@@ -136,9 +167,16 @@ func (b *Broker) handle(ctx context.Context, agent string, m *cofferv1.AgentMess
 		if c.GetId() == "" {
 			return status.Error(codes.InvalidArgument, "container without id")
 		}
-		b.started(agent, c)
+		labels, scope, ok := b.cfg.Agents.Host(agent)
+		if !ok {
+			return errRemoved
+		}
+		if err := b.admitReport(ctx, sess); err != nil {
+			return err
+		}
+		b.started(sess, labels, scope, c)
 	case *cofferv1.AgentMessage_Stopped:
-		b.stopped(ctx, agent, msg.Stopped.GetId())
+		b.stopped(agent, msg.Stopped.GetId())
 	case *cofferv1.AgentMessage_Sync:
 		running := map[string]bool{}
 		for _, id := range msg.Sync.GetRunning() {
@@ -146,22 +184,22 @@ func (b *Broker) handle(ctx context.Context, agent string, m *cofferv1.AgentMess
 		}
 		b.mu.Lock()
 		var gone []string
-		for id, c := range b.containers {
-			if c.agent == agent && !running[id] {
-				gone = append(gone, id)
+		if h := b.hosts[agent]; h != nil {
+			for id := range h.containers {
+				if !running[id] {
+					gone = append(gone, id)
+				}
 			}
 		}
 		b.mu.Unlock()
 		for _, id := range gone {
-			b.stopped(ctx, agent, id)
+			b.stopped(agent, id)
 		}
 	case *cofferv1.AgentMessage_Applied:
-		return b.applied(ctx, agent, msg.Applied)
+		b.applied(agent, msg.Applied)
 	case *cofferv1.AgentMessage_AppliedBatch:
 		for _, a := range msg.AppliedBatch.GetApplied() {
-			if err := b.applied(ctx, agent, a); err != nil {
-				return err
-			}
+			b.applied(agent, a)
 		}
 	default:
 		return status.Error(codes.InvalidArgument, "unknown message")
@@ -169,52 +207,79 @@ func (b *Broker) handle(ctx context.Context, agent string, m *cofferv1.AgentMess
 	return nil
 }
 
-func (b *Broker) started(agent string, info *cofferv1.Container) {
+// started records a container sess's agent reports, with the agent's
+// labels and scope, and sends it its state. A container id another agent
+// holds is refused: a report never takes a container away from its agent.
+func (b *Broker) started(sess *session, labels map[string]string, scope string, info *cofferv1.Container) {
+	agent := sess.agent
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	c := b.containers[info.Id]
-	if c == nil || c.agent != agent {
-		if c != nil {
-			b.dropLocked(info.Id)
-		}
-		c = &ctr{agent: agent}
+	if b.sessions[agent] != sess {
+		b.mu.Unlock()
+		return // the stream was replaced or closed (the agent removed) meanwhile
+	}
+	h := b.hostLocked(agent)
+	h.labels, h.scope = labels, scope
+	if c := b.containers[info.Id]; c != nil && c.agent != agent {
+		holder := c.agent
+		h.anomalies.IDConflicts++
+		h.anomalies.LastAnomaly, h.anomalies.LastAnomalyReason = time.Now().UTC(), ReasonIDConflict
+		b.queueAudit("agent:"+agent, anomalyEvent(agent, ReasonIDConflict, audit.ResultDenied, map[string]string{
+			"container_id": clip(info.Id), "container": clip(info.Name), "held_by": holder,
+		}))
+		b.mu.Unlock()
+		b.log.Warn("agent reported a container that another agent holds; report refused", "agent", agent,
+			"id", clip(info.Id), "container", clip(info.Name), "held_by", holder)
+		b.backpressure()
+		return
+	}
+	c := h.containers[info.Id]
+	if c == nil {
+		c = &ctr{agent: agent, host: h}
+		h.containers[info.Id] = c
 		b.containers[info.Id] = c
 	}
 	c.info = info
 	c.gen = 0 // a (re)started or re-reported container gets its full state again
 	b.regrant(c, b.cfg.Catalog.Bindings())
 	b.push(c)
+	b.mu.Unlock()
+	b.backpressure()
 }
 
-func (b *Broker) stopped(ctx context.Context, agent, id string) {
+func (b *Broker) stopped(agent, id string) {
 	b.mu.Lock()
-	c := b.containers[id]
-	if c == nil || c.agent != agent {
+	h := b.hosts[agent]
+	if h == nil || h.containers[id] == nil {
 		b.mu.Unlock()
 		return
 	}
-	b.dropLocked(id)
+	c := h.containers[id]
+	b.dropLocked(c)
+	h.bucket.give(time.Now(), b.cfg.ReportRate, float64(b.cfg.ReportBurst))
 	b.mu.Unlock()
 	for _, f := range c.applied {
-		b.auditLater(id, deliveryEvent(agent, c.info, "delivery.remove", f))
+		b.deliveryLater(id, delivery{agent: agent, action: "delivery.remove", info: c.info, f: f})
 	}
 }
 
-func (b *Broker) applied(ctx context.Context, agent string, a *cofferv1.Applied) error {
+func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 	b.mu.Lock()
-	c := b.containers[a.GetContainerId()]
-	if c == nil || c.agent != agent || a.GetGeneration() != c.gen {
+	var c *ctr
+	if h := b.hosts[agent]; h != nil {
+		c = h.containers[a.GetContainerId()]
+	}
+	if c == nil || a.GetGeneration() != c.gen {
 		b.mu.Unlock()
-		return nil // stale ack: a newer state is on its way
+		return // stale ack: a newer state is on its way
 	}
 	info := c.info
 	if a.GetError() != "" {
 		b.mu.Unlock()
-		b.log.Warn("delivery failed", "agent", agent, "container", info.Name, "id", info.Id, "err", a.GetError())
-		ev := audit.Event{Actor: "agent:" + agent, Action: "delivery.apply", Object: "container:" + info.Id, Result: "error",
-			Details: map[string]string{"container": info.Name, "error": a.GetError(), "image_digest": info.ImageDigest}}
+		b.log.Warn("delivery failed", "agent", agent, "container", info.Name, "id", info.Id, "err", clip(a.GetError()))
+		ev := audit.Event{Actor: "agent:" + agent, Action: "delivery.apply", Object: "container:" + clip(info.Id), Result: "error",
+			Details: map[string]string{"container": clip(info.Name), "error": clip(a.GetError()), "image_digest": clip(info.ImageDigest)}}
 		b.auditLater(info.Id, ev)
-		return nil
+		return
 	}
 	before := c.applied
 	c.applied = c.desired
@@ -233,27 +298,40 @@ func (b *Broker) applied(ctx context.Context, agent string, a *cofferv1.Applied)
 		delete(old, f.File)
 		switch {
 		case !had:
-			b.auditLater(info.Id, deliveryEvent(agent, info, "delivery.apply", f))
+			b.deliveryLater(info.Id, delivery{agent: agent, action: "delivery.apply", info: info, f: f})
 		case p.Secret != f.Secret || p.Version != f.Version:
-			b.auditLater(info.Id, deliveryEvent(agent, info, "delivery.rotate", f))
+			b.deliveryLater(info.Id, delivery{agent: agent, action: "delivery.rotate", info: info, f: f})
 		}
 	}
 	for _, f := range old {
-		b.auditLater(info.Id, deliveryEvent(agent, info, "delivery.revoke", f))
+		b.deliveryLater(info.Id, delivery{agent: agent, action: "delivery.revoke", info: info, f: f})
 	}
-	return nil
 }
 
+// deliveryEvent is the audit record of a delivery action on file f of
+// container info.
 func deliveryEvent(agent string, info *cofferv1.Container, action string, f *cofferv1.FileRef) audit.Event {
-	deliveries.WithLabelValues(action).Inc()
 	return audit.Event{
 		Actor: "agent:" + agent, Action: action, Object: "secret:" + f.Secret, Result: "ok",
 		Details: map[string]string{
 			"secret": f.Secret, "version": fmt.Sprint(f.Version), "file": f.File,
-			"container_id": info.Id, "container": info.Name, "image": info.Image, "image_digest": info.ImageDigest,
+			"container_id": clip(info.Id), "container": clip(info.Name), "image": clip(info.Image), "image_digest": clip(info.ImageDigest),
 			"agent": agent,
 		},
 	}
+}
+
+// clipLen bounds the text an agent chose (container ids, names, images,
+// error messages) in an audit record: a record over audit.MaxRecordSize is
+// refused, and a hostile agent must not be able to keep its deliveries out
+// of the trail with a long container name.
+const clipLen = 512
+
+func clip(s string) string {
+	if len(s) <= clipLen {
+		return s
+	}
+	return strings.ToValidUTF8(s[:clipLen], "") + "…(truncated)"
 }
 
 func (b *Broker) audit(ctx context.Context, e audit.Event) {

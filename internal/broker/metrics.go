@@ -8,7 +8,7 @@ import (
 var (
 	deliveries = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "coffer_deliveries_total",
-		Help: "Changes acknowledged by agents, by action (delivery.apply, delivery.rotate, delivery.revoke, delivery.remove).",
+		Help: "Delivery records, by action: files queued for an agent (delivery.send), changes acknowledged by agents (delivery.apply, delivery.rotate, delivery.revoke), containers gone (delivery.remove).",
 	}, []string{"action"})
 	deliveryLatency = promauto.NewHistogram(prometheus.HistogramOpts{
 		Name:    "coffer_delivery_ack_seconds",

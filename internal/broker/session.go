@@ -4,17 +4,22 @@ import (
 	"context"
 	"sync"
 
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
 	cofferv1 "coffer/api/coffer/v1"
 )
 
 // session is one agent's open Sync stream: an outbox that coalesces Desired
 // messages per container (only the newest matters) and a sender goroutine.
 // Every batch carries the values its Desired messages refer to, once each,
-// so the agent never depends on a value it may have dropped.
+// so the agent never depends on a value it may have dropped. No message is
+// larger than the agent's receive limit.
 type session struct {
-	agent  string
-	cancel context.CancelFunc
-	batch  bool // the agent understands Batch
+	agent   string
+	cancel  context.CancelFunc
+	batch   bool // the agent understands Batch
+	maxRecv int  // the largest message the agent receives, bytes
 
 	mu      sync.Mutex
 	values  map[verKey]*cofferv1.SecretValue
@@ -23,8 +28,8 @@ type session struct {
 	wake    chan struct{}
 }
 
-func newSession(agent string, cancel context.CancelFunc, batch bool) *session {
-	return &session{agent: agent, cancel: cancel, batch: batch, values: map[verKey]*cofferv1.SecretValue{}, desired: map[string]*cofferv1.Desired{}, wake: make(chan struct{}, 1)}
+func newSession(agent string, cancel context.CancelFunc, batch bool, maxRecv int) *session {
+	return &session{agent: agent, cancel: cancel, batch: batch, maxRecv: maxRecv, values: map[verKey]*cofferv1.SecretValue{}, desired: map[string]*cofferv1.Desired{}, wake: make(chan struct{}, 1)}
 }
 
 func (s *session) enqueue(vals []*cofferv1.SecretValue, d *cofferv1.Desired) {
@@ -78,31 +83,50 @@ func (s *session) run(ctx context.Context, send func(*cofferv1.ServerMessage) er
 }
 
 const (
-	// chunkBytes caps the values carried by one message, well under gRPC's
-	// default 4 MiB receive limit (a single larger value goes alone).
+	// chunkBytes caps the values carried by one message (a single larger
+	// value goes alone), and so the memory one message holds up.
 	chunkBytes = 1 << 20
 	// batchDesired caps the Desired messages in one Batch.
 	batchDesired = 256
+	// framing is room kept in each message for what encoding sizes do not
+	// count: the message's own tags and lengths.
+	framing = 1 << 10
+	// valueRoom is room kept beside a value for its name, version and the
+	// framing around it.
+	valueRoom = 16 << 10
 )
 
+// fits reports whether a value of n bytes of secret name can be sent to
+// the agent in a message it accepts.
+func (s *session) fits(name string, n int) bool { return n+len(name)+valueRoom <= s.maxRecv }
+
+// entry is the encoded size of an embedded message of n bytes: tag, length
+// and body.
+func entry(n int) int { return 1 + protowire.SizeVarint(uint64(n)) + n }
+
 // messages turns one outbox flush into messages: values first, in chunks
-// of at most chunkBytes, then the Desired states. An agent that understands
-// Batch gets them in as few messages as the caps allow (each message is one
-// write and flush on the stream: one per container made fan-out to
-// thousands of containers cost a syscall per container); others get one
-// Values message per chunk and one Desired per container.
+// of at most chunkBytes, then the Desired states; no message is larger
+// than the agent's receive limit. An agent that understands Batch gets them
+// in as few messages as the caps allow (each message is one write and flush
+// on the stream: one per container made fan-out to thousands of containers
+// cost a syscall per container); others get one Values message per chunk
+// and one Desired per container.
 func (s *session) messages(vals []*cofferv1.SecretValue, ds []*cofferv1.Desired) []*cofferv1.ServerMessage {
+	budget := s.maxRecv - framing
+	chunkCap := min(chunkBytes, budget)
 	var chunks [][]*cofferv1.SecretValue
+	var sizes []int
 	var cur []*cofferv1.SecretValue
 	size := 0
 	for _, v := range vals {
-		if len(cur) > 0 && size+len(v.Value) > chunkBytes {
-			chunks, cur, size = append(chunks, cur), nil, 0
+		n := entry(proto.Size(v))
+		if len(cur) > 0 && size+n > chunkCap {
+			chunks, sizes, cur, size = append(chunks, cur), append(sizes, size), nil, 0
 		}
-		cur, size = append(cur, v), size+len(v.Value)
+		cur, size = append(cur, v), size+n
 	}
 	if len(cur) > 0 {
-		chunks = append(chunks, cur)
+		chunks, sizes = append(chunks, cur), append(sizes, size)
 	}
 	var out []*cofferv1.ServerMessage
 	if !s.batch {
@@ -126,12 +150,23 @@ func (s *session) messages(vals []*cofferv1.SecretValue, ds []*cofferv1.Desired)
 		for _, c := range chunks[:n-1] {
 			out = append(out, batch(c, nil))
 		}
-		last = chunks[n-1]
+		last, size = chunks[n-1], sizes[n-1]
+	} else {
+		size = 0
 	}
-	for len(ds) > 0 || last != nil {
-		n := min(len(ds), batchDesired)
-		out = append(out, batch(last, ds[:n]))
-		last, ds = nil, ds[n:]
+	// The last chunk of values rides with the first Desired states, as
+	// many as fit.
+	var cds []*cofferv1.Desired
+	for _, d := range ds {
+		n := entry(proto.Size(d))
+		if len(cds) == batchDesired || size+n > budget && (len(cds) > 0 || last != nil) {
+			out = append(out, batch(last, cds))
+			last, cds, size = nil, nil, 0
+		}
+		cds, size = append(cds, d), size+n
+	}
+	if len(cds) > 0 || last != nil {
+		out = append(out, batch(last, cds))
 	}
 	return out
 }

@@ -53,7 +53,7 @@ func TestSessionMessages(t *testing.T) {
 		{"nothing", true, nil, nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newSession("a", func() {}, tc.batch)
+			s := newSession("a", func() {}, tc.batch, cofferv1.DefaultMaxRecv)
 			if got := kinds(s.messages(tc.vals, tc.ds)); got != tc.want {
 				t.Errorf("messages = %q, want %q", got, tc.want)
 			}

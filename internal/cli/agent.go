@@ -14,7 +14,7 @@ func newAgentCmd(c *conn) *cobra.Command {
 	var o output
 	ls := &cobra.Command{
 		Use:     "ls",
-		Short:   "List agents within your token's scope: name, address, last seen, containers served, labels, scope",
+		Short:   "List agents within your token's scope: name, address, last seen, containers served, labels, scope, anomalies",
 		Example: "  coffer agent ls\n  coffer agent ls -o json",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -27,6 +27,11 @@ func newAgentCmd(c *conn) *cobra.Command {
 				Containers int               `json:"containers"`
 				Labels     map[string]string `json:"labels,omitempty"`
 				Scope      string            `json:"scope,omitempty"`
+
+				ReportsLimited    uint64    `json:"reports_limited"`
+				IDConflicts       uint64    `json:"id_conflicts"`
+				LastAnomaly       time.Time `json:"last_anomaly"`
+				LastAnomalyReason string    `json:"last_anomaly_reason"`
 			}
 			if err := c.get(&o, "/v1/agents", &as); err != nil {
 				return err
@@ -41,9 +46,10 @@ func newAgentCmd(c *conn) *cobra.Command {
 				if a.Connected {
 					state = "connected"
 				}
-				rows = append(rows, []string{a.Name, dash(a.Address), state, seen, fmt.Sprint(a.Containers), dash(policy.FormatLabels(a.Labels)), dash(a.Scope)})
+				rows = append(rows, []string{a.Name, dash(a.Address), state, seen, fmt.Sprint(a.Containers), dash(policy.FormatLabels(a.Labels)), dash(a.Scope),
+					anomalies(a.IDConflicts, a.ReportsLimited, a.LastAnomaly, a.LastAnomalyReason)})
 			}
-			return o.print(cmd.OutOrStdout(), as, []string{"NAME", "ADDRESS", "STATE", "LAST SEEN", "CONTAINERS", "LABELS", "SCOPE"}, rows)
+			return o.print(cmd.OutOrStdout(), as, []string{"NAME", "ADDRESS", "STATE", "LAST SEEN", "CONTAINERS", "LABELS", "SCOPE", "ANOMALIES"}, rows)
 		},
 	}
 	o.flag(ls)
@@ -51,4 +57,13 @@ func newAgentCmd(c *conn) *cobra.Command {
 		"  coffer agent rm node-7", "/v1/agents/", "agent %s: revoked\n")
 	cmd.AddCommand(ls, rm)
 	return cmd
+}
+
+// anomalies summarizes what the server saw an agent do that a well-behaved
+// agent does not (details in the audit trail, action agent.anomaly).
+func anomalies(conflicts, limited uint64, last time.Time, reason string) string {
+	if last.IsZero() {
+		return "-"
+	}
+	return fmt.Sprintf("id_conflicts=%d reports_limited=%d last=%s %s", conflicts, limited, last.Format(time.RFC3339), reason)
 }

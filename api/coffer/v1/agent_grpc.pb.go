@@ -35,6 +35,12 @@ type AgentServiceClient interface {
 	// containers its runtime runs and acknowledges every applied change; the
 	// server pushes, for each container, the exact set of files it must hold,
 	// and the values they need (each secret version once per stream).
+	//
+	// Message size: the agent announces the largest message it receives in
+	// its request metadata "coffer-max-recv" (decimal bytes; 4 MiB, gRPC's
+	// default, if absent) and the server never sends it a larger message. A
+	// value too large for that limit is left out of the container's Desired
+	// state (the server audits the failed delivery); everything else is sent.
 	Sync(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AgentMessage, ServerMessage], error)
 	// Renew signs a new short-lived certificate for the calling agent.
 	Renew(ctx context.Context, in *RenewRequest, opts ...grpc.CallOption) (*RenewResponse, error)
@@ -79,6 +85,12 @@ type AgentServiceServer interface {
 	// containers its runtime runs and acknowledges every applied change; the
 	// server pushes, for each container, the exact set of files it must hold,
 	// and the values they need (each secret version once per stream).
+	//
+	// Message size: the agent announces the largest message it receives in
+	// its request metadata "coffer-max-recv" (decimal bytes; 4 MiB, gRPC's
+	// default, if absent) and the server never sends it a larger message. A
+	// value too large for that limit is left out of the container's Desired
+	// state (the server audits the failed delivery); everything else is sent.
 	Sync(grpc.BidiStreamingServer[AgentMessage, ServerMessage]) error
 	// Renew signs a new short-lived certificate for the calling agent.
 	Renew(context.Context, *RenewRequest) (*RenewResponse, error)
