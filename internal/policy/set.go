@@ -18,6 +18,9 @@ type Set struct {
 	exists *shardMap[[]*compiled] // "key" -> bindings that require key to exist, and have no equality requirement
 	rest   []*compiled            // bindings with neither: evaluated for every container
 	n      int
+	// onImage counts the bindings indexed under an ImageLabelPrefix key:
+	// while there are none, Match does not look at a container's image labels.
+	onImage int
 }
 
 // Index kinds: which part of the Set a compiled binding is reachable from.
@@ -143,9 +146,20 @@ func (s *Set) match(t Target, keepShadowed bool) (granted, shadowed []Grant) {
 		}
 	}
 	for k, v := range t.Labels {
+		if strings.HasPrefix(k, ImageLabelPrefix) {
+			continue // a container label posing as an image label: no binding sees it
+		}
 		key := append(append(append(buf[:0], k...), 0), v...)
 		try(s.eq.getBytes(key))
 		try(s.exists.getBytes(key[:len(k)]))
+	}
+	if s.onImage > 0 {
+		for k, v := range t.ImageLabels {
+			key := append(append(append(append(buf[:0], ImageLabelPrefix...), k...), 0), v...)
+			n := len(ImageLabelPrefix) + len(k)
+			try(s.eq.getBytes(key))
+			try(s.exists.getBytes(key[:n]))
+		}
 	}
 	try(s.rest)
 	if len(out) == 0 {
@@ -167,13 +181,35 @@ func (s *Set) match(t Target, keepShadowed bool) (granted, shadowed []Grant) {
 	return kept, shadowed
 }
 
+// matches evaluates c for t, cheapest and most selective parts first: the
+// container's labels, its image's labels, its image, and last the host's
+// labels, which most bindings that get this far do not restrict.
 func (c *compiled) matches(ls labels.Set, t Target, ref *imageRef) bool {
-	for i := range c.reqs {
-		if !c.reqs[i].Matches(ls) {
+	for i := range c.own {
+		if !c.own[i].Matches(ls) {
 			return false
 		}
 	}
-	return c.image.IsZero() || c.image.match(ref, t.Image, t.ImageDigest)
+	if len(c.imageReqs) > 0 {
+		ils := labels.Set(t.ImageLabels)
+		for i := range c.imageReqs {
+			if !c.imageReqs[i].Matches(ils) {
+				return false
+			}
+		}
+	}
+	if !c.image.IsZero() && !c.image.match(ref, t.Image, t.ImageDigest) {
+		return false
+	}
+	if len(c.hosts) > 0 {
+		hls := labels.Set(t.HostLabels)
+		for i := range c.hosts {
+			if !c.hosts[i].Matches(hls) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func isEq(op selection.Operator) bool {
@@ -184,12 +220,13 @@ func eqKey(k, v string) string { return k + "\x00" + v }
 
 // editor builds a new Set from an old one, copying only what it changes.
 type editor struct {
-	byName *shardEdit[*compiled]
-	eq     *shardEdit[[]*compiled]
-	exists *shardEdit[[]*compiled]
-	rest   []*compiled
-	n      int
-	fresh  bool // lists may be appended to in place (NewSet)
+	byName  *shardEdit[*compiled]
+	eq      *shardEdit[[]*compiled]
+	exists  *shardEdit[[]*compiled]
+	rest    []*compiled
+	n       int
+	onImage int
+	fresh   bool // lists may be appended to in place (NewSet)
 }
 
 func newEditor(s *Set) *editor {
@@ -202,20 +239,23 @@ func newEditor(s *Set) *editor {
 		}
 	}
 	return &editor{
-		byName: editShards(s.byName),
-		eq:     editShards(s.eq),
-		exists: editShards(s.exists),
-		rest:   slices.Clip(s.rest),
-		n:      s.n,
+		byName:  editShards(s.byName),
+		eq:      editShards(s.eq),
+		exists:  editShards(s.exists),
+		rest:    slices.Clip(s.rest),
+		n:       s.n,
+		onImage: s.onImage,
 	}
 }
 
 func (e *editor) done() *Set {
-	return &Set{byName: e.byName.done(), eq: e.eq.done(), exists: e.exists.done(), rest: e.rest, n: e.n}
+	return &Set{byName: e.byName.done(), eq: e.eq.done(), exists: e.exists.done(), rest: e.rest, n: e.n, onImage: e.onImage}
 }
 
 // add indexes c under its least popular equality requirement, else under
-// an existence requirement, else in rest, and records where in c.
+// an existence requirement, else in rest, and records where in c. Keys
+// under ImageLabelPrefix are indexed like any other: Match looks them up
+// from the container's image labels, never from its own.
 func (e *editor) add(c *compiled, popularity func(eqKey string) int) {
 	e.byName.set(c.Name, c)
 	e.n++
@@ -235,6 +275,7 @@ func (e *editor) add(c *compiled, popularity func(eqKey string) int) {
 	if best >= 0 {
 		r := c.reqs[best]
 		c.index = inEq
+		e.markImage(c, r.Key())
 		for _, v := range r.ValuesUnsorted() {
 			k := eqKey(r.Key(), v)
 			c.keys = append(c.keys, k)
@@ -246,6 +287,7 @@ func (e *editor) add(c *compiled, popularity func(eqKey string) int) {
 	for _, r := range c.reqs {
 		if r.Operator() == selection.Exists {
 			c.index, c.keys = inExists, []string{r.Key()}
+			e.markImage(c, r.Key())
 			old, _ := e.exists.get(r.Key())
 			e.exists.set(r.Key(), e.appendTo(old, c))
 			return
@@ -253,6 +295,14 @@ func (e *editor) add(c *compiled, popularity func(eqKey string) int) {
 	}
 	c.index = inRest
 	e.rest = e.appendTo(e.rest, c)
+}
+
+// markImage records that c is indexed under key, if key is an image label's.
+func (e *editor) markImage(c *compiled, key string) {
+	if strings.HasPrefix(key, ImageLabelPrefix) {
+		c.onImage = true
+		e.onImage++
+	}
 }
 
 func (e *editor) appendTo(list []*compiled, c *compiled) []*compiled {
@@ -266,6 +316,9 @@ func (e *editor) appendTo(list []*compiled, c *compiled) []*compiled {
 func (e *editor) remove(c *compiled) {
 	e.byName.del(c.Name)
 	e.n--
+	if c.onImage {
+		e.onImage--
+	}
 	idx := e.eq
 	switch c.index {
 	case inRest:
