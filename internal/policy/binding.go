@@ -44,10 +44,10 @@ type Binding struct {
 }
 
 // Normalize validates every field of b, fills in the defaults (File, Mode)
-// and rewrites Selector, Image and Hosts in canonical form, so that two bindings
-// meaning the same thing compare equal and a normalized binding normalizes to
-// itself. Errors wrap ErrInvalid and name the field at fault. On error b is
-// left unchanged.
+// and rewrites Selector, Image and Hosts in canonical form, so that two
+// bindings meaning the same thing compare equal and a normalized binding
+// normalizes to itself. Errors wrap ErrInvalid and name the field at fault.
+// On error b is left unchanged.
 func (b *Binding) Normalize() error {
 	c, err := compile(*b)
 	if err != nil {
