@@ -184,8 +184,8 @@ func candidates(s *Set, t Target) int {
 		ex, _ := s.exists.get(k)
 		n += len(eq) + len(ex)
 	}
-	if s.onImage > 0 {
-		for k, v := range t.ImageLabels {
+	for k, v := range t.ImageLabels {
+		if s.imageKeys[k] > 0 {
 			eq, _ := s.eq.get(eqKey(ImageLabelPrefix+k, v))
 			ex, _ := s.exists.get(ImageLabelPrefix + k)
 			n += len(eq) + len(ex)

@@ -68,9 +68,9 @@ type compiled struct {
 	hosts     labels.Requirements // Hosts; nil: any host
 
 	// Where a Set indexes the binding; set once when it is added.
-	index   int      // inRest, inEq or inExists
-	keys    []string // eqKey pairs (inEq) or the label key (inExists)
-	onImage bool     // keys are ImageLabelPrefix keys, reached from Target.ImageLabels
+	index    int      // inRest, inEq or inExists
+	keys     []string // eqKey pairs (inEq) or the label key (inExists)
+	imageKey string   // if keys are on an image label: its key, ImageLabelPrefix cut off
 }
 
 var (

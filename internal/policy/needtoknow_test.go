@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -222,16 +223,19 @@ func TestImageLabelIndex(t *testing.T) {
 		t.Fatalf("%d bindings are evaluated for every container, want 0", len(s.rest))
 	}
 	c, _ := s.byName.get("pay")
-	if c.index != inEq || !reflect.DeepEqual(c.keys, []string{eqKey("image.label/app", "payments")}) || !c.onImage {
-		t.Errorf("pay indexed as %d %q %v", c.index, c.keys, c.onImage)
+	if c.index != inEq || !reflect.DeepEqual(c.keys, []string{eqKey("image.label/app", "payments")}) || c.imageKey != "app" {
+		t.Errorf("pay indexed as %d %q %q", c.index, c.keys, c.imageKey)
 	}
 	if c, _ := s.byName.get("tier"); c.index != inExists || c.keys[0] != "image.label/tier" {
 		t.Errorf("tier indexed as %d %q", c.index, c.keys)
 	}
 	// image.label/app=payments is wanted by two bindings, app=web by one:
 	// both is indexed under the rarer pair, like any binding.
-	if c, _ := s.byName.get("both"); c.keys[0] != eqKey("app", "web") || c.onImage || s.onImage != 2 {
-		t.Errorf("both indexed under %q (on image: %v); %d bindings on image labels, want 2", c.keys, c.onImage, s.onImage)
+	if c, _ := s.byName.get("both"); c.keys[0] != eqKey("app", "web") || c.imageKey != "" {
+		t.Errorf("both indexed under %q (image key %q)", c.keys, c.imageKey)
+	}
+	if want := map[string]int{"app": 1, "tier": 1}; !maps.Equal(s.imageKeys, want) {
+		t.Errorf("imageKeys = %v, want %v", s.imageKeys, want)
 	}
 	img := "registry.example.com/pay/api:1"
 	real := Target{Labels: map[string]string{"app": "web"}, ImageLabels: map[string]string{"app": "payments", "tier": "x"}, Image: img, ImageDigest: digestA}
@@ -245,16 +249,31 @@ func TestImageLabelIndex(t *testing.T) {
 	if got := s.Match(spoof); got != nil {
 		t.Errorf("spoofed image labels: %v", names(got))
 	}
-	// The count that lets Match skip image labels follows With and Without.
-	s2, err := s.With(Binding{Name: "pay", Secret: "s/pay", Selector: "app=pay"})
+	// An image with many labels: only those the index names are looked up,
+	// and those still reach their bindings.
+	many := real
+	many.ImageLabels = map[string]string{"app": "payments", "tier": "x", "a": "1", "b": "2", "c": "3", "d": "4"}
+	if got := names(s.Match(many)); !slices.Equal(got, []string{"both", "pay", "tier"}) {
+		t.Errorf("image with many labels: %v", got)
+	}
+	// The keys that let Match skip image labels follow With and Without,
+	// copy on write.
+	s1, err := s.With(Binding{Name: "more", Secret: "s/more", Selector: "image.label/app=payments,image.label/vendor=x", Image: digestA})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s2 = s2.Without("tier").Without("both")
-	if s2.onImage != 0 {
-		t.Errorf("onImage = %d after the image-label bindings are gone", s2.onImage)
+	if want := map[string]int{"app": 1, "tier": 1, "vendor": 1}; !maps.Equal(s1.imageKeys, want) { // vendor=x is the rarer pair
+		t.Errorf("imageKeys = %v, want %v", s1.imageKeys, want)
 	}
-	if s.onImage == 0 || len(s.Match(real)) != 3 {
-		t.Error("the original set changed")
+	s2, err := s1.With(Binding{Name: "pay", Secret: "s/pay", Selector: "app=pay"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2 = s2.Without("tier").Without("both").Without("more")
+	if len(s2.imageKeys) != 0 {
+		t.Errorf("imageKeys = %v after the image-label bindings are gone", s2.imageKeys)
+	}
+	if want := map[string]int{"app": 1, "tier": 1}; !maps.Equal(s.imageKeys, want) || len(s.Match(real)) != 3 {
+		t.Errorf("the original set changed: %v", s.imageKeys)
 	}
 }

@@ -3,6 +3,7 @@ package policy
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -18,9 +19,11 @@ type Set struct {
 	exists *shardMap[[]*compiled] // "key" -> bindings that require key to exist, and have no equality requirement
 	rest   []*compiled            // bindings with neither: evaluated for every container
 	n      int
-	// onImage counts the bindings indexed under an ImageLabelPrefix key:
-	// while there are none, Match does not look at a container's image labels.
-	onImage int
+	// imageKeys counts, per image label key (ImageLabelPrefix cut off), the
+	// bindings indexed under it. Match looks up only a container's image
+	// labels with such a key, or none at all while the map is empty. Never
+	// modified once a Set holds it.
+	imageKeys map[string]int
 }
 
 // Index kinds: which part of the Set a compiled binding is reachable from.
@@ -153,12 +156,20 @@ func (s *Set) match(t Target, keepShadowed bool) (granted, shadowed []Grant) {
 		try(s.eq.getBytes(key))
 		try(s.exists.getBytes(key[:len(k)]))
 	}
-	if s.onImage > 0 {
+	tryImage := func(k, v string) {
+		key := append(append(append(append(buf[:0], ImageLabelPrefix...), k...), 0), v...)
+		try(s.eq.getBytes(key))
+		try(s.exists.getBytes(key[:len(ImageLabelPrefix)+len(k)]))
+	}
+	if n := len(s.imageKeys); n > 0 && n < len(t.ImageLabels) {
+		for k := range s.imageKeys { // images often carry many labels that no binding names
+			if v, ok := t.ImageLabels[k]; ok {
+				tryImage(k, v)
+			}
+		}
+	} else if n > 0 {
 		for k, v := range t.ImageLabels {
-			key := append(append(append(append(buf[:0], ImageLabelPrefix...), k...), 0), v...)
-			n := len(ImageLabelPrefix) + len(k)
-			try(s.eq.getBytes(key))
-			try(s.exists.getBytes(key[:n]))
+			tryImage(k, v)
 		}
 	}
 	try(s.rest)
@@ -220,13 +231,14 @@ func eqKey(k, v string) string { return k + "\x00" + v }
 
 // editor builds a new Set from an old one, copying only what it changes.
 type editor struct {
-	byName  *shardEdit[*compiled]
-	eq      *shardEdit[[]*compiled]
-	exists  *shardEdit[[]*compiled]
-	rest    []*compiled
-	n       int
-	onImage int
-	fresh   bool // lists may be appended to in place (NewSet)
+	byName    *shardEdit[*compiled]
+	eq        *shardEdit[[]*compiled]
+	exists    *shardEdit[[]*compiled]
+	rest      []*compiled
+	n         int
+	imageKeys map[string]int
+	ownKeys   bool // imageKeys is this editor's copy
+	fresh     bool // lists may be appended to in place (NewSet)
 }
 
 func newEditor(s *Set) *editor {
@@ -239,17 +251,17 @@ func newEditor(s *Set) *editor {
 		}
 	}
 	return &editor{
-		byName:  editShards(s.byName),
-		eq:      editShards(s.eq),
-		exists:  editShards(s.exists),
-		rest:    slices.Clip(s.rest),
-		n:       s.n,
-		onImage: s.onImage,
+		byName:    editShards(s.byName),
+		eq:        editShards(s.eq),
+		exists:    editShards(s.exists),
+		rest:      slices.Clip(s.rest),
+		n:         s.n,
+		imageKeys: s.imageKeys,
 	}
 }
 
 func (e *editor) done() *Set {
-	return &Set{byName: e.byName.done(), eq: e.eq.done(), exists: e.exists.done(), rest: e.rest, n: e.n, onImage: e.onImage}
+	return &Set{byName: e.byName.done(), eq: e.eq.done(), exists: e.exists.done(), rest: e.rest, n: e.n, imageKeys: e.imageKeys}
 }
 
 // add indexes c under its least popular equality requirement, else under
@@ -299,9 +311,24 @@ func (e *editor) add(c *compiled, popularity func(eqKey string) int) {
 
 // markImage records that c is indexed under key, if key is an image label's.
 func (e *editor) markImage(c *compiled, key string) {
-	if strings.HasPrefix(key, ImageLabelPrefix) {
-		c.onImage = true
-		e.onImage++
+	if k, ok := strings.CutPrefix(key, ImageLabelPrefix); ok {
+		c.imageKey = k
+		e.countImageKey(k, +1)
+	}
+}
+
+// countImageKey adds d to the bindings indexed under image label key k,
+// copying the map the first time (older Sets share it).
+func (e *editor) countImageKey(k string, d int) {
+	if !e.ownKeys {
+		e.imageKeys = maps.Clone(e.imageKeys)
+		if e.imageKeys == nil {
+			e.imageKeys = map[string]int{}
+		}
+		e.ownKeys = true
+	}
+	if e.imageKeys[k] += d; e.imageKeys[k] <= 0 {
+		delete(e.imageKeys, k)
 	}
 }
 
@@ -316,8 +343,8 @@ func (e *editor) appendTo(list []*compiled, c *compiled) []*compiled {
 func (e *editor) remove(c *compiled) {
 	e.byName.del(c.Name)
 	e.n--
-	if c.onImage {
-		e.onImage--
+	if c.imageKey != "" {
+		e.countImageKey(c.imageKey, -1)
 	}
 	idx := e.eq
 	switch c.index {
