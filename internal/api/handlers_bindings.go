@@ -80,6 +80,9 @@ func (s *Server) putBinding(r *request) (int, any, error) {
 		return 0, nil, err
 	}
 	r.note("selector", out.Selector)
+	if out.Hosts != "" {
+		r.note("hosts", out.Hosts)
+	}
 	return http.StatusOK, out, nil
 }
 
@@ -91,9 +94,13 @@ func (s *Server) deleteBinding(r *request) (int, any, error) {
 	return http.StatusNoContent, nil, s.cfg.Catalog.DeleteBinding(r.Context(), b.Name)
 }
 
-// EvaluateRequest describes a container for POST /v1/evaluate.
+// EvaluateRequest describes a container for POST /v1/evaluate: its own
+// labels, its image's labels (what image.label/ keys see) and the labels of
+// the host whose agent would report it (omitted: a host without labels).
 type EvaluateRequest struct {
 	Labels      map[string]string `json:"labels"`
+	ImageLabels map[string]string `json:"image_labels,omitempty"`
+	HostLabels  map[string]string `json:"host_labels,omitempty"`
 	Image       string            `json:"image,omitempty"`
 	ImageDigest string            `json:"image_digest,omitempty"`
 }
@@ -106,7 +113,16 @@ func (s *Server) evaluate(r *request) (int, any, error) {
 	if err := decode(r.Request, smallBody, &req); err != nil {
 		return 0, nil, err
 	}
-	grants := s.cfg.Catalog.Bindings().Match(policy.Target{Labels: req.Labels, Image: req.Image, ImageDigest: req.ImageDigest})
+	if err := policy.ValidateLabels(req.HostLabels); err != nil {
+		return 0, nil, fmt.Errorf("%w: host_labels: %w", errBadRequest, err)
+	}
+	if err := policy.ValidateLabels(req.ImageLabels); err != nil {
+		return 0, nil, fmt.Errorf("%w: image_labels: %w", errBadRequest, err)
+	}
+	grants := s.cfg.Catalog.Bindings().Match(policy.Target{
+		Labels: req.Labels, ImageLabels: req.ImageLabels, HostLabels: req.HostLabels,
+		Image: req.Image, ImageDigest: req.ImageDigest,
+	})
 	out := []policy.Grant{}
 	for _, g := range grants {
 		if authz.InScope(r.p, g.Secret) {

@@ -13,7 +13,7 @@ import (
 func newBindCmd(c *conn) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bind",
-		Short: "Bind secrets to containers by label selector (and image)",
+		Short: "Bind secrets to containers by label selector (and image, and host)",
 	}
 	cmd.AddCommand(newBindCreateCmd(c), newBindLsCmd(c), newBindRmCmd(c), newBindTestCmd(c))
 	return cmd
@@ -26,12 +26,21 @@ func newBindCreateCmd(c *conn) *cobra.Command {
 		Use:   "create NAME --secret S --selector SEL",
 		Short: "Create or replace a binding",
 		Long: `Create or replace a binding: every container whose labels match the selector
-(Kubernetes syntax: app=web, env in (prod,staging), !debug, tier; comma = and)
-and, if given, whose image matches --image (repository glob, :tag, or
-@sha256:digest) receives the secret as a file under /run/secrets/. Running
-containers that match receive it at once.`,
-		Example: `  coffer bind create web-db --secret payments/db-password --selector 'app=web,env in (prod,staging)'
-  coffer bind create api-key --secret payments/api-key --selector app=api --image 'registry.example.com/api:*' --file key --mode 0440 --gid 1000`,
+(Kubernetes syntax: app=web, env in (prod,staging), !debug, tier; comma = and),
+whose image, if given, matches --image (repository glob, :tag, or
+@sha256:digest), and whose host, if given, matches --hosts (a selector over the
+labels an admin gave the host's agent at enrollment) receives the secret as a
+file under /run/secrets/. Running containers that match receive it at once.
+
+The selector sees the container's own labels (docker run --label), not its
+image's. Keys under the reserved prefix image.label/ name the image's labels
+instead (image.label/app=payments); container labels with that prefix are
+ignored. Image labels are chosen by the image's author, so a selector that uses
+them needs an --image that names the images it trusts: a digest, or a literal
+registry and first path segment (registry.example.com/team/*, not ** or **/app).`,
+		Example: `  coffer bind create web-db --secret payments/db-password --selector 'app=web,env in (prod,staging)' --hosts 'env=prod'
+  coffer bind create api-key --secret payments/api-key --selector app=api --image 'registry.example.com/api:*' --file key --mode 0440 --gid 1000
+  coffer bind create pay-img --secret payments/api-key --selector 'image.label/app=payments' --image 'registry.example.com/pay/*'`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b.Name = args[0]
@@ -65,6 +74,7 @@ containers that match receive it at once.`,
 	f.StringVar(&b.Secret, "secret", "", "secret to deliver (required)")
 	f.StringVar(&b.Selector, "selector", "", "label selector (required)")
 	f.StringVar(&b.Image, "image", "", "image pattern: repository glob with optional :tag, or @sha256:digest")
+	f.StringVar(&b.Hosts, "hosts", "", "label selector over the host's (agent's) labels (default: any host)")
 	f.StringVar(&b.File, "file", "", "file name under /run/secrets (default: the secret's last path element)")
 	f.StringVar(&mode, "mode", "", "file mode, octal (default 0400)")
 	f.IntVar(&b.UID, "uid", 0, "file owner uid")
@@ -76,6 +86,9 @@ func describe(b policy.Binding) string {
 	s := "containers with " + b.Selector
 	if b.Image != "" {
 		s += " and image " + b.Image
+	}
+	if b.Hosts != "" {
+		s += " on hosts with " + b.Hosts
 	}
 	return s
 }
@@ -94,9 +107,9 @@ func newBindLsCmd(c *conn) *cobra.Command {
 			}
 			rows := [][]string{}
 			for _, b := range bs {
-				rows = append(rows, []string{b.Name, b.Secret, b.Selector, dash(b.Image), b.File, fmt.Sprintf("%04o", b.Mode), fmt.Sprintf("%d:%d", b.UID, b.GID)})
+				rows = append(rows, []string{b.Name, b.Secret, b.Selector, dash(b.Image), dash(b.Hosts), b.File, fmt.Sprintf("%04o", b.Mode), fmt.Sprintf("%d:%d", b.UID, b.GID)})
 			}
-			return o.print(cmd.OutOrStdout(), bs, []string{"NAME", "SECRET", "SELECTOR", "IMAGE", "FILE", "MODE", "OWNER"}, rows)
+			return o.print(cmd.OutOrStdout(), bs, []string{"NAME", "SECRET", "SELECTOR", "IMAGE", "HOSTS", "FILE", "MODE", "OWNER"}, rows)
 		},
 	}
 	o.flag(cmd)
@@ -117,11 +130,17 @@ func newBindRmCmd(c *conn) *cobra.Command {
 
 func newBindTestCmd(c *conn) *cobra.Command {
 	var o output
-	var labels, image, digest string
+	var labels, hostLabels, imageLabels, image, digest string
 	cmd := &cobra.Command{
-		Use:   "test --labels k=v,... [--image REF]",
-		Short: "Show which secrets a container with these labels and image would get",
+		Use:   "test --labels k=v,... [--host-labels k=v,...] [--image-labels k=v,...] [--image REF]",
+		Short: "Show which secrets a container with these labels and image would get on a host with these labels",
+		Long: `Show which secrets a container would get: --labels are its own labels,
+--image-labels its image's labels (what image.label/ keys in selectors see),
+--host-labels the labels of the host's agent. Without --host-labels the host
+has no labels, so bindings whose host selector requires one do not match.`,
 		Example: `  coffer bind test --labels app=web,env=prod --image registry/x:1.2
+  coffer bind test --labels app=web --host-labels env=prod,zone=eu-1
+  coffer bind test --image-labels app=payments --image registry.example.com/pay/api:1.2
   coffer bind test --labels app=web -o json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -132,12 +151,20 @@ func newBindTestCmd(c *conn) *cobra.Command {
 			if err != nil {
 				return usageError(err)
 			}
+			hm, err := policy.ParseLabels(hostLabels)
+			if err != nil {
+				return usageError(fmt.Errorf("--host-labels: %w", err))
+			}
+			im, err := policy.ParseLabels(imageLabels)
+			if err != nil {
+				return usageError(fmt.Errorf("--image-labels: %w", err))
+			}
 			cl, err := c.client()
 			if err != nil {
 				return err
 			}
 			var gs []policy.Grant
-			req := map[string]any{"labels": lm, "image": image, "image_digest": digest}
+			req := map[string]any{"labels": lm, "host_labels": hm, "image_labels": im, "image": image, "image_digest": digest}
 			if err := cl.do("POST", "/v1/evaluate", req, &gs); err != nil {
 				return err
 			}
@@ -149,6 +176,8 @@ func newBindTestCmd(c *conn) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&labels, "labels", "", "container labels, k=v,k2=v2")
+	cmd.Flags().StringVar(&hostLabels, "host-labels", "", "labels of the host's agent, k=v,k2=v2 (default: none)")
+	cmd.Flags().StringVar(&imageLabels, "image-labels", "", "labels of the container's image, k=v,k2=v2 (default: none)")
 	cmd.Flags().StringVar(&image, "image", "", "container image reference")
 	cmd.Flags().StringVar(&digest, "image-digest", "", "container image digest (sha256:...)")
 	o.flag(cmd)

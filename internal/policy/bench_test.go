@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -102,13 +103,93 @@ func BenchmarkMatch10k(b *testing.B) {
 	b.ReportMetric(float64(cands)/float64(len(ts)), "evaluated/match")
 }
 
+// needToKnowWorld is benchWorld with host selectors on a third of the
+// bindings, image-label requirements on half of the image-pinned ones, and
+// 1,000 bindings that select by image label alone (indexed under
+// image.label/ keys).
+func needToKnowWorld() []Binding {
+	bs := benchWorld()
+	for i := range bs {
+		switch {
+		case i%3 == 0:
+			bs[i].Hosts = "zone in (eu-1,eu-2),!quarantine"
+		case bs[i].Image != "" && i%2 == 0:
+			bs[i].Selector += ",image.label/org.opencontainers.image.vendor=" + strings.Split(bs[i].Image, "/")[1]
+		}
+	}
+	for i := range 1000 {
+		bs = append(bs, Binding{
+			Name:     fmt.Sprintf("img/app-%d", i),
+			Secret:   fmt.Sprintf("app-%d/image-token", i),
+			Selector: fmt.Sprintf("image.label/org.opencontainers.image.title=app-%d", i),
+			Image:    fmt.Sprintf("registry.example.com/team-%d/*", i%50),
+			Hosts:    "env=prod",
+		})
+	}
+	return bs
+}
+
+// needToKnowTargets are benchTargets with the labels the agent's host and
+// the image carry.
+func needToKnowTargets() []Target {
+	ts := benchTargets()
+	zones := []string{"eu-1", "eu-2", "us-1"}
+	for i := range ts {
+		team := ts[i].Labels["team"]
+		ts[i].HostLabels = map[string]string{"env": ts[i].Labels["env"], "zone": zones[i%3], "rack": fmt.Sprintf("r%d", i%16)}
+		ts[i].ImageLabels = map[string]string{
+			"org.opencontainers.image.title":    fmt.Sprintf("app-%d", i*37%1000),
+			"org.opencontainers.image.vendor":   team,
+			"org.opencontainers.image.version":  "1.4.2",
+			"org.opencontainers.image.revision": "9f2c1e7",
+			"org.opencontainers.image.source":   "https://example.com/repo",
+			"maintainer":                        "ops@example.com",
+		}
+	}
+	return ts
+}
+
+// BenchmarkMatch10kNeedToKnow is BenchmarkMatch10k with host selectors and
+// image labels on both sides.
+func BenchmarkMatch10kNeedToKnow(b *testing.B) {
+	s, err := NewSet(needToKnowWorld())
+	if err != nil {
+		b.Fatal(err)
+	}
+	ts := needToKnowTargets()
+	grants, cands := 0, 0
+	for _, t := range ts {
+		grants += len(s.Match(t))
+		cands += candidates(s, t)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		s.Match(ts[i%len(ts)])
+		i++
+	}
+	b.ReportMetric(float64(grants)/float64(len(ts)), "grants/match")
+	b.ReportMetric(float64(cands)/float64(len(ts)), "evaluated/match")
+}
+
 // candidates counts the bindings Match evaluates for t.
 func candidates(s *Set, t Target) int {
 	n := len(s.rest)
 	for k, v := range t.Labels {
+		if strings.HasPrefix(k, ImageLabelPrefix) {
+			continue
+		}
 		eq, _ := s.eq.get(eqKey(k, v))
 		ex, _ := s.exists.get(k)
 		n += len(eq) + len(ex)
+	}
+	for k, v := range t.ImageLabels {
+		if s.imageKeys[k] > 0 {
+			eq, _ := s.eq.get(eqKey(ImageLabelPrefix+k, v))
+			ex, _ := s.exists.get(ImageLabelPrefix + k)
+			n += len(eq) + len(ex)
+		}
 	}
 	return n
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"path"
+	"strings"
 
 	"coffer/internal/secret"
 	"k8s.io/apimachinery/pkg/labels"
@@ -21,7 +22,15 @@ const DefaultMode uint32 = 0o400
 const MaxID = math.MaxInt32
 
 // Binding joins a secret to the containers its selector (and image pattern)
-// picks, and says where the secret lands in them.
+// picks, on the hosts its host selector picks, and says where the secret
+// lands in them.
+//
+// Selector keys under [ImageLabelPrefix] match the image's labels rather
+// than the container's; a binding that uses them must have an Image pattern
+// that names a digest, or a literal registry host and first path segment
+// ("registry.example.com/team/*", "busybox", "ghcr.io/org/app:*"): image
+// labels are chosen by the image's author, so the binding must say which
+// images it trusts.
 type Binding struct {
 	Name     string `json:"name"`            // binding name, secret.ValidateName rules
 	Secret   string `json:"secret"`          // secret name, secret.ValidateName rules
@@ -35,10 +44,10 @@ type Binding struct {
 }
 
 // Normalize validates every field of b, fills in the defaults (File, Mode)
-// and rewrites Selector and Image in canonical form, so that two bindings
-// meaning the same thing compare equal and a normalized binding normalizes to
-// itself. Errors wrap ErrInvalid and name the field at fault. On error b is
-// left unchanged.
+// and rewrites Selector, Image and Hosts in canonical form, so that two
+// bindings meaning the same thing compare equal and a normalized binding
+// normalizes to itself. Errors wrap ErrInvalid and name the field at fault.
+// On error b is left unchanged.
 func (b *Binding) Normalize() error {
 	c, err := compile(*b)
 	if err != nil {
@@ -48,17 +57,26 @@ func (b *Binding) Normalize() error {
 	return nil
 }
 
-// compiled is a normalized binding with its selector and image pattern
+// compiled is a normalized binding with its selectors and image pattern
 // parsed, ready to be matched.
 type compiled struct {
 	Binding
-	reqs  labels.Requirements // canonical order
-	image ImagePattern        // zero: any image
+	reqs      labels.Requirements // all of Selector, canonical order, keys as written: what the index uses
+	own       labels.Requirements // those on the container's own labels
+	imageReqs labels.Requirements // those on ImageLabelPrefix keys, prefix cut off: matched against Target.ImageLabels
+	image     ImagePattern        // zero: any image
+	hosts     labels.Requirements // Hosts; nil: any host
 
 	// Where a Set indexes the binding; set once when it is added.
-	index int      // inRest, inEq or inExists
-	keys  []string // eqKey pairs (inEq) or the label key (inExists)
+	index    int      // inRest, inEq or inExists
+	keys     []string // eqKey pairs (inEq) or the label key (inExists)
+	imageKey string   // if keys are on an image label: its key, ImageLabelPrefix cut off
 }
+
+var (
+	errEmptyHosts = errors.New(`no requirement: leave hosts empty ("") to mean any host`)
+	errHostsImage = fmt.Errorf("the %s prefix names image labels, which a host selector cannot see", ImageLabelPrefix)
+)
 
 // compile validates and normalizes b and parses its selector and pattern.
 func compile(b Binding) (*compiled, error) {
@@ -73,6 +91,10 @@ func compile(b Binding) (*compiled, error) {
 		return nil, fmt.Errorf("%w %q: selector %q: %w", ErrInvalid, b.Name, b.Selector, err)
 	}
 	b.Selector = canon
+	own, imageReqs, err := splitImageRequirements(reqs)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: selector %q: %w", ErrInvalid, b.Name, b.Selector, err)
+	}
 
 	var img ImagePattern
 	if b.Image != "" {
@@ -80,8 +102,20 @@ func compile(b Binding) (*compiled, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w %q: image %q: %w", ErrInvalid, b.Name, b.Image, err)
 		}
-		b.Image = img.String()
 	}
+	if len(imageReqs) > 0 && !img.namesImages() {
+		return nil, fmt.Errorf("%w %q: image %q: the selector uses %s keys, which the image's author chooses, "+
+			"so the binding must say which images it trusts: give an image pattern with a digest, or with a literal "+
+			"registry and first path segment (e.g. registry.example.com/team/*), not one that any image can match",
+			ErrInvalid, b.Name, b.Image, ImageLabelPrefix)
+	}
+	b.Image = img.String()
+
+	hosts, canonHosts, err := parseHosts(b.Hosts)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: hosts %q: %w", ErrInvalid, b.Name, b.Hosts, err)
+	}
+	b.Hosts = canonHosts
 
 	if b.File == "" {
 		b.File = path.Base(b.Secret)
@@ -105,7 +139,29 @@ func compile(b Binding) (*compiled, error) {
 	if b.GID < 0 || b.GID > MaxID {
 		return nil, fmt.Errorf("%w %q: gid %d: must be between 0 and %d", ErrInvalid, b.Name, b.GID, MaxID)
 	}
-	return &compiled{Binding: b, reqs: reqs, image: img}, nil
+	return &compiled{Binding: b, reqs: reqs, own: own, imageReqs: imageReqs, image: img, hosts: hosts}, nil
+}
+
+// parseHosts parses a host selector like Selector (same syntax, limits and
+// canonical form), except that "" means any host (nil requirements) and
+// ImageLabelPrefix keys are refused. The error carries only the reason.
+func parseHosts(s string) (labels.Requirements, string, error) {
+	if s == "" {
+		return nil, "", nil
+	}
+	reqs, canon, err := parseSelector(s)
+	if errors.Is(err, errEmptySelector) {
+		err = errEmptyHosts
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	for _, r := range reqs {
+		if strings.HasPrefix(r.Key(), ImageLabelPrefix) {
+			return nil, "", fmt.Errorf("key %q: %w", r.Key(), errHostsImage)
+		}
+	}
+	return reqs, canon, nil
 }
 
 // Target is a container as the runtime describes it: never as the

@@ -1,8 +1,9 @@
 // Package policy decides which secrets a container receives.
 //
 // A [Binding] joins one secret to the containers that a Kubernetes-style
-// label selector (and optionally an image pattern) picks, and says where the
-// secret lands: the file name under /run/secrets, its mode and its owner.
+// label selector (and optionally an image pattern and a host selector)
+// picks, and says where the secret lands: the file name under /run/secrets,
+// its mode and its owner.
 // Bindings are validated and put in canonical form by [Binding.Normalize].
 //
 // A [Set] is an immutable, compiled collection of bindings, safe for
@@ -10,10 +11,11 @@
 // proportional to the bindings that could apply to it, not to the size of the
 // set: each binding is indexed under one equality requirement (key=value or
 // key in (...)) or one existence requirement it must satisfy, so only
-// bindings reachable from the container's own labels, plus the few without
-// such a requirement, are evaluated. [Set.With] and [Set.Without] return
-// updated copies that share almost all of their structure with the original,
-// so an API write costs microseconds, not a recompilation.
+// bindings reachable from the container's own labels (and its image's
+// labels, for image.label/ keys), plus the few without such a requirement,
+// are evaluated. [Set.With] and [Set.Without] return updated copies that
+// share almost all of their structure with the original, so an API write
+// costs microseconds, not a recompilation.
 //
 // # Selectors
 //
@@ -23,6 +25,28 @@
 // "!debug" (key absent); a comma means "and". The numeric operators '<' and
 // '>' are not supported. An empty selector is rejected: it would match every
 // container.
+//
+// A selector sees the container's own labels (what docker run --label set),
+// not its image's. Keys under the reserved prefix [ImageLabelPrefix]
+// ("image.label/") name the image's labels instead: "image.label/app=payments"
+// requires the image label app=payments. Container labels under that prefix
+// are ignored, so they cannot be forged by whoever starts the container. Image
+// labels are chosen by the image's author, so a binding whose selector uses
+// them must also have an image pattern that names the images it trusts: a
+// digest, or a literal registry host and first path segment
+// ("registry.example.com/team/*", "busybox:1.*"); "", "**", "**/app" and
+// "*/team/app" are refused. Image-label requirements are indexed like the
+// others.
+//
+// # Host selectors
+//
+// A binding's optional Hosts selector restricts it to containers reported
+// by agents whose labels (set by an admin at enrollment) match it: same
+// syntax, limits and canonical form as the selector, "" meaning any host
+// (text without a requirement, such as " ", is refused). It is evaluated
+// last, only for bindings that otherwise match. A host without labels is
+// the empty label set: "env=prod" does not match it, "!debug" does.
+// Image-label keys are refused in host selectors.
 //
 // # Image patterns
 //

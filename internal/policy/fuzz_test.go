@@ -46,15 +46,25 @@ func FuzzParseSelector(f *testing.F) {
 }
 
 // FuzzNormalize checks that Normalize never panics, that errors wrap
-// ErrInvalid, and that a normalized binding normalizes to itself and
-// compiles into a Set.
+// ErrInvalid, that a normalized binding normalizes to itself and compiles
+// into a Set, and that the Set matches it as the specification does (host
+// selector, image labels, container labels posing as image labels).
 func FuzzNormalize(f *testing.F) {
-	f.Add("web-db", "payments/db", "app=web", "", "", uint32(0), 0, 0)
-	f.Add("b", "s", "env in (a,b),!debug", "busybox:1.*", "f.txt", uint32(0o440), 1000, 1000)
-	f.Add("b", "a/b/c", "tier", "sha256:"+hexA, "", uint32(0o777), 0, 65534)
-	f.Add("B", "s", "", "@", "../x", uint32(0o1000), -1, 1<<40)
-	f.Fuzz(func(t *testing.T, name, sec, sel, image, file string, mode uint32, uid, gid int) {
-		b := Binding{Name: name, Secret: sec, Selector: sel, Image: image, File: file, Mode: mode, UID: uid, GID: gid}
+	f.Add("web-db", "payments/db", "app=web", "", "", "", uint32(0), 0, 0)
+	f.Add("b", "s", "env in (a,b),!debug", "busybox:1.*", "env=a", "f.txt", uint32(0o440), 1000, 1000)
+	f.Add("b", "a/b/c", "tier", "sha256:"+hexA, "zone in (eu-1, eu-2),!debug", "", uint32(0o777), 0, 65534)
+	f.Add("B", "s", "", "@", " ", "../x", uint32(0o1000), -1, 1<<40)
+	f.Add("b", "s", "image.label/app=web,env", "registry.example.com/team/*", "", "", uint32(0), 0, 0)
+	f.Add("b", "s", "!image.label/debug,image.label/app in (web,a)", "**/app@"+digestA, "env!=a", "", uint32(0), 0, 0)
+	f.Add("b", "s", "image.label/app", "**/app", "image.label/x", "", uint32(0), 0, 0)
+	targets := []Target{
+		{Labels: map[string]string{"app": "web", "env": "a"}, HostLabels: map[string]string{"env": "a", "zone": "eu-1"}},
+		{Labels: map[string]string{"app": "web", ImageLabelPrefix + "app": "web", ImageLabelPrefix + "debug": ""}, Image: "registry.example.com/team/app:1"},
+		{ImageLabels: map[string]string{"app": "web", "tier": "1"}, HostLabels: map[string]string{"env": "b"}, Image: "busybox:1.36", ImageDigest: digestA},
+		{Labels: map[string]string{"env": "b", "tier": ""}, ImageLabels: map[string]string{"app": "a", "debug": "1"}, Image: "ghcr.io/x/app@" + digestA},
+	}
+	f.Fuzz(func(t *testing.T, name, sec, sel, image, hosts, file string, mode uint32, uid, gid int) {
+		b := Binding{Name: name, Secret: sec, Selector: sel, Image: image, Hosts: hosts, File: file, Mode: mode, UID: uid, GID: gid}
 		orig := b
 		if err := b.Normalize(); err != nil {
 			if !errors.Is(err, ErrInvalid) {
@@ -64,6 +74,9 @@ func FuzzNormalize(f *testing.F) {
 				t.Fatalf("Normalize changed the binding on error")
 			}
 			return
+		}
+		if strings.Contains(b.Selector, ImageLabelPrefix) && b.Image == "" {
+			t.Fatalf("%+v: image labels without an image pattern", b)
 		}
 		again := b
 		if err := again.Normalize(); err != nil {
@@ -79,7 +92,12 @@ func FuzzNormalize(f *testing.F) {
 		if got, _ := s.Get(b.Name); got != b {
 			t.Fatalf("Get = %+v, want %+v", got, b)
 		}
-		_ = s.Match(Target{Labels: map[string]string{"app": "web", "env": "a"}, Image: image, ImageDigest: image})
+		spec := newBrute(t, []Binding{b})
+		for _, tg := range append(targets, Target{Labels: map[string]string{"app": "web", "env": "a"}, Image: image, ImageDigest: image}) {
+			if got, want := len(s.Match(tg)) == 1, spec[0].matches(tg); got != want {
+				t.Fatalf("%+v on %+v: Match %v, specification %v", b, tg, got, want)
+			}
+		}
 	})
 }
 

@@ -9,6 +9,16 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
+// ErrInvalidLabels is what ParseLabels and ValidateLabels errors wrap. It
+// reads "invalid labels" (not "invalid binding": a label set is not a
+// binding) and is also ErrInvalid, so errors.Is(err, ErrInvalid) holds.
+var ErrInvalidLabels error = labelsError{}
+
+type labelsError struct{}
+
+func (labelsError) Error() string        { return "invalid labels" }
+func (labelsError) Is(target error) bool { return target == ErrInvalid }
+
 // Limits on a label set given by an admin (an agent's host labels).
 const (
 	MaxLabels     = 64
@@ -17,7 +27,8 @@ const (
 
 // ParseLabels parses "k=v,k2=v2" into a label set with Kubernetes' rules
 // for keys and values. Spaces around keys and values are dropped; a key may
-// appear once. "" is the empty set. Errors wrap ErrInvalid.
+// appear once. "" is the empty set. Errors wrap ErrInvalidLabels (and so
+// ErrInvalid).
 func ParseLabels(s string) (map[string]string, error) {
 	out := map[string]string{}
 	if strings.TrimSpace(s) == "" {
@@ -26,11 +37,11 @@ func ParseLabels(s string) (map[string]string, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
-			return nil, fmt.Errorf("%w: labels: %q is not key=value", ErrInvalid, strings.TrimSpace(kv))
+			return nil, fmt.Errorf("%w: %q is not key=value", ErrInvalidLabels, strings.TrimSpace(kv))
 		}
 		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 		if _, dup := out[k]; dup {
-			return nil, fmt.Errorf("%w: labels: key %q given twice", ErrInvalid, k)
+			return nil, fmt.Errorf("%w: key %q given twice", ErrInvalidLabels, k)
 		}
 		out[k] = v
 	}
@@ -41,25 +52,26 @@ func ParseLabels(s string) (map[string]string, error) {
 }
 
 // ValidateLabels checks a label set: Kubernetes label keys and values, at
-// most MaxLabels of them and MaxLabelsSize bytes. Errors wrap ErrInvalid and
-// name the first bad key in key order.
+// most MaxLabels of them and MaxLabelsSize bytes. Errors wrap
+// ErrInvalidLabels (and so ErrInvalid) and name the first bad key in key
+// order.
 func ValidateLabels(ls map[string]string) error {
 	if len(ls) > MaxLabels {
-		return fmt.Errorf("%w: labels: %d labels, at most %d", ErrInvalid, len(ls), MaxLabels)
+		return fmt.Errorf("%w: %d labels, at most %d", ErrInvalidLabels, len(ls), MaxLabels)
 	}
 	size := 0
 	for _, k := range slices.Sorted(maps.Keys(ls)) {
 		v := ls[k]
 		size += len(k) + len(v)
 		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
-			return fmt.Errorf("%w: label key %q: %s", ErrInvalid, k, strings.Join(errs, "; "))
+			return fmt.Errorf("%w: label key %q: %s", ErrInvalidLabels, k, strings.Join(errs, "; "))
 		}
 		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
-			return fmt.Errorf("%w: label %q: value %q: %s", ErrInvalid, k, v, strings.Join(errs, "; "))
+			return fmt.Errorf("%w: label %q: value %q: %s", ErrInvalidLabels, k, v, strings.Join(errs, "; "))
 		}
 	}
 	if size > MaxLabelsSize {
-		return fmt.Errorf("%w: labels: %d bytes, at most %d", ErrInvalid, size, MaxLabelsSize)
+		return fmt.Errorf("%w: %d bytes, at most %d", ErrInvalidLabels, size, MaxLabelsSize)
 	}
 	return nil
 }

@@ -53,3 +53,23 @@ func FuzzParseLabels(f *testing.F) {
 		}
 	})
 }
+
+// Label-set errors say "invalid labels", not "invalid binding", and still
+// wrap ErrInvalid.
+func TestLabelsErrors(t *testing.T) {
+	for in, msg := range map[string]string{
+		"env":                          `invalid labels: "env" is not key=value`,
+		"env=a,env=b":                  `invalid labels: key "env" given twice`,
+		"-x=y":                         `invalid labels: label key "-x": `,
+		"a=" + "v v":                   `invalid labels: label "a": value "v v": `,
+		"a=" + strings.Repeat("v", 64): `invalid labels: label "a": value`,
+	} {
+		_, err := ParseLabels(in)
+		if !errors.Is(err, ErrInvalid) || !errors.Is(err, ErrInvalidLabels) || !strings.HasPrefix(err.Error(), msg) {
+			t.Errorf("ParseLabels(%q) = %v, want ErrInvalid and ErrInvalidLabels saying %q", in, err, msg)
+		}
+	}
+	if errors.Is(ErrInvalid, ErrInvalidLabels) {
+		t.Error("every ErrInvalid is not a label error")
+	}
+}

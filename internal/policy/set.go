@@ -3,6 +3,7 @@ package policy
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -18,6 +19,11 @@ type Set struct {
 	exists *shardMap[[]*compiled] // "key" -> bindings that require key to exist, and have no equality requirement
 	rest   []*compiled            // bindings with neither: evaluated for every container
 	n      int
+	// imageKeys counts, per image label key (ImageLabelPrefix cut off), the
+	// bindings indexed under it. Match looks up only a container's image
+	// labels with such a key, or none at all while the map is empty. Never
+	// modified once a Set holds it.
+	imageKeys map[string]int
 }
 
 // Index kinds: which part of the Set a compiled binding is reachable from.
@@ -143,9 +149,28 @@ func (s *Set) match(t Target, keepShadowed bool) (granted, shadowed []Grant) {
 		}
 	}
 	for k, v := range t.Labels {
+		if strings.HasPrefix(k, ImageLabelPrefix) {
+			continue // a container label posing as an image label: no binding sees it
+		}
 		key := append(append(append(buf[:0], k...), 0), v...)
 		try(s.eq.getBytes(key))
 		try(s.exists.getBytes(key[:len(k)]))
+	}
+	tryImage := func(k, v string) {
+		key := append(append(append(append(buf[:0], ImageLabelPrefix...), k...), 0), v...)
+		try(s.eq.getBytes(key))
+		try(s.exists.getBytes(key[:len(ImageLabelPrefix)+len(k)]))
+	}
+	if n := len(s.imageKeys); n > 0 && n < len(t.ImageLabels) {
+		for k := range s.imageKeys { // images often carry many labels that no binding names
+			if v, ok := t.ImageLabels[k]; ok {
+				tryImage(k, v)
+			}
+		}
+	} else if n > 0 {
+		for k, v := range t.ImageLabels {
+			tryImage(k, v)
+		}
 	}
 	try(s.rest)
 	if len(out) == 0 {
@@ -167,13 +192,35 @@ func (s *Set) match(t Target, keepShadowed bool) (granted, shadowed []Grant) {
 	return kept, shadowed
 }
 
+// matches evaluates c for t, cheapest and most selective parts first: the
+// container's labels, its image's labels, its image, and last the host's
+// labels, which most bindings that get this far do not restrict.
 func (c *compiled) matches(ls labels.Set, t Target, ref *imageRef) bool {
-	for i := range c.reqs {
-		if !c.reqs[i].Matches(ls) {
+	for i := range c.own {
+		if !c.own[i].Matches(ls) {
 			return false
 		}
 	}
-	return c.image.IsZero() || c.image.match(ref, t.Image, t.ImageDigest)
+	if len(c.imageReqs) > 0 {
+		ils := labels.Set(t.ImageLabels)
+		for i := range c.imageReqs {
+			if !c.imageReqs[i].Matches(ils) {
+				return false
+			}
+		}
+	}
+	if !c.image.IsZero() && !c.image.match(ref, t.Image, t.ImageDigest) {
+		return false
+	}
+	if len(c.hosts) > 0 {
+		hls := labels.Set(t.HostLabels)
+		for i := range c.hosts {
+			if !c.hosts[i].Matches(hls) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func isEq(op selection.Operator) bool {
@@ -184,12 +231,14 @@ func eqKey(k, v string) string { return k + "\x00" + v }
 
 // editor builds a new Set from an old one, copying only what it changes.
 type editor struct {
-	byName *shardEdit[*compiled]
-	eq     *shardEdit[[]*compiled]
-	exists *shardEdit[[]*compiled]
-	rest   []*compiled
-	n      int
-	fresh  bool // lists may be appended to in place (NewSet)
+	byName    *shardEdit[*compiled]
+	eq        *shardEdit[[]*compiled]
+	exists    *shardEdit[[]*compiled]
+	rest      []*compiled
+	n         int
+	imageKeys map[string]int
+	ownKeys   bool // imageKeys is this editor's copy
+	fresh     bool // lists may be appended to in place (NewSet)
 }
 
 func newEditor(s *Set) *editor {
@@ -202,20 +251,23 @@ func newEditor(s *Set) *editor {
 		}
 	}
 	return &editor{
-		byName: editShards(s.byName),
-		eq:     editShards(s.eq),
-		exists: editShards(s.exists),
-		rest:   slices.Clip(s.rest),
-		n:      s.n,
+		byName:    editShards(s.byName),
+		eq:        editShards(s.eq),
+		exists:    editShards(s.exists),
+		rest:      slices.Clip(s.rest),
+		n:         s.n,
+		imageKeys: s.imageKeys,
 	}
 }
 
 func (e *editor) done() *Set {
-	return &Set{byName: e.byName.done(), eq: e.eq.done(), exists: e.exists.done(), rest: e.rest, n: e.n}
+	return &Set{byName: e.byName.done(), eq: e.eq.done(), exists: e.exists.done(), rest: e.rest, n: e.n, imageKeys: e.imageKeys}
 }
 
 // add indexes c under its least popular equality requirement, else under
-// an existence requirement, else in rest, and records where in c.
+// an existence requirement, else in rest, and records where in c. Keys
+// under ImageLabelPrefix are indexed like any other: Match looks them up
+// from the container's image labels, never from its own.
 func (e *editor) add(c *compiled, popularity func(eqKey string) int) {
 	e.byName.set(c.Name, c)
 	e.n++
@@ -235,6 +287,7 @@ func (e *editor) add(c *compiled, popularity func(eqKey string) int) {
 	if best >= 0 {
 		r := c.reqs[best]
 		c.index = inEq
+		e.markImage(c, r.Key())
 		for _, v := range r.ValuesUnsorted() {
 			k := eqKey(r.Key(), v)
 			c.keys = append(c.keys, k)
@@ -246,6 +299,7 @@ func (e *editor) add(c *compiled, popularity func(eqKey string) int) {
 	for _, r := range c.reqs {
 		if r.Operator() == selection.Exists {
 			c.index, c.keys = inExists, []string{r.Key()}
+			e.markImage(c, r.Key())
 			old, _ := e.exists.get(r.Key())
 			e.exists.set(r.Key(), e.appendTo(old, c))
 			return
@@ -253,6 +307,29 @@ func (e *editor) add(c *compiled, popularity func(eqKey string) int) {
 	}
 	c.index = inRest
 	e.rest = e.appendTo(e.rest, c)
+}
+
+// markImage records that c is indexed under key, if key is an image label's.
+func (e *editor) markImage(c *compiled, key string) {
+	if k, ok := strings.CutPrefix(key, ImageLabelPrefix); ok {
+		c.imageKey = k
+		e.countImageKey(k, +1)
+	}
+}
+
+// countImageKey adds d to the bindings indexed under image label key k,
+// copying the map the first time (older Sets share it).
+func (e *editor) countImageKey(k string, d int) {
+	if !e.ownKeys {
+		e.imageKeys = maps.Clone(e.imageKeys)
+		if e.imageKeys == nil {
+			e.imageKeys = map[string]int{}
+		}
+		e.ownKeys = true
+	}
+	if e.imageKeys[k] += d; e.imageKeys[k] <= 0 {
+		delete(e.imageKeys, k)
+	}
 }
 
 func (e *editor) appendTo(list []*compiled, c *compiled) []*compiled {
@@ -266,6 +343,9 @@ func (e *editor) appendTo(list []*compiled, c *compiled) []*compiled {
 func (e *editor) remove(c *compiled) {
 	e.byName.del(c.Name)
 	e.n--
+	if c.imageKey != "" {
+		e.countImageKey(c.imageKey, -1)
+	}
 	idx := e.eq
 	switch c.index {
 	case inRest:

@@ -177,12 +177,14 @@ func TestWithWithout(t *testing.T) {
 }
 
 // randomWorld makes bindings and targets over a small label vocabulary so
-// that matches and conflicts are frequent.
+// that matches and conflicts are frequent. Some selectors use image.label/
+// keys (with an image pattern that names images), some bindings have a
+// host selector.
 func randomWorld(r *rand.Rand, nb int) []Binding {
-	keys := []string{"app", "env", "tier", "team", "debug"}
+	keys := []string{"app", "env", "tier", "team", "debug", ImageLabelPrefix + "app", ImageLabelPrefix + "vendor"}
+	hostKeys := []string{"env", "zone", "debug"}
 	vals := []string{"a", "b", "c", ""}
-	var bs []Binding
-	for i := range nb {
+	randomReqs := func(keys []string) string {
 		var reqs []string
 		for range 1 + r.IntN(3) {
 			k := keys[r.IntN(len(keys))]
@@ -202,23 +204,41 @@ func randomWorld(r *rand.Rand, nb int) []Binding {
 				reqs = append(reqs, "!"+k)
 			}
 		}
-		b := Binding{Name: fmt.Sprintf("b%03d", i), Secret: fmt.Sprintf("s/f%d", r.IntN(8)), Selector: strings.Join(reqs, ",")}
-		if r.IntN(4) == 0 {
+		return strings.Join(reqs, ",")
+	}
+	var bs []Binding
+	for i := range nb {
+		b := Binding{Name: fmt.Sprintf("b%03d", i), Secret: fmt.Sprintf("s/f%d", r.IntN(8)), Selector: randomReqs(keys)}
+		if strings.Contains(b.Selector, ImageLabelPrefix) {
+			b.Image = []string{"busybox", "ghcr.io/x/*:1*", digestA}[r.IntN(3)]
+		} else if r.IntN(4) == 0 {
 			b.Image = []string{"busybox", "**/app:1*", digestA}[r.IntN(3)]
+		}
+		if r.IntN(3) == 0 {
+			b.Hosts = randomReqs(hostKeys)
 		}
 		bs = append(bs, b)
 	}
 	return bs
 }
 
+// randomTarget makes a container, sometimes with a label that poses as an
+// image label.
 func randomTarget(r *rand.Rand) Target {
-	keys := []string{"app", "env", "tier", "team", "debug", "other"}
+	keys := []string{"app", "env", "tier", "team", "debug", "other", ImageLabelPrefix + "app"}
 	vals := []string{"a", "b", "c", ""}
-	t := Target{Labels: map[string]string{}}
-	for _, k := range keys {
-		if r.IntN(2) == 0 {
-			t.Labels[k] = vals[r.IntN(len(vals))]
+	some := func(keys []string) map[string]string {
+		m := map[string]string{}
+		for _, k := range keys {
+			if r.IntN(2) == 0 {
+				m[k] = vals[r.IntN(len(vals))]
+			}
 		}
+		return m
+	}
+	t := Target{Labels: some(keys), ImageLabels: some([]string{"app", "vendor", "other"})}
+	if r.IntN(4) > 0 {
+		t.HostLabels = some([]string{"env", "zone", "debug"})
 	}
 	t.Image = []string{"busybox", "ghcr.io/x/app:1.2", "nginx"}[r.IntN(3)]
 	if r.IntN(2) == 0 {
@@ -229,10 +249,35 @@ func randomTarget(r *rand.Rand) Target {
 
 // brute is the specification: every binding evaluated with the library's
 // own selector, conflicts resolved by name.
-type brute []struct {
-	b   Binding
-	sel labels.Selector
-	img ImagePattern
+type brute []bruteBinding
+
+type bruteBinding struct {
+	b     Binding
+	sel   labels.Selector
+	hosts labels.Selector // nil: any host
+	img   ImagePattern
+}
+
+// selectorView is what a selector sees of t, by definition: the
+// container's labels except those under ImageLabelPrefix, and the image's
+// labels under that prefix.
+func selectorView(t Target) labels.Set {
+	v := labels.Set{}
+	for k, val := range t.Labels {
+		if !strings.HasPrefix(k, ImageLabelPrefix) {
+			v[k] = val
+		}
+	}
+	for k, val := range t.ImageLabels {
+		v[ImageLabelPrefix+k] = val
+	}
+	return v
+}
+
+func (x bruteBinding) matches(tg Target) bool {
+	var ref imageRef // image matching is tested on its own; here only the index is in question
+	return x.sel.Matches(selectorView(tg)) && x.img.match(&ref, tg.Image, tg.ImageDigest) &&
+		(x.hosts == nil || x.hosts.Matches(labels.Set(tg.HostLabels)))
 }
 
 func newBrute(t testing.TB, bs []Binding) brute {
@@ -245,24 +290,24 @@ func newBrute(t testing.TB, bs []Binding) brute {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var img ImagePattern
+		x := bruteBinding{b: b, sel: sel}
 		if b.Image != "" {
-			img, _ = ParseImagePattern(b.Image)
+			x.img, _ = ParseImagePattern(b.Image)
 		}
-		out = append(out, struct {
-			b   Binding
-			sel labels.Selector
-			img ImagePattern
-		}{b, sel, img})
+		if b.Hosts != "" {
+			if x.hosts, err = labels.Parse(b.Hosts); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out = append(out, x)
 	}
 	return out
 }
 
 func (br brute) match(tg Target) []Grant {
 	byFile := map[string]Grant{}
-	var ref imageRef // image matching is tested on its own; here only the index is in question
 	for _, x := range br {
-		if !x.sel.Matches(labels.Set(tg.Labels)) || !x.img.match(&ref, tg.Image, tg.ImageDigest) {
+		if !x.matches(tg) {
 			continue
 		}
 		b := x.b
@@ -301,14 +346,42 @@ func TestMatchAgreesWithBruteForce(t *testing.T) {
 		}
 	}
 	all, some := newBrute(t, bs), newBrute(t, kept)
+	byName := map[string]Binding{}
+	for _, b := range bs {
+		byName[b.Name] = b
+	}
+	var onImage, onHosts int // grants the new kinds of requirement took part in
 	for range 1000 {
 		tg := randomTarget(r)
-		if got, want := s.Match(tg), all.match(tg); !reflect.DeepEqual(got, want) {
+		got, want := s.Match(tg), all.match(tg)
+		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("target %+v\nMatch %v\nbrute %v", tg, got, want)
+		}
+		for _, g := range got {
+			if strings.Contains(byName[g.Binding].Selector, ImageLabelPrefix) {
+				onImage++
+			}
+			if byName[g.Binding].Hosts != "" {
+				onHosts++
+			}
 		}
 		if got, want := inc.Match(tg), some.match(tg); !reflect.DeepEqual(got, want) {
 			t.Fatalf("incremental: target %+v\nMatch %v\nbrute %v", tg, got, want)
 		}
+		// Each binding is evaluated once: none is both granted and shadowed,
+		// or shadowed twice (a container label posing as an image label
+		// must not reach an image-label binding a second time).
+		granted, shadowed := s.Explain(tg)
+		once := map[string]bool{}
+		for _, g := range append(granted, shadowed...) {
+			if once[g.Binding] {
+				t.Fatalf("target %+v: binding %s evaluated twice: %v / %v", tg, g.Binding, granted, shadowed)
+			}
+			once[g.Binding] = true
+		}
+	}
+	if onImage < 100 || onHosts < 100 {
+		t.Fatalf("the random world exercises too little: %d grants by image-label selectors, %d by host selectors", onImage, onHosts)
 	}
 }
 
