@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -188,7 +189,7 @@ func TestHostSelectorEndToEnd(t *testing.T) {
 	r.put("eu/db", []byte("eu-value"))
 	r.put("team/db", []byte("team-value"))
 	r.bind(policy.Binding{Name: "eu", Secret: "eu/db", Selector: "app=web", Hosts: "zone=eu", File: "eu"})
-	r.bind(policy.Binding{Name: "team", Secret: "team/db", Selector: "image.label/team=x", File: "team"})
+	r.bind(policy.Binding{Name: "team", Secret: "team/db", Selector: "image.label/team=x", Image: "**@sha256:" + strings.Repeat("a", 64), File: "team"})
 	eu := r.dial(r.enroll("node-eu", map[string]string{"zone": "eu"}, ""))
 	us := r.dial(r.enroll("node-us", map[string]string{"zone": "us"}, ""))
 	withImage := func(id string, ctrLabels, imgLabels map[string]string) *cofferv1.Container {
