@@ -36,7 +36,7 @@ func reseal(t *testing.T, e Event) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(line(b, chainHash(e.Prev, b)))
+	return string(line(b, chainHash(e.Prev, b), ""))
 }
 
 func decode(t *testing.T, l string) Event {

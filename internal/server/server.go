@@ -95,12 +95,32 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server certificate: %w", err)
 	}
-	if s.audit, err = audit.Open(filepath.Join(cfg.DataDir, auditFile), audit.Options{}); err != nil {
-		return nil, fmt.Errorf("audit trail: %w", err)
-	}
 	tokens, err := authn.NewTokens(ctx, s.st)
 	if err != nil {
 		return nil, err
+	}
+	fl, err := fleet.Open(ctx, fleet.Config{Store: s.st, CA: ca, CertTTL: cfg.AgentCertTTL})
+	if err != nil {
+		return nil, err
+	}
+	var b *broker.Broker
+	// The catalog checks the master key against the store before the audit
+	// trail may seal its MAC key under it.
+	cat, err := catalog.Open(ctx, catalog.Config{
+		Store: s.st, Key: s.key, MaxVersions: cfg.MaxVersions, MaxValueSize: cfg.MaxValueSize, Logger: log,
+		OnChange: func(ch catalog.Change) { b.Changed(ch) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The trail's head and MAC key live in the store, the key sealed under
+	// the master key: a trail cut or rewritten while the server was
+	// stopped is refused here, before anything else is written.
+	s.audit, err = audit.Open(filepath.Join(cfg.DataDir, auditFile), audit.Options{
+		Logger: log, Anchor: audit.StoreAnchor{Store: s.st, Master: s.key}, Reanchor: cfg.AuditReanchor,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit trail: %w", err)
 	}
 	tokenPath := filepath.Join(cfg.DataDir, tokenFile)
 	if made, err := tokens.Bootstrap(ctx, tokenPath); err != nil {
@@ -108,18 +128,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	} else if made {
 		log.Info("bootstrap admin token written", "path", tokenPath)
 		fmt.Fprintf(os.Stderr, "coffer-server: bootstrap admin token written to %s\n", tokenPath)
-	}
-	fl, err := fleet.Open(ctx, fleet.Config{Store: s.st, CA: ca, CertTTL: cfg.AgentCertTTL})
-	if err != nil {
-		return nil, err
-	}
-	var b *broker.Broker
-	cat, err := catalog.Open(ctx, catalog.Config{
-		Store: s.st, Key: s.key, MaxVersions: cfg.MaxVersions, MaxValueSize: cfg.MaxValueSize, Logger: log,
-		OnChange: func(ch catalog.Change) { b.Changed(ch) },
-	})
-	if err != nil {
-		return nil, err
 	}
 	b = broker.New(broker.Config{Catalog: cat, Audit: s.audit, Agents: fl, Logger: log})
 	s.Broker = b
