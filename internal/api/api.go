@@ -184,6 +184,7 @@ func (s *Server) authed(auditAction string, action authz.Action, h handlerFunc) 
 			writeError(w, http.StatusUnauthorized, "missing, invalid, expired or revoked token")
 			return
 		}
+		s.throttle.ok(src)
 		r := &request{Request: hr, p: tok.Principal(), action: action}
 		code, body, err := h(r)
 		result := "ok"
