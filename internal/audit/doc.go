@@ -24,12 +24,15 @@
 // sealed under the master key) closes that gap. Each record carries a MAC,
 // the HMAC-SHA-256 of its hash under a random 256-bit key that never leaves
 // the Anchor and the Log's memory, and after each group commit the Log
-// saves a [Mark] (the head, and a MAC over it) in the Anchor: one write per
-// group, after the file's fsync, so the Anchor is never ahead of the file.
-// [Open] then refuses a file that ends before the Mark (records cut while
+// saves a [Mark] (the head, and a MAC over it) in the Anchor before it
+// releases the group's callers: at most one write per group, always after
+// the group's fsync, so the Anchor is never ahead of the file. The Anchor
+// write runs while the next group is written to the file, and groups written
+// meanwhile share the next Anchor write. [Open] then refuses a file that ends before the Mark (records cut while
 // the server was stopped), does not contain it, or has a record with a
-// missing or wrong MAC; it accepts a file ahead of the Mark (a crash between
-// the two writes) and re-anchors it. [Log.Verify] checks the MACs online;
+// missing or wrong MAC; it accepts a file ahead of the Mark (a crash after a
+// group's fsync and before its Mark: records whose Append had not returned)
+// and re-anchors it. [Log.Verify] checks the MACs online;
 // offline, [VerifyWith] checks the chain and an exported head
 // ([VerifyOptions].Through), not the MACs, for want of the key.
 //

@@ -69,9 +69,21 @@ type Log struct {
 	head   Head  // last durable record
 	size   int64 // bytes of durable records
 	closed bool
-	failed error // first write or fsync error
+	failed error // first write, fsync or anchor error
 	wake   chan struct{}
-	done   chan struct{} // closed when the committer has stopped
+	done   chan struct{} // closed when the committer (and the anchorer) have stopped
+
+	// With an Anchor, groups written to the file wait in anchoring for
+	// their Mark, which the anchorer saves while the committer writes the
+	// next group.
+	anchoring  []group
+	anchorWake chan struct{} // closed by the committer when it stops
+}
+
+// group is a group commit's records, written and fsynced, and its head.
+type group struct {
+	ps   []*pending
+	head Head
 }
 
 type pending struct {
@@ -86,11 +98,11 @@ type pending struct {
 // and the file is left exactly as it is. Open takes an exclusive lock on the
 // file, so a second Log on the same file fails instead of forking the chain.
 //
-// With an Anchor, Open also checks the file against the Mark saved at the
+// With an Anchor, Open also checks the file against the Mark saved after the
 // last group commit, and refuses (changing nothing, neither the file nor
 // the Anchor) a file that ends before it (ErrBehind) or does not contain it,
 // or a record with a missing or wrong MAC (ErrTampered). A file ahead of the
-// Mark, as a crash between a commit's file write and its Mark leaves it, is
+// Mark, as a crash between a group's fsync and its Mark leaves it, is
 // accepted and re-anchored. The first Open with an Anchor that holds
 // nothing creates the MAC key and saves it with the file's head: the
 // records already there stay without MACs, every later record has one.
@@ -216,6 +228,10 @@ func open(path string, f *os.File, opts Options, a loaded) (*Log, error) {
 			return nil, err
 		}
 	}
+	if l.anchor != nil {
+		l.anchorWake = make(chan struct{}, 1)
+		go l.anchorer()
+	}
 	go l.commit()
 	if reanchored != nil {
 		if _, err := l.Append(context.Background(), *reanchored); err != nil {
@@ -303,11 +319,12 @@ func syncDir(dir string) error {
 }
 
 // Append records e and returns it as recorded, with Seq, Time (now, if e's
-// is zero; always UTC), Prev and Hash filled in. It returns only once the
-// record is durable. Actor, Action and Result are required. If ctx ends
-// first, Append returns ctx's error and the record may or may not be
-// written. After Close it returns ErrClosed; after a failed write or fsync,
-// an error wrapping ErrFailed.
+// is zero; always UTC), Prev, Hash and, with an Anchor, MAC filled in. It
+// returns only once the record is durable and, with an Anchor, its head is
+// saved there. Actor, Action and Result are required. If ctx ends first,
+// Append returns ctx's error and the record may or may not be written.
+// After Close it returns ErrClosed; after a failed write, fsync or Anchor
+// save, an error wrapping ErrFailed.
 func (l *Log) Append(ctx context.Context, e Event) (Event, error) {
 	e, err := prepare(e, l.now)
 	if err != nil {
@@ -342,7 +359,13 @@ func (l *Log) Append(ctx context.Context, e Event) (Event, error) {
 
 // commit runs until Close, writing queued records in groups.
 func (l *Log) commit() {
-	defer close(l.done)
+	defer func() {
+		if l.anchor == nil {
+			close(l.done)
+		} else {
+			close(l.anchorWake) // the anchorer drains what is left, then closes done
+		}
+	}()
 	for {
 		<-l.wake
 		for {
@@ -371,7 +394,7 @@ func (l *Log) commit() {
 }
 
 // flush seals the batch after head, writes it in one write, fsyncs it and
-// releases its callers.
+// releases its callers, or, with an Anchor, hands it to the anchorer.
 func (l *Log) flush(batch []*pending, head Head) {
 	var buf []byte
 	ok := batch[:0:0]
@@ -396,31 +419,74 @@ func (l *Log) flush(batch []*pending, head Head) {
 	if err == nil {
 		err = l.sync()
 	}
-	written := err == nil
-	if written && l.anchor != nil {
-		// One Anchor write per group, after the file's fsync: the Anchor
-		// never gets ahead of the file.
-		if err = l.anchor.Save(context.Background(), nil, sealMark(l.key, head, l.macFrom)); err != nil {
-			err = fmt.Errorf("anchor the head: %w", err)
-		}
-	}
 	l.mu.Lock()
-	if written {
-		// Durable in the file, even if not anchored: the next Open
-		// re-anchors it.
-		l.head = head
-		l.size += int64(len(buf))
-	}
 	if err != nil {
 		l.failed = err
+	} else {
+		l.head = head
+		l.size += int64(len(buf))
+		if l.anchor != nil {
+			l.anchoring = append(l.anchoring, group{ps: ok, head: head})
+		}
 	}
 	l.mu.Unlock()
-	if err != nil {
+	switch {
+	case err != nil:
 		l.log.Error("audit trail write failed; refusing further records", "path", l.path, "records", len(ok), "err", err)
 		release(ok, fmt.Errorf("%w: %w", ErrFailed, err))
-		return
+	case l.anchor != nil:
+		select {
+		case l.anchorWake <- struct{}{}:
+		default:
+		}
+	default:
+		release(ok, nil)
 	}
-	release(ok, nil)
+}
+
+// anchorer saves the Mark of the groups the committer has written, and
+// then releases their callers, until the committer stops. It runs while the
+// committer writes the next group, and saves one Mark, the latest, for all
+// the groups written meanwhile: at most one Anchor write per group commit,
+// always after the group's fsync, so the Anchor is never ahead of the file.
+// If a Save fails, its groups' appends fail, and so does every later one.
+func (l *Log) anchorer() {
+	defer close(l.done)
+	var failed error
+	for {
+		_, open := <-l.anchorWake
+		for {
+			l.mu.Lock()
+			gs := l.anchoring
+			l.anchoring = nil
+			l.mu.Unlock()
+			if len(gs) == 0 {
+				break
+			}
+			if failed == nil {
+				m := sealMark(l.key, gs[len(gs)-1].head, l.macFrom)
+				if err := l.anchor.Save(context.Background(), nil, m); err != nil {
+					failed = fmt.Errorf("anchor the head: %w", err)
+					l.mu.Lock()
+					if l.failed == nil {
+						l.failed = failed
+					}
+					l.mu.Unlock()
+					l.log.Error("audit trail head could not be saved; refusing further records", "path", l.path, "err", err)
+				}
+			}
+			for _, g := range gs {
+				if failed != nil {
+					release(g.ps, fmt.Errorf("%w: %w", ErrFailed, failed))
+				} else {
+					release(g.ps, nil)
+				}
+			}
+		}
+		if !open {
+			return
+		}
+	}
 }
 
 func release(ps []*pending, err error) {
