@@ -82,19 +82,21 @@ func chainHash(prev string, body []byte) string {
 // line returns the record as stored: the body with the hash and, if not
 // empty, the MAC added, and a newline.
 func line(body []byte, hash, mac string) []byte {
-	return append(body[:len(body)-1:len(body)-1], tail(hash, mac)...) // drop '}'
+	out := make([]byte, 0, len(body)+24+len(hash)+len(mac))
+	out = append(out, body[:len(body)-1]...) // drop '}'
+	return appendTail(out, hash, mac)
 }
 
-// tail is what a stored line has after its canonical body without the '}'.
-func tail(hash, mac string) []byte {
-	out := make([]byte, 0, 24+len(hash)+len(mac))
-	out = append(out, `,"hash":"`...)
-	out = append(out, hash...)
+// appendTail appends to b what a stored line has after its canonical body
+// without the '}'.
+func appendTail(b []byte, hash, mac string) []byte {
+	b = append(b, `,"hash":"`...)
+	b = append(b, hash...)
 	if mac != "" {
-		out = append(out, `","mac":"`...)
-		out = append(out, mac...)
+		b = append(b, `","mac":"`...)
+		b = append(b, mac...)
 	}
-	return append(out, "\"}\n"...)
+	return append(b, "\"}\n"...)
 }
 
 // sealRecord fills e's chain fields after head, and its MAC if key is not nil,

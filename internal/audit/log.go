@@ -185,7 +185,7 @@ func open(path string, f *os.File, opts Options, a loaded) (*Log, error) {
 		switch {
 		case errors.Is(err, ErrTorn) && errors.As(err, &ce):
 			return nil, fmt.Errorf("%w; the file is left as it is: move it aside, or cut it at byte %d after checking that line, and restart", err, ce.Offset)
-		case errors.Is(err, ErrTampered):
+		case errors.Is(err, ErrTampered) && opts.Anchor != nil:
 			return nil, fmt.Errorf("%w; nothing was changed: keep the file as evidence, restore it from a backup, or move it aside and start once with re-anchoring (coffer-server --audit-reanchor) to begin a new trail", err)
 		}
 		return nil, err

@@ -200,8 +200,12 @@ func check(raw []byte, head Head) (Event, string) {
 // tail, closed again with '}'. It reports false if the line does not end
 // that way.
 func bodyOf(raw []byte, hash, mac string) ([]byte, bool) {
-	t := tail(hash, mac)
-	if len(hash) != 64 || (mac != "" && len(mac) != 64) || !bytes.HasSuffix(raw, t) {
+	if len(hash) != 64 || (mac != "" && len(mac) != 64) {
+		return nil, false
+	}
+	var buf [160]byte // the longest tail is 149 bytes
+	t := appendTail(buf[:0], hash, mac)
+	if !bytes.HasSuffix(raw, t) {
 		return nil, false
 	}
 	body := make([]byte, 0, len(raw)-len(t)+1)
