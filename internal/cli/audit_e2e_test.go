@@ -76,6 +76,9 @@ func TestAuditHeadAndAnchoring(t *testing.T) {
 	if _, errOut, code := s.CLI(t, "", "audit", "verify", "--head", "12:nothex"); code != 2 || !strings.Contains(errOut, "--head") {
 		t.Fatalf("bad --head: exit %d: %s", code, errOut)
 	}
+	// The head just before the end: the last two records are cut below.
+	lastHead := filepath.Join(dir, "last.json")
+	os.WriteFile(lastHead, []byte(s.MustCLI(t, "", "audit", "head", "-o", "json")), 0o600)
 	s.Stop()
 
 	raw, _ := os.ReadFile(trail)
@@ -128,6 +131,12 @@ func TestAuditHeadAndAnchoring(t *testing.T) {
 		t.Fatalf("audit.reanchor records: %v %s", err, out)
 	}
 	s.MustCLI(t, "", "audit", "verify")
+	// The trail is whole again, but a head exported before the loss shows it,
+	// online; the older head is still there.
+	if out, errOut, code := s.CLI(t, "", "audit", "verify", "--head", lastHead); code != 1 || !strings.Contains(errOut, "tampered") {
+		t.Fatalf("online verify against a head from before the loss: exit %d: %s%s", code, out, errOut)
+	}
+	s.MustCLI(t, "", "audit", "verify", "--head", headFile)
 	s.Stop()
 	// And the next start, without the flag, is a normal one.
 	s = testkit.StartServer(t, data)
