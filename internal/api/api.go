@@ -39,7 +39,10 @@ var openapiDoc []byte
 type Auditor interface {
 	Append(ctx context.Context, e audit.Event) (audit.Event, error)
 	Query(ctx context.Context, f audit.Filter) ([]audit.Event, error)
-	Verify(ctx context.Context) (audit.Head, error)
+	// Verify checks the trail up to its head and, if through is not nil,
+	// that it contains *through.
+	Verify(ctx context.Context, through *audit.Head) (audit.Head, error)
+	Head() audit.Head
 }
 
 // Config wires the API to the server's parts.
@@ -102,6 +105,7 @@ func New(cfg Config) *Server {
 
 	m.HandleFunc("GET /v1/audit", s.authed("audit.query", authz.AuditRead, s.queryAudit))
 	m.HandleFunc("GET /v1/audit/verify", s.authed("audit.verify", authz.AuditRead, s.verifyAudit))
+	m.HandleFunc("GET /v1/audit/head", s.authed("audit.head", authz.AuditRead, s.auditHead))
 
 	m.HandleFunc("GET /v1/agents", s.authed("agent.list", authz.AgentRead, s.listAgents))
 	m.HandleFunc("DELETE /v1/agents/{name...}", s.authed("agent.revoke", authz.AgentManage, s.revokeAgent))
@@ -180,6 +184,7 @@ func (s *Server) authed(auditAction string, action authz.Action, h handlerFunc) 
 			writeError(w, http.StatusUnauthorized, "missing, invalid, expired or revoked token")
 			return
 		}
+		s.throttle.ok(src)
 		r := &request{Request: hr, p: tok.Principal(), action: action}
 		code, body, err := h(r)
 		result := "ok"

@@ -35,7 +35,8 @@ type Event struct {
 	Source  string            `json:"source,omitempty"`  // client address
 	Details map[string]string `json:"details,omitempty"` // ids, versions, container names; never values
 	Prev    string            `json:"prev"`              // hex hash of the previous record ("" for the first)
-	Hash    string            `json:"hash"`              // hex SHA-256 over Prev and the canonical encoding of this record without Hash
+	Hash    string            `json:"hash"`              // hex SHA-256 over Prev and the canonical encoding of this record without Hash and MAC
+	MAC     string            `json:"mac,omitempty"`     // hex HMAC-SHA-256 of Hash under the trail's audit key ("" in records from before MACs)
 }
 
 // Head identifies the last record of a chain. The zero Head is an empty chain.
@@ -44,7 +45,10 @@ type Head struct {
 	Hash string `json:"hash"`
 }
 
-// body is Event without Hash: what the hash covers. Keep the fields and tags
+// String returns h as "SEQ:HASH", the form ParseHead reads.
+func (h Head) String() string { return fmt.Sprintf("%d:%s", h.Seq, h.Hash) }
+
+// body is Event without Hash and MAC: what the hash covers. Keep the fields and tags
 // in step with Event.
 type body struct {
 	Seq     uint64            `json:"seq"`
@@ -75,28 +79,41 @@ func chainHash(prev string, body []byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// line returns the record as stored: the body with the hash added, and a
-// newline.
-func line(body []byte, hash string) []byte {
-	out := make([]byte, 0, len(body)+len(hash)+12)
+// line returns the record as stored: the body with the hash and, if not
+// empty, the MAC added, and a newline.
+func line(body []byte, hash, mac string) []byte {
+	out := make([]byte, 0, len(body)+24+len(hash)+len(mac))
 	out = append(out, body[:len(body)-1]...) // drop '}'
-	out = append(out, `,"hash":"`...)
-	out = append(out, hash...)
-	out = append(out, "\"}\n"...)
-	return out
+	return appendTail(out, hash, mac)
 }
 
-// seal fills e's chain fields after head and returns its line.
-func seal(e *Event, head Head) ([]byte, error) {
+// appendTail appends to b what a stored line has after its canonical body
+// without the '}'.
+func appendTail(b []byte, hash, mac string) []byte {
+	b = append(b, `,"hash":"`...)
+	b = append(b, hash...)
+	if mac != "" {
+		b = append(b, `","mac":"`...)
+		b = append(b, mac...)
+	}
+	return append(b, "\"}\n"...)
+}
+
+// sealRecord fills e's chain fields after head, and its MAC if key is not nil,
+// and returns its line.
+func sealRecord(e *Event, head Head, key []byte) ([]byte, error) {
 	e.Seq = head.Seq + 1
 	e.Prev = head.Hash
-	e.Hash = ""
+	e.Hash, e.MAC = "", ""
 	b, err := canonical(e)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 	}
 	e.Hash = chainHash(e.Prev, b)
-	l := line(b, e.Hash)
+	if key != nil {
+		e.MAC = recordMAC(key, e.Hash)
+	}
+	l := line(b, e.Hash, e.MAC)
 	if len(l) > MaxRecordSize {
 		return nil, fmt.Errorf("%w: record of %d bytes is larger than %d", ErrInvalidEvent, len(l), MaxRecordSize)
 	}

@@ -76,7 +76,7 @@ func TestAppendAndReopen(t *testing.T) {
 	if h := l.Head(); h != (Head{2, e2.Hash}) {
 		t.Fatalf("head %+v", h)
 	}
-	if h, err := l.Verify(ctx); err != nil || h.Seq != 2 {
+	if h, err := l.Verify(ctx, nil); err != nil || h.Seq != 2 {
 		t.Fatalf("Log.Verify = %+v, %v", h, err)
 	}
 	if err := l.Close(); err != nil {
@@ -148,7 +148,7 @@ func TestAppendInvalid(t *testing.T) {
 	if err != nil || e.Seq != 1 {
 		t.Fatalf("after refusals: %+v, %v", e, err)
 	}
-	if _, err := l.Verify(ctx); err != nil {
+	if _, err := l.Verify(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -212,7 +212,7 @@ func TestConcurrentAppends(t *testing.T) {
 	if h, err := verifyFile(t, path, &want); err != nil || h != want {
 		t.Fatalf("Verify = %+v, %v", h, err)
 	}
-	if h, err := l.Verify(ctx); err != nil || h != want {
+	if h, err := l.Verify(ctx, nil); err != nil || h != want {
 		t.Fatalf("Log.Verify = %+v, %v", h, err)
 	}
 }
@@ -256,7 +256,7 @@ func TestConcurrentAppendsWithReaders(t *testing.T) {
 				if uint64(len(evs)) < h.Seq {
 					t.Errorf("query saw %d records, head was %d", len(evs), h.Seq)
 				}
-				if _, err := l.Verify(ctx); err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, os.ErrClosed) {
+				if _, err := l.Verify(ctx, nil); err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, os.ErrClosed) {
 					t.Error(err)
 					return
 				}

@@ -38,17 +38,59 @@ func (e *ChainError) Error() string {
 
 func (e *ChainError) Unwrap() error { return e.Err }
 
+// VerifyOptions say what Verify checks besides the chain itself.
+type VerifyOptions struct {
+	// End, if not nil: the chain must end exactly at *End (the head of a
+	// live Log), which catches a removed tail.
+	End *Head
+	// Through, if not nil: the chain must contain the record *Through
+	// names, with that seq and hash; it may go on after it. A head
+	// exported earlier (coffer audit head) catches a removed tail and a
+	// history rewritten up to it.
+	Through *Head
+	// Key, if not nil, is the trail's MAC key: every MAC must match, and
+	// every record from seq MACFrom on must carry one. A whole trail
+	// rewritten with recomputed hashes fails here.
+	Key     []byte
+	MACFrom uint64
+}
+
 // Verify reads a trail from r and walks its chain. It returns the chain's
 // Head, or a *ChainError wrapping ErrTampered at the first record that does
 // not follow from the one before it (edited, removed, inserted, reordered,
 // or not in canonical form), or wrapping ErrTorn if the last line is
 // incomplete. If want is not nil, the chain must also end exactly at *want,
 // which catches a removed tail. Other errors are read errors.
+//
+// Without a key, Verify cannot check MACs, only that once a record carries
+// one, every later record does too.
 func Verify(r io.Reader, want *Head) (Head, error) {
+	return VerifyWith(r, VerifyOptions{End: want})
+}
+
+// VerifyWith is Verify with more checks: see VerifyOptions.
+func VerifyWith(r io.Reader, o VerifyOptions) (Head, error) {
+	w, err := walk(r, o)
+	if err != nil {
+		return w.head, err
+	}
+	return w.head, w.checkEnd(o)
+}
+
+// walked is what walk found.
+type walked struct {
+	head     Head
+	lines    int
+	firstMAC uint64 // seq of the first record with a MAC; 0: none
+}
+
+// walk checks each record of the trail in r: its chain link, its MAC and,
+// at o.Through's seq, its hash. It does not check where the chain ends
+// (checkEnd does).
+func walk(r io.Reader, o VerifyOptions) (walked, error) {
 	var (
-		head Head
-		n    int
-		off  int64
+		w   walked
+		off int64
 	)
 	br := bufio.NewReaderSize(r, 1<<16)
 	for {
@@ -56,9 +98,9 @@ func Verify(r io.Reader, want *Head) (Head, error) {
 		if len(raw) == 0 && err == io.EOF {
 			break
 		}
-		n++
-		fail := func(seq uint64, err error, format string, args ...any) (Head, error) {
-			return head, &ChainError{Line: n, Offset: off, Seq: seq, Reason: fmt.Sprintf(format, args...), Err: err}
+		w.lines++
+		fail := func(seq uint64, err error, format string, args ...any) (walked, error) {
+			return w, &ChainError{Line: w.lines, Offset: off, Seq: seq, Reason: fmt.Sprintf(format, args...), Err: err}
 		}
 		switch {
 		case err == io.EOF:
@@ -68,24 +110,57 @@ func Verify(r io.Reader, want *Head) (Head, error) {
 		case errors.Is(err, errLineTooLong):
 			return fail(0, ErrTampered, "line longer than %d bytes", MaxRecordSize)
 		case err != nil:
-			return head, err
+			return w, err
 		}
-		e, reason := check(raw, head)
+		e, reason := check(raw, w.head)
+		if reason == "" {
+			reason = checkMAC(&e, w.firstMAC, o)
+		}
+		if reason == "" && o.Through != nil && e.Seq == o.Through.Seq && e.Hash != o.Through.Hash {
+			reason = fmt.Sprintf("hash %s, but the given head says %s: the history up to that head was rewritten", e.Hash, o.Through.Hash)
+		}
 		if reason != "" {
 			return fail(e.Seq, ErrTampered, "%s", reason)
 		}
-		head = Head{Seq: e.Seq, Hash: e.Hash}
+		if e.MAC != "" && w.firstMAC == 0 {
+			w.firstMAC = e.Seq
+		}
+		w.head = Head{Seq: e.Seq, Hash: e.Hash}
 		off += int64(len(raw))
 	}
-	if want != nil && head != *want {
+	return w, nil
+}
+
+// checkEnd checks where a walked chain ends against o.Through and o.End.
+func (w walked) checkEnd(o VerifyOptions) error {
+	head := w.head
+	if o.Through != nil && head.Seq < o.Through.Seq {
+		return &ChainError{Line: w.lines, Seq: head.Seq, Err: ErrTampered,
+			Reason: fmt.Sprintf("chain ends at seq %d, before the given head %s: records removed from the end", head.Seq, o.Through)}
+	}
+	if want := o.End; want != nil && head != *want {
 		if head.Seq < want.Seq {
-			return head, &ChainError{Line: n, Seq: head.Seq, Err: ErrTampered,
+			return &ChainError{Line: w.lines, Seq: head.Seq, Err: ErrTampered,
 				Reason: fmt.Sprintf("chain ends at seq %d, want seq %d: records removed from the end", head.Seq, want.Seq)}
 		}
-		return head, &ChainError{Line: n, Seq: head.Seq, Err: ErrTampered,
+		return &ChainError{Line: w.lines, Seq: head.Seq, Err: ErrTampered,
 			Reason: fmt.Sprintf("chain ends at seq %d hash %.12s…, want seq %d hash %.12s…", head.Seq, head.Hash, want.Seq, want.Hash)}
 	}
-	return head, nil
+	return nil
+}
+
+// checkMAC says what is wrong with e's MAC, or "" if nothing. firstMAC is
+// the seq of the first record before e that carried one.
+func checkMAC(e *Event, firstMAC uint64, o VerifyOptions) string {
+	switch {
+	case e.MAC == "" && firstMAC != 0:
+		return fmt.Sprintf("no MAC, but the records from seq %d on carry one: record replaced or forged", firstMAC)
+	case e.MAC == "" && o.Key != nil && e.Seq >= o.MACFrom:
+		return fmt.Sprintf("no MAC, but every record from seq %d on carries one: the trail was rewritten", o.MACFrom)
+	case e.MAC != "" && o.Key != nil && !macEqual(e.MAC, recordMAC(o.Key, e.Hash)):
+		return "MAC mismatch: the record was not written by this server (forged, or the trail rewritten with recomputed hashes)"
+	}
+	return ""
 }
 
 // check decodes one line (with its newline) and says what is wrong with it
@@ -110,7 +185,7 @@ func check(raw []byte, head Head) (Event, string) {
 	case e.Prev != head.Hash:
 		return e, "prev does not match the hash of the record before: record replaced, inserted or reordered"
 	}
-	body, ok := bodyOf(raw, e.Hash)
+	body, ok := bodyOf(raw, e.Hash, e.MAC)
 	if !ok {
 		return e, "not in canonical form: the line was edited"
 	}
@@ -121,15 +196,20 @@ func check(raw []byte, head Head) (Event, string) {
 }
 
 // bodyOf returns the canonical body a stored line was made from: the line
-// without its `,"hash":"<hash>"}` tail, closed again with '}'. It reports
-// false if the line does not end that way.
-func bodyOf(raw []byte, hash string) ([]byte, bool) {
-	tail := `,"hash":"` + hash + "\"}\n"
-	if len(hash) != 64 || !bytes.HasSuffix(raw, []byte(tail)) {
+// without its `,"hash":"<hash>"}` or `,"hash":"<hash>","mac":"<mac>"}`
+// tail, closed again with '}'. It reports false if the line does not end
+// that way.
+func bodyOf(raw []byte, hash, mac string) ([]byte, bool) {
+	if len(hash) != 64 || (mac != "" && len(mac) != 64) {
 		return nil, false
 	}
-	body := make([]byte, 0, len(raw)-len(tail)+1)
-	body = append(body, raw[:len(raw)-len(tail)]...)
+	var buf [160]byte // the longest tail is 149 bytes
+	t := appendTail(buf[:0], hash, mac)
+	if !bytes.HasSuffix(raw, t) {
+		return nil, false
+	}
+	body := make([]byte, 0, len(raw)-len(t)+1)
+	body = append(body, raw[:len(raw)-len(t)]...)
 	return append(body, '}'), true
 }
 

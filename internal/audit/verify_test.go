@@ -36,7 +36,7 @@ func reseal(t *testing.T, e Event) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(line(b, chainHash(e.Prev, b)))
+	return string(line(b, chainHash(e.Prev, b), ""))
 }
 
 func decode(t *testing.T, l string) Event {
@@ -186,7 +186,24 @@ func FuzzVerify(f *testing.F) {
 	f.Add([]byte(""))
 	f.Add([]byte("{}\n"))
 	f.Add(data[:len(data)-1])
+	// A trail with MACs.
+	an := &memAnchor{}
+	l, err = Open(dir+"/b.log", Options{Anchor: an})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := l.Append(context.Background(), ev(i)); err != nil {
+			f.Fatal(err)
+		}
+	}
+	l.Close()
+	macd, _ := os.ReadFile(dir + "/b.log")
+	f.Add(macd)
 	f.Fuzz(func(t *testing.T, in []byte) {
+		if _, err := VerifyWith(strings.NewReader(string(in)), VerifyOptions{Key: an.key, MACFrom: 1}); err != nil && !errors.Is(err, ErrTampered) && !errors.Is(err, ErrTorn) {
+			t.Fatalf("keyed: error %v is neither ErrTampered nor ErrTorn", err)
+		}
 		h, err := Verify(strings.NewReader(string(in)), nil)
 		if err != nil {
 			if !errors.Is(err, ErrTampered) && !errors.Is(err, ErrTorn) {

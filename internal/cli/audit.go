@@ -3,8 +3,10 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,7 +16,7 @@ import (
 
 func newAuditCmd(c *conn) *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "Query and verify the tamper-evident audit trail"}
-	cmd.AddCommand(newAuditLsCmd(c), newAuditVerifyCmd(c))
+	cmd.AddCommand(newAuditLsCmd(c), newAuditVerifyCmd(c), newAuditHeadCmd(c))
 	return cmd
 }
 
@@ -66,25 +68,112 @@ func newAuditLsCmd(c *conn) *cobra.Command {
 	return cmd
 }
 
+func newAuditHeadCmd(c *conn) *cobra.Command {
+	var o output
+	cmd := &cobra.Command{
+		Use:   "head",
+		Short: "Print the audit trail's head (seq and hash of the last record), to keep elsewhere",
+		Long: `Print the seq and hash of the audit trail's last durable record. Keep it
+somewhere the server cannot write (a ticket, another host, a log shipper):
+later, coffer audit verify --head checks that the trail still contains that
+record, and so that nothing up to it was cut or rewritten, even by someone
+who could rewrite the whole data dir.`,
+		Example: `  coffer audit head
+  coffer audit head -o json > /secure/coffer-head-$(date +%F).json
+  coffer audit verify --head /secure/coffer-head-2026-05-01.json`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := o.check(); err != nil {
+				return err
+			}
+			cl, err := c.client()
+			if err != nil {
+				return err
+			}
+			var h audit.Head
+			if err := cl.do("GET", "/v1/audit/head", nil, &h); err != nil {
+				return err
+			}
+			return o.print(cmd.OutOrStdout(), h, []string{"SEQ", "HASH"}, [][]string{{fmt.Sprint(h.Seq), h.Hash}})
+		},
+	}
+	o.flag(cmd)
+	return cmd
+}
+
+// headArg reads --head: a file written by coffer audit head (either
+// output), or SEQ:HASH.
+func headArg(v string) (audit.Head, error) {
+	if fi, err := os.Stat(v); err == nil && fi.Mode().IsRegular() {
+		f, err := os.Open(v)
+		if err != nil {
+			return audit.Head{}, usageError(fmt.Errorf("--head %s: %w", v, err))
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, 4<<10))
+		if err != nil {
+			return audit.Head{}, usageError(fmt.Errorf("--head %s: %w", v, err))
+		}
+		h, err := audit.ParseHead(tableHead(string(b)))
+		if err != nil {
+			return audit.Head{}, usageError(fmt.Errorf("--head %s: %w", v, err))
+		}
+		return h, nil
+	}
+	h, err := audit.ParseHead(v)
+	if err != nil {
+		return audit.Head{}, usageError(fmt.Errorf("--head %q: neither a file nor SEQ:HASH: %w", v, err))
+	}
+	return h, nil
+}
+
+// tableHead turns coffer audit head's table output ("SEQ  HASH" and one
+// row) into SEQ:HASH; other text is returned as it is.
+func tableHead(s string) string {
+	f := strings.Fields(s)
+	if len(f) == 4 && f[0] == "SEQ" && f[1] == "HASH" {
+		return f[2] + ":" + f[3]
+	}
+	return s
+}
+
 func newAuditVerifyCmd(c *conn) *cobra.Command {
-	var file string
+	var file, head string
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the audit trail's hash chain: any edited, removed or reordered record fails",
 		Long: `Check the audit trail's hash chain. Without --file the server checks its
-live trail; with --file, coffer checks an audit.log file (a copy or a backup)
-locally. Exit 0 when intact, 1 when tampered.`,
-		Example: "  coffer audit verify\n  coffer audit verify --file /backup/coffer-data/audit.log",
-		Args:    exactArgs(0),
+live trail, the MAC of every record written since MACs began (which a
+rewrite of the whole file without the server's audit key cannot forge), and
+that it ends at the server's head. With --file, coffer checks an audit.log
+file (a copy or a backup) locally: the chain only, since the MAC key stays
+sealed in the server's store.
+
+With --head (SEQ:HASH, or a file written by coffer audit head), the trail
+must also still contain that record: a head kept elsewhere catches a cut
+tail or a rewritten history up to it. Exit 0 when intact, 1 when tampered.`,
+		Example: `  coffer audit verify
+  coffer audit verify --head 1042:9c1d0f5e...
+  coffer audit verify --head /secure/coffer-head-2026-05-01.json
+  coffer audit verify --file /backup/coffer-data/audit.log --head 1042:9c1d0f5e...`,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w := cmd.OutOrStdout()
+			var through *audit.Head
+			if head != "" {
+				h, err := headArg(head)
+				if err != nil {
+					return err
+				}
+				through = &h
+			}
 			if file != "" {
 				f, err := os.Open(file)
 				if err != nil {
 					return err
 				}
 				defer f.Close()
-				h, err := audit.Verify(f, nil)
+				h, err := audit.VerifyWith(f, audit.VerifyOptions{Through: through})
 				if err != nil {
 					return fmt.Errorf("%s: %w", file, err)
 				}
@@ -95,13 +184,17 @@ locally. Exit 0 when intact, 1 when tampered.`,
 			if err != nil {
 				return err
 			}
+			path := "/v1/audit/verify"
+			if through != nil {
+				path += "?head=" + url.QueryEscape(through.String())
+			}
 			var r struct {
 				OK      bool   `json:"ok"`
 				Records uint64 `json:"records"`
 				Head    string `json:"head"`
 				Error   string `json:"error"`
 			}
-			if err := cl.do("GET", "/v1/audit/verify", nil, &r); err != nil {
+			if err := cl.do("GET", path, nil, &r); err != nil {
 				return err
 			}
 			if !r.OK {
@@ -112,5 +205,6 @@ locally. Exit 0 when intact, 1 when tampered.`,
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "verify this audit.log file locally instead of asking the server")
+	cmd.Flags().StringVar(&head, "head", "", "the trail must contain this head: SEQ:HASH, or a file written by coffer audit head")
 	return cmd
 }

@@ -19,6 +19,11 @@ type Config struct {
 	MaxValueSize  int           `yaml:"max_value_size"`
 	AgentCertTTL  time.Duration `yaml:"agent_cert_ttl"`
 	LogLevel      string        `yaml:"log_level"`
+	// AuditReanchor accepts, for one start after an investigation, an
+	// audit trail that ends before the head anchored in the store (records
+	// cut, or the file moved aside): the loss is logged and recorded as
+	// the next record. Leave it off otherwise: it turns off the check.
+	AuditReanchor bool `yaml:"audit_reanchor"`
 }
 
 // Defaults returns the default configuration.

@@ -45,22 +45,31 @@ func (l *chanListener) Close() error { l.once.Do(func() { close(l.done) }); retu
 
 func (l *chanListener) Addr() net.Addr { return l.addr }
 
-// handshakeTimeout bounds a client's TLS handshake.
+// handshakeTimeout bounds a client's TLS handshake, from accept: a client
+// that sends nothing, or a partial hello, is disconnected after it.
 const handshakeTimeout = 10 * time.Second
 
 // demux accepts connections on ln until it fails, handshakes each with cfg
-// in its own goroutine and hands it to agents or people.
-func demux(ctx context.Context, ln net.Listener, cfg *tls.Config, people, agents *chanListener) error {
+// in its own goroutine, within timeout, and hands it to agents or people.
+// From there on, net/http's and gRPC's own timeouts apply.
+func demux(ctx context.Context, ln net.Listener, cfg *tls.Config, timeout time.Duration, people, agents *chanListener) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			return err
 		}
 		go func() {
+			// The deadline is on the connection itself, so that it holds
+			// whatever the handshake waits on.
+			if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+				c.Close()
+				return
+			}
 			tc := tls.Server(c, cfg)
-			hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-			err := tc.HandshakeContext(hctx)
-			cancel()
+			err := tc.HandshakeContext(ctx)
+			if err == nil {
+				err = c.SetDeadline(time.Time{})
+			}
 			if err != nil {
 				c.Close()
 				return

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
 	cofferv1 "coffer/api/coffer/v1"
 	"coffer/internal/api"
@@ -40,6 +41,8 @@ type Server struct {
 	ln     net.Listener
 	grpc   *grpc.Server
 	Broker *broker.Broker
+
+	handshakeTimeout time.Duration // TLS handshake from accept; tests shorten it
 }
 
 const (
@@ -48,6 +51,28 @@ const (
 	tokenFile = "admin.token"
 
 	serverCertTTL = 90 * 24 * time.Hour
+
+	// Timeouts of people's connections (REST over HTTPS), after the TLS
+	// handshake (handshakeTimeout). A request has readHeaderTimeout for
+	// its headers and readTimeout for all of it, body included (a 1 MiB
+	// value needs 17 KiB/s); its response must be written within
+	// writeTimeout of its headers. A kept-alive connection may stay idle
+	// for idleTimeout between requests. None of these apply to agents,
+	// whose connections go to the gRPC server.
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = time.Minute
+	writeTimeout      = 2 * time.Minute
+	idleTimeout       = 2 * time.Minute
+)
+
+// agentKeepalive pings an agent connection idle for a minute and drops it if
+// the agent does not answer within 20 s. Agents ping every 30 s (see
+// internal/agent): the policy lets them, idle streams included; gRPC's
+// default (no more than one ping per 5 minutes) would answer their pings
+// with GOAWAY "too_many_pings" and cut idle streams.
+var (
+	agentKeepalive  = keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}
+	agentPingPolicy = keepalive.EnforcementPolicy{MinTime: 15 * time.Second, PermitWithoutStream: true}
 )
 
 // New initializes or opens the data dir and prepares the listener. It never
@@ -65,7 +90,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.MasterKeyFile == "" {
 		cfg.MasterKeyFile = filepath.Join(cfg.DataDir, "master.key")
 	}
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, handshakeTimeout: handshakeTimeout}
 	ok := false
 	defer func() {
 		if !ok {
@@ -95,12 +120,32 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server certificate: %w", err)
 	}
-	if s.audit, err = audit.Open(filepath.Join(cfg.DataDir, auditFile), audit.Options{}); err != nil {
-		return nil, fmt.Errorf("audit trail: %w", err)
-	}
 	tokens, err := authn.NewTokens(ctx, s.st)
 	if err != nil {
 		return nil, err
+	}
+	fl, err := fleet.Open(ctx, fleet.Config{Store: s.st, CA: ca, CertTTL: cfg.AgentCertTTL})
+	if err != nil {
+		return nil, err
+	}
+	var b *broker.Broker
+	// The catalog checks the master key against the store before the audit
+	// trail may seal its MAC key under it.
+	cat, err := catalog.Open(ctx, catalog.Config{
+		Store: s.st, Key: s.key, MaxVersions: cfg.MaxVersions, MaxValueSize: cfg.MaxValueSize, Logger: log,
+		OnChange: func(ch catalog.Change) { b.Changed(ch) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The trail's head and MAC key live in the store, the key sealed under
+	// the master key: a trail cut or rewritten while the server was
+	// stopped is refused here, before anything else is written.
+	s.audit, err = audit.Open(filepath.Join(cfg.DataDir, auditFile), audit.Options{
+		Logger: log, Anchor: audit.StoreAnchor{Store: s.st, Master: s.key}, Reanchor: cfg.AuditReanchor,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit trail: %w", err)
 	}
 	tokenPath := filepath.Join(cfg.DataDir, tokenFile)
 	if made, err := tokens.Bootstrap(ctx, tokenPath); err != nil {
@@ -109,24 +154,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		log.Info("bootstrap admin token written", "path", tokenPath)
 		fmt.Fprintf(os.Stderr, "coffer-server: bootstrap admin token written to %s\n", tokenPath)
 	}
-	fl, err := fleet.Open(ctx, fleet.Config{Store: s.st, CA: ca, CertTTL: cfg.AgentCertTTL})
-	if err != nil {
-		return nil, err
-	}
-	var b *broker.Broker
-	cat, err := catalog.Open(ctx, catalog.Config{
-		Store: s.st, Key: s.key, MaxVersions: cfg.MaxVersions, MaxValueSize: cfg.MaxValueSize, Logger: log,
-		OnChange: func(ch catalog.Change) { b.Changed(ch) },
-	})
-	if err != nil {
-		return nil, err
-	}
 	b = broker.New(broker.Config{Catalog: cat, Audit: s.audit, Agents: fl, Logger: log})
 	s.Broker = b
 
 	// Per-connection buffers of 8 KiB instead of 32 KiB: an agent's stream
 	// carries small messages, and a server holds thousands of them.
-	gs := grpc.NewServer(grpc.Creds(handshaken{}), grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10))
+	// Agents' connections are long-lived: no idle or age limit, only
+	// keepalive to find dead peers, and a bound on the HTTP/2 setup.
+	gs := grpc.NewServer(grpc.Creds(handshaken{}), grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10),
+		grpc.ConnectionTimeout(handshakeTimeout), grpc.KeepaliveParams(agentKeepalive), grpc.KeepaliveEnforcementPolicy(agentPingPolicy))
 	s.grpc = gs
 	cofferv1.RegisterAgentServiceServer(gs, b.Service())
 	handler := api.New(api.Config{
@@ -145,7 +181,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	s.http = &http.Server{
 		Handler:           handler,
 		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
@@ -166,7 +205,7 @@ func (s *Server) Run(ctx context.Context) error {
 	dctx, stopDemux := context.WithCancel(context.Background())
 	defer stopDemux()
 	errc := make(chan error, 3)
-	go func() { errc <- demux(dctx, s.ln, s.http.TLSConfig, people, agents) }()
+	go func() { errc <- demux(dctx, s.ln, s.http.TLSConfig, s.handshakeTimeout, people, agents) }()
 	go func() { errc <- s.http.Serve(people) }()
 	go func() { errc <- s.grpc.Serve(agents) }()
 	var err error
