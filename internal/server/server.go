@@ -106,9 +106,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.st, err = bolt.Open(storePath); err != nil {
+	// Assigned only on success: a nil *bolt.Backend in the interface would
+	// not be nil, and close would call it.
+	st, err := bolt.Open(storePath)
+	if err != nil {
 		return nil, err
 	}
+	s.st = st
 	ca, created, err := identity.LoadOrCreateCA(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("CA: %w", err)

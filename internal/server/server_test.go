@@ -197,3 +197,21 @@ func TestAgentConnectionsOutliveIdleTimeouts(t *testing.T) {
 		t.Fatalf("the server closed an idle agent connection: %v", err)
 	}
 }
+
+// A second server on a data dir that a running server holds used to panic
+// (a nil *bolt.Backend inside the store interface, closed on the way out),
+// hiding the helpful "locked by another process" error.
+func TestSecondServerOnALockedStoreSaysSo(t *testing.T) {
+	_, dir := startServer(t, nil)
+	cfg := Defaults()
+	cfg.DataDir = dir
+	cfg.Listen = "127.0.0.1:0"
+	s, err := New(context.Background(), cfg, nil)
+	if err == nil {
+		s.close()
+		t.Fatal("a second server opened a data dir that another one holds")
+	}
+	if !strings.Contains(err.Error(), "locked by another process") {
+		t.Fatalf("error %q does not say the store is locked", err)
+	}
+}
