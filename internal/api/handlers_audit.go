@@ -3,6 +3,8 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -11,37 +13,90 @@ import (
 	"coffer/internal/authz"
 )
 
-func (s *Server) queryAudit(r *request) (int, any, error) {
-	if err := r.authorize("", ""); err != nil {
-		return 0, nil, err
-	}
-	q := r.URL.Query()
-	f := audit.Filter{Actor: q.Get("actor"), Action: q.Get("action"), Secret: q.Get("secret"), Object: q.Get("object")}
-	if v := q.Get("since"); v != "" {
-		t, err := parseSince(v)
-		if err != nil {
-			return 0, nil, err
+// auditParams are the query parameters GET /v1/audit understands; any
+// other is refused, so that a misspelt filter never silently returns
+// everything.
+var auditParams = []string{"actor", "action", "object", "secret", "result", "since", "until", "after", "before", "limit"}
+
+// actionHints maps action names people guess to the ones Coffer records.
+var actionHints = map[string]string{
+	"secret.rm": "secret.delete", "secret.remove": "secret.delete", "secret.create": "secret.put",
+	"secret.rotate": "secret.put", "secret.generate": "secret.put",
+	"bind.create": "binding.put", "binding.create": "binding.put", "binding.update": "binding.put",
+	"bind.rm": "binding.delete", "binding.rm": "binding.delete",
+	"token.rm": "token.revoke", "token.delete": "token.revoke",
+	"agent.rm": "agent.revoke", "agent.remove": "agent.revoke", "agent.delete": "agent.revoke",
+}
+
+// auditFilter reads the query of GET /v1/audit. Errors wrap errBadRequest.
+func auditFilter(q url.Values) (audit.Filter, error) {
+	for k := range q {
+		if !slices.Contains(auditParams, k) {
+			return audit.Filter{}, fmt.Errorf("%w: unknown query parameter %q (use %s)", errBadRequest, k, strings.Join(auditParams, ", "))
 		}
-		f.Since = t
+		if len(q[k]) > 1 {
+			return audit.Filter{}, fmt.Errorf("%w: query parameter %q given %d times", errBadRequest, k, len(q[k]))
+		}
+	}
+	f := audit.Filter{Actor: q.Get("actor"), Action: q.Get("action"), Secret: q.Get("secret"), Object: q.Get("object"), Result: q.Get("result")}
+	if hint, ok := actionHints[f.Action]; ok {
+		return f, fmt.Errorf("%w: action %q is never recorded: did you mean %q?", errBadRequest, f.Action, hint)
+	}
+	var err error
+	for _, t := range []struct {
+		name string
+		to   *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if v := q.Get(t.name); v != "" {
+			if *t.to, err = parseTime(t.name, v); err != nil {
+				return f, err
+			}
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
+		return f, fmt.Errorf("%w: until must be after since", errBadRequest)
+	}
+	for _, n := range []struct {
+		name string
+		to   *uint64
+	}{{"after", &f.After}, {"before", &f.Before}} {
+		if v := q.Get(n.name); v != "" {
+			if *n.to, err = strconv.ParseUint(v, 10, 64); err != nil {
+				return f, fmt.Errorf("%w: %s %q: a record's seq (a non-negative number)", errBadRequest, n.name, v)
+			}
+		}
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
-			return 0, nil, fmt.Errorf("%w: limit %q: a non-negative number", errBadRequest, v)
+			return f, fmt.Errorf("%w: limit %q: a non-negative number", errBadRequest, v)
 		}
 		f.Limit = n
+	}
+	return f, nil
+}
+
+func (s *Server) queryAudit(r *request) (int, any, error) {
+	if err := r.authorize("", ""); err != nil {
+		return 0, nil, err
+	}
+	f, err := auditFilter(r.URL.Query())
+	if err != nil {
+		return 0, nil, err
+	}
+	if r.p.Scope != "" {
+		// Inside the query, so that the limit counts only records the
+		// token may see.
+		p := r.p
+		f.Keep = func(ev *audit.Event) bool { return inScope(p, *ev) }
 	}
 	evs, err := s.cfg.Audit.Query(r.Context(), f)
 	if err != nil {
 		return 0, nil, err
 	}
-	out := []audit.Event{}
-	for _, ev := range evs {
-		if r.p.Scope == "" || inScope(r.p, ev) {
-			out = append(out, ev)
-		}
+	if evs == nil {
+		evs = []audit.Event{}
 	}
-	evs = out
 	return http.StatusOK, evs, nil
 }
 
@@ -54,14 +109,15 @@ func inScope(p authz.Principal, ev audit.Event) bool {
 	return name != "" && authz.InScope(p, name)
 }
 
-// parseSince accepts RFC 3339 times and durations ("1h" = the last hour).
-func parseSince(v string) (time.Time, error) {
+// parseTime reads since/until: an RFC 3339 time or a duration ago ("1h" =
+// an hour ago).
+func parseTime(name, v string) (time.Time, error) {
 	if d, err := time.ParseDuration(v); err == nil && d > 0 {
 		return time.Now().Add(-d), nil
 	}
 	t, err := time.Parse(time.RFC3339, v)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: since %q: use RFC 3339 (2026-01-02T15:04:05Z) or a duration (24h)", errBadRequest, v)
+		return time.Time{}, fmt.Errorf("%w: %s %q: use RFC 3339 (2026-01-02T15:04:05Z) or a duration ago (24h)", errBadRequest, name, v)
 	}
 	return t, nil
 }

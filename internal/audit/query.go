@@ -14,36 +14,49 @@ import (
 // Filter selects records. Empty fields select everything.
 type Filter struct {
 	Actor  string // exact
-	Action string // exact
+	Action string // exact, or a prefix when it ends in '*' ("delivery.*")
 	Object string // exact, or a prefix when it ends in '*' ("secret:payments/*")
 	Secret string // records about this secret: Object "secret:<name>" or Details["secret"] == name
+	Result string // exact ("ok", "denied", ...)
 	Since  time.Time
 	Until  time.Time // exclusive
-	Limit  int       // the newest Limit records; 0: all
+	After  uint64    // only records with a larger seq (following a trail)
+	Before uint64    // only records with a smaller seq (paging back); 0: no bound
+	// Keep, if set, is one more condition, applied like the others, so
+	// that Limit counts only records that pass it (e.g. a token's scope).
+	Keep  func(*Event) bool
+	Limit int // the newest Limit records that pass; 0: all
 }
 
 // Match reports whether e passes f (Limit aside).
 func (f *Filter) Match(e *Event) bool {
 	switch {
 	case f.Actor != "" && e.Actor != f.Actor,
-		f.Action != "" && e.Action != f.Action,
+		!matchPattern(f.Action, e.Action),
+		!matchPattern(f.Object, e.Object),
+		f.Result != "" && e.Result != f.Result,
+		e.Seq <= f.After,
+		f.Before != 0 && e.Seq >= f.Before,
 		!f.Since.IsZero() && e.Time.Before(f.Since),
 		!f.Until.IsZero() && !e.Time.Before(f.Until):
 		return false
 	}
-	if f.Object != "" {
-		if prefix, ok := strings.CutSuffix(f.Object, "*"); ok {
-			if !strings.HasPrefix(e.Object, prefix) {
-				return false
-			}
-		} else if e.Object != f.Object {
-			return false
-		}
-	}
 	if f.Secret != "" && e.Object != "secret:"+f.Secret && e.Details["secret"] != f.Secret {
 		return false
 	}
-	return true
+	return f.Keep == nil || f.Keep(e)
+}
+
+// matchPattern reports whether v is pat, or starts with pat's prefix when
+// pat ends in '*'; "" matches everything.
+func matchPattern(pat, v string) bool {
+	if pat == "" {
+		return true
+	}
+	if prefix, ok := strings.CutSuffix(pat, "*"); ok {
+		return strings.HasPrefix(v, prefix)
+	}
+	return v == pat
 }
 
 // Query returns the durable records that pass f, in seq order: all of

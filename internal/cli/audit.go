@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,25 +23,42 @@ func newAuditCmd(c *conn) *cobra.Command {
 
 func newAuditLsCmd(c *conn) *cobra.Command {
 	var o output
-	var secretName, actor, action, since string
+	var secretName, actor, action, object, result, since, until string
 	var limit int
+	var before uint64
+	var follow bool
 	cmd := &cobra.Command{
 		Use:   "ls",
-		Short: "List audit records",
+		Short: "List audit records (newest last), filtered; --follow for new ones as they come",
+		Long: `List audit records in seq order. Filters combine; --action and --object take
+an exact name or a prefix ending in '*' (delivery.*, secret:payments/*). A
+scoped token sees only records about secrets within its scope, and --limit
+counts only those. Page back through a long trail with --before SEQ (the
+smallest seq of the previous page).`,
 		Example: `  coffer audit ls --since 24h
   coffer audit ls --secret payments/db-password -o json
-  coffer audit ls --actor agent:node-1 --action delivery.rotate --limit 50`,
+  coffer audit ls --actor agent:node-1 --action 'delivery.*' --limit 50
+  coffer audit ls --result denied --since 2026-05-01T00:00:00Z --until 2026-05-02T00:00:00Z
+  coffer audit ls --limit 100 --before 5120      # the 100 records before seq 5120
+  coffer audit ls --follow --action secret.put   # new records until Ctrl-C`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.check(); err != nil {
 				return err
+			}
+			if limit < 0 {
+				return usageError(fmt.Errorf("--limit %d: use 0 (all) or a positive number", limit))
+			}
+			if follow && before != 0 {
+				return usageError(errors.New("--follow and --before do not combine: --follow shows new records"))
 			}
 			cl, err := c.client()
 			if err != nil {
 				return err
 			}
 			q := url.Values{}
-			for k, v := range map[string]string{"secret": secretName, "actor": actor, "action": action, "since": since} {
+			for k, v := range map[string]string{"secret": secretName, "actor": actor, "action": action, "object": object,
+				"result": result, "since": since, "until": until} {
 				if v != "" {
 					q.Set(k, v)
 				}
@@ -48,24 +66,93 @@ func newAuditLsCmd(c *conn) *cobra.Command {
 			if limit > 0 {
 				q.Set("limit", fmt.Sprint(limit))
 			}
+			if before > 0 {
+				q.Set("before", fmt.Sprint(before))
+			}
 			var evs []audit.Event
 			if err := cl.do("GET", "/v1/audit?"+q.Encode(), nil, &evs); err != nil {
 				return err
 			}
-			rows := [][]string{}
-			for _, e := range evs {
-				rows = append(rows, []string{fmt.Sprint(e.Seq), e.Time.Format(time.RFC3339), e.Actor, e.Action, dash(e.Object), e.Result, dash(e.Source)})
+			if !follow {
+				rows := [][]string{}
+				for _, e := range evs {
+					rows = append(rows, auditRow(e))
+				}
+				return o.print(cmd.OutOrStdout(), evs, auditHeader, rows)
 			}
-			return o.print(cmd.OutOrStdout(), evs, []string{"SEQ", "TIME", "ACTOR", "ACTION", "OBJECT", "RESULT", "SOURCE"}, rows)
+			return followAudit(cmd, cl, q, evs, o.format)
 		},
 	}
 	cmd.Flags().StringVar(&secretName, "secret", "", "records about this secret")
 	cmd.Flags().StringVar(&actor, "actor", "", "records by this actor (token:ID, agent:NAME)")
-	cmd.Flags().StringVar(&action, "action", "", "records of this action (secret.put, delivery.apply, ...)")
+	cmd.Flags().StringVar(&action, "action", "", "records of this action, or actions with this prefix ending in '*' (secret.put, delivery.*)")
+	cmd.Flags().StringVar(&object, "object", "", "records about this object, or a prefix ending in '*' (container:ID, secret:payments/*)")
+	cmd.Flags().StringVar(&result, "result", "", "records with this result (ok, denied, error, invalid, unauthenticated, conflict)")
 	cmd.Flags().StringVar(&since, "since", "", "records since an RFC 3339 time or a duration ago (24h)")
-	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many, the newest")
+	cmd.Flags().StringVar(&until, "until", "", "records before an RFC 3339 time or a duration ago (1h)")
+	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many, the newest (0: all)")
+	cmd.Flags().Uint64Var(&before, "before", 0, "only records with a smaller seq (to page back)")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "after the records so far, print new ones as they are written, until interrupted")
 	o.flag(cmd)
 	return cmd
+}
+
+var auditHeader = []string{"SEQ", "TIME", "ACTOR", "ACTION", "OBJECT", "RESULT", "SOURCE"}
+
+func auditRow(e audit.Event) []string {
+	return []string{fmt.Sprint(e.Seq), e.Time.Format(time.RFC3339), e.Actor, e.Action, dash(e.Object), e.Result, dash(e.Source)}
+}
+
+// followAudit prints evs, then polls for records after the last one every
+// second until the command's context ends. Table output prints one
+// tab-separated line per record (header first); JSON prints one object per
+// line, so that the stream can be piped.
+func followAudit(cmd *cobra.Command, cl *client, q url.Values, evs []audit.Event, format string) error {
+	w := cmd.OutOrStdout()
+	q.Del("limit")
+	var last uint64
+	emit := func(evs []audit.Event) error {
+		for _, e := range evs {
+			last = max(last, e.Seq)
+			if format == "json" {
+				b, err := json.Marshal(e)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "%s\n", b)
+				continue
+			}
+			fmt.Fprintln(w, strings.Join(auditRow(e), "\t"))
+		}
+		return nil
+	}
+	if format != "json" {
+		fmt.Fprintln(w, strings.Join(auditHeader, "\t"))
+	}
+	if err := emit(evs); err != nil {
+		return err
+	}
+	ctx := cmd.Context()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		q.Set("after", fmt.Sprint(last))
+		var more []audit.Event
+		if err := cl.do("GET", "/v1/audit?"+q.Encode(), nil, &more); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		if err := emit(more); err != nil {
+			return err
+		}
+	}
 }
 
 func newAuditHeadCmd(c *conn) *cobra.Command {
