@@ -14,9 +14,7 @@ import (
 // ReadLimited reads r to the end, failing with ErrTooLarge once more than
 // max bytes come. On failure the partial buffer is zeroed.
 func ReadLimited(r io.Reader, max int64) ([]byte, error) {
-	var buf []byte
-	b, err := io.ReadAll(io.LimitReader(r, max+1))
-	buf = b
+	buf, err := io.ReadAll(io.LimitReader(r, max+1))
 	if err != nil {
 		clear(buf)
 		return nil, err
@@ -45,16 +43,26 @@ type limitTransport struct {
 }
 
 func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.rt.RoundTrip(req)
-	if err != nil || resp.Body == nil {
-		return resp, err
+	return LimitResponse(t.rt.RoundTrip(req))(t.max)
+}
+
+// LimitResponse limits the body of the response of an HTTP exchange to max
+// bytes, as LimitTransport does; for clients that take an HTTP client with
+// a Do method rather than a transport:
+//
+//	resp, err := keystore.LimitResponse(client.Do(req))(max)
+func LimitResponse(resp *http.Response, err error) func(max int64) (*http.Response, error) {
+	return func(max int64) (*http.Response, error) {
+		if err != nil || resp.Body == nil {
+			return resp, err
+		}
+		if resp.ContentLength > max {
+			resp.Body.Close()
+			return nil, fmt.Errorf("%w: the upstream's response is %d bytes, more than %d", ErrTooLarge, resp.ContentLength, max)
+		}
+		resp.Body = &limitBody{rc: resp.Body, left: max}
+		return resp, nil
 	}
-	if resp.ContentLength > t.max {
-		resp.Body.Close()
-		return nil, fmt.Errorf("%w: the upstream's response is %d bytes, more than %d", ErrTooLarge, resp.ContentLength, t.max)
-	}
-	resp.Body = &limitBody{rc: resp.Body, left: t.max}
-	return resp, nil
 }
 
 type limitBody struct {
