@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"strings"
 )
 
 // ReadLimited reads r to the end, failing with ErrTooLarge once more than
@@ -93,14 +95,32 @@ func (b *limitBody) Close() error { return b.rc.Close() }
 // ErrTooLarge; everything else (refused, reset, timeout, DNS, an untrusted
 // server certificate, cancellation) is ErrUnreachable.
 func TransportError(err error) error {
-	var alert tls.AlertError
+	var (
+		alert tls.AlertError
+		op    *net.OpError
+	)
 	switch {
 	case errors.Is(err, ErrTooLarge):
 		return ErrTooLarge
 	case errors.As(err, &alert) && certAlert(uint8(alert)):
 		return ErrAccessLost
+	case errors.As(err, &op) && op.Op == "remote error" && op.Err != nil && peerRefusedCert(op.Err.Error()):
+		// An alert the server sent; crypto/tls does not export its type.
+		return ErrAccessLost
 	}
 	return ErrUnreachable
+}
+
+// peerRefusedCert reports whether a received TLS alert's text is one of the
+// certificate alerts (see certAlert).
+func peerRefusedCert(msg string) bool {
+	for _, s := range []string{"bad certificate", "unsupported certificate", "revoked certificate", "expired certificate",
+		"unknown certificate", "unknown certificate authority", "access denied", "certificate required"} {
+		if strings.HasSuffix(msg, "tls: "+s) {
+			return true
+		}
+	}
+	return false
 }
 
 // certAlert reports whether a TLS alert says the peer refused our
