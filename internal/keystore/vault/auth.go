@@ -16,11 +16,12 @@ import (
 // errNoToken wraps failures to read a token or login material from files.
 var errNoToken = errors.New("no usable Vault credentials")
 
-// auth holds Coffer's Vault token and keeps it alive: a token file is
+// Auth holds Coffer's Vault token and keeps it alive: a token file is
 // re-read when Vault rejects the token or its TTL runs out, and renewed
 // while renewable; AppRole and cert logins are renewed, and repeated when a
-// renewal fails or the lease nears its maximum.
-type auth struct {
+// renewal fails or the lease nears its maximum. It is shared by the KV
+// upstream and the Transit master key.
+type Auth struct {
 	cfg Config
 	c   *api.Client
 	log *slog.Logger
@@ -32,8 +33,17 @@ type auth struct {
 	refreshAt time.Time // zero: never
 }
 
-// token returns a token to use now.
-func (a *auth) token(ctx context.Context) (string, error) {
+// NewAuth returns the authenticator for cfg's auth method, using c (from
+// NewClient) for its requests.
+func NewAuth(cfg Config, c *api.Client, log *slog.Logger) *Auth {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Auth{cfg: cfg, c: c, log: log}
+}
+
+// Token returns a token to use now.
+func (a *Auth) Token(ctx context.Context) (string, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.tok != "" && (a.refreshAt.IsZero() || time.Now().Before(a.refreshAt)) {
@@ -52,9 +62,9 @@ func (a *auth) token(ctx context.Context) (string, error) {
 	return a.tok, nil
 }
 
-// reauth is called after Vault answered 403 to a request made with used.
+// Reauth is called after Vault answered 403 to a request made with used.
 // It reports whether a retry with a new token makes sense.
-func (a *auth) reauth(ctx context.Context, used string) bool {
+func (a *Auth) Reauth(ctx context.Context, used string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.tok != used {
@@ -68,7 +78,7 @@ func (a *auth) reauth(ctx context.Context, used string) bool {
 }
 
 // acquire gets a new token: from the file, or by logging in.
-func (a *auth) acquire(ctx context.Context) error {
+func (a *Auth) acquire(ctx context.Context) error {
 	a.tok, a.renewable, a.lease, a.refreshAt = "", false, 0, time.Time{}
 	switch {
 	case a.cfg.TokenFile != "":
@@ -96,7 +106,8 @@ func (a *auth) acquire(ctx context.Context) error {
 	}
 }
 
-func (a *auth) client(token string) *api.Client {
+// Client returns a shallow copy of the client carrying token ("" none).
+func (a *Auth) Client(token string) *api.Client {
 	c := a.c.WithNamespace(a.cfg.Namespace)
 	if token == "" {
 		c.ClearToken()
@@ -106,8 +117,8 @@ func (a *auth) client(token string) *api.Client {
 	return c
 }
 
-func (a *auth) login(ctx context.Context, path string, body map[string]any) error {
-	s, err := a.client("").Logical().WriteWithContext(ctx, path, body)
+func (a *Auth) login(ctx context.Context, path string, body map[string]any) error {
+	s, err := a.Client("").Logical().WriteWithContext(ctx, path, body)
 	if err != nil {
 		return err
 	}
@@ -120,14 +131,14 @@ func (a *auth) login(ctx context.Context, path string, body map[string]any) erro
 }
 
 // loadFile reads the token file and asks Vault about the token's TTL.
-func (a *auth) loadFile(ctx context.Context) error {
+func (a *Auth) loadFile(ctx context.Context) error {
 	b, err := keystore.ReadSecretFile("token_file", a.cfg.TokenFile)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errNoToken, err)
 	}
 	a.tok = string(b)
 	clear(b)
-	s, err := a.client(a.tok).Auth().Token().LookupSelfWithContext(ctx)
+	s, err := a.Client(a.tok).Auth().Token().LookupSelfWithContext(ctx)
 	if err != nil {
 		// Perhaps a policy without lookup-self: use the token as it is,
 		// and look again in a minute.
@@ -144,7 +155,7 @@ func (a *auth) loadFile(ctx context.Context) error {
 }
 
 // setLease schedules the next renewal (renewable) or re-acquisition.
-func (a *auth) setLease(ttl time.Duration, renewable bool) {
+func (a *Auth) setLease(ttl time.Duration, renewable bool) {
 	a.lease, a.renewable = ttl, renewable
 	switch {
 	case ttl <= 0:
@@ -159,8 +170,8 @@ func (a *auth) setLease(ttl time.Duration, renewable bool) {
 // renew renews the current token. A renewal that comes back much shorter
 // than asked means the lease nears its maximum TTL: then the next use
 // authenticates anew.
-func (a *auth) renew(ctx context.Context) error {
-	s, err := a.client(a.tok).Auth().Token().RenewSelfWithContext(ctx, 0)
+func (a *Auth) renew(ctx context.Context) error {
+	s, err := a.Client(a.tok).Auth().Token().RenewSelfWithContext(ctx, 0)
 	if err != nil {
 		return err
 	}
@@ -177,7 +188,8 @@ func (a *auth) renew(ctx context.Context) error {
 	return nil
 }
 
-func (a *auth) close() {
+// Close forgets the token.
+func (a *Auth) Close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.tok = ""

@@ -28,7 +28,7 @@ type Keystore struct {
 	cfg   Config
 	mount string
 	c     *api.Client
-	auth  *auth
+	auth  *Auth
 }
 
 var _ keystore.Keystore = (*Keystore)(nil)
@@ -46,7 +46,7 @@ func New(cfg Config, opts keystore.Options) (*Keystore, error) {
 	}
 	return &Keystore{
 		name: opts.Name, opts: opts, cfg: cfg, mount: cfg.KVMount, c: c,
-		auth: &auth{cfg: cfg, c: c, log: opts.Logger},
+		auth: NewAuth(cfg, c, opts.Logger),
 	}, nil
 }
 
@@ -168,7 +168,7 @@ func (k *Keystore) Check(ctx context.Context, items []string) (map[string]keysto
 	if len(items) == 0 {
 		return out, nil
 	}
-	if _, err := k.auth.token(ctx); err != nil {
+	if _, err := k.auth.Token(ctx); err != nil {
 		return nil, k.authError("", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -254,13 +254,13 @@ func (k *Keystore) get(ctx context.Context, item, path string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, k.opts.Timeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
-		tok, err := k.auth.token(ctx)
+		tok, err := k.auth.Token(ctx)
 		if err != nil {
 			return nil, k.authError(item, err)
 		}
 		body, err := k.rawGet(ctx, tok, path)
 		var re *api.ResponseError
-		if attempt == 0 && errors.As(err, &re) && re.StatusCode == http.StatusForbidden && k.auth.reauth(ctx, tok) {
+		if attempt == 0 && errors.As(err, &re) && re.StatusCode == http.StatusForbidden && k.auth.Reauth(ctx, tok) {
 			continue
 		}
 		if err != nil {
@@ -271,9 +271,7 @@ func (k *Keystore) get(ctx context.Context, item, path string) ([]byte, error) {
 }
 
 func (k *Keystore) rawGet(ctx context.Context, token, path string) ([]byte, error) {
-	c := k.c.WithNamespace(k.cfg.Namespace) // a shallow clone: safe to give its own token
-	c.SetToken(token)
-	resp, err := c.Logical().ReadRawWithContext(ctx, path)
+	resp, err := k.auth.Client(token).Logical().ReadRawWithContext(ctx, path)
 	if err != nil {
 		if resp != nil {
 			resp.Body.Close()
@@ -325,7 +323,7 @@ func (k *Keystore) authError(item string, err error) error {
 
 // Close implements keystore.Keystore.
 func (k *Keystore) Close() error {
-	k.auth.close()
+	k.auth.Close()
 	k.c.ClearToken()
 	return nil
 }
