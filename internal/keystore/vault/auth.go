@@ -53,7 +53,7 @@ func (a *Auth) Token(ctx context.Context) (string, error) {
 		if err := a.renew(ctx); err == nil {
 			return a.tok, nil
 		} else {
-			a.log.Warn("vault: token renewal failed; authenticating again", "err", keystore.Detail(err.Error()))
+			a.log.Info("vault: token renewal refused; authenticating again", "err", keystore.Detail(err.Error()))
 		}
 	}
 	if err := a.acquire(ctx); err != nil {

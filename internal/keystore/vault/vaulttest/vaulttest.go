@@ -92,12 +92,19 @@ func Start(t testing.TB) *Server {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	m := regexp.MustCompile(`Unseal Key: (\S+)`).FindStringSubmatch(s.Log())
-	if m == nil {
-		t.Fatalf("no unseal key in vault's output:\n%s", s.Log())
+	// The dev banner with the unseal key is printed just after Vault
+	// starts answering.
+	re := regexp.MustCompile(`Unseal Key: (\S+)`)
+	for {
+		if m := re.FindStringSubmatch(s.Log()); m != nil {
+			s.UnsealKey = m[1]
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no unseal key in vault's output:\n%s", s.Log())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	s.UnsealKey = m[1]
-	return s
 }
 
 // Log returns the server's output so far.
