@@ -144,3 +144,32 @@ func TestDecodeConfigInServerYAML(t *testing.T) {
 		t.Fatalf("%v %v", ups, err)
 	}
 }
+
+// FuzzDecodeConfig: any YAML either decodes into valid upstreams or fails
+// with ErrConfig; never a panic.
+func FuzzDecodeConfig(f *testing.F) {
+	f.Add("vault:\n  type: test\n  address: x\n  approle: {role_id_file: r}\n  poll_interval: 2s\n")
+	f.Add("a: {type: other, address: y, tags: [1, 2]}\nb: {type: test}\n")
+	f.Add("x: &a {type: test, address: z}\ny: *a\n")
+	f.Add("v:\n  type: test\n  <<: {address: q}\n")
+	f.Add("- 1\n- 2\n")
+	f.Fuzz(func(t *testing.T, doc string) {
+		var n yaml.Node
+		if yaml.Unmarshal([]byte(doc), &n) != nil {
+			return
+		}
+		ups, err := DecodeConfig(&n, testBuiltins)
+		if err != nil {
+			if !errors.Is(err, ErrConfig) {
+				t.Fatalf("error %v does not wrap ErrConfig", err)
+			}
+			return
+		}
+		for _, u := range ups {
+			if ValidateUpstreamName(u.Name) != nil || u.Config == nil || u.PollInterval < MinPollInterval ||
+				u.MaxValueSize < 1 || u.Config.Validate() != nil {
+				t.Fatalf("accepted %+v", u)
+			}
+		}
+	})
+}
