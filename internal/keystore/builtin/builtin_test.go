@@ -11,7 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"coffer/internal/keystore"
-	"coffer/internal/keystore/ccp/ccpfake"
+	"coffer/internal/keystore/keystoretest"
 )
 
 // TestConfig decodes every built-in type from one YAML document, as
@@ -20,7 +20,7 @@ func TestConfig(t *testing.T) {
 	dir := t.TempDir()
 	key := filepath.Join(dir, "conjur-key")
 	os.WriteFile(key, []byte("api-key\n"), 0o600)
-	pki := ccpfake.NewPKI(t)
+	pki := keystoretest.NewPKI(t)
 	cert, ckey := pki.Issue(t, "coffer", false)
 	doc := `
 listen: 127.0.0.1:7443

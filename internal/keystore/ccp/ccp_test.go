@@ -22,7 +22,7 @@ type harness struct {
 }
 
 func newHarness(t *testing.T) *harness {
-	pki := ccpfake.NewPKI(t)
+	pki := keystoretest.NewPKI(t)
 	f := ccpfake.New(t, pki)
 	cert, key := pki.Issue(t, "coffer-app", false)
 	f.Allow("Coffer", "coffer-app")
@@ -109,7 +109,7 @@ func TestPasswordChangeInProgressIsNotGone(t *testing.T) {
 func TestClientCertificateRequired(t *testing.T) {
 	h := newHarness(t)
 	h.fake.Set("S", "db", "v")
-	other := ccpfake.NewPKI(t)
+	other := keystoretest.NewPKI(t)
 	cert, key := other.Issue(t, "coffer-app", false)
 	cfg := h.config()
 	cfg.CertFile, cfg.KeyFile = cert, key

@@ -298,3 +298,52 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("http to loopback: %v", err)
 	}
 }
+
+// TestCertAuth logs in with a TLS client certificate over HTTPS.
+func TestCertAuth(t *testing.T) {
+	ctx := context.Background()
+	s := vaulttest.StartTLS(t)
+	s.Policy(t, "coffer-read", readPolicy)
+	if err := s.Root.Sys().EnableAuthWithOptions("cert", &api.EnableAuthOptions{Type: "cert"}); err != nil {
+		t.Fatal(err)
+	}
+	pki := keystoretest.NewPKI(t)
+	caPEM, err := os.ReadFile(pki.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Root.Logical().Write("auth/cert/certs/coffer", map[string]any{
+		"certificate": string(caPEM), "token_policies": "coffer-read", "token_ttl": "1h"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Root.KVv2("secret").Put(ctx, "app/tls", map[string]any{"k": "v"}); err != nil {
+		t.Fatal(err)
+	}
+	cert, key := pki.Issue(t, "coffer", false)
+	cfg := Config{Address: s.Addr, CAFile: s.CAFile, KVMount: "secret", Cert: &CertAuth{CertFile: cert, KeyFile: key, Role: "coffer"}, MaxRetries: -1}
+	ks, err := New(cfg, keystore.Options{Name: "vault"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ks.Close()
+	if it, err := ks.Read(ctx, "app/tls"); err != nil || string(it.Value) != `{"k":"v"}` {
+		t.Fatalf("Read with cert auth = %q, %v", it.Value, err)
+	}
+	// A certificate from a CA Vault does not trust: login refused.
+	cert, key = keystoretest.NewPKI(t).Issue(t, "intruder", false)
+	cfg.Cert = &CertAuth{CertFile: cert, KeyFile: key}
+	bad, err := New(cfg, keystore.Options{Name: "vault"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	if _, err := bad.Read(ctx, "app/tls"); !errors.Is(err, keystore.ErrAccessLost) {
+		t.Fatalf("Read with an untrusted certificate: %v, want ErrAccessLost", err)
+	}
+	// A server certificate Coffer does not trust: unreachable, never gone.
+	cfg.CAFile = pki.CAFile
+	wrongCA, _ := New(cfg, keystore.Options{Name: "vault"})
+	if _, err := wrongCA.Read(ctx, "app/tls"); !errors.Is(err, keystore.ErrUnreachable) {
+		t.Fatalf("Read trusting the wrong CA: %v, want ErrUnreachable", err)
+	}
+}

@@ -24,7 +24,8 @@ import (
 // Server is a running Vault dev server: in memory, unsealed, KV v2 mounted
 // at secret/.
 type Server struct {
-	Addr      string      // http://127.0.0.1:PORT
+	Addr      string      // http://127.0.0.1:PORT (https with StartTLS)
+	CAFile    string      // with StartTLS: the CA of the server's certificate
 	RootToken string      // the root token
 	UnsealKey string      // the single unseal key (base64)
 	Root      *api.Client // a client with the root token
@@ -32,7 +33,14 @@ type Server struct {
 }
 
 // Start starts a dev server and stops it when the test ends.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { t.Helper(); return start(t, false) }
+
+// StartTLS starts a dev server with an HTTPS listener (-dev-tls): its
+// certificate is for 127.0.0.1, signed by the CA in Server.CAFile, and it
+// asks clients for certificates (for cert auth).
+func StartTLS(t testing.TB) *Server { t.Helper(); return start(t, true) }
+
+func start(t testing.TB, useTLS bool) *Server {
 	t.Helper()
 	bin := testtools.Path(t, testtools.Vault)
 	dir := t.TempDir()
@@ -47,8 +55,14 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	defer out.Close()
-	cmd := exec.Command(bin, "server", "-dev", "-dev-root-token-id="+s.RootToken,
-		"-dev-listen-address=127.0.0.1:"+strconv.Itoa(port), "-dev-no-store-token")
+	args := []string{"server", "-dev", "-dev-root-token-id=" + s.RootToken,
+		"-dev-listen-address=127.0.0.1:" + strconv.Itoa(port), "-dev-no-store-token"}
+	if useTLS {
+		args = append(args, "-dev-tls", "-dev-tls-cert-dir="+dir)
+		s.Addr = "https://127.0.0.1:" + strconv.Itoa(port)
+		s.CAFile = filepath.Join(dir, "vault-ca.pem")
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Env = []string{"HOME=" + dir, "PATH=/usr/bin:/bin", "VAULT_DISABLE_MLOCK=true"}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -67,20 +81,33 @@ func Start(t testing.TB) *Server {
 		}
 	})
 
-	cfg := api.DefaultConfig()
-	cfg.Address = s.Addr
-	cfg.MaxRetries = 0
-	root, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root.SetToken(s.RootToken)
-	s.Root = root
 	deadline := time.Now().Add(90 * time.Second)
+	var root *api.Client
 	for {
-		h, err := root.Sys().HealthWithContext(context.Background())
-		if err == nil && h.Initialized && !h.Sealed {
-			break
+		if root == nil && (!useTLS || fileExists(s.CAFile)) {
+			cfg := api.DefaultConfig()
+			cfg.Address = s.Addr
+			cfg.MaxRetries = 0
+			tlsErr := error(nil)
+			if useTLS {
+				tlsErr = cfg.ConfigureTLS(&api.TLSConfig{CACert: s.CAFile}) // may be half written: try again
+			}
+			if tlsErr == nil {
+				c, err := api.NewClient(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.SetToken(s.RootToken)
+				root, s.Root = c, c
+			}
+		}
+		var err error
+		if root != nil {
+			var h *api.HealthResponse
+			h, err = root.Sys().HealthWithContext(context.Background())
+			if err == nil && h.Initialized && !h.Sealed {
+				break
+			}
 		}
 		select {
 		case <-done:
@@ -154,7 +181,11 @@ func (s *Server) Unseal(t testing.TB) {
 }
 
 // HostPort is the server's host:port.
-func (s *Server) HostPort() string { return strings.TrimPrefix(s.Addr, "http://") }
+func (s *Server) HostPort() string {
+	return strings.TrimPrefix(strings.TrimPrefix(s.Addr, "http://"), "https://")
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // freePortPair finds a port p such that p and p+1 (Vault's cluster port)
 // are free on 127.0.0.1.
