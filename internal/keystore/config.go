@@ -42,6 +42,7 @@ type Upstream struct {
 	PollInterval time.Duration // how often linked items are checked
 	Timeout      time.Duration // per request
 	MaxValueSize int           // bytes
+	Allow        []string      // items that may be linked (see Restrict); empty: all
 	Config       UpstreamConfig
 }
 
@@ -52,22 +53,27 @@ const (
 	MaxMaxValueSize = 64 << 20
 )
 
-// Open builds the upstream's Keystore with its common settings.
+// Open builds the upstream's Keystore with its common settings, restricted
+// to its allow list.
 func (u Upstream) Open(logger *slog.Logger, hashKey []byte) (Keystore, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return u.Config.Open(Options{
+	ks, err := u.Config.Open(Options{
 		Name:         u.Name,
 		MaxValueSize: u.MaxValueSize,
 		Timeout:      u.Timeout,
 		Logger:       logger.With("upstream", u.Name, "type", u.Type),
 		HashKey:      hashKey,
 	})
+	if err != nil {
+		return nil, err
+	}
+	return Restrict(ks, u.Name, u.Allow), nil
 }
 
 // commonKeys are the keys every upstream has besides its type's own.
-var commonKeys = []string{"type", "poll_interval", "timeout", "max_value_size"}
+var commonKeys = []string{"type", "poll_interval", "timeout", "max_value_size", "allow"}
 
 // DecodeConfig decodes the keystores section of the server's YAML
 // configuration, a mapping from upstream name to its settings:
@@ -75,7 +81,7 @@ var commonKeys = []string{"type", "poll_interval", "timeout", "max_value_size"}
 //	keystores:
 //	  vault:                      # the UPSTREAM name used in references
 //	    type: vault               # picks the implementation among builtins
-//	    poll_interval: 30s        # common keys: poll_interval, timeout, max_value_size
+//	    poll_interval: 30s        # common keys: poll_interval, timeout, max_value_size, allow
 //	    address: https://127.0.0.1:8200   # the type's own keys
 //
 // Unknown keys, unknown types, duplicate names and bad values are errors
@@ -129,6 +135,7 @@ func decodeUpstream(name string, v *yaml.Node, builtins []Builtin, types []strin
 		PollInterval time.Duration `yaml:"poll_interval"`
 		Timeout      time.Duration `yaml:"timeout"`
 		MaxValueSize int           `yaml:"max_value_size"`
+		Allow        []string      `yaml:"allow"`
 	}
 	own := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: v.Line, Column: v.Column}
 	com := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: v.Line, Column: v.Column}
@@ -156,7 +163,7 @@ func decodeUpstream(name string, v *yaml.Node, builtins []Builtin, types []strin
 	u := Upstream{
 		Name: name, Type: b.Type,
 		PollInterval: common.PollInterval, Timeout: common.Timeout, MaxValueSize: common.MaxValueSize,
-		Config: b.NewConfig(),
+		Allow: common.Allow, Config: b.NewConfig(),
 	}
 	if u.PollInterval == 0 {
 		u.PollInterval = b.DefaultPollInterval
@@ -174,6 +181,9 @@ func decodeUpstream(name string, v *yaml.Node, builtins []Builtin, types []strin
 		return Upstream{}, fmt.Errorf("timeout %s: must be 100ms to 5m", u.Timeout)
 	case u.MaxValueSize < 1 || u.MaxValueSize > MaxMaxValueSize:
 		return Upstream{}, fmt.Errorf("max_value_size %d: must be 1 byte to 64 MiB", u.MaxValueSize)
+	}
+	if err := ValidatePatterns(u.Allow); err != nil {
+		return Upstream{}, err
 	}
 	if err := decodeStrict(own, u.Config); err != nil {
 		return Upstream{}, fmt.Errorf("type %s: %w", b.Type, err)

@@ -59,6 +59,7 @@ vault:
   max_value_size: 4096
   wait: 1m
   tags: [a, b]
+  allow: [payments/*]
 `)
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +69,9 @@ vault:
 	}
 	v := ups[0]
 	c := v.Config.(*testConfig)
+	if len(v.Allow) != 1 || v.Allow[0] != "payments/*" {
+		t.Errorf("allow = %v", v.Allow)
+	}
 	if v.Type != "test" || v.PollInterval != 2*time.Second || v.Timeout != 3*time.Second || v.MaxValueSize != 4096 ||
 		c.Address != "https://127.0.0.1:8200" || c.TokenFile != "/etc/coffer/vault-token" || c.AppRole == nil ||
 		c.AppRole.RoleIDFile != "/r" || c.Mount != "secret" || c.Wait != time.Minute || len(c.Tags) != 2 {
@@ -111,6 +115,7 @@ func TestDecodeConfigErrors(t *testing.T) {
 		{"vault:\n  type: test\n  address: x\n  wait: [1]\n", "key wait"},
 		{"vault:\n  type: test\n  address: x\n  approle: 3\n", "approle: want a mapping"},
 		{"base: &b {type: test, address: x}\nvault:\n  <<: *b\n", "merge keys"},
+		{"vault:\n  type: test\n  address: x\n  allow: [\"a*b\"]\n", `allow pattern "a*b"`},
 	} {
 		var n yaml.Node
 		err := yaml.Unmarshal([]byte(tc.doc), &n)

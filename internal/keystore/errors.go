@@ -36,12 +36,13 @@ var (
 )
 
 // Gone reports whether err is a definite answer that the item cannot be
-// served any more: not found, deleted, disabled, key missing or access lost.
-// Secrets linked to such an item are revoked from containers. Every other
-// error (unreachable, too large, cancelled) keeps the last value.
+// served any more: not found, deleted, disabled, key missing, access lost,
+// or no longer a valid item for its upstream (e.g. outside a narrowed allow
+// list). Secrets linked to such an item are revoked from containers. Every
+// other error (unreachable, too large, cancelled) keeps the last value.
 func Gone(err error) bool {
 	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrDisabled) ||
-		errors.Is(err, ErrNoKey) || errors.Is(err, ErrAccessLost)
+		errors.Is(err, ErrNoKey) || errors.Is(err, ErrAccessLost) || errors.Is(err, ErrInvalidRef)
 }
 
 // Error is the error type of every Keystore method: it names the upstream

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -77,7 +78,19 @@ func (c *Config) Validate() error {
 		(u.Path != "" && u.Path != "/") {
 		return fmt.Errorf("vault_url %q: want https://NAME.vault.azure.net", c.VaultURL)
 	}
+	if c.DisableChallengeResourceVerification && !loopback(u.Hostname()) {
+		// Off, a challenge from anywhere could get Coffer's token sent.
+		return fmt.Errorf("disable_challenge_resource_verification is for test endpoints on a loopback address only")
+	}
 	return nil
+}
+
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Open implements keystore.UpstreamConfig.

@@ -169,4 +169,8 @@ func TestConfigValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Error(err)
 	}
+	c.DisableChallengeResourceVerification = true
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Errorf("challenge verification off for a real vault: %v", err)
+	}
 }
