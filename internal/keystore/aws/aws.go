@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"sync"
@@ -50,7 +51,7 @@ func New(cfg Config, opts keystore.Options) (*Keystore, error) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = awssdk.String(cfg.Endpoint)
 		}
-		o.HTTPClient = limitedClient{c: o.HTTPClient, max: limit}
+		o.HTTPClient = HTTPClient(o.HTTPClient, limit)
 	})
 	return &Keystore{name: opts.Name, opts: opts, cfg: cfg, sm: sm}, nil
 }
@@ -76,13 +77,37 @@ func LoadSDKConfig(ctx context.Context, region, profile, caFile string, maxAttem
 	return config.LoadDefaultConfig(ctx, append(lo, extra...)...)
 }
 
-// limitedClient caps every response body (see keystore.LimitResponse).
+// Doer is the SDK clients' HTTP client interface.
+type Doer interface {
+	Do(*http.Request) (*http.Response, error)
+}
+
+// HTTPClient wraps an SDK HTTP client: every response body is capped at max
+// bytes (see keystore.LimitResponse), and request bodies (small JSON) are
+// sent from a buffer of their own. The SDK closes the request body as soon
+// as Do returns; when a fast server answers before net/http's write loop has
+// made its last read of the body, that read failed and net/http closed the
+// connection under the response being read ("use of closed network
+// connection"; seen against the local fake under -race).
+func HTTPClient(c Doer, max int64) Doer { return limitedClient{c: c, max: max} }
+
 type limitedClient struct {
-	c   secretsmanager.HTTPClient
+	c   Doer
 	max int64
 }
 
 func (l limitedClient) Do(req *http.Request) (*http.Response, error) {
+	if req.Body != nil && req.Body != http.NoBody {
+		b, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		req = req.Clone(req.Context())
+		req.Body = io.NopCloser(bytes.NewReader(b))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		req.ContentLength = int64(len(b))
+	}
 	return keystore.LimitResponse(l.c.Do(req))(l.max)
 }
 

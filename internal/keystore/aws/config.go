@@ -4,9 +4,9 @@
 // An item is a secret name or its full ARN; its value is the AWSCURRENT
 // version's SecretString (or SecretBinary), and the version is that
 // version's VersionId. Check lists every secret with ListSecrets, 100 per
-// page, and reads LastChangedDate's companion SecretVersionsToStages to find
-// each item's AWSCURRENT version: ceil(secrets in the account / 100) calls
-// per check whatever the number of linked items. Items the listing does not
+// page, whose entries carry SecretVersionsToStages (next to LastChangedDate):
+// that gives each item's AWSCURRENT version for ceil(secrets in the account
+// / 100) calls per check, whatever the number of linked items. Items the listing does not
 // show are confirmed one by one with DescribeSecret before being reported
 // gone; with change_detection: describe (or when ListSecrets is not
 // allowed) every item is checked with DescribeSecret.
@@ -50,7 +50,8 @@ type Config struct {
 	Endpoint string `yaml:"endpoint"` // endpoint override (a VPC endpoint, a test server)
 	CAFile   string `yaml:"ca_file"`  // PEM bundle to trust for the endpoint
 	// ChangeDetection is "list" (ListSecrets, the default) or "describe"
-	// (DescribeSecret per item: strongly consistent, one call per item).
+	// (DescribeSecret per item: each secret's own metadata, one call per
+	// item; AWS documents ListSecrets as eventually consistent).
 	ChangeDetection string `yaml:"change_detection"`
 
 	// Not in YAML, for tests: extra SDK load options (static credentials,

@@ -89,6 +89,7 @@ func New(cfg Config) (*Wrapper, error) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = awssdk.String(cfg.Endpoint)
 		}
+		o.HTTPClient = ksaws.HTTPClient(o.HTTPClient, 1<<20)
 	})
 	return &Wrapper{cfg: cfg, c: c, ctx: map[string]string{"coffer:installation": cfg.Installation, "coffer:purpose": "data-key"}}, nil
 }

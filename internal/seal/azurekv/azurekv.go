@@ -44,7 +44,7 @@ var keyName = regexp.MustCompile(`^[0-9A-Za-z-]{1,127}$`)
 
 // Validate checks the configuration; errors name the key.
 func (c *Config) Validate() error {
-	ks := ksazure.Config{VaultURL: c.VaultURL}
+	ks := ksazure.Config{VaultURL: c.VaultURL, DisableChallengeResourceVerification: c.DisableChallengeResourceVerification}
 	if err := ks.Validate(); err != nil {
 		return err
 	}
