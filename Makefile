@@ -13,6 +13,8 @@ build:
 # (which needs cgo), then short fuzz runs.
 test:
 	CGO_ENABLED=1 $(GO) test -race -timeout 15m ./...
+	# AWS KMS master key against local-kms, in a module of its own (it needs aws-sdk-go v1).
+	cd test/localkms && CGO_ENABLED=1 $(GO) test -race -timeout 5m ./...
 	$(MAKE) fuzz
 
 test-short:
