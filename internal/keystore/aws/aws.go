@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"sync"
@@ -237,44 +238,11 @@ func (k *Keystore) describeAll(ctx context.Context, items []string, out map[stri
 	if len(items) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		mu    sync.Mutex
-		wg    sync.WaitGroup
-		fatal error
-		sem   = make(chan struct{}, describeConcurrency)
-	)
-	for _, item := range items {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			st, err := k.describe(ctx, item)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if fatal == nil {
-					fatal = err
-					cancel()
-				}
-				return
-			}
-			out[item] = st
-		})
+	got, err := keystore.CheckEach(ctx, k.name, items, describeConcurrency, k.describe)
+	if err != nil {
+		return err
 	}
-	wg.Wait()
-	if fatal != nil {
-		return fatal
-	}
-	if err := ctx.Err(); err != nil {
-		return keystore.Errorf(k.name, "", keystore.ErrUnreachable, "%w", err)
-	}
+	maps.Copy(out, got)
 	return nil
 }
 

@@ -24,7 +24,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 
@@ -229,52 +228,19 @@ func (k *Keystore) ccpError(item string, status int, body []byte) error {
 // checkConcurrency at once. Failing to reach the CCP at all ends the Check
 // early with one error.
 func (k *Keystore) Check(ctx context.Context, items []string) (map[string]keystore.State, error) {
-	out := make(map[string]keystore.State, len(items))
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		mu    sync.Mutex
-		wg    sync.WaitGroup
-		fatal error
-		sem   = make(chan struct{}, checkConcurrency)
-	)
-	for _, item := range items {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			v, answered, err := k.fetch(ctx, item)
-			var st keystore.State
-			if err == nil {
-				st.Version = k.version(v)
-				v.Zero()
-			} else {
-				st.Err = err
+	return keystore.CheckEach(ctx, k.name, items, checkConcurrency, func(ctx context.Context, item string) (keystore.State, error) {
+		v, answered, err := k.fetch(ctx, item)
+		if err != nil {
+			var ke *keystore.Error
+			if !answered && errors.Is(err, keystore.ErrUnreachable) && errors.As(err, &ke) {
+				return keystore.State{}, &keystore.Error{Upstream: k.name, Err: ke.Err}
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && !answered && errors.Is(err, keystore.ErrUnreachable) && fatal == nil {
-				var ke *keystore.Error
-				errors.As(err, &ke)
-				fatal = &keystore.Error{Upstream: k.name, Err: ke.Err}
-				cancel()
-			}
-			out[item] = st
-		})
-	}
-	wg.Wait()
-	if fatal != nil {
-		return nil, fatal
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, keystore.Errorf(k.name, "", keystore.ErrUnreachable, "%w", err)
-	}
-	return out, nil
+			return keystore.State{Err: err}, nil
+		}
+		st := keystore.State{Version: k.version(v)}
+		v.Zero()
+		return st, nil
+	})
 }
 
 // Close implements keystore.Keystore.

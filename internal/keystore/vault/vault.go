@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -171,42 +170,13 @@ func (k *Keystore) Check(ctx context.Context, items []string) (map[string]keysto
 	if _, err := k.auth.Token(ctx); err != nil {
 		return nil, k.authError("", err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		mu    sync.Mutex
-		wg    sync.WaitGroup
-		fatal error
-		sem   = make(chan struct{}, checkConcurrency)
-	)
-	for _, item := range items {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
+	return keystore.CheckEach(ctx, k.name, items, checkConcurrency, func(ctx context.Context, item string) (keystore.State, error) {
+		st, transport := k.checkOne(ctx, item)
+		if transport {
+			return st, &keystore.Error{Upstream: k.name, Err: errors.Unwrap(st.Err)}
 		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			st, transport := k.checkOne(ctx, item)
-			mu.Lock()
-			defer mu.Unlock()
-			if transport && fatal == nil {
-				fatal = st.Err
-				cancel()
-			}
-			out[item] = st
-		})
-	}
-	wg.Wait()
-	if fatal != nil {
-		return nil, &keystore.Error{Upstream: k.name, Err: errors.Unwrap(fatal)}
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, keystore.Errorf(k.name, "", keystore.ErrUnreachable, "%w", err)
-	}
-	return out, nil
+		return st, nil
+	})
 }
 
 // checkOne returns one item's state, and whether its error was Vault not
