@@ -3,10 +3,12 @@ package cli
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -129,30 +131,88 @@ func (o *output) write(w io.Writer, raw []byte) error {
 
 // jsonToYAML converts a JSON document to block-style YAML, keeping the
 // order of keys and the types of values (a string that looks like a number
-// stays quoted).
+// stays quoted; control characters are escaped).
 func jsonToYAML(raw []byte) ([]byte, error) {
-	var n yaml.Node
-	if err := yaml.Unmarshal(raw, &n); err != nil {
-		return nil, fmt.Errorf("the server's answer is not JSON: %w", err)
-	}
-	var plain func(*yaml.Node)
-	plain = func(n *yaml.Node) {
-		n.Style = 0
-		for _, c := range n.Content {
-			plain(c)
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	n, err := jsonNode(dec)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("data after the JSON value")
 		}
 	}
-	plain(&n)
+	if err != nil {
+		return nil, fmt.Errorf("the server's answer is not JSON: %w", err)
+	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
-	if err := enc.Encode(&n); err != nil {
+	if err := enc.Encode(n); err != nil {
 		return nil, err
 	}
 	if err := enc.Close(); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// jsonNode reads one JSON value from dec as a YAML node.
+func jsonNode(dec *json.Decoder) (*yaml.Node, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	scalar := func(tag, v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: v} }
+	switch t := tok.(type) {
+	case json.Delim:
+		if t == '[' {
+			n := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+			for dec.More() {
+				v, err := jsonNode(dec)
+				if err != nil {
+					return nil, err
+				}
+				n.Content = append(n.Content, v)
+			}
+			_, err := dec.Token()
+			return n, err
+		}
+		n := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+		at := map[string]int{}
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			key, _ := k.(string)
+			v, err := jsonNode(dec)
+			if err != nil {
+				return nil, err
+			}
+			if i, dup := at[key]; dup { // JSON: the last one counts
+				n.Content[i+1] = v
+				continue
+			}
+			at[key] = len(n.Content)
+			n.Content = append(n.Content, scalar("!!str", key), v)
+		}
+		_, err := dec.Token()
+		return n, err
+	case string:
+		return scalar("!!str", t), nil
+	case json.Number:
+		if _, err := strconv.ParseInt(t.String(), 10, 64); err == nil {
+			return scalar("!!int", t.String()), nil
+		}
+		if _, err := strconv.ParseUint(t.String(), 10, 64); err == nil {
+			return scalar("!!int", t.String()), nil
+		}
+		return scalar("!!float", t.String()), nil
+	case bool:
+		return scalar("!!bool", strconv.FormatBool(t)), nil
+	default:
+		return scalar("!!null", "null"), nil
+	}
 }
 
 // answers records the server's answers in one command run.
