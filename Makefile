@@ -1,7 +1,11 @@
 # Coffer: `make demo` runs the main job, `make test` runs the tests.
 GO      ?= go
 BIN     := bin
-LDFLAGS := -s -w
+# Version and commit are linked into every binary (coffer version,
+# coffer-server --version); without them the Go toolchain's build info is used.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X coffer/internal/version.Version=$(VERSION) -X coffer/internal/version.Commit=$(COMMIT)
 export CGO_ENABLED ?= 0
 
 .PHONY: build test test-short fuzz bench demo lint deps-docker clean

@@ -7,16 +7,20 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"coffer/internal/agent"
 	"coffer/internal/container/docker"
 	"coffer/internal/deliver/tmpfs"
+	"coffer/internal/version"
 )
 
 func main() {
@@ -41,11 +45,18 @@ The first start enrolls with a one-time join token (coffer token create
 --role agent); the agent's key and certificate are kept in --state-dir and
 reused on restart. All later traffic is mutually authenticated TLS 1.3.`,
 		Example: `  coffer-agent --server 127.0.0.1:7443 --ca-cert ca.pem --join-token "$JOIN" --state-dir /var/lib/coffer-agent
-  coffer-agent --server 127.0.0.1:7443 --ca-cert ca.pem --state-dir /var/lib/coffer-agent   # already enrolled`,
+  coffer-agent --server 127.0.0.1:7443 --ca-cert ca.pem --state-dir /var/lib/coffer-agent   # already enrolled
+  coffer-agent --addr https://127.0.0.1:7443 --cacert ca.pem   # the coffer CLI's spellings work too
+  coffer-agent --version`,
+		Version:       version.Get().String(),
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			server, err := serverAddr(server)
+			if err != nil {
+				return err
+			}
 			log := newLogger(logLevel)
 			hardenProcess(log)
 			caPEM, err := os.ReadFile(caFile)
@@ -68,14 +79,17 @@ reused on restart. All later traffic is mutually authenticated TLS 1.3.`,
 				return err
 			}
 			defer d.Close()
-			log.Info("coffer-agent starting", "name", name, "server", server)
+			v := version.Get()
+			log.Info("coffer-agent starting", "name", name, "server", server, "version", v.Version, "commit", v.Commit)
 			return agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: d, Logger: log, OnlyLabels: onlyLabels}).Run(ctx)
 		},
 	}
+	cmd.SetVersionTemplate("coffer-agent {{.Version}}\n")
 	f := cmd.Flags()
-	f.StringVar(&server, "server", "127.0.0.1:7443", "coffer-server address host:port")
+	f.SetNormalizeFunc(flagAliases)
+	f.StringVar(&server, "server", "127.0.0.1:7443", "coffer-server address host:port or https://host:port; alias --addr")
 	f.StringVar(&joinToken, "join-token", os.Getenv("COFFER_JOIN_TOKEN"), "one-time join token for the first start (env COFFER_JOIN_TOKEN)")
-	f.StringVar(&caFile, "ca-cert", "ca.pem", "the Coffer CA certificate (the server's <data-dir>/ca.pem)")
+	f.StringVar(&caFile, "ca-cert", "ca.pem", "the Coffer CA certificate (the server's <data-dir>/ca.pem); alias --cacert")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/coffer-agent", "where the agent keeps its own key and certificate (never a secret)")
 	f.StringVar(&name, "name", hostname, "this agent's name")
 	f.StringVar(&dockerHost, "docker-host", "", "Docker engine address (default DOCKER_HOST or the local socket)")
@@ -88,6 +102,31 @@ reused on restart. All later traffic is mutually authenticated TLS 1.3.`,
 		return 1
 	}
 	return 0
+}
+
+// flagAliases accepts the coffer CLI's flag names: --addr is --server,
+// --cacert is --ca-cert.
+func flagAliases(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+	switch name {
+	case "addr":
+		name = "server"
+	case "cacert":
+		name = "ca-cert"
+	}
+	return pflag.NormalizedName(name)
+}
+
+// serverAddr accepts host:port or https://host:port (the CLI's --addr
+// form) and returns host:port.
+func serverAddr(s string) (string, error) {
+	if rest, ok := strings.CutPrefix(s, "https://"); ok {
+		s = strings.TrimSuffix(rest, "/")
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || host == "" || port == "" || strings.ContainsAny(s, "/?#@") {
+		return "", fmt.Errorf("--server %q: want host:port or https://host:port", s)
+	}
+	return s, nil
 }
 
 // hardenProcess keeps secret values out of swap and core dumps where the

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"coffer/internal/server"
+	"coffer/internal/version"
 )
 
 func main() {
@@ -43,12 +44,16 @@ The first start initializes the data dir: a 256-bit master key (master.key,
 written to <data-dir>/admin.token. Later starts reuse all of it.`,
 		Example: `  coffer-server --data-dir /var/lib/coffer
   coffer-server --config /etc/coffer/server.yaml
-  coffer-server --listen 127.0.0.1:7443 --san coffer.example.com`,
+  coffer-server --listen 127.0.0.1:7443 --san coffer.example.com
+  coffer-server --version`,
+		Version:       version.Get().String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(cfg.LogLevel)
+			v := version.Get()
+			log.Info("coffer-server", "version", v.Version, "commit", v.Commit, "go", v.Go)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			s, err := server.New(ctx, cfg, log)
@@ -58,6 +63,7 @@ written to <data-dir>/admin.token. Later starts reuse all of it.`,
 			return s.Run(ctx)
 		},
 	}
+	cmd.SetVersionTemplate("coffer-server {{.Version}}\n")
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, max_versions, max_value_size, agent_cert_ttl, log_level, audit_reanchor)")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the store, CA, audit trail and keys")

@@ -2,17 +2,11 @@
 package main
 
 import (
-	"fmt"
 	"os"
 
 	"coffer/internal/cli"
 )
 
 func main() {
-	root := cli.NewRoot(os.Stdout, os.Stderr)
-	err := root.Execute()
-	if err != nil && err.Error() != "" {
-		fmt.Fprintln(os.Stderr, "coffer:", err)
-	}
-	os.Exit(cli.ExitCode(err))
+	os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

@@ -110,6 +110,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("GET /v1/agents", s.authed("agent.list", authz.AgentRead, s.listAgents))
 	m.HandleFunc("DELETE /v1/agents/{name...}", s.authed("agent.revoke", authz.AgentManage, s.revokeAgent))
 	m.HandleFunc("POST /v1/enroll", s.enroll)
+	m.HandleFunc("GET /v1/whoami", s.authed("token.whoami", "", s.whoami))
 	return s
 }
 

@@ -14,8 +14,10 @@ import (
 
 // CreateTokenRequest is the body of POST /v1/tokens.
 type CreateTokenRequest struct {
-	Role        string `json:"role"`
-	TTL         string `json:"ttl,omitempty"` // Go duration, e.g. "1h"; "" = no expiry (agent: 1h)
+	Role string `json:"role"`
+	// TTL is a lifetime (authn.ParseTTL: "1h", "30d", "2w") or "never";
+	// "" = no expiry (agent: 1h). "0s" is refused, not read as "never".
+	TTL         string `json:"ttl,omitempty"`
 	Scope       string `json:"scope,omitempty"`
 	Description string `json:"description,omitempty"`
 	// AgentLabels, only with role agent: the labels the enrolled agent gets.
@@ -63,8 +65,11 @@ func (s *Server) createToken(r *request) (int, any, error) {
 	}
 	var ttl time.Duration
 	if req.TTL != "" {
-		if ttl, err = time.ParseDuration(req.TTL); err != nil || ttl <= 0 {
-			return 0, nil, fmt.Errorf("%w: ttl %q: use a positive duration such as 30m, 24h", errBadRequest, req.TTL)
+		if ttl, err = authn.ParseTTL(req.TTL); err != nil {
+			return 0, nil, fmt.Errorf("%w: %v", errBadRequest, err)
+		}
+		if ttl == 0 && role == authz.Agent {
+			return 0, nil, fmt.Errorf("%w: ttl %q: a join token must expire (at most %s)", errBadRequest, req.TTL, authn.MaxJoinTTL)
 		}
 	}
 	plain, rec, err := s.cfg.Tokens.Create(r.Context(), authn.CreateOptions{

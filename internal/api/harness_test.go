@@ -80,7 +80,8 @@ func newEnv(t *testing.T) *env {
 	}
 	b = broker.New(broker.Config{Catalog: cat, Audit: aud, Agents: fl, Logger: log})
 	h := api.New(api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: aud, CAPEM: ca.CertPEM, Logger: log})
-	srv := httptest.NewServer(h)
+	// Every response is checked against openapi.yaml (openapi_check_test.go).
+	srv := httptest.NewServer(specCheck(t, h))
 	t.Cleanup(srv.Close)
 	admin, _, err := tokens.Create(ctx, authn.CreateOptions{Role: authz.Admin, CreatedBy: "test"})
 	if err != nil {

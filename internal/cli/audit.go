@@ -226,6 +226,7 @@ func tableHead(s string) string {
 
 func newAuditVerifyCmd(c *conn) *cobra.Command {
 	var file, head string
+	var o output
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Check the audit trail's hash chain: any edited, removed or reordered record fails",
@@ -238,11 +239,15 @@ sealed in the server's store.
 
 With --head (SEQ:HASH, or a file written by coffer audit head), the trail
 must also still contain that record: a head kept elsewhere catches a cut
-tail or a rewritten history up to it. Exit 0 when intact, 1 when tampered.`,
+tail or a rewritten history up to it. Exit 0 when intact, 1 when tampered.
+
+-o json prints {"ok", "records", "head", "error"} (the server's answer, or
+the same object for --file) on stdout, also when the check fails.`,
 		Example: `  coffer audit verify
   coffer audit verify --head 1042:9c1d0f5e...
   coffer audit verify --head /secure/coffer-head-2026-05-01.json
-  coffer audit verify --file /backup/coffer-data/audit.log --head 1042:9c1d0f5e...`,
+  coffer audit verify --file /backup/coffer-data/audit.log --head 1042:9c1d0f5e...
+  coffer audit verify -o json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			w := cmd.OutOrStdout()
@@ -260,12 +265,18 @@ tail or a rewritten history up to it. Exit 0 when intact, 1 when tampered.`,
 					return err
 				}
 				defer f.Close()
+				r := verifyResult{OK: true}
 				h, err := audit.VerifyWith(f, audit.VerifyOptions{Through: through})
 				if err != nil {
-					return fmt.Errorf("%s: %w", file, err)
+					var ce *audit.ChainError
+					if !errors.As(err, &ce) {
+						return fmt.Errorf("%s: %w", file, err)
+					}
+					r = verifyResult{Records: h.Seq, Error: fmt.Sprintf("%s: %v", file, err)}
+				} else {
+					r.Records, r.Head = h.Seq, h.Hash
 				}
-				fmt.Fprintf(w, "ok: %d records, head %s\n", h.Seq, h.Hash)
-				return nil
+				return r.report(w, &o)
 			}
 			cl, err := c.client()
 			if err != nil {
@@ -275,23 +286,39 @@ tail or a rewritten history up to it. Exit 0 when intact, 1 when tampered.`,
 			if through != nil {
 				path += "?head=" + url.QueryEscape(through.String())
 			}
-			var r struct {
-				OK      bool   `json:"ok"`
-				Records uint64 `json:"records"`
-				Head    string `json:"head"`
-				Error   string `json:"error"`
-			}
+			var r verifyResult
 			if err := cl.do("GET", path, nil, &r); err != nil {
 				return err
 			}
-			if !r.OK {
-				return errors.New(r.Error)
-			}
-			fmt.Fprintf(w, "ok: %d records, head %s\n", r.Records, r.Head)
-			return nil
+			return r.report(w, &o)
 		},
 	}
 	cmd.Flags().StringVar(&file, "file", "", "verify this audit.log file locally instead of asking the server")
 	cmd.Flags().StringVar(&head, "head", "", "the trail must contain this head: SEQ:HASH, or a file written by coffer audit head")
+	o.flag(cmd)
 	return cmd
+}
+
+// verifyResult is GET /v1/audit/verify's answer.
+type verifyResult struct {
+	OK      bool   `json:"ok"`
+	Records uint64 `json:"records"`
+	Head    string `json:"head"`
+	Error   string `json:"error,omitempty"`
+}
+
+// report prints the verdict and fails when the chain is broken.
+func (r verifyResult) report(w io.Writer, o *output) error {
+	if o.structured() {
+		if err := o.print(w, r, nil, nil); err != nil {
+			return err
+		}
+	}
+	if !r.OK {
+		return errors.New(r.Error)
+	}
+	if !o.structured() {
+		fmt.Fprintf(w, "ok: %d records, head %d:%s\n", r.Records, r.Records, r.Head)
+	}
+	return nil
 }

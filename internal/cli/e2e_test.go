@@ -64,25 +64,25 @@ func TestCLIEndToEnd(t *testing.T) {
 	}
 	viewer := *s
 	viewer.Token = tok
-	if _, errOut, code := viewer.CLI(t, "x", "secret", "put", "a"); code != 1 || !strings.Contains(errOut, "403") {
+	if _, errOut, code := viewer.CLI(t, "x", "secret", "put", "a"); code != 4 || !strings.Contains(errOut, "403") {
 		t.Fatalf("viewer put: exit %d: %s", code, errOut)
 	}
 	if !strings.Contains(s.MustCLI(t, "", "token", "ls"), "viewer") {
 		t.Fatal("token ls lacks the viewer token")
 	}
 
-	// Usage errors exit 2; failures exit 1.
-	for _, args := range [][]string{{"secret", "put"}, {"secret", "ls", "-o", "yaml"}, {"secret", "put", "Bad Name"}, {"bind", "create", "x", "--secret", "a"}, {"secret", "--nope"}} {
+	// Usage errors exit 2; not found 3; unauthenticated 4.
+	for _, args := range [][]string{{"secret", "put"}, {"secret", "ls", "-o", "xml"}, {"secret", "put", "Bad Name"}, {"bind", "create", "x", "--secret", "a"}, {"secret", "--nope"}} {
 		if _, _, code := s.CLI(t, "x", args...); code != 2 {
 			t.Errorf("coffer %v: exit %d, want 2", args, code)
 		}
 	}
-	if _, _, code := s.CLI(t, "", "secret", "show", "does/not-exist"); code != 1 {
-		t.Errorf("show missing: exit %d, want 1", code)
+	if _, _, code := s.CLI(t, "", "secret", "show", "does/not-exist"); code != 3 {
+		t.Errorf("show missing: exit %d, want 3", code)
 	}
 	wrong := *s
 	wrong.Token = "coffer_0000000000000000_AAAA"
-	if _, errOut, code := wrong.CLI(t, "", "secret", "ls"); code != 1 || !strings.Contains(errOut, "401") {
+	if _, errOut, code := wrong.CLI(t, "", "secret", "ls"); code != 4 || !strings.Contains(errOut, "401") {
 		t.Errorf("wrong token: exit %d %s", code, errOut)
 	}
 
@@ -124,7 +124,7 @@ func TestCLIEndToEnd(t *testing.T) {
 
 	s.MustCLI(t, "", "bind", "rm", "web-db")
 	s.MustCLI(t, "", "secret", "rm", "payments/db-password")
-	if _, _, code := s.CLI(t, "", "secret", "show", "payments/db-password"); code != 1 {
+	if _, _, code := s.CLI(t, "", "secret", "show", "payments/db-password"); code != 3 {
 		t.Fatal("deleted secret still shown")
 	}
 

@@ -63,6 +63,9 @@ func newScanImageCmd(sf *scanFlags) *cobra.Command {
   REGISTRY/REPO[:TAG]  an image in a registry (credentials from ~/.docker/config.json)
 
 oci:PATH, docker-archive:PATH and registry://REF force the kind.`,
+		Example: `  coffer scan image docker://registry.example.com/web:1.2 --fail-on high
+  docker save web:1.2 > web.tar && coffer scan image web.tar --format json
+  coffer scan image registry.example.com/web:1.2 --platform linux/arm64 --format sarif`,
 		Args: scanArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runScan(cmd, sf, func(ctx context.Context, s *scan.Scanner) (*scan.Report, error) {
@@ -92,7 +95,9 @@ func newScanDirCmd(sf *scanFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "dir PATH",
 		Short: "Scan a directory (a build context, an unpacked image)",
-		Args:  scanArgs(1),
+		Example: `  coffer scan dir . --fail-on medium
+  coffer scan dir ./build-context --format json --rules extra-rules.yaml`,
+		Args: scanArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runScan(cmd, sf, func(ctx context.Context, s *scan.Scanner) (*scan.Report, error) {
 				return s.ScanDir(ctx, args[0])

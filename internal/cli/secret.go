@@ -173,7 +173,7 @@ many have not yet acknowledged the current version. Never the value.`,
 			if err := c.get(&o, "/v1/secrets/"+escapePath(args[0]), &m); err != nil {
 				return err
 			}
-			if o.format == "json" {
+			if o.structured() {
 				return o.print(cmd.OutOrStdout(), m, nil, nil)
 			}
 			w := cmd.OutOrStdout()

@@ -7,6 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"coffer/internal/authn"
+	"coffer/internal/authz"
 	"coffer/internal/policy"
 )
 
@@ -32,14 +34,15 @@ func newTokenCmd(c *conn) *cobra.Command {
 
 func newTokenCreateCmd(c *conn) *cobra.Command {
 	var o output
-	var role, scope, desc, agentLabels string
-	var ttl time.Duration
+	var role, scope, desc, agentLabels, ttl string
 	cmd := &cobra.Command{
 		Use:   "create --role ROLE",
 		Short: "Create a token (printed once, alone on stdout)",
 		Long: `Create a token. Roles: admin (everything), operator (secrets and bindings),
 auditor (audit trail and metadata), viewer (metadata), agent (a one-time join
-token for enrolling a coffer-agent; default TTL 1h). --scope limits a token to
+token for enrolling a coffer-agent; default TTL 1h). --ttl takes Go durations
+plus days and weeks (30d, 2w); a token without --ttl never expires (coffer
+says so on stderr), --ttl never says it explicitly, and --ttl 0s is refused. --scope limits a token to
 names under a prefix; a scoped token creates tokens only within its scope, and
 its join tokens get its scope when --scope is not given. The agent enrolled
 with a join token inherits the token's scope: it receives no secret outside
@@ -47,7 +50,8 @@ it. --agent-labels (role agent only) gives that agent labels, which bindings
 with a host selector match; they are bound into its certificate and the agent
 cannot change them. The token is printed once, alone on stdout; only its hash
 is kept.`,
-		Example: `  coffer token create --role operator --scope 'payments/*' --ttl 720h
+		Example: `  coffer token create --role operator --scope 'payments/*' --ttl 30d
+  coffer token create --role admin --ttl never --description 'break-glass, in the safe'
   coffer token create --role agent --ttl 1h
   coffer token create --role agent --agent-labels env=prod,zone=eu-1 --scope 'payments/*'
   coffer token create --role auditor -o json`,
@@ -58,6 +62,18 @@ is kept.`,
 			}
 			if role == "" {
 				return usageError(fmt.Errorf("--role is required: admin, operator, auditor, viewer or agent"))
+			}
+			if _, err := authz.ParseRole(role); err != nil {
+				return usageError(fmt.Errorf("--role: %w", err))
+			}
+			if ttl != "" {
+				d, err := authn.ParseTTL(ttl)
+				if err != nil {
+					return usageError(fmt.Errorf("--ttl: %w", err))
+				}
+				if d == 0 && role == "agent" {
+					return usageError(fmt.Errorf("--ttl never: a join token must expire (at most %s)", authn.MaxJoinTTL))
+				}
 			}
 			req := map[string]any{"role": role, "scope": scope, "description": desc}
 			if cmd.Flags().Changed("agent-labels") {
@@ -70,8 +86,8 @@ is kept.`,
 				}
 				req["agent_labels"] = ls
 			}
-			if ttl > 0 {
-				req["ttl"] = ttl.String()
+			if ttl != "" {
+				req["ttl"] = ttl
 			}
 			cl, err := c.client()
 			if err != nil {
@@ -81,7 +97,10 @@ is kept.`,
 			if err := cl.do("POST", "/v1/tokens", req, &t); err != nil {
 				return err
 			}
-			if o.format == "json" {
+			if t.Expires.IsZero() && ttl != authn.Never {
+				fmt.Fprintf(cmd.ErrOrStderr(), "coffer: note: token %s never expires (revoke it with coffer token revoke %s; give --ttl 30d for one that does, or --ttl never to say so)\n", t.ID, t.ID)
+			}
+			if o.structured() {
 				return o.print(cmd.OutOrStdout(), t, nil, nil)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), t.Token)
@@ -89,11 +108,11 @@ is kept.`,
 		},
 	}
 	cmd.Flags().StringVar(&role, "role", "", "admin, operator, auditor, viewer or agent (required)")
-	cmd.Flags().DurationVar(&ttl, "ttl", 0, "lifetime, e.g. 1h, 720h (default: none; agent: 1h)")
+	cmd.Flags().StringVar(&ttl, "ttl", "", `lifetime: 90m, 24h, 30d, 2w, or "never" (default: never, with a note; agent: 1h, at most 7d); 0s is refused`)
 	cmd.Flags().StringVar(&scope, "scope", "", "limit to names under this prefix, e.g. payments/*")
 	cmd.Flags().StringVar(&desc, "description", "", "what the token is for")
 	cmd.Flags().StringVar(&agentLabels, "agent-labels", "", "role agent: the enrolled agent's labels, e.g. env=prod,zone=eu-1")
-	cmd.Flags().StringVarP(&o.format, "output", "o", "table", "table (token alone) or json")
+	o.flagWithHelp(cmd, "table (the token alone), json or yaml (the token with its record)")
 	return cmd
 }
 
