@@ -33,6 +33,7 @@ func run() int {
 			return 1
 		}
 	}
+	var sealPrevious []string
 	cmd := &cobra.Command{
 		Use:   "coffer-server",
 		Short: "Coffer's control plane: encrypted secrets, bindings, tokens, audit, agents",
@@ -40,16 +41,20 @@ func run() int {
 label selectors and pushes them to coffer-agents over mutually authenticated TLS.
 
 The first start initializes the data dir: a 256-bit master key (master.key,
-0600), a CA (ca.pem) and server certificate, and a bootstrap admin token
-written to <data-dir>/admin.token. Later starts reuse all of it.`,
+0600; not with a KMS seal, whose master key stays in the KMS), a CA (ca.pem)
+and server certificate, and a bootstrap admin token written to
+<data-dir>/admin.token. Later starts reuse all of it.`,
 		Example: `  coffer-server --data-dir /var/lib/coffer
   coffer-server --config /etc/coffer/server.yaml
   coffer-server --listen 127.0.0.1:7443 --san coffer.example.com
-  coffer-server --version`,
-		Version:       version.Get().String(),
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		Args:          cobra.NoArgs,
+  coffer-server --version
+  coffer-server --config server.yaml --seal vault-transit   # master key in Vault Transit
+  coffer-server rewrap --config new.yaml --from-config old.yaml`,
+		Version:           version.Get().String(),
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		Args:              cobra.NoArgs,
+		PersistentPreRunE: func(*cobra.Command, []string) error { return addPrevious(&cfg, sealPrevious) },
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(cfg.LogLevel)
 			v := version.Get()
@@ -64,17 +69,21 @@ written to <data-dir>/admin.token. Later starts reuse all of it.`,
 		},
 	}
 	cmd.SetVersionTemplate("coffer-server {{.Version}}\n")
-	f := cmd.Flags()
-	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, max_versions, max_value_size, agent_cert_ttl, log_level, audit_reanchor)")
+	f := cmd.PersistentFlags()
+	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, seal, max_versions, max_value_size, agent_cert_ttl, log_level, audit_reanchor)")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the store, CA, audit trail and keys")
+	f.StringVar(&cfg.MasterKeyFile, "master-key-file", cfg.MasterKeyFile, "master key file of the local seal (default <data-dir>/master.key)")
+	f.StringVar(&cfg.Seal.Type, "seal", cfg.Seal.Type, "where the master key is: local, vault-transit, aws-kms or azure-kv (the KMS options are in the config's seal section)")
+	f.StringArrayVar(&sealPrevious, "seal-previous", nil, "during a move to another master key: local:FILE, the old master key file, which then only opens values (repeatable)")
+	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	f = cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to listen on (HTTPS and agents' gRPC)")
 	f.StringSliceVar(&cfg.SANs, "san", cfg.SANs, "extra DNS names or IPs for the server certificate (repeatable)")
-	f.StringVar(&cfg.MasterKeyFile, "master-key-file", cfg.MasterKeyFile, "master key file (default <data-dir>/master.key)")
 	f.IntVar(&cfg.MaxVersions, "max-versions", cfg.MaxVersions, "versions kept per secret")
 	f.IntVar(&cfg.MaxValueSize, "max-value-size", cfg.MaxValueSize, "largest secret value in bytes")
 	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", cfg.AgentCertTTL, "lifetime of agent certificates")
-	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	f.BoolVar(&cfg.AuditReanchor, "audit-reanchor", cfg.AuditReanchor, "for one start after an investigation: accept an audit trail that ends before the head anchored in the store (the loss is recorded)")
+	cmd.AddCommand(rewrapCommand(&cfg))
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "coffer-server:", err)
 		return 1

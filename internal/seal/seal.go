@@ -111,6 +111,11 @@ func Seal(ctx context.Context, kw KeyWrapper, plaintext, aad []byte) (Envelope, 
 // another secret or version) returns an error wrapping [ErrDecrypt]. The
 // caller owns the returned plaintext and should zero it when done.
 func Open(ctx context.Context, kw KeyWrapper, env Envelope, aad []byte) ([]byte, error) {
+	if r, ok := kw.(Keyring); ok { // a Ring opens envelopes of any key it holds
+		if w, ok := r.ForKeyID(env.KeyID); ok {
+			kw = w
+		}
+	}
 	if kid := kw.KeyID(); env.KeyID != kid {
 		return nil, fmt.Errorf("%w: value was sealed under master key %q but the loaded master key is %q (wrong key file?)",
 			ErrDecrypt, env.KeyID, kid)

@@ -14,7 +14,8 @@ type Config struct {
 	DataDir       string        `yaml:"data_dir"`
 	Listen        string        `yaml:"listen"`
 	SANs          []string      `yaml:"san"`
-	MasterKeyFile string        `yaml:"master_key_file"` // default <data_dir>/master.key
+	MasterKeyFile string        `yaml:"master_key_file"` // local seal: default <data_dir>/master.key
+	Seal          SealConfig    `yaml:"seal"`            // where the master key is; default local
 	MaxVersions   int           `yaml:"max_versions"`
 	MaxValueSize  int           `yaml:"max_value_size"`
 	AgentCertTTL  time.Duration `yaml:"agent_cert_ttl"`
@@ -35,6 +36,7 @@ func Defaults() Config {
 		MaxValueSize: 1 << 20,
 		AgentCertTTL: 24 * time.Hour,
 		LogLevel:     "info",
+		Seal:         SealConfig{Type: SealLocal},
 	}
 }
 
@@ -65,6 +67,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: max_value_size %d: must be 1 byte to 64 MiB", c.MaxValueSize)
 	case c.AgentCertTTL < 10*time.Minute || c.AgentCertTTL > 90*24*time.Hour:
 		return fmt.Errorf("config: agent_cert_ttl %s: must be 10m to 2160h", c.AgentCertTTL)
+	}
+	if err := c.Seal.validate(c.MasterKeyFile); err != nil {
+		return fmt.Errorf("config: %w", err)
 	}
 	return nil
 }

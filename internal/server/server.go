@@ -35,7 +35,7 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	st     store.Backend
-	key    *seal.LocalKey
+	ring   *seal.Ring // the master key (and previous ones during a rewrap)
 	audit  *audit.Log
 	http   *http.Server
 	ln     net.Listener
@@ -87,9 +87,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	if cfg.MasterKeyFile == "" {
-		cfg.MasterKeyFile = filepath.Join(cfg.DataDir, "master.key")
-	}
 	s := &Server{cfg: cfg, log: log, handshakeTimeout: handshakeTimeout}
 	ok := false
 	defer func() {
@@ -102,8 +99,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	_, statErr := os.Stat(storePath)
 	fresh := errors.Is(statErr, os.ErrNotExist)
 	var err error
-	s.key, err = loadKey(cfg.MasterKeyFile, fresh, log)
-	if err != nil {
+	if s.ring, err = openSeal(ctx, cfg, fresh, log); err != nil {
 		return nil, err
 	}
 	// Assigned only on success: a nil *bolt.Backend in the interface would
@@ -113,6 +109,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.st = st
+	if err := checkStoreSeal(ctx, s.st, s.ring, cfg.DataDir, log); err != nil {
+		return nil, err
+	}
 	ca, created, err := identity.LoadOrCreateCA(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("CA: %w", err)
@@ -136,7 +135,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// The catalog checks the master key against the store before the audit
 	// trail may seal its MAC key under it.
 	cat, err := catalog.Open(ctx, catalog.Config{
-		Store: s.st, Key: s.key, MaxVersions: cfg.MaxVersions, MaxValueSize: cfg.MaxValueSize, Logger: log,
+		Store: s.st, Key: s.ring, MaxVersions: cfg.MaxVersions, MaxValueSize: cfg.MaxValueSize, Logger: log,
 		OnChange: func(ch catalog.Change) { b.Changed(ch) },
 	})
 	if err != nil {
@@ -146,7 +145,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// the master key: a trail cut or rewritten while the server was
 	// stopped is refused here, before anything else is written.
 	s.audit, err = audit.Open(filepath.Join(cfg.DataDir, auditFile), audit.Options{
-		Logger: log, Anchor: audit.StoreAnchor{Store: s.st, Master: s.key}, Reanchor: cfg.AuditReanchor,
+		Logger: log, Anchor: audit.StoreAnchor{Store: s.st, Master: s.ring}, Reanchor: cfg.AuditReanchor,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("audit trail: %w", err)
@@ -212,6 +211,7 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errc <- demux(dctx, s.ln, s.http.TLSConfig, s.handshakeTimeout, people, agents) }()
 	go func() { errc <- s.http.Serve(people) }()
 	go func() { errc <- s.grpc.Serve(agents) }()
+	stopRewrap := s.startRewrap()
 	var err error
 	select {
 	case err = <-errc:
@@ -232,6 +232,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if cerr := s.Broker.Close(cctx); cerr != nil {
 		s.log.Error("shutting down", "err", cerr)
 	}
+	stopRewrap()
 	s.close()
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, grpc.ErrServerStopped) {
 		err = nil
@@ -246,28 +247,9 @@ func (s *Server) close() {
 	if s.st != nil {
 		s.st.Close()
 	}
-	if s.key != nil {
-		s.key.Close()
+	if s.ring != nil {
+		s.ring.Close()
 	}
-}
-
-func loadKey(path string, fresh bool, log *slog.Logger) (*seal.LocalKey, error) {
-	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-		k, err := seal.LoadKeyFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("master key: %w", err)
-		}
-		return k, nil
-	}
-	if !fresh {
-		return nil, fmt.Errorf("master key %s is missing but the data dir holds a store sealed with one: restore the key file (or point --master-key-file at it); refusing to create a new key", path)
-	}
-	k, err := seal.CreateKeyFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("master key: %w", err)
-	}
-	log.Info("created master key", "path", path)
-	return k, nil
 }
 
 func sansFor(cfg Config) []string {
