@@ -351,7 +351,7 @@ func TestCLIContexts(t *testing.T) {
 	os.WriteFile(tokFile, []byte(s.Token+"\n"), 0o600)
 	env := []string{"XDG_CONFIG_HOME=" + cfgDir} // no COFFER_* at all
 	deadAddr := testkit.FreeAddr(t)
-	secret := s.Token[strings.LastIndex(s.Token, "_")+1:]
+	secret := strings.SplitN(s.Token, "_", 3)[2] // coffer_<hex id>_<secret>; the secret may hold "_" itself
 	noToken := func(what, text string) {
 		t.Helper()
 		if strings.Contains(text, secret) {
