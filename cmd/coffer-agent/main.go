@@ -39,15 +39,25 @@ Values live only in memory: never on the host's disk.
 
 The first start enrolls with a one-time join token (coffer token create
 --role agent); the agent's key and certificate are kept in --state-dir and
-reused on restart. All later traffic is mutually authenticated TLS 1.3.`,
+reused on restart. All later traffic is mutually authenticated TLS 1.3.
+
+--server takes one address or several (a:7443,b:7443,c:7443), and a host
+name may have several addresses in DNS: the agent starts at a random one,
+moves to the next when its server goes away, and is back within about a
+second of any server being reachable again. All share one CA and one
+--state-dir.`,
 		Example: `  coffer-agent --server 127.0.0.1:7443 --ca-cert ca.pem --join-token "$JOIN" --state-dir /var/lib/coffer-agent
-  coffer-agent --server 127.0.0.1:7443 --ca-cert ca.pem --state-dir /var/lib/coffer-agent   # already enrolled`,
+  coffer-agent --server 127.0.0.1:7443 --ca-cert ca.pem --state-dir /var/lib/coffer-agent   # already enrolled
+  coffer-agent --server coffer-1:7443,coffer-2:7443,coffer-3:7443 --ca-cert ca.pem --state-dir /var/lib/coffer-agent`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log := newLogger(logLevel)
 			hardenProcess(log)
+			if _, err := agent.ParseServers(server); err != nil {
+				return err
+			}
 			caPEM, err := os.ReadFile(caFile)
 			if err != nil {
 				return fmt.Errorf("--ca-cert: %w", err)
@@ -73,7 +83,7 @@ reused on restart. All later traffic is mutually authenticated TLS 1.3.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&server, "server", "127.0.0.1:7443", "coffer-server address host:port")
+	f.StringVar(&server, "server", "127.0.0.1:7443", "coffer-server address host:port, or several separated by commas")
 	f.StringVar(&joinToken, "join-token", os.Getenv("COFFER_JOIN_TOKEN"), "one-time join token for the first start (env COFFER_JOIN_TOKEN)")
 	f.StringVar(&caFile, "ca-cert", "ca.pem", "the Coffer CA certificate (the server's <data-dir>/ca.pem)")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/coffer-agent", "where the agent keeps its own key and certificate (never a secret)")
