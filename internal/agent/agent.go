@@ -178,13 +178,21 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	list := newServerList(servers, a.cfg.Resolver)
 	bo := backoff{min: a.cfg.MinBackoff, fastMax: a.cfg.FastMaxBackoff, max: a.cfg.MaxBackoff}
+	var warned time.Time // the last warning of this outage
 	for ctx.Err() == nil {
-		cheap, err := a.round(ctx, list, tlsCfg, &bo)
+		ran, cheap, err := a.round(ctx, list, tlsCfg, &bo)
 		if ctx.Err() != nil {
 			break
 		}
 		wait := bo.next(cheap)
-		a.log.Warn("no server stream; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		// One warning when a session ends, then one every outageWarn while
+		// no server takes the agent: not one per round.
+		if ran || time.Since(warned) >= outageWarn {
+			warned = time.Now()
+			a.log.Warn("no server stream; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		} else {
+			a.log.Debug("no server stream; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		}
 		select {
 		case <-ctx.Done():
 		case <-time.After(wait):
@@ -199,18 +207,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
+// outageWarn is how often the agent warns while no server takes it.
+const outageWarn = 30 * time.Second
+
 // longSession is how long a session must have lasted for its end to reset
 // the backoff: a server that accepts and soon drops agents is not hammered.
 const longSession = 10 * time.Second
 
 // round tries the servers of one round in turn until a session runs, and
-// returns when it ends or when every server failed. cheap reports whether
-// the next try may come soon: no server could be reached at all, or a long
-// session ended.
-func (a *Agent) round(ctx context.Context, list *serverList, tlsCfg *tls.Config, bo *backoff) (cheap bool, err error) {
+// returns when it ends (ran) or when every server failed. cheap reports
+// whether the next try may come soon: no server could be reached at all,
+// or a long session ended.
+func (a *Agent) round(ctx context.Context, list *serverList, tlsCfg *tls.Config, bo *backoff) (ran, cheap bool, err error) {
 	targets, err := list.round(ctx)
 	if err != nil {
-		return cheapFailure(err), err
+		return false, cheapFailure(err), err
 	}
 	cheap = true
 	var errs []error
@@ -218,15 +229,15 @@ func (a *Agent) round(ctx context.Context, list *serverList, tlsCfg *tls.Config,
 		start := time.Now()
 		established, err := a.session(ctx, tlsCfg, t)
 		if ctx.Err() != nil {
-			return true, err
+			return established, true, err
 		}
 		if established {
 			list.connected(t)
 			if time.Since(start) >= longSession {
 				bo.reset()
-				return true, err
+				return true, true, err
 			}
-			return false, err
+			return true, false, err
 		}
 		a.log.Debug("server unreachable", "server", t.addr, "err", err)
 		errs = append(errs, err)
@@ -234,7 +245,7 @@ func (a *Agent) round(ctx context.Context, list *serverList, tlsCfg *tls.Config,
 			cheap = false
 		}
 	}
-	return cheap, errors.Join(errs...)
+	return false, cheap, errors.Join(errs...)
 }
 
 // dialTimeout bounds one TCP connect and TLS handshake.
