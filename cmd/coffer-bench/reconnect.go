@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -142,6 +144,7 @@ func runReconnect(ctx context.Context, o reconnectOpts) (*Report, error) {
 	}
 	listening := time.Now()
 	u0, _ := usageOf(srv.Pid())
+	self0, _ := usageOf(os.Getpid())
 	o.logf("server restarted (pid %d), listening after %s", srv.Pid(), listening.Sub(started).Round(time.Millisecond))
 
 	// CPU samples over the wave.
@@ -226,6 +229,7 @@ func runReconnect(ctx context.Context, o reconnectOpts) (*Report, error) {
 	stopSampling()
 	<-sampled
 	u1, _ := usageOf(srv.Pid())
+	self1, _ := usageOf(os.Getpid())
 
 	lat := make([]time.Duration, 0, len(backAt))
 	for _, d := range backAt {
@@ -247,6 +251,12 @@ func runReconnect(ctx context.Context, o reconnectOpts) (*Report, error) {
 		}
 	}
 	rep.addFigure(fmt.Sprintf("server CPU over the wave, busiest %s", o.Sample), peak, "cores", "")
+	// The simulated agents share this process: on a small machine their
+	// own TLS handshakes, not the server, can bound the wave.
+	rep.addFigure("coffer-bench (all simulated agents) CPU over the wave, mean", (self1.CPUSeconds-self0.CPUSeconds)/wave, "cores", "")
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		rep.note("load average at the end of the wave: %s", strings.TrimSpace(string(la)))
+	}
 	if u, err := usageOf(srv.Pid()); err == nil {
 		rep.addFigure("server RSS after the wave", mib(u.RSSBytes), "MiB", "")
 	}
