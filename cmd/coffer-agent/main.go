@@ -43,9 +43,16 @@ Values live only in memory: never on the host's disk.
 
 The first start enrolls with a one-time join token (coffer token create
 --role agent); the agent's key and certificate are kept in --state-dir and
-reused on restart. All later traffic is mutually authenticated TLS 1.3.`,
+reused on restart. All later traffic is mutually authenticated TLS 1.3.
+
+--server takes one address or several (a:7443,b:7443,c:7443), and a host
+name may have several addresses in DNS: the agent starts at a random one,
+moves to the next when its server goes away, and is back within about a
+second of any server being reachable again. All share one CA and one
+--state-dir.`,
 		Example: `  coffer-agent --server 127.0.0.1:7443 --ca-cert ca.pem --join-token "$JOIN" --state-dir /var/lib/coffer-agent
   coffer-agent --server 127.0.0.1:7443 --ca-cert ca.pem --state-dir /var/lib/coffer-agent   # already enrolled
+  coffer-agent --server coffer-1:7443,coffer-2:7443,coffer-3:7443 --ca-cert ca.pem --state-dir /var/lib/coffer-agent
   coffer-agent --addr https://127.0.0.1:7443 --cacert ca.pem   # the coffer CLI's spellings work too
   coffer-agent --version`,
 		Version:       version.Get().String(),
@@ -59,6 +66,9 @@ reused on restart. All later traffic is mutually authenticated TLS 1.3.`,
 			}
 			log := newLogger(logLevel)
 			hardenProcess(log)
+			if _, err := agent.ParseServers(server); err != nil {
+				return err
+			}
 			caPEM, err := os.ReadFile(caFile)
 			if err != nil {
 				return fmt.Errorf("--ca-cert: %w", err)
@@ -87,7 +97,7 @@ reused on restart. All later traffic is mutually authenticated TLS 1.3.`,
 	cmd.SetVersionTemplate("coffer-agent {{.Version}}\n")
 	f := cmd.Flags()
 	f.SetNormalizeFunc(flagAliases)
-	f.StringVar(&server, "server", "127.0.0.1:7443", "coffer-server address host:port or https://host:port; alias --addr")
+	f.StringVar(&server, "server", "127.0.0.1:7443", "coffer-server address host:port (or https://host:port), or several separated by commas; alias --addr")
 	f.StringVar(&joinToken, "join-token", os.Getenv("COFFER_JOIN_TOKEN"), "one-time join token for the first start (env COFFER_JOIN_TOKEN)")
 	f.StringVar(&caFile, "ca-cert", "ca.pem", "the Coffer CA certificate (the server's <data-dir>/ca.pem); alias --cacert")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/coffer-agent", "where the agent keeps its own key and certificate (never a secret)")
@@ -117,16 +127,22 @@ func flagAliases(_ *pflag.FlagSet, name string) pflag.NormalizedName {
 }
 
 // serverAddr accepts host:port or https://host:port (the CLI's --addr
-// form) and returns host:port.
+// form), or several of them separated by commas, and returns them as
+// host:port,... (agent.ParseServers checks the list itself).
 func serverAddr(s string) (string, error) {
-	if rest, ok := strings.CutPrefix(s, "https://"); ok {
-		s = strings.TrimSuffix(rest, "/")
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if rest, ok := strings.CutPrefix(p, "https://"); ok {
+			p = strings.TrimSuffix(rest, "/")
+		}
+		host, port, err := net.SplitHostPort(p)
+		if err != nil || host == "" || port == "" || strings.ContainsAny(p, "/?#@") {
+			return "", fmt.Errorf("--server %q: want host:port or https://host:port, or several separated by commas", parts[i])
+		}
+		parts[i] = p
 	}
-	host, port, err := net.SplitHostPort(s)
-	if err != nil || host == "" || port == "" || strings.ContainsAny(s, "/?#@") {
-		return "", fmt.Errorf("--server %q: want host:port or https://host:port", s)
-	}
-	return s, nil
+	return strings.Join(parts, ","), nil
 }
 
 // hardenProcess keeps secret values out of swap and core dumps where the

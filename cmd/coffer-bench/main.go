@@ -7,6 +7,9 @@
 //	coffer-bench fanout   simulated agents (the real agent code over an in-memory
 //	                      runtime and deliverer): enrollment, start, rotation and
 //	                      revocation fan-out, server CPU and peak RSS, agent memory
+//	coffer-bench reconnect the same agents; the server is stopped, kept down, and
+//	                      started again on its data dir: time until every agent is
+//	                      back and a rotation reached every container, server CPU
 //	coffer-bench fetch    fetch throughput: container start -> value delivered, at
 //	                      concurrency C; with --vault, the same concurrency of KV v2
 //	                      reads against a Vault dev server over TLS, in the same run
@@ -199,7 +202,7 @@ func run() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(fanoutCmd(ctx), fetchCmd(ctx), dockerCmd(ctx), serveCmd(ctx))
+	root.AddCommand(fanoutCmd(ctx), reconnectCmd(ctx), fetchCmd(ctx), dockerCmd(ctx), serveCmd(ctx))
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "coffer-bench:", err)
 		return 1

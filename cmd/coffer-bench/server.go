@@ -55,8 +55,13 @@ func startServer(ctx context.Context, bin, dir string, env []string, extra ...st
 	if err != nil {
 		return nil, err
 	}
+	return startServerAt(ctx, bin, dir, addr, "server.log", env, extra...)
+}
+
+// startServerAt is startServer on addr, logging to dir/logName.
+func startServerAt(ctx context.Context, bin, dir, addr, logName string, env []string, extra ...string) (*serverProc, error) {
 	data := filepath.Join(dir, "server")
-	logf, err := os.Create(filepath.Join(dir, "server.log"))
+	logf, err := os.Create(filepath.Join(dir, logName))
 	if err != nil {
 		return nil, err
 	}

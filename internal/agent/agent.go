@@ -11,13 +11,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
@@ -31,15 +32,24 @@ import (
 
 // Config configures an Agent.
 type Config struct {
-	Server    string // host:port of coffer-server
+	// Server is coffer-server's address, host:port, or several separated by
+	// commas (see ParseServers). All of them share one CA and one state dir.
+	Server    string
 	CAPEM     []byte // the pinned Coffer CA
 	Cert      tls.Certificate
 	StateDir  string // renewed certificates are saved here
 	Runtime   container.Runtime
 	Deliverer deliver.Deliverer
 	Logger    *slog.Logger
-	// MinBackoff and MaxBackoff bound reconnection waits (defaults 200ms, 30s).
-	MinBackoff, MaxBackoff time.Duration
+	// MinBackoff and MaxBackoff bound reconnection waits (defaults 200ms,
+	// 30s). FastMaxBackoff (default 1s) caps them while no server can be
+	// reached at all (connection refused, no route, no answer): such a try
+	// costs a server nothing, and the agent is back within about 1 s of a
+	// server's return. MaxBackoff applies once a server answered and
+	// refused, or keeps dropping the agent soon after accepting it.
+	MinBackoff, FastMaxBackoff, MaxBackoff time.Duration
+	// Resolver resolves server host names (default net.DefaultResolver).
+	Resolver Resolver
 	// OnlyLabels, if set, limits the agent to containers carrying all these
 	// labels (an opt-in mode, e.g. coffer.enable=true); others are neither
 	// reported nor touched. Only the container's own labels count (docker
@@ -64,6 +74,7 @@ type Agent struct {
 	refs       map[verKey]int            // references from targets' want and current
 	send       chan *cofferv1.AgentMessage
 	connected  bool
+	server     string // the address of the current session
 	client     cofferv1.AgentServiceClient
 	appliedCnt uint64
 }
@@ -92,6 +103,13 @@ func New(cfg Config) *Agent {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.FastMaxBackoff <= 0 {
+		cfg.FastMaxBackoff = time.Second
+	}
+	cfg.FastMaxBackoff = min(max(cfg.FastMaxBackoff, cfg.MinBackoff), cfg.MaxBackoff)
+	if cfg.Resolver == nil {
+		cfg.Resolver = net.DefaultResolver
 	}
 	if cfg.ValueGrace <= 0 {
 		cfg.ValueGrace = 10 * time.Second
@@ -122,32 +140,25 @@ func (a *Agent) renewCert(ctx context.Context, _ *ecdsa.PrivateKey, csr []byte) 
 	return resp.GetCertificate(), nil
 }
 
-// Run follows the runtime and the server until ctx ends. It reconnects to
-// the server with exponential backoff and jitter; while the server is away,
-// containers keep the values they have.
+// Run follows the runtime and the servers until ctx ends. It starts at a
+// random server of the list and, when a session ends, fails over to the
+// next one, with backoff and jitter between rounds (see Config); while no
+// server is reachable, containers keep the values they have. Each new
+// session reports every container, and the server answers with their full
+// desired state.
 func (a *Agent) Run(ctx context.Context) error {
-	events, err := a.cfg.Runtime.Watch(ctx)
+	servers, err := ParseServers(a.cfg.Server)
 	if err != nil {
-		return fmt.Errorf("runtime: %w", err)
+		return err
 	}
 	tlsCfg, err := identity.ClientTLSConfig(a.cfg.CAPEM, a.renew.GetClientCertificate)
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(a.cfg.Server,
-		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		// The largest value a server accepts, and room for the rest of
-		// its message; announced to the server in session.
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cofferv1.AgentMaxRecv)),
-	)
+	events, err := a.cfg.Runtime.Watch(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("runtime: %w", err)
 	}
-	defer conn.Close()
-	a.mu.Lock()
-	a.client = cofferv1.NewAgentServiceClient(conn)
-	a.mu.Unlock()
 	go a.renew.Run(ctx)
 	go a.followRuntime(ctx, events)
 	go func() {
@@ -165,23 +176,27 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}()
 
-	backoff := a.cfg.MinBackoff
+	list := newServerList(servers, a.cfg.Resolver)
+	bo := backoff{min: a.cfg.MinBackoff, fastMax: a.cfg.FastMaxBackoff, max: a.cfg.MaxBackoff}
+	var warned time.Time // the last warning of this outage
 	for ctx.Err() == nil {
-		start := time.Now()
-		err := a.session(ctx)
+		ran, cheap, err := a.round(ctx, list, tlsCfg, &bo)
 		if ctx.Err() != nil {
 			break
 		}
-		if time.Since(start) > 10*time.Second {
-			backoff = a.cfg.MinBackoff
+		wait := bo.next(cheap)
+		// One warning when a session ends, then one every outageWarn while
+		// no server takes the agent: not one per round.
+		if ran || time.Since(warned) >= outageWarn {
+			warned = time.Now()
+			a.log.Warn("no server stream; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		} else {
+			a.log.Debug("no server stream; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		a.log.Warn("server stream lost; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, a.cfg.MaxBackoff)
 	}
 	a.mu.Lock()
 	for k, v := range a.values {
@@ -192,20 +207,106 @@ func (a *Agent) Run(ctx context.Context) error {
 	return nil
 }
 
-// session runs one Sync stream until it fails.
-func (a *Agent) session(ctx context.Context) error {
+// outageWarn is how often the agent warns while no server takes it.
+const outageWarn = 30 * time.Second
+
+// longSession is how long a session must have lasted for its end to reset
+// the backoff: a server that accepts and soon drops agents is not hammered.
+const longSession = 10 * time.Second
+
+// round tries the servers of one round in turn until a session runs, and
+// returns when it ends (ran) or when every server failed. cheap reports
+// whether the next try may come soon: no server could be reached at all,
+// or a long session ended.
+func (a *Agent) round(ctx context.Context, list *serverList, tlsCfg *tls.Config, bo *backoff) (ran, cheap bool, err error) {
+	targets, err := list.round(ctx)
+	if err != nil {
+		return false, cheapFailure(err), err
+	}
+	cheap = true
+	var errs []error
+	for _, t := range targets {
+		start := time.Now()
+		established, err := a.session(ctx, tlsCfg, t)
+		if ctx.Err() != nil {
+			return established, true, err
+		}
+		if established {
+			list.connected(t)
+			if time.Since(start) >= longSession {
+				bo.reset()
+				return true, true, err
+			}
+			return true, false, err
+		}
+		a.log.Debug("server unreachable", "server", t.addr, "err", err)
+		errs = append(errs, err)
+		if !cheapFailure(err) {
+			cheap = false
+		}
+	}
+	return false, cheap, errors.Join(errs...)
+}
+
+// dialTimeout bounds one TCP connect and TLS handshake.
+const dialTimeout = 5 * time.Second
+
+// session runs one Sync stream to t until it fails. established reports
+// whether the server accepted the stream (it sent its header).
+func (a *Agent) session(ctx context.Context, tlsCfg *tls.Config, t dialTarget) (established bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := a.client.Sync(metadata.AppendToOutgoingContext(ctx,
+	if t.serverName != "" {
+		tlsCfg = tlsCfg.Clone()
+		tlsCfg.ServerName = t.serverName
+	}
+	// The dial error is kept: gRPC reports it only as text, and the backoff
+	// needs to know whether the server was reachable at all.
+	var dialMu sync.Mutex
+	var dialErr error
+	dialer := &net.Dialer{Timeout: dialTimeout}
+	// One connection per session, closed when it ends: the agent, not
+	// gRPC's own reconnect backoff (which grows to 2 minutes), decides
+	// when and where to reconnect.
+	conn, err := grpc.NewClient("passthrough:///"+t.addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				dialMu.Lock()
+				dialErr = err
+				dialMu.Unlock()
+			}
+			return c, err
+		}),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: grpcbackoff.DefaultConfig, MinConnectTimeout: dialTimeout}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// The largest value a server accepts, and room for the rest of
+		// its message; announced to the server in session.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cofferv1.AgentMaxRecv)),
+	)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	failed := func(err error) (bool, error) {
+		dialMu.Lock()
+		defer dialMu.Unlock()
+		if dialErr != nil {
+			return false, fmt.Errorf("%s: %w", t.addr, dialErr)
+		}
+		return false, fmt.Errorf("%s: %w", t.addr, err)
+	}
+	client := cofferv1.NewAgentServiceClient(conn)
+	stream, err := client.Sync(metadata.AppendToOutgoingContext(ctx,
 		cofferv1.FeaturesKey, cofferv1.FeatureBatch,
 		cofferv1.MaxRecvKey, strconv.Itoa(cofferv1.AgentMaxRecv)))
 	if err != nil {
-		return err
+		return failed(err)
 	}
 	send := make(chan *cofferv1.AgentMessage, 1024)
 	a.mu.Lock()
 	a.send = send
-	a.connected = true
 	// Report everything the runtime runs; the server answers with the full
 	// desired state of each container.
 	msgs := []*cofferv1.AgentMessage{{Msg: &cofferv1.AgentMessage_Hello{Hello: &cofferv1.Hello{Version: "coffer-agent/1"}}}}
@@ -220,24 +321,33 @@ func (a *Agent) session(ctx context.Context) error {
 		a.mu.Lock()
 		a.send = nil
 		a.connected = false
+		a.server = ""
+		a.client = nil
 		a.mu.Unlock()
 	}()
 	for _, m := range msgs {
 		if err := stream.Send(m); err != nil {
-			return err
+			return failed(err)
 		}
 	}
-	a.log.Info("connected to server", "server", a.cfg.Server, "containers", len(ids))
+	// The server sends its header, with the features it has, as soon as
+	// it accepted the agent.
+	h, err := stream.Header()
+	if err != nil {
+		return failed(err)
+	}
+	var batchAcks atomic.Bool // the server understands AppliedBatch
+	batchAcks.Store(cofferv1.HasFeature(h.Get(cofferv1.FeaturesKey), cofferv1.FeatureBatch))
+	a.mu.Lock()
+	a.connected = true
+	a.server = t.addr
+	a.client = client
+	a.mu.Unlock()
+	a.log.Info("connected to server", "server", t.addr, "containers", len(ids))
 
 	errc := make(chan error, 2)
-	var batchAcks atomic.Bool // the server understands AppliedBatch
 	go func() { errc <- a.sender(ctx, stream, send, &batchAcks) }()
 	go func() {
-		// The server's header says which features it has; it arrives with
-		// (or before) the first message.
-		if h, err := stream.Header(); err == nil && cofferv1.HasFeature(h.Get(cofferv1.FeaturesKey), cofferv1.FeatureBatch) {
-			batchAcks.Store(true)
-		}
 		for {
 			m, err := stream.Recv()
 			if err != nil {
@@ -247,7 +357,7 @@ func (a *Agent) session(ctx context.Context) error {
 			a.handle(ctx, m)
 		}
 	}()
-	return <-errc
+	return true, <-errc
 }
 
 // maxAckBatch caps the acknowledgements sent in one AppliedBatch.

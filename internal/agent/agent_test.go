@@ -111,7 +111,8 @@ func (r *rig) startAgent(name string) (*agent.Agent, *fake.Runtime, *memory.Deli
 	return r.startAgentWith(name, agent.Config{})
 }
 
-// startAgentWith is startAgent with cfg's tunables (ValueGrace, backoffs).
+// startAgentWith is startAgent with cfg's tunables (ValueGrace, backoffs,
+// Server: default the rig's address).
 func (r *rig) startAgentWith(name string, cfg agent.Config) (*agent.Agent, *fake.Runtime, *memory.Deliverer, context.CancelFunc) {
 	r.t.Helper()
 	var tok struct {
@@ -125,7 +126,10 @@ func (r *rig) startAgentWith(name string, cfg agent.Config) (*agent.Agent, *fake
 	}
 	rt := fake.New()
 	d := memory.New(memory.Config{})
-	cfg.Server, cfg.CAPEM, cfg.Cert, cfg.StateDir, cfg.Runtime, cfg.Deliverer = r.srv.Addr(), r.caPEM, cert, filepath.Join(r.dir, name), rt, d
+	if cfg.Server == "" {
+		cfg.Server = r.srv.Addr()
+	}
+	cfg.CAPEM, cfg.Cert, cfg.StateDir, cfg.Runtime, cfg.Deliverer = r.caPEM, cert, filepath.Join(r.dir, name), rt, d
 	a := agent.New(cfg)
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()
@@ -136,7 +140,13 @@ func (r *rig) startAgentWith(name string, cfg agent.Config) (*agent.Agent, *fake
 
 func waitValue(t *testing.T, d *memory.Deliverer, id, file, want string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	waitValueWithin(t, d, id, file, want, 10*time.Second)
+}
+
+// waitValueWithin is waitValue with a bound on the wait.
+func waitValueWithin(t *testing.T, d *memory.Deliverer, id, file, want string, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	err := d.WaitFiles(ctx, id, func(files map[string]secret.File) bool {
 		f, ok := files[file]

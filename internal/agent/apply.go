@@ -191,11 +191,12 @@ type Stats struct {
 	Values     int
 	Applied    uint64
 	Connected  bool
+	Server     string // the address of the current session, if any
 }
 
 // Stats returns a snapshot of the agent's state.
 func (a *Agent) Stats() Stats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return Stats{Containers: len(a.running), Values: len(a.values), Applied: a.appliedCnt, Connected: a.connected}
+	return Stats{Containers: len(a.running), Values: len(a.values), Applied: a.appliedCnt, Connected: a.connected, Server: a.server}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"time"
@@ -28,6 +29,11 @@ var ErrNameTaken = errors.New("an agent of this name is already enrolled")
 // has none, enrolls with the join token: a CSR for a fresh key goes to the
 // server (TLS 1.3, trusting only the pinned CA) and the signed certificate
 // and key are saved in the state dir (0600). The join token is never saved.
+//
+// server may list several addresses (see ParseServers): enrollment starts
+// at a random one and moves to the next only when it cannot connect at all,
+// never once a request reached a server (a join token is single-use, and
+// every server gives the same answer).
 func LoadOrEnroll(ctx context.Context, server string, caPEM []byte, stateDir, name, joinToken string) (tls.Certificate, error) {
 	cert, err := identity.LoadAgentIdentity(stateDir)
 	if err == nil {
@@ -35,6 +41,10 @@ func LoadOrEnroll(ctx context.Context, server string, caPEM []byte, stateDir, na
 	}
 	if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, identity.ErrFiles) {
 		return tls.Certificate{}, err
+	}
+	servers, perr := ParseServers(server)
+	if perr != nil {
+		return tls.Certificate{}, perr
 	}
 	if joinToken == "" {
 		return tls.Certificate{}, fmt.Errorf("%w (state dir %s: %v)", ErrNotEnrolled, stateDir, err)
@@ -60,14 +70,30 @@ func LoadOrEnroll(ctx context.Context, server string, caPEM []byte, stateDir, na
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: tr}
 	body, _ := json.Marshal(map[string]any{"join_token": joinToken, "name": name, "csr": csr})
-	req, err := http.NewRequestWithContext(ctx, "POST", "https://"+server+"/v1/enroll", bytes.NewReader(body))
-	if err != nil {
-		return tls.Certificate{}, err
+	var resp *http.Response
+	var errs []error
+	start := rand.N(len(servers))
+	for i := range servers {
+		addr := servers[(start+i)%len(servers)]
+		req, err := http.NewRequestWithContext(ctx, "POST", "https://"+addr+"/v1/enroll", bytes.NewReader(body))
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err = hc.Do(req)
+		if err == nil {
+			break
+		}
+		errs = append(errs, err)
+		// Only a server that was never reached is skipped: the request
+		// may have reached one that failed to answer, and the token may
+		// be spent.
+		if ctx.Err() != nil || !cheapFailure(err) {
+			return tls.Certificate{}, fmt.Errorf("enroll: %w", err)
+		}
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("enroll: %w", err)
+	if resp == nil {
+		return tls.Certificate{}, fmt.Errorf("enroll: no server reachable: %w", errors.Join(errs...))
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
