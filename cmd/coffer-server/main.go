@@ -59,7 +59,7 @@ written to <data-dir>/admin.token. Later starts reuse all of it.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, max_versions, max_value_size, agent_cert_ttl, log_level)")
+	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, max_versions, max_value_size, agent_cert_ttl, deleted_retention, log_level)")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the store, CA, audit trail and keys")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to listen on (HTTPS and agents' gRPC)")
 	f.StringSliceVar(&cfg.SANs, "san", cfg.SANs, "extra DNS names or IPs for the server certificate (repeatable)")
@@ -67,6 +67,7 @@ written to <data-dir>/admin.token. Later starts reuse all of it.`,
 	f.IntVar(&cfg.MaxVersions, "max-versions", cfg.MaxVersions, "versions kept per secret")
 	f.IntVar(&cfg.MaxValueSize, "max-value-size", cfg.MaxValueSize, "largest secret value in bytes")
 	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", cfg.AgentCertTTL, "lifetime of agent certificates")
+	f.DurationVar(&cfg.DeletedRetention, "deleted-retention", cfg.DeletedRetention, "how long a deleted secret can be restored before it is purged (1m to 8760h)")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "coffer-server:", err)

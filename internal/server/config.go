@@ -19,6 +19,9 @@ type Config struct {
 	MaxValueSize  int           `yaml:"max_value_size"`
 	AgentCertTTL  time.Duration `yaml:"agent_cert_ttl"`
 	LogLevel      string        `yaml:"log_level"`
+	// DeletedRetention is how long a deleted secret can be restored
+	// (coffer secret undelete) before its versions are destroyed.
+	DeletedRetention time.Duration `yaml:"deleted_retention"`
 }
 
 // Defaults returns the default configuration.
@@ -30,6 +33,8 @@ func Defaults() Config {
 		MaxValueSize: 1 << 20,
 		AgentCertTTL: 24 * time.Hour,
 		LogLevel:     "info",
+
+		DeletedRetention: 7 * 24 * time.Hour,
 	}
 }
 
@@ -60,6 +65,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: max_value_size %d: must be 1 byte to 64 MiB", c.MaxValueSize)
 	case c.AgentCertTTL < 10*time.Minute || c.AgentCertTTL > 90*24*time.Hour:
 		return fmt.Errorf("config: agent_cert_ttl %s: must be 10m to 2160h", c.AgentCertTTL)
+	case c.DeletedRetention < time.Minute || c.DeletedRetention > 365*24*time.Hour:
+		return fmt.Errorf("config: deleted_retention %s: must be 1m to 8760h", c.DeletedRetention)
 	}
 	return nil
 }

@@ -39,6 +39,7 @@ type Server struct {
 	http   *http.Server
 	ln     net.Listener
 	grpc   *grpc.Server
+	cat    *catalog.Catalog
 	Broker *broker.Broker
 }
 
@@ -48,6 +49,7 @@ const (
 	tokenFile = "admin.token"
 
 	serverCertTTL = 90 * 24 * time.Hour
+	purgeEvery    = time.Minute // how often deleted secrets past their retention are purged
 )
 
 // New initializes or opens the data dir and prepares the listener. It never
@@ -116,11 +118,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	var b *broker.Broker
 	cat, err := catalog.Open(ctx, catalog.Config{
 		Store: s.st, Key: s.key, MaxVersions: cfg.MaxVersions, MaxValueSize: cfg.MaxValueSize, Logger: log,
-		OnChange: func(ch catalog.Change) { b.Changed(ch) },
+		DeletedRetention: cfg.DeletedRetention,
+		OnChange:         func(ch catalog.Change) { b.Changed(ch) },
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.cat = cat
 	b = broker.New(broker.Config{Catalog: cat, Audit: s.audit, Agents: fl, Logger: log})
 	s.Broker = b
 
@@ -166,6 +170,8 @@ func (s *Server) Run(ctx context.Context) error {
 	dctx, stopDemux := context.WithCancel(context.Background())
 	defer stopDemux()
 	errc := make(chan error, 3)
+	purgeDone := make(chan struct{})
+	go func() { s.cat.PurgeLoop(dctx, purgeEvery); close(purgeDone) }() // deleted secrets past their retention
 	go func() { errc <- demux(dctx, s.ln, s.http.TLSConfig, people, agents) }()
 	go func() { errc <- s.http.Serve(people) }()
 	go func() { errc <- s.grpc.Serve(agents) }()
@@ -177,6 +183,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("shutting down")
 	s.ln.Close()
 	stopDemux()
+	<-purgeDone
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// Agent streams never end by themselves: close them after a grace period.
