@@ -71,7 +71,8 @@ Connection: --addr/COFFER_ADDR, --token/COFFER_TOKEN, --cacert/COFFER_CACERT.`,
 	root.SetErr(errOut)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	c := &conn{}
-	for _, group := range []*cobra.Command{newSecretCmd(c), newBindCmd(c), newTokenCmd(c), newAuditCmd(c), newAgentCmd(c)} {
+	for _, group := range []*cobra.Command{newSecretCmd(c), newBindCmd(c), newTokenCmd(c), newAuditCmd(c), newAgentCmd(c),
+		newRolloutCmd(c), newApplyCmd(c), newExportCmd(c)} {
 		c.flags(group) // connection flags belong to the commands that talk to a server
 		root.AddCommand(group)
 	}
