@@ -348,3 +348,29 @@ func TestDryRunsChangeNothing(t *testing.T) {
 		t.Fatal("current value changed")
 	}
 }
+
+// The server's loop purges what expires while it runs.
+func TestPurgeLoop(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := newRig(t)
+	r.put(t, "a", "x")
+	if err := r.Delete(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { r.PurgeLoop(ctx, 5*time.Millisecond); close(done) }()
+	time.Sleep(20 * time.Millisecond)
+	if ks := r.keys(t, "sv/"); len(ks) != 1 {
+		t.Fatalf("purged before the retention ended: %q", ks)
+	}
+	r.clock.Add(25 * time.Hour)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(r.keys(t, "sv/")) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the loop never purged the expired secret")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+}
