@@ -159,13 +159,13 @@ func (c *Catalog) ListDeleted(ctx context.Context, prefix string) ([]SecretMeta,
 func (c *Catalog) PurgeExpired(ctx context.Context) (int, error) {
 	var names []string
 	err := c.cfg.Store.View(ctx, func(tx store.Tx) error {
-		return tx.List("deleted/", func(k string, v []byte) error {
+		return tx.List("deleted-secret/", func(k string, v []byte) error {
 			var m SecretMeta
 			if err := json.Unmarshal(v, &m); err != nil {
 				return fmt.Errorf("%s: %w: %v", k, store.ErrCorrupt, err)
 			}
 			if c.expired(m) {
-				names = append(names, strings.TrimPrefix(k, "deleted/"))
+				names = append(names, strings.TrimPrefix(k, "deleted-secret/"))
 			}
 			return nil
 		})

@@ -233,7 +233,7 @@ func TestPurge(t *testing.T) {
 	if ks := r.keys(t, "sv/"); len(ks) != 0 {
 		t.Fatalf("sealed versions left after purge: %q", ks)
 	}
-	if ks := append(r.keys(t, "secret/"), r.keys(t, "deleted/")...); len(ks) != 0 {
+	if ks := append(r.keys(t, "secret/"), r.keys(t, "deleted-secret/")...); len(ks) != 0 {
 		t.Fatalf("metadata left after purge: %q", ks)
 	}
 	for _, name := range []string{"live", "gone"} {

@@ -61,7 +61,7 @@ func secretKey(name string) string { return "secret/" + name }
 
 // deletedKey holds the metadata of a deleted secret, whose versions stay
 // under versionKey until it is purged.
-func deletedKey(name string) string { return "deleted/" + name }
+func deletedKey(name string) string { return "deleted-secret/" + name }
 
 // tombKey remembers the last version of a purged secret.
 func tombKey(name string) string { return "tomb/" + name }
