@@ -50,9 +50,9 @@ func (f *bindFlags) parseMode() error {
 	return nil
 }
 
-// check validates b as the server will, so that a bad flag is a usage
+// checkBinding validates b as the server will, so that a bad flag is a usage
 // error before anything is sent.
-func check(b binding) error {
+func checkBinding(b binding) error {
 	n := b.Binding
 	if err := n.Normalize(); err != nil {
 		return usageError(err)
@@ -106,7 +106,7 @@ running containers would gain or lose which secret, and changes nothing.`,
 			if err := f.parseMode(); err != nil {
 				return err
 			}
-			if err := check(f.b); err != nil {
+			if err := checkBinding(f.b); err != nil {
 				return err
 			}
 			cl, err := c.client()
@@ -132,7 +132,7 @@ running containers would gain or lose which secret, and changes nothing.`,
 				switch err := cl.do("GET", path, nil, &b); {
 				case err == nil:
 					old = &b
-				case statusOf(err) != 404:
+				case answeredStatus(err) != 404:
 					return err
 				}
 			}
@@ -160,7 +160,7 @@ running containers would gain or lose which secret, and changes nothing.`,
 }
 
 func existsHint(err error, name string) error {
-	return hint(err, 409, fmt.Sprintf("coffer bind update %s changes it; coffer bind create %s --overwrite replaces it; coffer bind show %s shows it", name, name, name))
+	return withHint(err, 409, fmt.Sprintf("coffer bind update %s changes it; coffer bind create %s --overwrite replaces it; coffer bind show %s shows it", name, name, name))
 }
 
 func newBindUpdateCmd(c *conn) *cobra.Command {
@@ -203,7 +203,7 @@ would gain or lose which secret, and changes nothing.
 			path := "/v1/bindings/" + escapePath(name)
 			var old binding
 			if err := cl.do("GET", path, nil, &old); err != nil {
-				return hint(err, 404, fmt.Sprintf("coffer bind create %s makes it", name))
+				return withHint(err, 404, fmt.Sprintf("coffer bind create %s makes it", name))
 			}
 			b := old
 			set := func(fl string, apply func()) {
@@ -219,7 +219,7 @@ would gain or lose which secret, and changes nothing.
 			set("mode", func() { b.Mode = f.b.Mode })
 			set("uid", func() { b.UID = f.b.UID })
 			set("gid", func() { b.GID = f.b.GID })
-			if err := check(b); err != nil {
+			if err := checkBinding(b); err != nil {
 				return err
 			}
 			put := cl.withHeader("If-Match", "*")
@@ -278,7 +278,7 @@ func newBindShowCmd(c *conn) *cobra.Command {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			if o.format == "json" {
+			if o.format != "table" {
 				return o.print(w, b, nil, nil)
 			}
 			cl, err := c.client()
@@ -341,7 +341,7 @@ is stored), "secret deleted" when it is deleted (coffer secret undelete).`,
 			if err := c.get(&o, "/v1/bindings", &bs); err != nil {
 				return err
 			}
-			if o.format == "json" {
+			if o.format != "table" {
 				return o.print(cmd.OutOrStdout(), bs, nil, nil)
 			}
 			cl, err := c.client()
@@ -467,7 +467,7 @@ requirement it fails, near misses first. -o json prints the grants, or with
 			}
 			req := map[string]any{"labels": lm, "host_labels": hm, "image_labels": im, "image": image, "image_digest": digest}
 			w := cmd.OutOrStdout()
-			if o.format == "json" && !explain {
+			if o.format != "table" && !explain {
 				var gs []policy.Grant
 				if err := cl.do("POST", "/v1/evaluate", req, &gs); err != nil {
 					return err
@@ -478,7 +478,7 @@ requirement it fails, near misses first. -o json prints the grants, or with
 			if err := cl.do("POST", "/v1/evaluate?explain=true", req, &ex); err != nil {
 				return err
 			}
-			if o.format == "json" {
+			if o.format != "table" {
 				return o.print(w, ex, nil, nil)
 			}
 			printExplanation(w, ex, explain)

@@ -192,8 +192,8 @@ func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return h.base.RoundTrip(r)
 }
 
-// statusOf returns the HTTP status of an error the server answered, or 0.
-func statusOf(err error) int {
+// answeredStatus returns the HTTP status of an error the server answered, or 0.
+func answeredStatus(err error) int {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return ae.Status
@@ -209,10 +209,10 @@ func dryRunQuery(dry bool, sep string) string {
 	return ""
 }
 
-// hint adds advice to an error the server answered with status code,
+// withHint adds advice to an error the server answered with status code,
 // keeping the error (and its exit code) underneath.
-func hint(err error, code int, advice string) error {
-	if statusOf(err) == code {
+func withHint(err error, code int, advice string) error {
+	if answeredStatus(err) == code {
 		return fmt.Errorf("%w\n%s", err, strings.TrimSpace(advice))
 	}
 	return err

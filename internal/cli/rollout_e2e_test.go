@@ -34,7 +34,7 @@ func TestCLIRolloutAndEffects(t *testing.T) {
 
 	// Not acknowledged yet: a laggard, listed at the timeout.
 	out, errOut, code := s.CLI(t, "", "rollout", "status", "payments/db", "--timeout", "1s")
-	if !failed(code) || !strings.Contains(errOut, "timed out after 1s: 1 of 1 containers do not hold payments/db version 1") ||
+	if !serverRefused(code) || !strings.Contains(errOut, "timed out after 1s: 1 of 1 containers do not hold payments/db version 1") ||
 		!strings.Contains(errOut, "node-1  hostile-c1  c1  nothing yet (newer state sent, not acknowledged)") {
 		t.Fatalf("rollout status before the ack: exit %d\n%s%s", code, out, errOut)
 	}
@@ -54,7 +54,7 @@ func TestCLIRolloutAndEffects(t *testing.T) {
 	if err := watch.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, &watched, "Current:  1")
+	waitOutput(t, &watched, "Current:  1")
 
 	// A new version: containers that hold it rotate.
 	out = s.MustCLI(t, v2, "secret", "put", "payments/db", "--dry-run")
@@ -63,7 +63,7 @@ func TestCLIRolloutAndEffects(t *testing.T) {
 	}
 	s.MustCLI(t, v2, "secret", "put", "payments/db")
 	agent.WaitFiles("c1", "db=payments/db@2")
-	waitFor(t, &watched, "Current:  2")
+	waitOutput(t, &watched, "Current:  2")
 	watch.Process.Signal(syscall.SIGINT)
 	if err := watch.Wait(); err != nil {
 		t.Fatalf("secret show --watch after Ctrl-C: %v\n%s", err, watched.String())
@@ -72,16 +72,16 @@ func TestCLIRolloutAndEffects(t *testing.T) {
 		t.Fatalf("--watch printed %d states:\n%s", n, watched.String())
 	}
 
-	if _, errOut, code := s.CLI(t, "", "rollout", "status", "payments/db", "--timeout", "1s"); !failed(code) || !strings.Contains(errOut, "hostile-c1  c1  version 1 (newer state sent, not acknowledged)") {
+	if _, errOut, code := s.CLI(t, "", "rollout", "status", "payments/db", "--timeout", "1s"); !serverRefused(code) || !strings.Contains(errOut, "hostile-c1  c1  version 1 (newer state sent, not acknowledged)") {
 		t.Fatalf("rollout status of version 2: exit %d %s", code, errOut)
 	}
 	if out := s.MustCLI(t, "", "rollout", "status", "payments/db", "--version", "1", "--timeout", "5s"); !strings.Contains(out, "1 of 1 containers hold it") {
 		t.Fatalf("rollout status --version 1: %q", out)
 	}
-	if _, errOut, code := s.CLI(t, "", "rollout", "status", "payments/db", "--version", "9"); !failed(code) || !strings.Contains(errOut, "secret payments/db has no version 9 (the current version is 2)") {
+	if _, errOut, code := s.CLI(t, "", "rollout", "status", "payments/db", "--version", "9"); !serverRefused(code) || !strings.Contains(errOut, "secret payments/db has no version 9 (the current version is 2)") {
 		t.Fatalf("rollout status --version 9: exit %d %s", code, errOut)
 	}
-	if _, errOut, code := s.CLI(t, "", "rollout", "status", "payments/none"); !failed(code) || !strings.Contains(errOut, "not found") {
+	if _, errOut, code := s.CLI(t, "", "rollout", "status", "payments/none"); !serverRefused(code) || !strings.Contains(errOut, "not found") {
 		t.Fatalf("rollout status of a missing secret: exit %d %s", code, errOut)
 	}
 	if _, _, code := s.CLI(t, "", "rollout", "status", "payments/db", "--timeout", "0s"); code != 2 {
@@ -150,8 +150,8 @@ func TestCLIRolloutAndEffects(t *testing.T) {
 // syncBuffer collects a process's output safely.
 type syncBuffer = testkit.Buffer
 
-// waitFor waits until b holds want.
-func waitFor(t *testing.T, b *syncBuffer, want string) {
+// waitOutput waits until b holds want.
+func waitOutput(t *testing.T, b *syncBuffer, want string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

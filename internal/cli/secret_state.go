@@ -133,7 +133,7 @@ containers its bindings select receive its current version again. It fails
 			}
 			var m secretMeta
 			if err := cl.do("POST", path, nil, &m); err != nil {
-				return hint(err, 404, "see coffer secret ls --deleted for what can be restored")
+				return withHint(err, 404, "see coffer secret ls --deleted for what can be restored")
 			}
 			return o.printWith(w, m, func(w io.Writer) { fmt.Fprintf(w, "%s: restored at version %d\n", m.Name, m.Current) })
 		},
@@ -224,7 +224,7 @@ func watchSecret(cmd *cobra.Command, c *conn, o *output, path string, interval t
 		var m secretMeta
 		var buf bytes.Buffer
 		err := cl.do("GET", path, nil, &m)
-		switch code := statusOf(err); {
+		switch code := answeredStatus(err); {
 		case code == 401 || code == 403:
 			return err
 		case err != nil:
@@ -235,7 +235,7 @@ func watchSecret(cmd *cobra.Command, c *conn, o *output, path string, interval t
 		if !bytes.Equal(buf.Bytes(), last) {
 			last = bytes.Clone(buf.Bytes())
 			switch {
-			case o.format == "json":
+			case o.format != "table":
 			case tty:
 				io.WriteString(w, "\033[H\033[2J") // clear the screen: the newest state only
 			default:

@@ -11,10 +11,10 @@ import (
 	"coffer/test/testkit"
 )
 
-// failed reports whether an exit code is a failure answered by the server
+// serverRefused reports whether an exit code is a failure answered by the server
 // (1 today; the distinct codes for not found, forbidden and unreachable
 // are above 2), not a usage error (2) and not success.
-func failed(code int) bool { return code == 1 || code > 2 }
+func serverRefused(code int) bool { return code == 1 || code > 2 }
 
 // TestCLIRollbackAndSoftDelete: rollback copies a kept version; rm is a
 // soft delete that undelete reverts; --purge destroys; bad input is a
@@ -69,11 +69,11 @@ func TestCLIRollbackAndSoftDelete(t *testing.T) {
 		{[]string{"--to", "-1"}, true, "invalid argument"},
 	} {
 		_, errOut, code := s.CLI(t, "", append([]string{"secret", "rollback", "payments/db"}, tt.args...)...)
-		if tt.usage && code != 2 || !tt.usage && !failed(code) || !strings.Contains(errOut, tt.says) {
+		if tt.usage && code != 2 || !tt.usage && !serverRefused(code) || !strings.Contains(errOut, tt.says) {
 			t.Errorf("rollback %v: exit %d: %s", tt.args, code, errOut)
 		}
 	}
-	if _, errOut, code := s.CLI(t, "", "secret", "rollback", "payments/none", "--to", "1"); !failed(code) || !strings.Contains(errOut, "not found") {
+	if _, errOut, code := s.CLI(t, "", "secret", "rollback", "payments/none", "--to", "1"); !serverRefused(code) || !strings.Contains(errOut, "not found") {
 		t.Errorf("rollback of a missing secret: exit %d: %s", code, errOut)
 	}
 	if show() != before {
@@ -93,7 +93,7 @@ func TestCLIRollbackAndSoftDelete(t *testing.T) {
 	if out := s.MustCLI(t, "", "secret", "rm", "payments/db"); !strings.HasPrefix(out, "payments/db: deleted; coffer secret undelete payments/db restores it until 20") {
 		t.Fatalf("rm: %q", out)
 	}
-	if _, errOut, code := s.CLI(t, "", "secret", "show", "payments/db"); !failed(code) || !strings.Contains(errOut, "can be restored (undelete) until") {
+	if _, errOut, code := s.CLI(t, "", "secret", "show", "payments/db"); !serverRefused(code) || !strings.Contains(errOut, "can be restored (undelete) until") {
 		t.Fatalf("show deleted: exit %d %s", code, errOut)
 	}
 	if ls := s.MustCLI(t, "", "secret", "ls"); strings.Contains(ls, "payments/db") {
@@ -116,14 +116,14 @@ func TestCLIRollbackAndSoftDelete(t *testing.T) {
 		{[]string{"secret", "undelete", "payments/db"}, "it is not deleted"},
 		{[]string{"secret", "undelete", "payments/never"}, "never deleted, or purged"},
 	} {
-		if _, errOut, code := s.CLI(t, "", tt.args...); !failed(code) || !strings.Contains(errOut, tt.says) {
+		if _, errOut, code := s.CLI(t, "", tt.args...); !serverRefused(code) || !strings.Contains(errOut, tt.says) {
 			t.Errorf("coffer %v: exit %d: %s", tt.args, code, errOut)
 		}
 	}
 	if out := s.MustCLI(t, "", "secret", "rm", "payments/db", "--purge"); out != "payments/db: purged: every version destroyed\n" {
 		t.Fatalf("rm --purge: %q", out)
 	}
-	if _, errOut, code := s.CLI(t, "", "secret", "undelete", "payments/db"); !failed(code) || !strings.Contains(errOut, "never deleted, or purged") ||
+	if _, errOut, code := s.CLI(t, "", "secret", "undelete", "payments/db"); !serverRefused(code) || !strings.Contains(errOut, "never deleted, or purged") ||
 		!strings.Contains(errOut, "coffer secret ls --deleted") {
 		t.Fatalf("undelete purged: exit %d: %s", code, errOut)
 	}
@@ -164,7 +164,7 @@ func TestCLIBindGuardRails(t *testing.T) {
 	}
 	ls := s.MustCLI(t, "", "bind", "ls")
 	_, errOut, code := s.CLI(t, "", "bind", "create", "web-db", "--secret", "payments/gone", "--selector", "app=evil")
-	if !failed(code) || !strings.Contains(errOut, "binding web-db: conflict: it already exists") || !strings.Contains(errOut, "coffer bind update web-db changes it") {
+	if !serverRefused(code) || !strings.Contains(errOut, "binding web-db: conflict: it already exists") || !strings.Contains(errOut, "coffer bind update web-db changes it") {
 		t.Fatalf("create over an existing binding: exit %d: %s", code, errOut)
 	}
 	if s.MustCLI(t, "", "bind", "ls") != ls {
@@ -174,7 +174,7 @@ func TestCLIBindGuardRails(t *testing.T) {
 	if !strings.Contains(out, "dry run: nothing was changed") || !strings.Contains(out, "binding web-db would be updated:\n    mode: 0400 → 0640") {
 		t.Fatalf("create --overwrite --dry-run: %s", out)
 	}
-	if _, errOut, code := s.CLI(t, "", "bind", "create", "web-db", "--secret", "payments/db", "--selector", "app=web", "--dry-run"); !failed(code) || !strings.Contains(errOut, "already exists") {
+	if _, errOut, code := s.CLI(t, "", "bind", "create", "web-db", "--secret", "payments/db", "--selector", "app=web", "--dry-run"); !serverRefused(code) || !strings.Contains(errOut, "already exists") {
 		t.Fatalf("create --dry-run over existing: exit %d %s", code, errOut)
 	}
 
@@ -235,7 +235,7 @@ func TestCLIBindGuardRails(t *testing.T) {
 			t.Errorf("coffer %v: exit %d, want 2 saying %s: %s", tt.args, code, tt.says, errOut)
 		}
 	}
-	if _, errOut, code := s.CLI(t, "", "bind", "update", "nope", "--selector", "app=x"); !failed(code) || !strings.Contains(errOut, "coffer bind create nope makes it") {
+	if _, errOut, code := s.CLI(t, "", "bind", "update", "nope", "--selector", "app=x"); !serverRefused(code) || !strings.Contains(errOut, "coffer bind create nope makes it") {
 		t.Errorf("update of a missing binding: exit %d: %s", code, errOut)
 	}
 	ls = s.MustCLI(t, "", "bind", "ls")
