@@ -89,7 +89,8 @@ func New(cfg Config) *Server {
 	m.HandleFunc("GET /v1/secrets/{name...}", s.authed("secret.show", authz.SecretRead, s.showSecret))
 	m.HandleFunc("PUT /v1/secrets/{name...}", s.authed("secret.put", authz.SecretWrite, s.putSecret))
 	m.HandleFunc("DELETE /v1/secrets/{name...}", s.authed("secret.delete", authz.SecretWrite, s.deleteSecret))
-	m.HandleFunc("POST /v1/secrets/{name...}", s.secretAction()) // .../rollback, .../undelete
+	m.HandleFunc("POST /v1/rollback/{name...}", s.authed("secret.rollback", authz.SecretWrite, s.rollbackSecret))
+	m.HandleFunc("POST /v1/undelete/{name...}", s.authed("secret.undelete", authz.SecretWrite, s.undeleteSecret))
 
 	m.HandleFunc("GET /v1/bindings", s.authed("binding.list", authz.BindingRead, s.listBindings))
 	m.HandleFunc("GET /v1/bindings/{name...}", s.authed("binding.show", authz.BindingRead, s.showBinding))

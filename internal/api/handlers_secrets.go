@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -272,28 +271,7 @@ func (s *Server) deleteSecret(r *request) (int, any, error) {
 		PurgeAfter: meta.PurgeAfter, Effects: s.granted(name, broker.EffectLose)}, nil
 }
 
-// secretAction serves POST /v1/secrets/{name}/{action}: the last path
-// element is the action (no secret operation is a POST on a name, so
-// "a/rollback" is not ambiguous: the rollback of secret "a/rollback" is
-// POST /v1/secrets/a/rollback/rollback).
-func (s *Server) secretAction() http.HandlerFunc {
-	actions := map[string]http.HandlerFunc{
-		"rollback": s.authed("secret.rollback", authz.SecretWrite, s.rollbackSecret),
-		"undelete": s.authed("secret.undelete", authz.SecretWrite, s.undeleteSecret),
-	}
-	return func(w http.ResponseWriter, hr *http.Request) {
-		dir, action := path.Split(hr.PathValue("name"))
-		h := actions[action]
-		if h == nil || dir == "" {
-			writeError(w, http.StatusNotFound, "no such secret operation: POST /v1/secrets/{name}/rollback or /v1/secrets/{name}/undelete")
-			return
-		}
-		hr.SetPathValue("name", strings.TrimSuffix(dir, "/"))
-		h(w, hr)
-	}
-}
-
-// RollbackRequest is the body of POST /v1/secrets/{name}/rollback.
+// RollbackRequest is the body of POST /v1/rollback/{name}.
 type RollbackRequest struct {
 	To *uint64 `json:"to"`
 }

@@ -77,7 +77,7 @@ func TestRollback(t *testing.T) {
 		e.json(e.admin, "PUT", "/v1/secrets/payments/db", map[string]any{"value": b64(fmt.Sprint("rollback-api-probe-", i))}, nil)
 	}
 	var meta map[string]any
-	if code := e.json(e.admin, "POST", "/v1/secrets/payments/db/rollback", map[string]any{"to": 1}, &meta); code != 200 {
+	if code := e.json(e.admin, "POST", "/v1/rollback/payments/db", map[string]any{"to": 1}, &meta); code != 200 {
 		t.Fatalf("rollback = %d", code)
 	}
 	v0 := meta["versions"].([]any)[0].(map[string]any)
@@ -89,17 +89,17 @@ func TestRollback(t *testing.T) {
 		t.Fatalf("audit = %+v", evs)
 	}
 
-	// A secret whose name ends in "rollback" rolls back too.
+	// A secret whose name holds "rollback" rolls back too.
 	e.json(e.admin, "PUT", "/v1/secrets/ops/rollback", map[string]any{"value": b64("a")}, nil)
 	e.json(e.admin, "PUT", "/v1/secrets/ops/rollback", map[string]any{"value": b64("b")}, nil)
-	if code, body := e.do(e.admin, "POST", "/v1/secrets/ops/rollback/rollback", `{"to":1}`); code != 200 || !strings.Contains(body, `"name": "ops/rollback"`) {
+	if code, body := e.do(e.admin, "POST", "/v1/rollback/ops/rollback", `{"to":1}`); code != 200 || !strings.Contains(body, `"name": "ops/rollback"`) {
 		t.Fatalf("rollback of ops/rollback = %d %s", code, body)
 	}
 
 	// Dry run: the plan, nothing stored.
 	before := e.state()
 	var plan map[string]any
-	if code := e.json(e.admin, "POST", "/v1/secrets/payments/db/rollback?dry_run=true", map[string]any{"to": 2}, &plan); code != 200 {
+	if code := e.json(e.admin, "POST", "/v1/rollback/payments/db?dry_run=true", map[string]any{"to": 2}, &plan); code != 200 {
 		t.Fatalf("dry run = %d", code)
 	}
 	if plan["dry_run"] != true || plan["action"] != "rollback" || plan["version"].(float64) != 5 || plan["from"].(float64) != 4 || plan["to"].(float64) != 2 {
@@ -125,22 +125,20 @@ func TestRollback(t *testing.T) {
 		want                  int
 		says                  string
 	}{
-		{"pruned version", e.admin, "/v1/secrets/payments/db/rollback", `{"to":2}`, 410, "version 2 of secret payments/db: no longer kept: it was pruned or destroyed (versions kept: 5 to 14)"},
-		{"future version", e.admin, "/v1/secrets/payments/db/rollback", `{"to":15}`, 404, "secret payments/db has no version 15 (the current version is 14)"},
-		{"current version", e.admin, "/v1/secrets/payments/db/rollback", `{"to":14}`, 409, "it is the current version already"},
-		{"version 0", e.admin, "/v1/secrets/payments/db/rollback", `{"to":0}`, 400, "version 0"},
-		{"no version", e.admin, "/v1/secrets/payments/db/rollback", `{}`, 400, `\"to\" (the version to roll back to) is required`},
-		{"negative", e.admin, "/v1/secrets/payments/db/rollback", `{"to":-1}`, 400, `field \"to\": wrong type number`},
-		{"unknown field", e.admin, "/v1/secrets/payments/db/rollback", `{"to":5,"value":"eA=="}`, 400, `unknown field \"value\"`},
-		{"no body", e.admin, "/v1/secrets/payments/db/rollback", ``, 400, "empty body"},
-		{"deleted secret", e.admin, "/v1/secrets/payments/gone/rollback", `{"to":1}`, 404, "it was deleted at"},
-		{"missing secret", e.admin, "/v1/secrets/payments/none/rollback", `{"to":1}`, 404, "secret payments/none: not found"},
-		{"bad dry_run", e.admin, "/v1/secrets/payments/db/rollback?dry_run=maybe", `{"to":5}`, 400, `query parameter \"dry_run\": want true or false`},
-		{"unknown parameter", e.admin, "/v1/secrets/payments/db/rollback?force=1", `{"to":5}`, 400, `unknown query parameter \"force\"`},
-		{"unknown action", e.admin, "/v1/secrets/payments/db/revert", `{"to":5}`, 404, "no such secret operation"},
-		{"no name", e.admin, "/v1/secrets/rollback", `{"to":5}`, 404, "no such secret operation"},
-		{"out of scope", scoped, "/v1/secrets/payments/db/rollback", `{"to":5}`, 403, "outside this token's scope"},
-		{"viewer", e.token(authz.Viewer, ""), "/v1/secrets/payments/db/rollback", `{"to":5}`, 403, "may not secret.write"},
+		{"pruned version", e.admin, "/v1/rollback/payments/db", `{"to":2}`, 410, "version 2 of secret payments/db: no longer kept: it was pruned or destroyed (versions kept: 5 to 14)"},
+		{"future version", e.admin, "/v1/rollback/payments/db", `{"to":15}`, 404, "secret payments/db has no version 15 (the current version is 14)"},
+		{"current version", e.admin, "/v1/rollback/payments/db", `{"to":14}`, 409, "it is the current version already"},
+		{"version 0", e.admin, "/v1/rollback/payments/db", `{"to":0}`, 400, "version 0"},
+		{"no version", e.admin, "/v1/rollback/payments/db", `{}`, 400, `\"to\" (the version to roll back to) is required`},
+		{"negative", e.admin, "/v1/rollback/payments/db", `{"to":-1}`, 400, `field \"to\": wrong type number`},
+		{"unknown field", e.admin, "/v1/rollback/payments/db", `{"to":5,"value":"eA=="}`, 400, `unknown field \"value\"`},
+		{"no body", e.admin, "/v1/rollback/payments/db", ``, 400, "empty body"},
+		{"deleted secret", e.admin, "/v1/rollback/payments/gone", `{"to":1}`, 404, "it was deleted at"},
+		{"missing secret", e.admin, "/v1/rollback/payments/none", `{"to":1}`, 404, "secret payments/none: not found"},
+		{"bad dry_run", e.admin, "/v1/rollback/payments/db?dry_run=maybe", `{"to":5}`, 400, `query parameter \"dry_run\": want true or false`},
+		{"unknown parameter", e.admin, "/v1/rollback/payments/db?force=1", `{"to":5}`, 400, `unknown query parameter \"force\"`},
+		{"out of scope", scoped, "/v1/rollback/payments/db", `{"to":5}`, 403, "outside this token's scope"},
+		{"viewer", e.token(authz.Viewer, ""), "/v1/rollback/payments/db", `{"to":5}`, 403, "may not secret.write"},
 	} {
 		t.Run(tt.desc, func(t *testing.T) {
 			code, body := e.do(tt.tok, "POST", tt.path, tt.body)
@@ -190,7 +188,7 @@ func TestSoftDeleteUndeletePurge(t *testing.T) {
 		t.Fatalf("out-of-scope deleted secrets listed: %v", deleted)
 	}
 	var meta map[string]any
-	if code := e.json(e.admin, "POST", "/v1/secrets/payments/db/undelete", nil, &meta); code != 200 || meta["current_version"].(float64) != 2 || len(meta["versions"].([]any)) != 2 {
+	if code := e.json(e.admin, "POST", "/v1/undelete/payments/db", nil, &meta); code != 200 || meta["current_version"].(float64) != 2 || len(meta["versions"].([]any)) != 2 {
 		t.Fatalf("undelete = %d %v", code, meta)
 	}
 	if code, _ := e.do(e.admin, "GET", "/v1/secrets/payments/db", ""); code != 200 {
@@ -219,9 +217,9 @@ func TestSoftDeleteUndeletePurge(t *testing.T) {
 		want               int
 		says               string
 	}{
-		{"undelete purged", "POST", "/v1/secrets/payments/db/undelete", 404, "never deleted, or purged"},
-		{"undelete never deleted", "POST", "/v1/secrets/payments/never/undelete", 404, "never deleted, or purged"},
-		{"undelete live", "POST", "/v1/secrets/payments/live/undelete", 409, "it is not deleted"},
+		{"undelete purged", "POST", "/v1/undelete/payments/db", 404, "never deleted, or purged"},
+		{"undelete never deleted", "POST", "/v1/undelete/payments/never", 404, "never deleted, or purged"},
+		{"undelete live", "POST", "/v1/undelete/payments/live", 409, "it is not deleted"},
 		{"purge purged", "DELETE", "/v1/secrets/payments/db?purge=true", 404, "not found"},
 		{"delete purged", "DELETE", "/v1/secrets/payments/db", 404, "not found"},
 		{"bad purge", "DELETE", "/v1/secrets/payments/live?purge=yes", 400, `query parameter \"purge\"`},
@@ -236,7 +234,7 @@ func TestSoftDeleteUndeletePurge(t *testing.T) {
 			}
 		})
 	}
-	if code, body := e.do(e.admin, "POST", "/v1/secrets/payments/live/undelete", `{"x":1}`); code != 400 || !strings.Contains(body, "undelete takes no body") {
+	if code, body := e.do(e.admin, "POST", "/v1/undelete/payments/live", `{"x":1}`); code != 400 || !strings.Contains(body, "undelete takes no body") {
 		t.Fatalf("undelete with a body = %d %s", code, body)
 	}
 	if e.state() != before {

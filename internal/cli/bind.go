@@ -278,7 +278,7 @@ func newBindShowCmd(c *conn) *cobra.Command {
 				return err
 			}
 			w := cmd.OutOrStdout()
-			if o.format != "table" {
+			if machine(&o) {
 				return o.print(w, b, nil, nil)
 			}
 			cl, err := c.client()
@@ -341,7 +341,7 @@ is stored), "secret deleted" when it is deleted (coffer secret undelete).`,
 			if err := c.get(&o, "/v1/bindings", &bs); err != nil {
 				return err
 			}
-			if o.format != "table" {
+			if machine(&o) {
 				return o.print(cmd.OutOrStdout(), bs, nil, nil)
 			}
 			cl, err := c.client()
@@ -467,7 +467,7 @@ requirement it fails, near misses first. -o json prints the grants, or with
 			}
 			req := map[string]any{"labels": lm, "host_labels": hm, "image_labels": im, "image": image, "image_digest": digest}
 			w := cmd.OutOrStdout()
-			if o.format != "table" && !explain {
+			if machine(&o) && !explain {
 				var gs []policy.Grant
 				if err := cl.do("POST", "/v1/evaluate", req, &gs); err != nil {
 					return err
@@ -478,7 +478,7 @@ requirement it fails, near misses first. -o json prints the grants, or with
 			if err := cl.do("POST", "/v1/evaluate?explain=true", req, &ex); err != nil {
 				return err
 			}
-			if o.format != "table" {
+			if machine(&o) {
 				return o.print(w, ex, nil, nil)
 			}
 			printExplanation(w, ex, explain)

@@ -217,3 +217,7 @@ func withHint(err error, code int, advice string) error {
 	}
 	return err
 }
+
+// machine reports whether o asks for a machine-readable format (the API's
+// answer as JSON, or YAML) rather than text for people.
+func machine(o *output) bool { return o.format == "json" || o.format == "yaml" }

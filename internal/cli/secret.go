@@ -127,7 +127,7 @@ new version number in a script.`,
 
 // printWith prints v as JSON with -o json, else what human prints.
 func (o *output) printWith(w io.Writer, v any, human func(io.Writer)) error {
-	if o.format != "table" {
+	if machine(o) {
 		return o.print(w, v, nil, nil)
 	}
 	human(w)
@@ -250,7 +250,7 @@ Ctrl-C; with -o json, one JSON document per change.`,
 }
 
 func showSecret(w io.Writer, o *output, m secretMeta) error {
-	if o.format != "table" {
+	if machine(o) {
 		return o.print(w, m, nil, nil)
 	}
 	fmt.Fprintf(w, "Name:     %s\nCurrent:  %d\nCreated:  %s\nUpdated:  %s\n\nVersions:\n", m.Name, m.Current, m.Created.Format(time.RFC3339), m.Updated.Format(time.RFC3339))

@@ -122,7 +122,7 @@ containers its bindings select receive its current version again. It fails
 			if err != nil {
 				return err
 			}
-			path := "/v1/secrets/" + escapePath(name) + "/undelete" + dryRunQuery(dry, "?")
+			path := "/v1/undelete/" + escapePath(name) + dryRunQuery(dry, "?")
 			w := cmd.OutOrStdout()
 			if dry {
 				var p secretPlan
@@ -175,7 +175,7 @@ destroyed by a purge, cannot be restored.`,
 			if err != nil {
 				return err
 			}
-			path := "/v1/secrets/" + escapePath(name) + "/rollback" + dryRunQuery(dry, "?")
+			path := "/v1/rollback/" + escapePath(name) + dryRunQuery(dry, "?")
 			body := map[string]uint64{"to": to}
 			w := cmd.OutOrStdout()
 			if dry {
@@ -235,7 +235,7 @@ func watchSecret(cmd *cobra.Command, c *conn, o *output, path string, interval t
 		if !bytes.Equal(buf.Bytes(), last) {
 			last = bytes.Clone(buf.Bytes())
 			switch {
-			case o.format != "table":
+			case machine(o):
 			case tty:
 				io.WriteString(w, "\033[H\033[2J") // clear the screen: the newest state only
 			default:
