@@ -70,7 +70,7 @@ and server certificate, and a bootstrap admin token written to
 	}
 	cmd.SetVersionTemplate("coffer-server {{.Version}}\n")
 	f := cmd.PersistentFlags()
-	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, seal, max_versions, max_value_size, agent_cert_ttl, log_level, audit_reanchor)")
+	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, seal, max_versions, max_value_size, agent_cert_ttl, deleted_retention, log_level, audit_reanchor)")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the store, CA, audit trail and keys")
 	f.StringVar(&cfg.MasterKeyFile, "master-key-file", cfg.MasterKeyFile, "master key file of the local seal (default <data-dir>/master.key)")
 	f.StringVar(&cfg.Seal.Type, "seal", cfg.Seal.Type, "where the master key is: local, vault-transit, aws-kms or azure-kv (the KMS options are in the config's seal section)")
@@ -84,6 +84,7 @@ and server certificate, and a bootstrap admin token written to
 	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", cfg.AgentCertTTL, "lifetime of agent certificates")
 	f.BoolVar(&cfg.AuditReanchor, "audit-reanchor", cfg.AuditReanchor, "for one start after an investigation: accept an audit trail that ends before the head anchored in the store (the loss is recorded)")
 	cmd.AddCommand(rewrapCommand(&cfg))
+	f.DurationVar(&cfg.DeletedRetention, "deleted-retention", cfg.DeletedRetention, "how long a deleted secret can be restored before it is purged (1m to 8760h)")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "coffer-server:", err)
 		return 1

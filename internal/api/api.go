@@ -92,12 +92,15 @@ func New(cfg Config) *Server {
 	m.HandleFunc("GET /v1/secrets/{name...}", s.authed("secret.show", authz.SecretRead, s.showSecret))
 	m.HandleFunc("PUT /v1/secrets/{name...}", s.authed("secret.put", authz.SecretWrite, s.putSecret))
 	m.HandleFunc("DELETE /v1/secrets/{name...}", s.authed("secret.delete", authz.SecretWrite, s.deleteSecret))
+	m.HandleFunc("POST /v1/rollback/{name...}", s.authed("secret.rollback", authz.SecretWrite, s.rollbackSecret))
+	m.HandleFunc("POST /v1/undelete/{name...}", s.authed("secret.undelete", authz.SecretWrite, s.undeleteSecret))
 
 	m.HandleFunc("GET /v1/bindings", s.authed("binding.list", authz.BindingRead, s.listBindings))
 	m.HandleFunc("GET /v1/bindings/{name...}", s.authed("binding.show", authz.BindingRead, s.showBinding))
 	m.HandleFunc("PUT /v1/bindings/{name...}", s.authed("binding.put", authz.BindingWrite, s.putBinding))
 	m.HandleFunc("DELETE /v1/bindings/{name...}", s.authed("binding.delete", authz.BindingWrite, s.deleteBinding))
 	m.HandleFunc("POST /v1/evaluate", s.authed("binding.evaluate", authz.BindingRead, s.evaluate))
+	m.HandleFunc("POST /v1/apply", s.authed("binding.apply", authz.BindingWrite, s.applyBindings))
 
 	m.HandleFunc("GET /v1/tokens", s.authed("token.list", authz.TokenManage, s.listTokens))
 	m.HandleFunc("POST /v1/tokens", s.authed("token.create", authz.TokenManage, s.createToken))
@@ -248,6 +251,10 @@ func statusOf(err error) int {
 		return http.StatusForbidden
 	case errors.Is(err, catalog.ErrNotFound), errors.Is(err, fleet.ErrNotFound), errors.Is(err, authn.ErrNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, catalog.ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, catalog.ErrGone):
+		return http.StatusGone
 	case errors.Is(err, errBadRequest), errors.Is(err, secret.ErrInvalidName), errors.Is(err, policy.ErrInvalid),
 		errors.Is(err, catalog.ErrInvalid), errors.Is(err, catalog.ErrEmpty):
 		return http.StatusBadRequest
@@ -311,6 +318,19 @@ func decode(r *http.Request, limit int64, v any) error {
 	return nil
 }
 
+// jsonPath drops from a json error's field path the Go names of embedded
+// structs ("Binding.hosts" is "hosts"): this API's JSON keys are lower-case.
+func jsonPath(field string) string {
+	parts := strings.Split(field, ".")
+	keep := parts[:0]
+	for _, p := range parts {
+		if p == "" || p[0] < 'A' || p[0] > 'Z' {
+			keep = append(keep, p)
+		}
+	}
+	return strings.Join(keep, ".")
+}
+
 // sanitize keeps a JSON error's position and kind but never echoes body
 // content (which may be a secret) back: json's errors quote offending input
 // only for unknown field names and types, which are not values.
@@ -323,7 +343,7 @@ func sanitize(err error) string {
 	if errors.As(err, &te) {
 		// te.Value is "number 42" for a number: keep the kind, not the literal.
 		kind, _, _ := strings.Cut(te.Value, " ")
-		return fmt.Sprintf("field %q: wrong type %s", te.Field, kind)
+		return fmt.Sprintf("field %q: wrong type %s", jsonPath(te.Field), kind)
 	}
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		return "truncated"

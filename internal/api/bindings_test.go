@@ -135,7 +135,7 @@ func TestScopedBindingsWhateverTheHosts(t *testing.T) {
 			{"widen the hosts of an outside binding", "PUT", "/v1/bindings/billing-db", `{"secret":"billing/db","selector":"app=billing"}`, 403},
 			{"narrow the hosts of an outside binding", "PUT", "/v1/bindings/billing-db", `{"secret":"billing/db","selector":"app=billing","hosts":"env=prod,zone=eu-1"}`, 403},
 			{"take over an outside binding", "PUT", "/v1/bindings/billing-db", `{"secret":"payments/db","selector":"app=billing","hosts":"env=prod"}`, 403},
-			{"delete an outside binding", "DELETE", "/v1/bindings/billing-db", "", 403},
+			{"delete an outside binding", "DELETE", "/v1/bindings/billing-db", "", 404},
 			{"bind its own secret with hosts", "PUT", "/v1/bindings/pay-db", `{"secret":"payments/db","selector":"app=pay","hosts":"env=prod"}`, 200},
 			{"change its own binding's hosts", "PUT", "/v1/bindings/pay-db", `{"secret":"payments/db","selector":"app=pay","hosts":"env=dev"}`, 200},
 			{"delete its own binding", "DELETE", "/v1/bindings/pay-db", "", 204},

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"coffer/internal/policy"
 	"coffer/internal/seal"
@@ -26,7 +27,13 @@ var (
 	ErrEmpty    = errors.New("value is empty")
 	ErrWrongKey = errors.New("master key does not match this data dir")
 	ErrInvalid  = errors.New("invalid request")
+	ErrConflict = errors.New("conflict")       // the object is not in the state the request needs
+	ErrGone     = errors.New("no longer kept") // a secret version that was pruned or destroyed
 )
+
+// DefaultDeletedRetention is how long a deleted secret stays restorable
+// when Config.DeletedRetention is zero.
+const DefaultDeletedRetention = 7 * 24 * time.Hour
 
 // Config configures a Catalog.
 type Config struct {
@@ -35,6 +42,12 @@ type Config struct {
 	MaxVersions  int // versions kept per secret; default 10
 	MaxValueSize int // bytes; default 1 MiB
 	Logger       *slog.Logger
+	// DeletedRetention is how long a deleted secret keeps its versions and
+	// can be restored (Undelete) before it is purged; default
+	// DefaultDeletedRetention.
+	DeletedRetention time.Duration
+	// Now is the clock (default time.Now); tests move it.
+	Now func() time.Time
 	// OnChange, if set, is called after every committed change.
 	OnChange func(Change)
 }
@@ -49,7 +62,10 @@ const (
 	BindingDeleted
 )
 
-// Change tells listeners (the broker) what was committed.
+// Change tells listeners (the broker) what was committed. A secret that
+// stops being deliverable (deleted, soft or not) is SecretDeleted; one that
+// becomes deliverable again or gets a new version (put, rollback,
+// undelete) is SecretPut with its current version.
 type Change struct {
 	Kind    ChangeKind
 	Secret  string // for secret changes
@@ -82,6 +98,12 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.DeletedRetention <= 0 {
+		cfg.DeletedRetention = DefaultDeletedRetention
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	c := &Catalog{cfg: cfg, log: cfg.Logger}
 	if err := c.checkKey(ctx); err != nil {
 		return nil, err
@@ -89,8 +111,13 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 	if err := c.loadBindings(ctx); err != nil {
 		return nil, err
 	}
+	if _, err := c.PurgeExpired(ctx); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
+
+func (c *Catalog) now() time.Time { return c.cfg.Now().UTC() }
 
 func (c *Catalog) checkKey(ctx context.Context) error {
 	var raw []byte

@@ -141,10 +141,10 @@ func TestWrongMasterKeyIsRefused(t *testing.T) {
 func TestBindingsPersist(t *testing.T) {
 	ctx := context.Background()
 	c, st, _ := newCatalog(t)
-	if _, err := c.PutBinding(ctx, policy.Binding{Name: "b1", Secret: "app/db", Selector: "app=web"}); err != nil {
+	if _, err := c.PutBinding(ctx, Binding{Binding: policy.Binding{Name: "b1", Secret: "app/db", Selector: "app=web"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.PutBinding(ctx, policy.Binding{Name: "b2", Secret: "app/db", Selector: ""}); err == nil {
+	if _, err := c.PutBinding(ctx, Binding{Binding: policy.Binding{Name: "b2", Secret: "app/db", Selector: ""}}); err == nil {
 		t.Fatal("empty selector accepted")
 	}
 	c2, err := Open(ctx, Config{Store: st, Key: newKey(t, 1)})

@@ -21,6 +21,11 @@ type SecretMeta struct {
 	Created  time.Time     `json:"created"`
 	Updated  time.Time     `json:"updated"`
 	Versions []VersionMeta `json:"versions"` // kept versions, newest first
+	// Deleted is when a deleted secret was deleted; zero for a live one.
+	Deleted time.Time `json:"deleted,omitzero"`
+	// PurgeAfter is when a deleted secret's versions are destroyed (Deleted
+	// plus the retention); set in answers only, never stored.
+	PurgeAfter time.Time `json:"purge_after,omitzero"`
 }
 
 // VersionMeta describes one kept version.
@@ -28,69 +33,214 @@ type VersionMeta struct {
 	Version uint64    `json:"version"`
 	Created time.Time `json:"created"`
 	Author  string    `json:"author"`
+	// RollbackOf is the version this one is a copy of (Rollback); 0 for a
+	// value that was put or generated.
+	RollbackOf uint64 `json:"rollback_of,omitempty"`
+}
+
+// State is where a secret name stands.
+type State int
+
+const (
+	Absent  State = iota // never stored, or purged
+	Live                 // delivered to the containers bound to it
+	Deleted              // deleted: restorable with Undelete until it is purged
+)
+
+func (s State) String() string {
+	switch s {
+	case Live:
+		return "live"
+	case Deleted:
+		return "deleted"
+	}
+	return "absent"
 }
 
 func secretKey(name string) string { return "secret/" + name }
 
-// tombKey remembers the last version of a deleted secret.
+// deletedKey holds the metadata of a deleted secret, whose versions stay
+// under versionKey until it is purged.
+func deletedKey(name string) string { return "deleted-secret/" + name }
+
+// tombKey remembers the last version of a purged secret.
 func tombKey(name string) string { return "tomb/" + name }
 
 // versionKey separates name and version with a NUL, which no name contains,
 // so that listing the versions of "a" never sees those of "a/b".
 func versionKey(name string, v uint64) string { return fmt.Sprintf("sv/%s\x00%020d", name, v) }
 
+func versionPrefix(name string) string { return "sv/" + name + "\x00" }
+
+// load reads where name stands in tx. For Absent, meta.Current is the
+// last version the name ever had (0 if none), so that numbering goes on.
+// A deleted secret past its retention is Absent; in a write transaction
+// (purge true) it is purged on the way.
+func (c *Catalog) load(tx store.Tx, name string, purge bool) (SecretMeta, State, error) {
+	var meta SecretMeta
+	err := getJSON(tx, secretKey(name), &meta)
+	if err == nil {
+		return meta, Live, nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return meta, Absent, err
+	}
+	err = getJSON(tx, deletedKey(name), &meta)
+	switch {
+	case err == nil && !c.expired(meta):
+		return meta, Deleted, nil
+	case err == nil:
+		if purge {
+			if err := c.purgeTx(tx, name, meta.Current); err != nil {
+				return meta, Absent, err
+			}
+		}
+		return SecretMeta{Name: name, Current: meta.Current}, Absent, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return meta, Absent, err
+	}
+	meta = SecretMeta{Name: name}
+	if err := getJSON(tx, tombKey(name), &meta.Current); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return meta, Absent, err
+	}
+	return meta, Absent, nil
+}
+
+func (c *Catalog) expired(m SecretMeta) bool {
+	return !c.now().Before(m.Deleted.Add(c.cfg.DeletedRetention))
+}
+
+// purgeTx destroys every version of name and its metadata, live or
+// deleted, and remembers its last version so that numbering goes on.
+func (c *Catalog) purgeTx(tx store.Tx, name string, current uint64) error {
+	if err := putJSON(tx, tombKey(name), current); err != nil {
+		return err
+	}
+	var keys []string
+	err := tx.List(versionPrefix(name), func(k string, _ []byte) error { keys = append(keys, k); return nil })
+	if err != nil {
+		return err
+	}
+	for _, k := range append(keys, secretKey(name), deletedKey(name)) {
+		if err := tx.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addVersion seals value as the next version of meta's secret in tx,
+// records vm for it and drops versions beyond MaxVersions.
+func (c *Catalog) addVersion(ctx context.Context, tx store.Tx, meta *SecretMeta, value []byte, vm VersionMeta) error {
+	meta.Current++
+	meta.Updated = vm.Created
+	vm.Version = meta.Current
+	env, err := seal.Seal(ctx, c.cfg.Key, value, seal.AAD(meta.Name, meta.Current))
+	if err != nil {
+		return fmt.Errorf("seal: %w", err)
+	}
+	if err := putJSON(tx, versionKey(meta.Name, meta.Current), env); err != nil {
+		return err
+	}
+	meta.Versions = append([]VersionMeta{vm}, meta.Versions...)
+	for len(meta.Versions) > c.cfg.MaxVersions {
+		old := meta.Versions[len(meta.Versions)-1]
+		if err := tx.Delete(versionKey(meta.Name, old.Version)); err != nil {
+			return err
+		}
+		meta.Versions = meta.Versions[:len(meta.Versions)-1]
+	}
+	return putJSON(tx, secretKey(meta.Name), meta)
+}
+
+// errDryRun rolls back a write transaction that was only a rehearsal.
+var errDryRun = errors.New("dry run")
+
+// update runs fn in a write transaction, or, for a dry run, runs the very
+// same fn and rolls it back: a dry run answers what the change would do
+// because it is the change, undone.
+func (c *Catalog) update(ctx context.Context, dryRun bool, fn func(store.Tx) error) error {
+	err := c.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		if dryRun {
+			return errDryRun
+		}
+		return nil
+	})
+	if dryRun && errors.Is(err, errDryRun) {
+		return nil
+	}
+	return err
+}
+
+// PutResult is what a Put did: the secret's metadata after it, and
+// whether it brought back a deleted secret.
+type PutResult struct {
+	SecretMeta
+	Was      State // where the secret stood before
+	Restored bool  // the secret was deleted (restorable): it is live again, its versions kept
+}
+
 // Put stores value as a new version of secret name, written by author. It
 // trims versions beyond MaxVersions. value is not kept or zeroed.
 func (c *Catalog) Put(ctx context.Context, name string, value []byte, author string) (SecretMeta, error) {
+	r, err := c.PutVersion(ctx, name, value, author, false)
+	return r.SecretMeta, err
+}
+
+// PutVersion is Put that also says whether the secret was restored, and
+// can be a dry run: everything is checked and nothing is stored.
+//
+// A secret created again continues the numbering of the one purged before
+// it: a (name, version) pair is never reused. A put to a deleted secret
+// restores it with its kept versions (as Undelete does) and adds the new
+// one.
+func (c *Catalog) PutVersion(ctx context.Context, name string, value []byte, author string, dryRun bool) (PutResult, error) {
 	if err := secret.ValidateName(name); err != nil {
-		return SecretMeta{}, err
+		return PutResult{}, err
 	}
 	switch {
 	case len(value) == 0:
-		return SecretMeta{}, ErrEmpty
+		return PutResult{}, ErrEmpty
 	case len(value) > c.cfg.MaxValueSize:
-		return SecretMeta{}, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, len(value), c.cfg.MaxValueSize)
+		return PutResult{}, fmt.Errorf("%w: %d bytes, the limit is %d", ErrTooLarge, len(value), c.cfg.MaxValueSize)
 	}
-	var meta SecretMeta
-	now := time.Now().UTC()
-	err := c.cfg.Store.Update(ctx, func(tx store.Tx) error {
-		err := getJSON(tx, secretKey(name), &meta)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			// A secret created again continues the numbering of the one
-			// deleted before it: a (name, version) pair is never reused.
-			meta = SecretMeta{Name: name, Created: now}
-			if err := getJSON(tx, tombKey(name), &meta.Current); err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
-			}
-		case err != nil:
-			return err
-		}
-		meta.Current++
-		meta.Updated = now
-		env, err := seal.Seal(ctx, c.cfg.Key, value, seal.AAD(name, meta.Current))
+	var r PutResult
+	now := c.now()
+	err := c.update(ctx, dryRun, func(tx store.Tx) error {
+		r = PutResult{} // a store may run fn again
+		meta, state, err := c.load(tx, name, true)
 		if err != nil {
-			return fmt.Errorf("seal: %w", err)
-		}
-		if err := putJSON(tx, versionKey(name, meta.Current), env); err != nil {
 			return err
 		}
-		meta.Versions = append([]VersionMeta{{Version: meta.Current, Created: now, Author: author}}, meta.Versions...)
-		for len(meta.Versions) > c.cfg.MaxVersions {
-			old := meta.Versions[len(meta.Versions)-1]
-			if err := tx.Delete(versionKey(name, old.Version)); err != nil {
+		r.Was = state
+		switch state {
+		case Absent:
+			meta = SecretMeta{Name: name, Current: meta.Current, Created: now}
+		case Deleted:
+			r.Restored = true
+			meta.Deleted = time.Time{}
+			if err := tx.Delete(deletedKey(name)); err != nil {
 				return err
 			}
-			meta.Versions = meta.Versions[:len(meta.Versions)-1]
 		}
-		return putJSON(tx, secretKey(name), meta)
+		if err := c.addVersion(ctx, tx, &meta, value, VersionMeta{Created: now, Author: author}); err != nil {
+			return err
+		}
+		r.SecretMeta = meta
+		return nil
 	})
 	if err != nil {
-		return SecretMeta{}, fmt.Errorf("put secret %s: %w", name, err)
+		return PutResult{}, fmt.Errorf("put secret %s: %w", name, err)
 	}
-	c.log.Info("secret version stored", "secret", name, "version", meta.Current, "author", author)
-	c.notify(Change{Kind: SecretPut, Secret: name, Version: meta.Current})
-	return meta, nil
+	if dryRun {
+		return r, nil
+	}
+	c.log.Info("secret version stored", "secret", name, "version", r.Current, "author", author, "restored", r.Restored)
+	c.notify(Change{Kind: SecretPut, Secret: name, Version: r.Current})
+	return r, nil
 }
 
 // Alphabets for Generate.
@@ -109,15 +259,21 @@ const MaxGenerateLength = 4096
 // Generate stores a new version whose value is length random characters from
 // the named alphabet (default "alnum"), made on the server and never returned.
 func (c *Catalog) Generate(ctx context.Context, name string, length int, alphabet, author string) (SecretMeta, error) {
+	r, err := c.GenerateVersion(ctx, name, length, alphabet, author, false)
+	return r.SecretMeta, err
+}
+
+// GenerateVersion is Generate as PutVersion is Put.
+func (c *Catalog) GenerateVersion(ctx context.Context, name string, length int, alphabet, author string, dryRun bool) (PutResult, error) {
 	if alphabet == "" {
 		alphabet = "alnum"
 	}
 	chars, ok := Alphabets[alphabet]
 	if !ok {
-		return SecretMeta{}, fmt.Errorf("%w: unknown alphabet %q (use one of %s)", ErrInvalid, alphabet, alphabetNames())
+		return PutResult{}, fmt.Errorf("%w: unknown alphabet %q (use one of %s)", ErrInvalid, alphabet, alphabetNames())
 	}
 	if length < 1 || length > MaxGenerateLength {
-		return SecretMeta{}, fmt.Errorf("%w: length %d: must be 1 to %d", ErrInvalid, length, MaxGenerateLength)
+		return PutResult{}, fmt.Errorf("%w: length %d: must be 1 to %d", ErrInvalid, length, MaxGenerateLength)
 	}
 	v := make(secret.Value, length)
 	defer v.Zero()
@@ -125,11 +281,11 @@ func (c *Catalog) Generate(ctx context.Context, name string, length int, alphabe
 	for i := range v {
 		n, err := rand.Int(rand.Reader, max)
 		if err != nil {
-			return SecretMeta{}, err
+			return PutResult{}, err
 		}
 		v[i] = chars[n.Int64()]
 	}
-	return c.Put(ctx, name, v, author)
+	return c.PutVersion(ctx, name, v, author, dryRun)
 }
 
 func alphabetNames() string {
@@ -160,48 +316,28 @@ func (c *Catalog) Show(ctx context.Context, name string) (SecretMeta, error) {
 		return SecretMeta{}, err
 	}
 	var m SecretMeta
-	err := c.cfg.Store.View(ctx, func(tx store.Tx) error { return getJSON(tx, secretKey(name), &m) })
-	if errors.Is(err, store.ErrNotFound) {
-		return SecretMeta{}, fmt.Errorf("secret %s: %w", name, ErrNotFound)
+	var state State
+	err := c.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
+		m, state, err = c.load(tx, name, false)
+		return err
+	})
+	if err != nil {
+		return SecretMeta{}, err
 	}
-	return m, err
+	return m, c.mustBeLive(name, m, state)
 }
 
-// Delete removes a secret and all its versions. Bindings that name it stay,
-// and deliver nothing until the secret exists again.
-func (c *Catalog) Delete(ctx context.Context, name string) error {
-	if err := secret.ValidateName(name); err != nil {
-		return err
-	}
-	err := c.cfg.Store.Update(ctx, func(tx store.Tx) error {
-		var meta SecretMeta
-		if err := getJSON(tx, secretKey(name), &meta); err != nil {
-			return err
-		}
-		if err := putJSON(tx, tombKey(name), meta.Current); err != nil {
-			return err
-		}
-		var keys []string
-		err := tx.List("sv/"+name+"\x00", func(k string, _ []byte) error { keys = append(keys, k); return nil })
-		if err != nil {
-			return err
-		}
-		for _, k := range append(keys, secretKey(name)) {
-			if err := tx.Delete(k); err != nil {
-				return err
-			}
-		}
+// mustBeLive is nil for a live secret, else ErrNotFound that says whether
+// the secret is deleted (and can be restored until when).
+func (c *Catalog) mustBeLive(name string, m SecretMeta, state State) error {
+	switch state {
+	case Live:
 		return nil
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("secret %s: %w", name, ErrNotFound)
+	case Deleted:
+		return fmt.Errorf("secret %s: %w: it was deleted at %s and can be restored (undelete) until %s",
+			name, ErrNotFound, m.Deleted.Format(time.RFC3339), m.Deleted.Add(c.cfg.DeletedRetention).Format(time.RFC3339))
 	}
-	if err != nil {
-		return err
-	}
-	c.log.Info("secret deleted", "secret", name)
-	c.notify(Change{Kind: SecretDeleted, Secret: name})
-	return nil
+	return fmt.Errorf("secret %s: %w", name, ErrNotFound)
 }
 
 // Current returns a secret's current version, or ErrNotFound.
@@ -210,11 +346,17 @@ func (c *Catalog) Current(ctx context.Context, name string) (uint64, error) {
 	return m.Current, err
 }
 
-// Value opens one version of a secret. It is for delivery to agents only;
-// the caller owns the returned value and must Zero it.
+// Value opens one version of a live secret (never one of a deleted
+// secret). It is for delivery to agents only; the caller owns the returned
+// value and must Zero it.
 func (c *Catalog) Value(ctx context.Context, name string, version uint64) (secret.Value, error) {
 	var env seal.Envelope
-	err := c.cfg.Store.View(ctx, func(tx store.Tx) error { return getJSON(tx, versionKey(name, version), &env) })
+	err := c.cfg.Store.View(ctx, func(tx store.Tx) error {
+		if _, err := tx.Get(secretKey(name)); err != nil {
+			return err
+		}
+		return getJSON(tx, versionKey(name, version), &env)
+	})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("secret %s version %d: %w", name, version, ErrNotFound)
 	}

@@ -54,7 +54,8 @@ Connection, for every server command (flags > environment > context):
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	root.SetGlobalNormalizationFunc(flagAliases)
 	c := &conn{errOut: errOut}
-	servers := []*cobra.Command{newSecretCmd(c), newBindCmd(c), newTokenCmd(c), newAuditCmd(c), newAgentCmd(c), newWhoamiCmd(c)}
+	servers := []*cobra.Command{newSecretCmd(c), newBindCmd(c), newTokenCmd(c), newAuditCmd(c), newAgentCmd(c), newWhoamiCmd(c),
+		newRolloutCmd(c), newApplyCmd(c), newExportCmd(c)}
 	for _, group := range servers {
 		c.flags(group) // connection flags belong to the commands that talk to a server
 		root.AddCommand(group)

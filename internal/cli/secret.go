@@ -20,45 +20,66 @@ type secretMeta struct {
 	Created  time.Time `json:"created"`
 	Updated  time.Time `json:"updated"`
 	Versions []struct {
-		Version uint64    `json:"version"`
-		Created time.Time `json:"created"`
-		Author  string    `json:"author"`
+		Version    uint64    `json:"version"`
+		Created    time.Time `json:"created"`
+		Author     string    `json:"author"`
+		RollbackOf uint64    `json:"rollback_of,omitempty"`
 	} `json:"versions"`
-	Holders []struct {
-		Agent         string `json:"agent"`
-		ContainerID   string `json:"container_id"`
-		ContainerName string `json:"container_name"`
-		Version       uint64 `json:"version"`
-		Pending       bool   `json:"pending"`
-	} `json:"holders"`
-	Pending int `json:"pending"`
+	Deleted    time.Time `json:"deleted,omitzero"`
+	PurgeAfter time.Time `json:"purge_after,omitzero"`
+	Holders    []holder  `json:"holders"`
+	Pending    int       `json:"pending"`
+}
+
+// holder is one running container's state for a secret.
+type holder struct {
+	Agent         string `json:"agent"`
+	ContainerID   string `json:"container_id"`
+	ContainerName string `json:"container_name"`
+	Version       uint64 `json:"version"`
+	Pending       bool   `json:"pending"`
 }
 
 func newSecretCmd(c *conn) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "secret",
-		Short: "Put, list, show and delete secrets (values are write-only)",
+		Short: "Put, list, show, roll back, delete and restore secrets (values are write-only)",
 	}
-	cmd.AddCommand(newSecretPutCmd(c), newSecretLsCmd(c), newSecretShowCmd(c), newSecretRmCmd(c))
+	cmd.AddCommand(newSecretPutCmd(c), newSecretLsCmd(c), newSecretShowCmd(c), newSecretRollbackCmd(c),
+		newSecretRmCmd(c), newSecretUndeleteCmd(c))
 	return cmd
 }
 
 func newSecretPutCmd(c *conn) *cobra.Command {
 	var fromFile, alphabet string
 	var generate int
+	var dry bool
+	var o output
 	cmd := &cobra.Command{
 		Use:   "put NAME",
 		Short: "Store a new version of a secret",
 		Long: `Store a new version of a secret. The value comes from standard input (not
 from an argument, which would land in shell history and ps), from --from-file,
 or is generated on the server with --generate N and never shown to anyone.
-Running containers bound to the secret receive the new version at once.`,
+Running containers bound to the secret receive the new version at once
+(coffer rollout status NAME waits for them). A put to a deleted secret
+restores it, with its versions, and adds the new one.
+
+--dry-run sends the value to be checked (size, encoding), stores nothing,
+and lists the running containers that would receive the new version.
+-o json prints the secret's metadata (never the value), e.g. to read the
+new version number in a script.`,
 		Example: `  printf %s "$DB_PASSWORD" | coffer secret put payments/db-password
   coffer secret put payments/tls-key --from-file key.pem
-  coffer secret put payments/api-key --generate 40 --alphabet alnum`,
+  coffer secret put payments/api-key --generate 40 --alphabet alnum
+  coffer secret put payments/api-key --generate 40 -o json | jq .current_version
+  coffer secret put payments/db-password --dry-run < new-password.txt`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
+			if err := o.check(); err != nil {
+				return err
+			}
 			if err := secret.ValidateName(name); err != nil {
 				return usageError(err)
 			}
@@ -81,18 +102,36 @@ Running containers bound to the secret receive the new version at once.`,
 			if err != nil {
 				return err
 			}
+			path := "/v1/secrets/" + escapePath(name) + dryRunQuery(dry, "?")
+			if dry {
+				var p secretPlan
+				if err := cl.do("PUT", path, body, &p); err != nil {
+					return err
+				}
+				return o.printWith(cmd.OutOrStdout(), p, func(w io.Writer) { printSecretPlan(w, p) })
+			}
 			var m secretMeta
-			if err := cl.do("PUT", "/v1/secrets/"+escapePath(name), body, &m); err != nil {
+			if err := cl.do("PUT", path, body, &m); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: version %d stored\n", m.Name, m.Current)
-			return nil
+			return o.printWith(cmd.OutOrStdout(), m, func(w io.Writer) { fmt.Fprintf(w, "%s: version %d stored\n", m.Name, m.Current) })
 		},
 	}
 	cmd.Flags().StringVar(&fromFile, "from-file", "", "read the value from this file")
 	cmd.Flags().IntVar(&generate, "generate", 0, "generate a random value of this length on the server")
 	cmd.Flags().StringVar(&alphabet, "alphabet", "alnum", "alphabet for --generate: alnum, alpha, numeric, hex, base64url, printable")
+	cmd.Flags().BoolVar(&dry, "dry-run", false, "check and show what would happen (which running containers would get it); store nothing")
+	o.flag(cmd)
 	return cmd
+}
+
+// printWith prints v as JSON with -o json, else what human prints.
+func (o *output) printWith(w io.Writer, v any, human func(io.Writer)) error {
+	if o.structured() {
+		return o.print(w, v, nil, nil)
+	}
+	human(w)
+	return nil
 }
 
 // readValue reads a value from a file or stdin; a single trailing newline
@@ -136,70 +175,107 @@ func readValue(stdin io.Reader, file string) (secret.Value, error) {
 func newSecretLsCmd(c *conn) *cobra.Command {
 	var o output
 	var prefix string
+	var deleted bool
 	cmd := &cobra.Command{
-		Use:     "ls",
-		Short:   "List secrets (metadata only)",
-		Example: "  coffer secret ls\n  coffer secret ls --prefix payments/ -o json",
-		Args:    exactArgs(0),
+		Use:   "ls",
+		Short: "List secrets (metadata only); --deleted: the deleted ones that can be restored",
+		Example: `  coffer secret ls
+  coffer secret ls --prefix payments/ -o json
+  coffer secret ls --deleted`,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := "/v1/secrets?prefix=" + queryEscape(prefix)
+			if deleted {
+				path += "&deleted=true"
+			}
 			var ms []secretMeta
-			if err := c.get(&o, "/v1/secrets?prefix="+queryEscape(prefix), &ms); err != nil {
+			if err := c.get(&o, path, &ms); err != nil {
 				return err
 			}
 			rows := [][]string{}
 			for _, m := range ms {
-				rows = append(rows, []string{m.Name, fmt.Sprint(m.Current), m.Updated.Format(time.RFC3339)})
+				if deleted {
+					rows = append(rows, []string{m.Name, fmt.Sprint(m.Current), m.Deleted.Format(time.RFC3339), m.PurgeAfter.Format(time.RFC3339)})
+				} else {
+					rows = append(rows, []string{m.Name, fmt.Sprint(m.Current), m.Updated.Format(time.RFC3339)})
+				}
 			}
-			return o.print(cmd.OutOrStdout(), ms, []string{"NAME", "VERSION", "UPDATED"}, rows)
+			header := []string{"NAME", "VERSION", "UPDATED"}
+			if deleted {
+				header = []string{"NAME", "VERSION", "DELETED", "PURGED AFTER"}
+			}
+			return o.print(cmd.OutOrStdout(), ms, header, rows)
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", "", "only names starting with this")
+	cmd.Flags().BoolVar(&deleted, "deleted", false, "list the deleted secrets that can still be restored (coffer secret undelete)")
 	o.flag(cmd)
 	return cmd
 }
 
 func newSecretShowCmd(c *conn) *cobra.Command {
 	var o output
+	var watch bool
+	var interval time.Duration
 	cmd := &cobra.Command{
 		Use:   "show NAME",
 		Short: "Show a secret's versions and which containers hold which version",
-		Long: `Show a secret's metadata: its kept versions (who wrote each, when) and its
-rollout: every running container bound to it, the version it holds, and how
-many have not yet acknowledged the current version. Never the value.`,
-		Example: "  coffer secret show payments/db-password\n  coffer secret show payments/db-password -o json",
-		Args:    exactArgs(1),
+		Long: `Show a secret's metadata: its kept versions (who wrote each, when, and which
+are rollbacks of which) and its rollout: every running container bound to
+it, the version it holds, and how many have not yet acknowledged the
+current version. Never the value.
+
+--watch shows it again each time it changes (asking every --interval) until
+Ctrl-C; with -o json, one JSON document per change.`,
+		Example: `  coffer secret show payments/db-password
+  coffer secret show payments/db-password -o json
+  coffer secret show payments/db-password --watch`,
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			path := "/v1/secrets/" + escapePath(args[0])
+			if watch {
+				return watchSecret(cmd, c, &o, path, interval)
+			}
 			var m secretMeta
-			if err := c.get(&o, "/v1/secrets/"+escapePath(args[0]), &m); err != nil {
+			if err := c.get(&o, path, &m); err != nil {
 				return err
 			}
-			if o.structured() {
-				return o.print(cmd.OutOrStdout(), m, nil, nil)
-			}
-			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "Name:     %s\nCurrent:  %d\nCreated:  %s\nUpdated:  %s\n\nVersions:\n", m.Name, m.Current, m.Created.Format(time.RFC3339), m.Updated.Format(time.RFC3339))
-			rows := [][]string{}
-			for _, v := range m.Versions {
-				rows = append(rows, []string{fmt.Sprint(v.Version), v.Created.Format(time.RFC3339), v.Author})
-			}
-			o.print(w, nil, []string{"  VERSION", "CREATED", "AUTHOR"}, indent(rows))
-			fmt.Fprintf(w, "\nContainers: %d holding, %d pending\n", len(m.Holders), m.Pending)
-			rows = [][]string{}
-			for _, h := range m.Holders {
-				state := "current"
-				if h.Pending {
-					state = "pending"
-				}
-				rows = append(rows, []string{h.Agent, h.ContainerName, short(h.ContainerID), fmt.Sprint(h.Version), state})
-			}
-			if len(rows) > 0 {
-				o.print(w, nil, []string{"  HOST", "CONTAINER", "ID", "VERSION", "STATE"}, indent(rows))
-			}
-			return nil
+			return showSecret(cmd.OutOrStdout(), &o, m)
 		},
 	}
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "show it again on every change, until Ctrl-C")
+	cmd.Flags().DurationVar(&interval, "interval", 500*time.Millisecond, "how often --watch asks the server (at least 100ms)")
 	o.flag(cmd)
 	return cmd
+}
+
+func showSecret(w io.Writer, o *output, m secretMeta) error {
+	if o.structured() {
+		return o.print(w, m, nil, nil)
+	}
+	fmt.Fprintf(w, "Name:     %s\nCurrent:  %d\nCreated:  %s\nUpdated:  %s\n\nVersions:\n", m.Name, m.Current, m.Created.Format(time.RFC3339), m.Updated.Format(time.RFC3339))
+	rows := [][]string{}
+	for _, v := range m.Versions {
+		note := ""
+		if v.RollbackOf != 0 {
+			note = fmt.Sprintf("rollback to version %d", v.RollbackOf)
+		}
+		rows = append(rows, []string{fmt.Sprint(v.Version), v.Created.Format(time.RFC3339), v.Author, note})
+	}
+	o.print(w, nil, []string{"  VERSION", "CREATED", "AUTHOR", "NOTE"}, indent(rows))
+	fmt.Fprintf(w, "\nContainers: %d holding, %d pending\n", len(m.Holders), m.Pending)
+	rows = [][]string{}
+	for _, h := range m.Holders {
+		state := "current"
+		if h.Pending {
+			state = "pending"
+		}
+		rows = append(rows, []string{h.Agent, h.ContainerName, short(h.ContainerID), fmt.Sprint(h.Version), state})
+	}
+	if len(rows) > 0 {
+		o.print(w, nil, []string{"  HOST", "CONTAINER", "ID", "VERSION", "STATE"}, indent(rows))
+	}
+	return nil
 }
 
 func indent(rows [][]string) [][]string {
@@ -214,11 +290,6 @@ func short(id string) string {
 		return id[:12]
 	}
 	return id
-}
-
-func newSecretRmCmd(c *conn) *cobra.Command {
-	return deleteCmd(c, "rm NAME", "Delete a secret and all its versions; it disappears from every container",
-		"  coffer secret rm payments/old-api-key", "/v1/secrets/", "%s: deleted\n")
 }
 
 func queryEscape(s string) string { return url.QueryEscape(s) }

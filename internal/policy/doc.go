@@ -62,7 +62,10 @@
 // on docker.io, and a single-segment docker.io name is under "library/", so
 // "busybox:1" means "docker.io/library/busybox:1". A first segment holding
 // glob characters is taken as a host pattern: "*/team/app" matches
-// team/app on any registry. A pattern without a tag matches every tag.
+// team/app on any registry. A pattern without a tag matches every tag. A
+// lone "*" (with or without a tag or digest) is refused: by these rules it
+// would mean Docker Hub's official images only, which is never what it
+// seems to say; "**" is any repository, and no pattern at all is any image.
 //
 // Tags are mutable: a tag pattern says what the container was started from,
 // not what it contains. Pin by digest where that matters.

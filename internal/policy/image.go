@@ -145,6 +145,10 @@ const (
 	globChars   = "*?[]^"
 )
 
+var errLoneStar = errors.New(`a lone "*" would mean Docker Hub's official images only (docker.io/library/*): ` +
+	`leave the image pattern out to allow any image, write "**" for any repository (with a tag: "**:1.2"), ` +
+	`or "docker.io/library/*" if the official images are meant`)
+
 // parseRepository splits and normalises a repository glob, docker.io and
 // library/ included.
 func parseRepository(name string) ([]string, error) {
@@ -189,6 +193,12 @@ func parseRepository(name string) ([]string, error) {
 	}
 	if len(segs) == 1 && segs[0] == "**" {
 		return segs, nil
+	}
+	if len(segs) == 1 && segs[0] == "*" {
+		// Normalised like any short name, a lone "*" would mean
+		// docker.io/library/*: Docker Hub's official images only, never
+		// what someone who writes it wants.
+		return nil, errLoneStar
 	}
 	if len(segs) == 1 || !isHost(segs[0]) {
 		segs = append([]string{dockerHub}, segs...)

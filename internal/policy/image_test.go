@@ -26,7 +26,8 @@ func TestImagePatternCanonical(t *testing.T) {
 		{"registry:5000/app", "registry:5000/app"},
 		{"registry:5000/app:v1", "registry:5000/app:v1"},
 		{"localhost/app", "localhost/app"},
-		{"*", "docker.io/library/*"},
+		{"docker.io/library/*", "docker.io/library/*"},
+		{"library/*", "docker.io/library/*"},
 		{"**", "**"},
 		{"**/app", "**/app"},
 		{"docker.io/**", "docker.io/**"},
@@ -75,8 +76,10 @@ func TestImagePatternMatch(t *testing.T) {
 		{"busybox", "ghcr.io/library/busybox", "", false},
 		{"busybox", "myteam/busybox", "", false},
 		{"myteam/busybox", "myteam/busybox:1", "", true},
-		{"*", "nginx", "", true},
-		{"*", "myteam/nginx", "", false},
+		{"docker.io/library/*", "nginx", "", true},
+		{"docker.io/library/*", "myteam/nginx", "", false},
+		{"**:1.2", "ghcr.io/org/app:1.2", "", true},
+		{"**:1.2", "nginx:1.3", "", false},
 		// globs per segment
 		{"registry.example.com/team/*", "registry.example.com/team/app:1", "", true},
 		{"registry.example.com/team/*", "registry.example.com/team/sub/app", "", false},
@@ -180,6 +183,10 @@ func TestImagePatternInvalid(t *testing.T) {
 		{"r.io/[a", "bad glob"},
 		{"@busybox", "only \"sha256:\""},
 		{strings.Repeat("a", 513), "longer than 512 bytes"},
+		// A lone "*" is refused rather than read as docker.io/library/*.
+		{"*", `a lone "*" would mean Docker Hub's official images only (docker.io/library/*): leave the image pattern out`},
+		{"*:1.2", `a lone "*"`},
+		{"*@" + digestA, `a lone "*"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -194,5 +201,24 @@ func TestImagePatternInvalid(t *testing.T) {
 				t.Errorf("error %q does not say %q", err, tt.msg)
 			}
 		})
+	}
+}
+
+// A binding with --image '*' is refused with the reason, naming the field,
+// instead of being stored as docker.io/library/* (official images only).
+func TestBindingImageLoneStarIsRefused(t *testing.T) {
+	b := Binding{Name: "web", Secret: "s", Selector: "app=web", Image: "*"}
+	err := b.Normalize()
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `image "*": a lone "*"`) {
+		t.Fatalf("Normalize = %v, %+v", err, b)
+	}
+	if b.Image != "*" {
+		t.Fatalf("binding changed on error: %+v", b)
+	}
+	for _, ok := range []string{"**", "docker.io/library/*"} {
+		b := Binding{Name: "web", Secret: "s", Selector: "app=web", Image: ok}
+		if err := b.Normalize(); err != nil {
+			t.Errorf("image %q: %v", ok, err)
+		}
 	}
 }

@@ -25,18 +25,22 @@ type Config struct {
 	// cut, or the file moved aside): the loss is logged and recorded as
 	// the next record. Leave it off otherwise: it turns off the check.
 	AuditReanchor bool `yaml:"audit_reanchor"`
+	// DeletedRetention is how long a deleted secret can be restored
+	// (coffer secret undelete) before its versions are destroyed.
+	DeletedRetention time.Duration `yaml:"deleted_retention"`
 }
 
 // Defaults returns the default configuration.
 func Defaults() Config {
 	return Config{
-		DataDir:      "./coffer-data",
-		Listen:       "127.0.0.1:7443",
-		MaxVersions:  10,
-		MaxValueSize: 1 << 20,
-		AgentCertTTL: 24 * time.Hour,
-		LogLevel:     "info",
-		Seal:         SealConfig{Type: SealLocal},
+		DataDir:          "./coffer-data",
+		Listen:           "127.0.0.1:7443",
+		MaxVersions:      10,
+		MaxValueSize:     1 << 20,
+		AgentCertTTL:     24 * time.Hour,
+		LogLevel:         "info",
+		Seal:             SealConfig{Type: SealLocal},
+		DeletedRetention: 7 * 24 * time.Hour,
 	}
 }
 
@@ -67,6 +71,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: max_value_size %d: must be 1 byte to 64 MiB", c.MaxValueSize)
 	case c.AgentCertTTL < 10*time.Minute || c.AgentCertTTL > 90*24*time.Hour:
 		return fmt.Errorf("config: agent_cert_ttl %s: must be 10m to 2160h", c.AgentCertTTL)
+	case c.DeletedRetention < time.Minute || c.DeletedRetention > 365*24*time.Hour:
+		return fmt.Errorf("config: deleted_retention %s: must be 1m to 8760h", c.DeletedRetention)
 	}
 	if err := c.Seal.validate(c.MasterKeyFile); err != nil {
 		return fmt.Errorf("config: %w", err)

@@ -40,6 +40,7 @@ type Server struct {
 	http   *http.Server
 	ln     net.Listener
 	grpc   *grpc.Server
+	cat    *catalog.Catalog
 	Broker *broker.Broker
 
 	handshakeTimeout time.Duration // TLS handshake from accept; tests shorten it
@@ -63,6 +64,7 @@ const (
 	readTimeout       = time.Minute
 	writeTimeout      = 2 * time.Minute
 	idleTimeout       = 2 * time.Minute
+	purgeEvery        = time.Minute // how often deleted secrets past their retention are purged
 )
 
 // agentKeepalive pings an agent connection idle for a minute and drops it if
@@ -136,11 +138,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// trail may seal its MAC key under it.
 	cat, err := catalog.Open(ctx, catalog.Config{
 		Store: s.st, Key: s.ring, MaxVersions: cfg.MaxVersions, MaxValueSize: cfg.MaxValueSize, Logger: log,
-		OnChange: func(ch catalog.Change) { b.Changed(ch) },
+		DeletedRetention: cfg.DeletedRetention,
+		OnChange:         func(ch catalog.Change) { b.Changed(ch) },
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.cat = cat
 	// The trail's head and MAC key live in the store, the key sealed under
 	// the master key: a trail cut or rewritten while the server was
 	// stopped is refused here, before anything else is written.
@@ -208,6 +212,8 @@ func (s *Server) Run(ctx context.Context) error {
 	dctx, stopDemux := context.WithCancel(context.Background())
 	defer stopDemux()
 	errc := make(chan error, 3)
+	purgeDone := make(chan struct{})
+	go func() { s.cat.PurgeLoop(dctx, purgeEvery); close(purgeDone) }() // deleted secrets past their retention
 	go func() { errc <- demux(dctx, s.ln, s.http.TLSConfig, s.handshakeTimeout, people, agents) }()
 	go func() { errc <- s.http.Serve(people) }()
 	go func() { errc <- s.grpc.Serve(agents) }()
@@ -220,6 +226,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("shutting down")
 	s.ln.Close()
 	stopDemux()
+	<-purgeDone
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// Agent streams never end by themselves: close them after a grace period.
