@@ -21,14 +21,29 @@ import (
 )
 
 // benchImage is the image the benchmarks read: the small labelled image, or
-// the large one (~320 MB) with COFFER_SCAN_BENCH=large.
+// the large one (~320 MB) with COFFER_SCAN_BENCH=large, or the image at
+// $COFFER_SCAN_IMAGE (with its .truth.json beside it).
 func benchImage(b *testing.B) (string, *scangen.Truth, int64) {
 	b.Helper()
-	name, o := "small", scangen.Options{Seed: 1}
-	if os.Getenv("COFFER_SCAN_BENCH") == "large" {
-		name, o = "large", scangen.Options{Seed: 1, Filler: scangen.LargeFiller}
+	var path string
+	var truth *scangen.Truth
+	if p := os.Getenv("COFFER_SCAN_IMAGE"); p != "" { // written by coffer-scangen, truth beside it
+		tj, err := os.ReadFile(p + ".truth.json")
+		if err != nil {
+			b.Fatal(err)
+		}
+		truth = &scangen.Truth{}
+		if err := json.Unmarshal(tj, truth); err != nil {
+			b.Fatal(err)
+		}
+		path = p
+	} else {
+		name, o := "small", scangen.Options{Seed: 1}
+		if os.Getenv("COFFER_SCAN_BENCH") == "large" {
+			name, o = "large", scangen.Options{Seed: 1, Filler: scangen.LargeFiller}
+		}
+		path, truth = generated(b, name, o)
 	}
-	path, truth := generated(b, name, o)
 	var total int64
 	for _, n := range truth.LayerBytes {
 		total += n

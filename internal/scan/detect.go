@@ -29,6 +29,7 @@ type detector struct {
 	wins    [][]window // per rule
 	touched []int
 	matches []match
+	hits    []hit
 }
 
 func (rs *Rules) newDetector() *detector {
@@ -40,10 +41,11 @@ func (rs *Rules) newDetector() *detector {
 // keyword. The returned slice is reused by the next call.
 func (d *detector) find(path string, data []byte, binary bool) []match {
 	d.matches = d.matches[:0]
-	it := d.rs.ac.IterOverlappingByte(data)
-	for m := it.Next(); m != nil; m = it.Next() {
-		s, e := m.Start(), m.End()
-		for _, kr := range d.rs.byKW[m.Pattern()] {
+	d.hits = d.rs.pf.scan(data, d.hits[:0])
+	for _, h := range d.hits {
+		e := int(h.end)
+		s := e - int(d.rs.pf.lens[h.kw])
+		for _, kr := range d.rs.byKW[h.kw] {
 			if kr.exact != nil && !bytes.Equal(data[s:e], kr.exact) {
 				continue
 			}

@@ -8,7 +8,6 @@ import (
 	"regexp/syntax"
 	"strings"
 
-	ahocorasick "github.com/petar-dambovaliev/aho-corasick"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -69,7 +68,7 @@ type kwRule struct {
 type Rules struct {
 	rules    []*compiledRule
 	allow    anyOf // the global allow list
-	ac       ahocorasick.AhoCorasick
+	pf       *prefilter
 	byKW     [][]kwRule // keyword index -> rules using it
 	pathOnly []int      // rules without keywords (run on every file their Path matches)
 }
@@ -181,12 +180,11 @@ func compileRules(f rulesFile) (*Rules, error) {
 			rs.byKW[ki] = append(rs.byKW[ki], kr)
 		}
 	}
-	b := ahocorasick.NewAhoCorasickBuilder(ahocorasick.Opts{
-		AsciiCaseInsensitive: true,
-		MatchKind:            ahocorasick.StandardMatch,
-		DFA:                  true,
-	})
-	rs.ac = b.Build(kws)
+	pf, err := newPrefilter(kws)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrRules, err)
+	}
+	rs.pf = pf
 	return rs, nil
 }
 
