@@ -103,6 +103,8 @@ func (r *run) detect(d *detector, layer *LayerRef, source, p string, data []byte
 	bin := isBinary(data)
 	if bin {
 		r.binary.Add(1)
+	} else if classifyPath(p).docs {
+		r.noteDocs(p, data)
 	}
 	r.report(layer, source, p, data, bin, d.find(p, data, bin))
 }

@@ -19,6 +19,8 @@ const (
 type match struct {
 	rule                     *compiledRule
 	start, end, mstart, mend int
+	badChecksum              bool   // the rule has a checksum and the token fails it
+	note                     string // excerpt of a structural (format) finding
 }
 
 type window struct{ start, end int }
@@ -53,6 +55,12 @@ func (d *detector) find(path string, data []byte, binary bool) []match {
 			if r.path != nil && !r.path.MatchString(path) {
 				continue
 			}
+			if r.parsed() {
+				if a, ok := parseAssign(r, data, s, e, binary); ok {
+					d.consider(r, data, a.vs, a.ve, a.ks, a.end)
+				}
+				continue
+			}
 			if r.Assign && !assigned(r, data, e) {
 				continue
 			}
@@ -75,6 +83,15 @@ func (d *detector) find(path string, data []byte, binary bool) []match {
 		d.wins[ri] = d.wins[ri][:0]
 	}
 	d.touched = d.touched[:0]
+	for _, ri := range d.rs.formats {
+		r := d.rs.rules[ri]
+		if r.path != nil && !r.path.MatchString(path) {
+			continue
+		}
+		if note, ok := r.format(data); ok {
+			d.matches = append(d.matches, match{rule: r, start: 0, end: len(data), mstart: 0, mend: len(data), note: note})
+		}
+	}
 	d.matches = resolveOverlaps(d.matches)
 	return d.matches
 }
@@ -218,19 +235,28 @@ func (d *detector) run(ri int, data []byte, w window) {
 		if ss < 0 {
 			continue
 		}
-		v := sub[ss:se]
-		if r.Entropy > 0 && entropy(v) < r.Entropy {
-			continue // cheapest check first
-		}
-		if !d.rs.accept(r, v) {
-			continue
-		}
-		d.matches = append(d.matches, match{
-			rule:  r,
-			start: w.start + ss, end: w.start + se,
-			mstart: w.start + loc[0], mend: w.start + loc[1],
-		})
+		d.consider(r, data, w.start+ss, w.start+se, w.start+loc[0], w.start+loc[1])
 	}
+}
+
+// consider checks the secret data[start:end] of a match spanning
+// data[mstart:mend] and records it if it passes.
+func (d *detector) consider(r *compiledRule, data []byte, start, end, mstart, mend int) {
+	v := data[start:end]
+	if r.Entropy > 0 && entropy(v) < r.Entropy {
+		return // cheapest check first
+	}
+	if r.value != nil && !r.value.Match(v) {
+		return
+	}
+	if !d.rs.accept(r, v) {
+		return
+	}
+	m := match{rule: r, start: start, end: end, mstart: mstart, mend: mend}
+	if r.checksum != nil {
+		m.badChecksum = !r.checksum(v)
+	}
+	d.matches = append(d.matches, m)
 }
 
 // accept applies a rule's checks and the global allow list to a secret.

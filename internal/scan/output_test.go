@@ -143,7 +143,7 @@ func TestOutputFormats(t *testing.T) {
 	}
 
 	var sarif bytes.Buffer
-	if err := WriteSARIF(&sarif, rep, rules); err != nil {
+	if err := WriteSARIF(&sarif, rep, rules, SARIFOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var log struct {

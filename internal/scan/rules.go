@@ -30,11 +30,19 @@ type Rule struct {
 	Multiline   bool     `yaml:"multiline"`    // the match may span lines (PEM blocks, JSON)
 	WordStart   bool     `yaml:"wordStart"`    // the match starts where the word holding the keyword starts
 	Assign      bool     `yaml:"assign"`       // the keyword ends a word or a part of it, and the word is followed by ':' or '='
+	WordEnd     bool     `yaml:"wordEnd"`      // with assign: the keyword ends the word (api_key, not key_id)
+	Value       string   `yaml:"value"`        // with assign and no regex: the assigned value must match this
+	MinLen      int      `yaml:"minLength"`    // with assign and no regex: shortest value (default 6)
 	Path        string   `yaml:"path"`         // only files whose path matches this regex
 	Allow       []string `yaml:"allow"`        // secrets matching any of these are not findings
 	DenySuffix  []string `yaml:"denySuffixes"` // with assign: a word whose rest after the keyword ends with one of these (any case) is skipped: password_file
+	DenyPrefix  []string `yaml:"denyPrefixes"` // with assign: a word whose part before the keyword ends with one of these (any case) is skipped: public_key
 	DenyValue   string   `yaml:"denyValue"`    // secrets matching this are not findings
-	Validate    string   `yaml:"validate"`     // built-in check: jwt, pem-body, docker-auth
+	Validate    string   `yaml:"validate"`     // built-in check: jwt, pem-body, docker-auth, basic-auth
+	Checksum    string   `yaml:"checksum"`     // built-in checksum of the token format: github (also npm)
+	Signal      string   `yaml:"signal"`       // "high": context (test paths, docs) never makes it low confidence
+	Import      string   `yaml:"import"`       // what --import stores: secret (default), match (a whole PEM block) or file
+	Format      string   `yaml:"format"`       // a built-in structural detector instead of a regex: keystore
 	Priority    int      `yaml:"priority"`     // of two overlapping matches the higher priority wins
 }
 
@@ -48,14 +56,23 @@ type rulesFile struct {
 // compiledRule is a Rule ready to run.
 type compiledRule struct {
 	Rule
-	sev       Severity
-	re        *regexp.Regexp
-	path      *regexp.Regexp
-	allow     []*regexp.Regexp
-	denySuf   [][]byte // lower-case
-	denyValue anyOf
-	validate  func(*Rules, []byte) bool
+	sev        Severity
+	re         *regexp.Regexp
+	value      *regexp.Regexp // assign rules without a regex
+	path       *regexp.Regexp
+	allow      []*regexp.Regexp
+	denySuf    [][]byte // lower-case
+	denyPre    [][]byte // lower-case
+	denyValue  anyOf
+	validate   func(*Rules, []byte) bool
+	checksum   func([]byte) bool
+	highSignal bool
+	format     formatDetector
 }
+
+// parsed reports an assign rule whose value is found by the built-in
+// assignment parser rather than by a regex.
+func (r *compiledRule) parsed() bool { return r.Assign && r.Regex == "" }
 
 // kwRule ties a prefilter keyword to a rule; exact is set for case-sensitive rules.
 type kwRule struct {
@@ -71,6 +88,7 @@ type Rules struct {
 	pf       *prefilter
 	byKW     [][]kwRule // keyword index -> rules using it
 	pathOnly []int      // rules without keywords (run on every file their Path matches)
+	formats  []int      // structural detectors (format:), run on every file
 }
 
 // Len reports the number of rules.
@@ -160,6 +178,10 @@ func compileRules(f rulesFile) (*Rules, error) {
 		seen[r.ID] = true
 		idx := len(rs.rules)
 		rs.rules = append(rs.rules, cr)
+		if cr.format != nil {
+			rs.formats = append(rs.formats, idx)
+			continue
+		}
 		if len(r.Keywords) == 0 {
 			rs.pathOnly = append(rs.pathOnly, idx)
 			continue
@@ -195,30 +217,60 @@ func compileRule(r Rule) (*compiledRule, error) {
 	if r.ID == "" {
 		return nil, fmt.Errorf("%w: rule without id", ErrRules)
 	}
-	if r.Regex == "" {
-		return nil, bad("no regex")
-	}
-	if len(r.Keywords) == 0 && r.Path == "" {
-		return nil, bad("needs keywords or a path (a rule that runs on every byte would be too slow)")
-	}
 	cr := &compiledRule{Rule: r}
 	sev, err := ParseSeverity(r.Severity)
 	if err != nil {
 		return nil, bad("%v", err)
 	}
 	cr.sev = sev
-	src := r.Regex
-	if r.WordStart {
-		src = `\A(?:` + src + `)`
+	switch r.Signal {
+	case "", "normal":
+	case "high":
+		cr.highSignal = true
+	default:
+		return nil, bad("signal %q: want high or normal", r.Signal)
 	}
-	if cr.re, err = regexp.Compile(src); err != nil {
-		return nil, bad("regex: %v", err)
+	switch r.Import {
+	case "", "secret", "match", "file":
+	default:
+		return nil, bad("import %q: want secret, match or file", r.Import)
 	}
-	if r.SecretGroup > cr.re.NumSubexp() {
-		return nil, bad("secretGroup beyond the regex's %d groups", cr.re.NumSubexp())
+	if r.Format != "" {
+		f, ok := formats[r.Format]
+		if !ok {
+			return nil, bad("unknown format %q", r.Format)
+		}
+		if r.Regex != "" || len(r.Keywords) > 0 || r.Assign {
+			return nil, bad("format rules take no regex, keywords or assign")
+		}
+		cr.format = f
+		return cr, nil
 	}
-	if len(r.DenySuffix) > 0 && !r.Assign {
-		return nil, bad("denySuffixes needs assign")
+	switch {
+	case r.Regex == "" && !r.Assign:
+		return nil, bad("no regex")
+	case len(r.Keywords) == 0 && r.Path == "":
+		return nil, bad("needs keywords or a path (a rule that runs on every byte would be too slow)")
+	case r.Assign && len(r.Keywords) == 0:
+		return nil, bad("assign needs keywords")
+	case (r.Value != "" || r.MinLen != 0) && (!r.Assign || r.Regex != ""):
+		return nil, bad("value and minLength need assign without a regex")
+	case (len(r.DenySuffix) > 0 || len(r.DenyPrefix) > 0 || r.WordEnd) && !r.Assign:
+		return nil, bad("denySuffixes, denyPrefixes and wordEnd need assign")
+	case r.MinLen < 0 || r.MinLen > maxFwd:
+		return nil, bad("minLength %d out of range 0..%d", r.MinLen, maxFwd)
+	}
+	if r.Regex != "" {
+		src := r.Regex
+		if r.WordStart {
+			src = `\A(?:` + src + `)`
+		}
+		if cr.re, err = regexp.Compile(src); err != nil {
+			return nil, bad("regex: %v", err)
+		}
+		if r.SecretGroup > cr.re.NumSubexp() {
+			return nil, bad("secretGroup beyond the regex's %d groups", cr.re.NumSubexp())
+		}
 	}
 	for _, k := range r.Keywords {
 		if k == "" {
@@ -238,11 +290,27 @@ func compileRule(r Rule) (*compiledRule, error) {
 	if cr.path, err = opt(r.Path, "path"); err != nil {
 		return nil, err
 	}
-	for _, w := range r.DenySuffix {
-		if w == "" {
-			return nil, bad("empty denySuffixes entry")
+	if cr.value, err = opt(r.Value, "value"); err != nil {
+		return nil, err
+	}
+	if cr.parsed() && cr.MinLen == 0 {
+		cr.MinLen = 6
+	}
+	words := func(ws []string, what string) ([][]byte, error) {
+		var out [][]byte
+		for _, w := range ws {
+			if w == "" {
+				return nil, bad("empty %s entry", what)
+			}
+			out = append(out, []byte(strings.ToLower(w)))
 		}
-		cr.denySuf = append(cr.denySuf, []byte(strings.ToLower(w)))
+		return out, nil
+	}
+	if cr.denySuf, err = words(r.DenySuffix, "denySuffixes"); err != nil {
+		return nil, err
+	}
+	if cr.denyPre, err = words(r.DenyPrefix, "denyPrefixes"); err != nil {
+		return nil, err
 	}
 	if r.DenyValue != "" {
 		if cr.denyValue, err = splitAlternation(r.DenyValue); err != nil {
@@ -262,6 +330,13 @@ func compileRule(r Rule) (*compiledRule, error) {
 			return nil, bad("unknown validate %q", r.Validate)
 		}
 		cr.validate = v
+	}
+	if r.Checksum != "" {
+		c, ok := checksums[r.Checksum]
+		if !ok {
+			return nil, bad("unknown checksum %q", r.Checksum)
+		}
+		cr.checksum = c
 	}
 	return cr, nil
 }

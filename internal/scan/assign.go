@@ -1,0 +1,133 @@
+package scan
+
+// assignment is a key = value pair found around a keyword: data[ks:ke] is
+// the key (the word holding the keyword), data[vs:ve] the value and
+// data[ks:end] the whole assignment, closing quote included.
+type assignment struct{ ks, ke, vs, ve, end int }
+
+// parseAssign parses the assignment whose key holds the keyword at
+// data[s:e], in the forms configuration files and code write them:
+//
+//	DB_PASSWORD=value            password: "value"     "api_key": "value"
+//	spring.datasource.password=v os.environ["TOKEN"] = 'v'   secret := `v`
+//	\"password\": \"value\"      (JSON inside a JSON string: notebooks, logs)
+//
+// The keyword must end the word or a part of it (db_password,
+// password_file, not passwords); the rule's denySuffixes and denyPrefixes
+// reject words such as password_file or public_key; a comparison (==) is
+// not an assignment. In a binary, the value stops at the first
+// non-printable byte.
+func parseAssign(r *compiledRule, data []byte, s, e int, binary bool) (assignment, bool) {
+	var a assignment
+	n := len(data)
+	if e < n && wordByte(data[e]) {
+		if r.WordEnd || (data[e] != '_' && data[e] != '.' && data[e] != '-') {
+			return a, false
+		}
+	}
+	a.ks = wordStart(data, s)
+	hi := min(n, e+maxFwd)
+	we := e
+	for we < hi && wordByte(data[we]) {
+		we++
+	}
+	a.ke = we
+	if we > e && deniedSuffix(r.denySuf, data[e:we]) {
+		return a, false
+	}
+	if s > a.ks && deniedSuffix(r.denyPre, data[a.ks:s]) {
+		return a, false
+	}
+	i := we
+	// Closing quotes and brackets of the key: "key", ['key'], \"key\".
+	for k := 0; k < 4 && i < hi && (data[i] == '"' || data[i] == '\'' || data[i] == '\\' || data[i] == ']'); k++ {
+		i++
+	}
+	i = skipBlanks(data, i, hi)
+	if i >= hi {
+		return a, false
+	}
+	switch data[i] {
+	case '=':
+		if i+1 < hi && (data[i+1] == '=' || data[i+1] == '~') {
+			return a, false // a comparison or a match
+		}
+		i++
+		if i < hi && data[i] == '>' {
+			i++
+		}
+	case ':':
+		i++
+		if i < hi && data[i] == '=' {
+			i++
+		} else if i < hi && data[i] == ':' {
+			return a, false // C++/Rust path
+		}
+	default:
+		return a, false
+	}
+	i = skipBlanks(data, i, hi)
+	if i >= hi {
+		return a, false
+	}
+	var q byte
+	escaped := false
+	switch c := data[i]; {
+	case c == '"' || c == '\'' || c == '`':
+		q = c
+		i++
+	case c == '\\' && i+1 < hi && (data[i+1] == '"' || data[i+1] == '\''):
+		q, escaped = data[i+1], true
+		i += 2
+	}
+	a.vs = i
+	if q == 0 {
+		for i < hi && valueByte(data[i], binary) {
+			i++
+		}
+		a.ve, a.end = i, i
+	} else {
+		for i < hi && data[i] != q && data[i] != '\n' && (!binary || printableByte(data[i], false)) {
+			if data[i] == '\\' && !escaped && i+1 < hi && data[i+1] != '\n' {
+				i++ // an escaped character inside the quotes
+			}
+			i++
+		}
+		if i >= hi || data[i] != q {
+			return a, false // not closed on this line
+		}
+		a.ve = i
+		if escaped {
+			if data[i-1] != '\\' {
+				return a, false
+			}
+			a.ve = i - 1
+		}
+		a.end = i + 1
+	}
+	if a.ve-a.vs < r.MinLen {
+		return a, false
+	}
+	return a, true
+}
+
+func skipBlanks(data []byte, i, hi int) int {
+	for i < hi && (data[i] == ' ' || data[i] == '\t') {
+		i++
+	}
+	return i
+}
+
+// valueByte reports whether c can be part of an unquoted value: not a
+// blank, quote, comment, separator or backslash (JSON escapes), and
+// printable in a binary.
+func valueByte(c byte, binary bool) bool {
+	switch c {
+	case ' ', '\t', '\n', '\r', '"', '\'', '`', '#', ';', ',', '\\':
+		return false
+	}
+	if c < 0x20 || c == 0x7f {
+		return false
+	}
+	return !binary || c < 0x7f
+}
