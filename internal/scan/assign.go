@@ -1,5 +1,7 @@
 package scan
 
+import "bytes"
+
 // assignment is a key = value pair found around a keyword: data[ks:ke] is
 // the key (the word holding the keyword), data[vs:ve] the value and
 // data[ks:end] the whole assignment, closing quote included.
@@ -35,7 +37,7 @@ func parseAssign(r *compiledRule, data []byte, s, e int, binary bool) (assignmen
 	if we > e && deniedSuffix(r.denySuf, data[e:we]) {
 		return a, false
 	}
-	if s > a.ks && deniedSuffix(r.denyPre, data[a.ks:s]) {
+	if s > a.ks && len(r.denyPre) > 0 && deniedSuffix(r.denyPre, bytes.TrimRight(data[a.ks:s], "_.-")) {
 		return a, false
 	}
 	i := we
@@ -105,7 +107,7 @@ func parseAssign(r *compiledRule, data []byte, s, e int, binary bool) (assignmen
 		}
 		a.end = i + 1
 	}
-	if a.ve-a.vs < r.MinLen {
+	if a.ve-a.vs < r.MinLen || a.ve-a.vs > r.MaxLen {
 		return a, false
 	}
 	return a, true

@@ -44,9 +44,58 @@ func trivial(b []byte) bool {
 
 // validators are the built-in checks a rule can name in "validate".
 var validators = map[string]func(*Rules, []byte) bool{
-	"jwt":         validJWT,
-	"pem-body":    validPEMBody,
-	"docker-auth": validDockerAuth,
+	"jwt":            validJWT,
+	"pem-body":       validPEMBody,
+	"docker-auth":    validDockerAuth,
+	"basic-auth":     validBasicAuth,
+	"assigned-value": validAssigned,
+}
+
+// decodePrintable decodes v as standard base64 when it is that and the
+// result is printable text (a Kubernetes Secret's data, a config value
+// written encoded); ok is false otherwise. The caller clears the result.
+func decodePrintable(v []byte) ([]byte, bool) {
+	if len(v) < 8 || len(v)%4 != 0 {
+		return nil, false
+	}
+	b := make([]byte, base64.StdEncoding.DecodedLen(len(v)))
+	n, err := base64.StdEncoding.Decode(b, v)
+	if err != nil || n == 0 {
+		clear(b)
+		return nil, false
+	}
+	for _, c := range b[:n] {
+		if c < 0x20 || c > 0x7e {
+			clear(b)
+			return nil, false
+		}
+	}
+	return b[:n], true
+}
+
+// validAssigned accepts an assigned value unless it is the base64 of a
+// placeholder ("changeme" written as Y2hhbmdlbWU=).
+func validAssigned(rs *Rules, v []byte) bool {
+	d, ok := decodePrintable(v)
+	if !ok {
+		return true
+	}
+	defer clear(d)
+	return len(d) >= 4 && !rs.placeholder(d)
+}
+
+// validBasicAuth accepts HTTP Basic credentials: base64 of user:password
+// with a real password.
+func validBasicAuth(rs *Rules, v []byte) bool {
+	d, ok := decodePrintable(bytes.TrimRight(v, "="))
+	if !ok {
+		if d, ok = decodePrintable(v); !ok {
+			return false
+		}
+	}
+	defer clear(d)
+	user, pass, ok := bytes.Cut(d, []byte(":"))
+	return ok && len(user) > 0 && len(pass) >= 3 && !rs.placeholder(pass)
 }
 
 // validJWT accepts a token whose header decodes to JSON with a signing

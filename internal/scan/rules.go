@@ -33,6 +33,7 @@ type Rule struct {
 	WordEnd     bool     `yaml:"wordEnd"`      // with assign: the keyword ends the word (api_key, not key_id)
 	Value       string   `yaml:"value"`        // with assign and no regex: the assigned value must match this
 	MinLen      int      `yaml:"minLength"`    // with assign and no regex: shortest value (default 6)
+	MaxLen      int      `yaml:"maxLength"`    // with assign and no regex: longest value (default 1024)
 	Path        string   `yaml:"path"`         // only files whose path matches this regex
 	Allow       []string `yaml:"allow"`        // secrets matching any of these are not findings
 	DenySuffix  []string `yaml:"denySuffixes"` // with assign: a word whose rest after the keyword ends with one of these (any case) is skipped: password_file
@@ -253,12 +254,12 @@ func compileRule(r Rule) (*compiledRule, error) {
 		return nil, bad("needs keywords or a path (a rule that runs on every byte would be too slow)")
 	case r.Assign && len(r.Keywords) == 0:
 		return nil, bad("assign needs keywords")
-	case (r.Value != "" || r.MinLen != 0) && (!r.Assign || r.Regex != ""):
-		return nil, bad("value and minLength need assign without a regex")
+	case (r.Value != "" || r.MinLen != 0 || r.MaxLen != 0) && (!r.Assign || r.Regex != ""):
+		return nil, bad("value, minLength and maxLength need assign without a regex")
 	case (len(r.DenySuffix) > 0 || len(r.DenyPrefix) > 0 || r.WordEnd) && !r.Assign:
 		return nil, bad("denySuffixes, denyPrefixes and wordEnd need assign")
-	case r.MinLen < 0 || r.MinLen > maxFwd:
-		return nil, bad("minLength %d out of range 0..%d", r.MinLen, maxFwd)
+	case r.MinLen < 0 || r.MinLen > maxFwd || r.MaxLen < 0 || r.MaxLen > maxFwd:
+		return nil, bad("minLength and maxLength must be in 0..%d", maxFwd)
 	}
 	if r.Regex != "" {
 		src := r.Regex
@@ -295,6 +296,9 @@ func compileRule(r Rule) (*compiledRule, error) {
 	}
 	if cr.parsed() && cr.MinLen == 0 {
 		cr.MinLen = 6
+	}
+	if cr.parsed() && cr.MaxLen == 0 {
+		cr.MaxLen = maxFwd
 	}
 	words := func(ws []string, what string) ([][]byte, error) {
 		var out [][]byte
