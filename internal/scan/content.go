@@ -74,6 +74,14 @@ func (r *run) content(d *detector, layer *LayerRef, source, p string, data []byt
 		return
 	}
 	r.files.Add(1)
+	if isGitPack(data) {
+		r.archives.Add(1)
+		r.gitPack(d, layer, source, p, data, depth, budget)
+		return
+	}
+	if isZlib(data) && looseObject.MatchString(p) && r.looseGitObject(d, layer, source, p, data, budget) {
+		return
+	}
 	switch sniff(data) {
 	case kindGzip:
 		r.archives.Add(1)

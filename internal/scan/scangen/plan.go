@@ -17,6 +17,10 @@ const (
 
 // plan lays out filler, secrets and decoys over the layers.
 func (b *builder) plan() {
+	if b.o.Layout == 2 {
+		b.plan2()
+		return
+	}
 	total := b.o.Filler
 	b.fillBase(total * 30 / 100)
 	b.fillDeps(total * 40 / 100)
@@ -31,6 +35,8 @@ func (b *builder) plan() {
 	b.plantVendored()
 	b.plantConfig()
 	b.plantDecoys()
+	b.plantNewKinds()
+	b.plantNewDecoys()
 }
 
 // ---------------------------------------------------------------- filler
