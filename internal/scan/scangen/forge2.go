@@ -70,14 +70,20 @@ func (f forge) googleAccess() string  { return "ya29.a0" + f.pick(b64url, 150) }
 func (f forge) azureClientSecret() string {
 	return f.pick(alnum, 3) + f.pick(digits, 1) + "Q~" + f.pick(alnum+"_~.-", 34)
 }
-func (f forge) sasSig() string       { return f.pick(alnum+"%", 43) + "%3D" }
-func (f forge) mapbox() string       { return "sk.eyJ1IjoiY29ycCIsImEiOiJ" + f.pick(b64url, 40) + "." + f.pick(b64url, 22) }
-func (f forge) jfrog() string        { return "cmVmdGtuOjAxOjE3" + f.pick(alnum, 48) }
-func (f forge) sonar() string        { return "squ_" + f.hex(40) }
-func (f forge) gitlabFeed() string   { return "glft-" + f.pick(b64url, 20) }
-func (f forge) slackApp() string     { return "xapp-1-A" + f.pick(upper32, 10) + "-" + f.pick(digits, 13) + "-" + f.hex(64) }
-func (f forge) mailgun() string      { return "key-" + f.hex(32) }
-func (f forge) mailchimp() string    { return f.hex(32) + "-us" + f.pick("123456789", 1) + f.pick(digits, 1) }
+func (f forge) sasSig() string { return f.pick(alnum+"%", 43) + "%3D" }
+func (f forge) mapbox() string {
+	return "sk.eyJ1IjoiY29ycCIsImEiOiJ" + f.pick(b64url, 40) + "." + f.pick(b64url, 22)
+}
+func (f forge) jfrog() string      { return "cmVmdGtuOjAxOjE3" + f.pick(alnum, 48) }
+func (f forge) sonar() string      { return "squ_" + f.hex(40) }
+func (f forge) gitlabFeed() string { return "glft-" + f.pick(b64url, 20) }
+func (f forge) slackApp() string {
+	return "xapp-1-A" + f.pick(upper32, 10) + "-" + f.pick(digits, 13) + "-" + f.hex(64)
+}
+func (f forge) mailgun() string { return "key-" + f.hex(32) }
+func (f forge) mailchimp() string {
+	return f.hex(32) + "-us" + f.pick("123456789", 1) + f.pick(digits, 1)
+}
 func (f forge) heroku() string       { return "HRKU-AA" + f.pick(b64url, 58) }
 func (f forge) rubygems() string     { return "rubygems_" + f.hex(48) }
 func (f forge) nuget() string        { return "oy2" + f.pick(hexLower+"ghijklmnopqrstuvwxyz", 43) }
@@ -89,11 +95,11 @@ func (f forge) onepassword() string  { return "ops_eyJzaWduSW5BZGRyZXNzIjoi" + f
 func (f forge) openaiProject() string {
 	return "sk-proj-" + f.pick(b64url, 74) + "T3BlbkFJ" + f.pick(b64url, 74)
 }
-func (f forge) hvb() string           { return "hvb.AAAAAQ" + f.pick(b64url, 130) }
-func (f forge) vaultLegacy() string   { return "s." + f.pick(alnum, 24) }
-func (f forge) wireguard() string     { return f.b64(32) }
+func (f forge) hvb() string            { return "hvb.AAAAAQ" + f.pick(b64url, 130) }
+func (f forge) vaultLegacy() string    { return "s." + f.pick(alnum, 24) }
+func (f forge) wireguard() string      { return f.b64(32) }
 func (f forge) railsMasterKey() string { return f.hex(32) }
-func (f forge) opaque(n int) string   { return f.pick(b64url, n) }
+func (f forge) opaque(n int) string    { return f.pick(b64url, n) }
 
 func (f forge) putty() string {
 	var sb strings.Builder

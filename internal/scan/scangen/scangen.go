@@ -45,10 +45,10 @@ type Options struct {
 type Label struct {
 	Rule  string `json:"rule"`           // the rule expected to find it ("" for a decoy)
 	Kind  string `json:"kind,omitempty"` // what it is, e.g. "terraform-state"; Rule if empty
-	Where string `json:"where"` // hiding place, e.g. "deleted", "nested-archive"
-	Layer int    `json:"layer"` // -1: image config
-	Path  string `json:"path"`  // as the scanner reports it
-	Line  int    `json:"line"`  // 1-based; 0 in binaries
+	Where string `json:"where"`          // hiding place, e.g. "deleted", "nested-archive"
+	Layer int    `json:"layer"`          // -1: image config
+	Path  string `json:"path"`           // as the scanner reports it
+	Line  int    `json:"line"`           // 1-based; 0 in binaries
 	// Status the scanner should report: "deleted in layer N",
 	// "overwritten in layer N" or "".
 	Status string `json:"status,omitempty"`
