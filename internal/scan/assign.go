@@ -5,7 +5,10 @@ import "bytes"
 // assignment is a key = value pair found around a keyword: data[ks:ke] is
 // the key (the word holding the keyword), data[vs:ve] the value and
 // data[ks:end] the whole assignment, closing quote included.
-type assignment struct{ ks, ke, vs, ve, end int }
+type assignment struct {
+	ks, ke, vs, ve, end int
+	quoted              bool // the value is a quoted string
+}
 
 // parseAssign parses the assignment whose key holds the keyword at
 // data[s:e], in the forms configuration files and code write them:
@@ -39,6 +42,9 @@ func parseAssign(r *compiledRule, data []byte, s, e int, binary bool) (assignmen
 	}
 	if s > a.ks && len(r.denyPre) > 0 && deniedSuffix(r.denyPre, bytes.TrimRight(data[a.ks:s], "_.-")) {
 		return a, false
+	}
+	if data[we-1] == 'S' && (string(data[a.ks:we]) == "PASS" || string(data[a.ks:we]) == "XPASS") && we < hi && data[we] == ':' {
+		return a, false // a test runner's result line (Automake, DejaGnu, TAP)
 	}
 	i := we
 	// Closing quotes and brackets of the key: "key", ['key'], \"key\".
@@ -83,6 +89,7 @@ func parseAssign(r *compiledRule, data []byte, s, e int, binary bool) (assignmen
 		i += 2
 	}
 	a.vs = i
+	a.quoted = q != 0
 	if q == 0 {
 		for i < hi && valueByte(data[i], binary) {
 			i++
@@ -110,6 +117,12 @@ func parseAssign(r *compiledRule, data []byte, s, e int, binary bool) (assignmen
 	if a.ve-a.vs < r.MinLen || a.ve-a.vs > r.MaxLen {
 		return a, false
 	}
+	if a.quoted && bytes.Count(data[a.vs:a.ve], []byte(" ")) >= 2 {
+		return a, false // prose: a message, a description
+	}
+	if !a.quoted && envAssignment(data[a.vs:a.ve]) {
+		return a, false // shell: "VAR= OTHER=x cmd" leaves VAR empty
+	}
 	return a, true
 }
 
@@ -132,4 +145,14 @@ func valueByte(c byte, binary bool) bool {
 		return false
 	}
 	return !binary || c < 0x7f
+}
+
+// envAssignment reports a value that is itself NAME=...: the next
+// variable of a shell command line.
+func envAssignment(v []byte) bool {
+	i := 0
+	for i < len(v) && (v[i] >= 'A' && v[i] <= 'Z' || v[i] == '_' || i > 0 && v[i] >= '0' && v[i] <= '9') {
+		i++
+	}
+	return i > 0 && i < len(v) && v[i] == '='
 }

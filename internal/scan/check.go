@@ -81,7 +81,7 @@ func validAssigned(rs *Rules, v []byte) bool {
 		return true
 	}
 	defer clear(d)
-	return len(d) >= 4 && !rs.placeholder(d)
+	return len(d) >= 4 && bytes.Count(d, []byte(" ")) < 2 && !rs.placeholder(d)
 }
 
 // validBasicAuth accepts HTTP Basic credentials: base64 of user:password

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"path"
+	"regexp"
 	"strings"
 )
 
@@ -62,6 +63,8 @@ var (
 	reasonDefault    = reason{"well-known default credential", 2}
 	reasonDocumented = reason{"value appears in the package's documentation", 2}
 	reasonChecksum   = reason{"token checksum does not match", 1}
+	reasonLibrary    = reason{"inside a shared library", 1}
+	reasonTestName   = reason{"named as a test value", 2}
 )
 
 func confidenceOf(reasons []reason, highSignal bool) Confidence {
@@ -80,7 +83,7 @@ func confidenceOf(reasons []reason, highSignal bool) Confidence {
 
 // pathClass is what a file's path says about its content.
 type pathClass struct {
-	test, docs, template, vendored bool
+	test, docs, template, vendored, library bool
 }
 
 func (c pathClass) reasons() []reason {
@@ -97,20 +100,27 @@ func (c pathClass) reasons() []reason {
 	if c.vendored && !c.test && !c.docs && !c.template {
 		rs = append(rs, reasonVendored)
 	}
+	if c.library {
+		rs = append(rs, reasonLibrary)
+	}
 	return rs
 }
 
 var (
 	testDirs = set("test", "tests", "testing", "testdata", "test-data", "test_data", "__tests__", "fixtures",
-		"fixture", "__fixtures__", "spec", "specs", "__mocks__", "mocks", "e2e", "testcases", "unittests")
+		"fixture", "__fixtures__", "spec", "specs", "__mocks__", "mocks", "e2e", "testcases", "unittests", "__snapshots__")
 	docDirs  = set("doc", "docs", "documentation", "man", "examples", "example", "samples", "sample", "demo", "demos")
-	docExts  = set(".md", ".markdown", ".mdx", ".rst", ".adoc", ".asciidoc", ".pod", ".texi", ".texinfo")
-	docNames = []string{"readme", "changelog", "changes", "history", "news", "install", "contributing",
+	docExts  = set(".md", ".markdown", ".mdx", ".rst", ".adoc", ".asciidoc", ".pod", ".texi", ".texinfo", ".mo", ".po", ".pot")
+	docNames = []string{"readme", "changelog", "changes", "history", "news", "install", "contributing", "pkg-info",
 		"upgrading", "faq", "authors"}
 	templateMarks = []string{".example", ".sample", ".template", ".tmpl", ".dist"}
 	vendorDirs    = set("node_modules", "site-packages", "dist-packages", "vendor", "gems", "bower_components",
 		"jspm_packages", "third_party", "third-party")
 )
+
+// sharedLibrary matches the names of shared and static libraries, which
+// carry the test vectors of their self-tests.
+var sharedLibrary = regexp.MustCompile(`\.(?:so(?:\.\d+)*|a|dll|dylib)$`)
 
 func set(ws ...string) map[string]bool {
 	m := make(map[string]bool, len(ws))
@@ -120,21 +130,52 @@ func set(ws ...string) map[string]bool {
 	return m
 }
 
+// Words of a path element or file name (split at '-', '_', '.' and
+// camelCase) that mark tests and fixtures, documentation, and examples.
+var (
+	testWords     = set("test", "tests", "testing", "testdata", "fixture", "fixtures", "mock", "mocks", "e2e", "testfixtures", "testprotos", "testutil", "testutils", "testenv", "testcases", "testsuite", "testresources", "unittest", "unittests")
+	docWords      = set("doc", "docs", "example", "examples", "sample", "samples", "demo", "demos", "tutorial", "tutorials", "openapi", "swagger")
+	templateWords = set("example", "sample", "template", "tmpl", "insecure", "dummy", "fake")
+)
+
+// words splits a path element at '-', '_', '.' and lower-to-upper case
+// changes, lower-cased: "keys_test_data.go" is [keys test data go],
+// "ThriftTest" is [thrift test].
+func words(el string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(el); i++ {
+		cut := i == len(el) || el[i] == '-' || el[i] == '_' || el[i] == '.'
+		camel := !cut && i > start && el[i] >= 'A' && el[i] <= 'Z' && el[i-1] >= 'a' && el[i-1] <= 'z'
+		if cut || camel {
+			if i > start {
+				out = append(out, strings.ToLower(el[start:i]))
+			}
+			start = i
+			if cut {
+				start = i + 1
+			}
+		}
+	}
+	return out
+}
+
 // classifyPath looks at every element of p, archive members included
 // ("lib.jar!/tests/x.properties").
 func classifyPath(p string) pathClass {
 	var c pathClass
-	p = strings.ToLower(strings.ReplaceAll(p, "!/", "/"))
 	if strings.HasPrefix(p, "config:") {
 		return c
 	}
-	for _, pre := range []string{"usr/share/doc/", "usr/share/man/", "usr/share/info/", "usr/local/share/man/", "usr/share/gtk-doc/"} {
+	orig := strings.Split(strings.ReplaceAll(p, "!/", "/"), "/")
+	p = strings.ToLower(strings.Join(orig, "/"))
+	for _, pre := range []string{"usr/share/doc/", "usr/share/man/", "usr/share/info/", "usr/local/share/man/", "usr/share/gtk-doc/", "usr/share/locale/"} {
 		if strings.HasPrefix(p, pre) {
 			c.docs = true
 		}
 	}
 	els := strings.Split(p, "/")
-	for _, el := range els[:len(els)-1] {
+	for i, el := range els[:len(els)-1] {
 		switch {
 		case testDirs[el], strings.HasPrefix(el, "test_"), strings.HasPrefix(el, "tests_"),
 			strings.HasSuffix(el, "_test"), strings.HasSuffix(el, "_tests"), strings.HasSuffix(el, "-test"),
@@ -145,19 +186,40 @@ func classifyPath(p string) pathClass {
 		case vendorDirs[el]:
 			c.vendored = true
 		}
+		for _, w := range words(orig[i]) {
+			switch {
+			case testWords[w]:
+				c.test = true
+			case docWords[w]:
+				c.docs = true
+			}
+		}
 	}
 	base := els[len(els)-1]
 	name := strings.TrimSuffix(base, ".gz")
 	ext := path.Ext(name)
 	stem := strings.TrimSuffix(name, ext)
 	switch {
-	case strings.HasSuffix(stem, "_test"), strings.HasSuffix(stem, ".test"), strings.HasSuffix(stem, ".spec"),
-		strings.HasSuffix(stem, "_spec"), strings.HasPrefix(stem, "test_"), stem == "conftest",
-		(ext == ".java" || ext == ".kt" || ext == ".cs" || ext == ".scala") && (strings.HasSuffix(stem, "test") || strings.HasSuffix(stem, "tests")):
+	case strings.HasSuffix(stem, ".spec"), strings.HasSuffix(stem, "_spec"), stem == "conftest", ext == ".snap":
 		c.test = true
+	}
+	for _, w := range words(orig[len(orig)-1]) {
+		switch {
+		case testWords[w]:
+			c.test = true
+		case docWords[w] && !templateWords[w]:
+			c.docs = true
+		}
+		if templateWords[w] {
+			c.template = true
+		}
 	}
 	if docExts[ext] {
 		c.docs = true
+	}
+	c.library = sharedLibrary.MatchString(name)
+	if base == "metadata" && len(els) > 1 && strings.HasSuffix(els[len(els)-2], ".dist-info") {
+		c.docs = true // a Python package's README, as installed
 	}
 	for _, n := range docNames {
 		if strings.HasPrefix(name, n) && (len(name) == len(n) || name[len(n)] == '.' || name[len(n)] == '-' || name[len(n)] == '_') {
@@ -183,7 +245,8 @@ func hostReasons(m []byte) []reason {
 			loop = true
 		}
 	}
-	for _, h := range []string{"example.com", "example.org", "example.net", ".example", ".test", ".invalid", ".localhost"} {
+	for _, h := range []string{"example.com", "example.org", "example.net", ".example", ".test", ".invalid", ".localhost",
+		"2001:db8:", "192.0.2.", "198.51.100.", "203.0.113."} {
 		if hostAt(low, h) {
 			example = true
 		}
@@ -207,7 +270,7 @@ func hostAt(s []byte, h string) bool {
 		}
 		end := off + i + len(h)
 		start := off + i
-		okEnd := end == len(s) || !hostByte(s[end])
+		okEnd := end == len(s) || !hostByte(s[end]) || h[len(h)-1] == '.' || h[len(h)-1] == ':'
 		okStart := h[0] == '.' || h[0] == '[' || start == 0 || !hostByte(s[start-1]) || s[start-1] == '.'
 		if okEnd && okStart {
 			return true
@@ -228,7 +291,7 @@ var defaultPasswords = set("postgres", "postgrespw", "root", "toor", "admin", "a
 	"changeme", "letmein", "123456", "12345678", "123456789", "qwerty", "default", "demo", "user", "mysql",
 	"oracle", "sa", "minioadmin", "rabbitmq", "elastic", "kibana", "grafana", "prom-operator", "my-secret-pw",
 	"mysecretpassword", "example", "hunter2", "foobared", "tiger", "manager", "sonar", "jenkins", "airflow",
-	"keycloak", "superuser", "welcome", "welcome1", "redis", "mongo", "mongodb", "docker", "vagrant",
+	"keycloak", "superuser", "welcome", "welcome1", "mypass", "mypassword", "yourpassword", "secretpassword", "redis", "mongo", "mongodb", "docker", "vagrant",
 	"ubuntu", "raspberry", "nexus", "bitnami", "openshift", "dev", "development", "local")
 
 // defaultCredential reports a well-known default: a password from the
@@ -290,6 +353,9 @@ func packageOf(p string) string {
 	top, _, _ := strings.Cut(p, "!/")
 	els := strings.Split(top, "/")
 	for i, el := range els[:len(els)-1] {
+		if strings.Contains(el, "@v") { // Go module cache: module@version
+			return strings.Join(els[:i+1], "/")
+		}
 		switch el {
 		case "node_modules":
 			if i+2 < len(els) && strings.HasPrefix(els[i+1], "@") {
@@ -335,7 +401,7 @@ func docTokens(data []byte, fn func([]byte)) {
 		if !sep {
 			switch c := data[i]; {
 			case c <= ' ' || c >= 0x7f, c == '"', c == '\'', c == '`', c == '(', c == ')', c == '[', c == ']',
-				c == '{', c == '}', c == '<', c == '>', c == '=', c == ',', c == ';':
+				c == '{', c == '}', c == '<', c == '>', c == '=', c == ',', c == ';', c == '&', c == '?':
 				sep = true
 			case c == ':' && i+1 < len(data) && (data[i+1] == ' ' || data[i+1] == '\n' || data[i+1] == '\t'):
 				sep = true
@@ -365,4 +431,35 @@ func plainWord(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// encodedDefault reports a default credential written as base64 user:pass
+// (HTTP Basic, docker config auth).
+func encodedDefault(r *compiledRule, v []byte) bool {
+	if r.Validate != "basic-auth" && r.Validate != "docker-auth" {
+		return false
+	}
+	d, ok := decodePrintable(v)
+	if !ok {
+		return false
+	}
+	defer clear(d)
+	user, pass, ok := bytes.Cut(d, []byte(":"))
+	return ok && defaultCredential(user, pass)
+}
+
+// testKeyName reports a key named as a test or example value:
+// TEST_API_KEY, fakeToken, dummy_password, exampleSecret.
+func testKeyName(data []byte, ks int) bool {
+	ke := ks
+	for ke < len(data) && ke-ks < 128 && wordByte(data[ke]) {
+		ke++
+	}
+	for _, w := range words(string(data[ks:ke])) {
+		switch w {
+		case "test", "testing", "fake", "dummy", "mock", "example", "sample", "demo", "stub", "fixture":
+			return true
+		}
+	}
+	return false
 }

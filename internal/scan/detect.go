@@ -3,6 +3,7 @@ package scan
 import (
 	"bytes"
 	"slices"
+	"strings"
 )
 
 // Window sizes around a keyword hit, in bytes.
@@ -43,6 +44,7 @@ func (rs *Rules) newDetector() *detector {
 // keyword. The returned slice is reused by the next call.
 func (d *detector) find(path string, data []byte, binary bool) []match {
 	d.matches = d.matches[:0]
+	code := isSourceCode(path)
 	d.hits = d.rs.pf.scan(data, d.hits[:0])
 	for _, h := range d.hits {
 		e := int(h.end)
@@ -56,7 +58,7 @@ func (d *detector) find(path string, data []byte, binary bool) []match {
 				continue
 			}
 			if r.parsed() {
-				if a, ok := parseAssign(r, data, s, e, binary); ok {
+				if a, ok := parseAssign(r, data, s, e, binary); ok && (a.quoted || !code || !r.QuotedInCode) && (!binary || letterAndDigit(data[a.vs:a.ve])) {
 					d.consider(r, data, a.vs, a.ve, a.ks, a.end)
 				}
 				continue
@@ -94,6 +96,20 @@ func (d *detector) find(path string, data []byte, binary bool) []match {
 	}
 	d.matches = resolveOverlaps(d.matches)
 	return d.matches
+}
+
+// sourceExts are the extensions of program source, where an unquoted
+// value is an expression (a variable, a call), not a literal.
+var sourceExts = set(".go", ".js", ".mjs", ".cjs", ".ts", ".tsx", ".jsx", ".py", ".rb", ".java", ".kt", ".kts",
+	".scala", ".cs", ".php", ".swift", ".rs", ".c", ".h", ".cc", ".cpp", ".hpp", ".m", ".mm", ".lua", ".pl", ".pm",
+	".groovy", ".dart", ".ex", ".exs", ".erl", ".clj", ".vue", ".svelte", ".fs", ".vb", ".r", ".jl",
+	".tcc", ".ipp", ".inl", ".hh", ".hxx", ".cxx", ".tpp", ".pyc", ".class", ".vim", ".td", ".el", ".lisp")
+
+func isSourceCode(p string) bool {
+	if i := strings.LastIndexByte(p, '.'); i >= 0 && i > strings.LastIndexByte(p, '/') {
+		return sourceExts[strings.ToLower(p[i:])]
+	}
+	return false
 }
 
 // addWindow records a window for rule ri, merging it with the previous one
@@ -246,6 +262,9 @@ func (d *detector) consider(r *compiledRule, data []byte, start, end, mstart, me
 	if r.Entropy > 0 && entropy(v) < r.Entropy {
 		return // cheapest check first
 	}
+	if !r.Multiline && bytes.Count(v, []byte(" ")) >= 2 {
+		return // prose: "your api key", a message
+	}
 	if r.value != nil && !r.value.Match(v) {
 		return
 	}
@@ -308,4 +327,20 @@ func resolveOverlaps(ms []match) []match {
 		}
 	}
 	return out
+}
+
+// letterAndDigit reports a value with both a letter and a digit: in a
+// binary's string table, identifiers run into each other ("Token:Topic"),
+// while real credentials nearly always mix the two.
+func letterAndDigit(v []byte) bool {
+	var l, d bool
+	for _, c := range v {
+		switch {
+		case c >= '0' && c <= '9':
+			d = true
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+			l = true
+		}
+	}
+	return l && d
 }

@@ -25,26 +25,29 @@ type Rule struct {
 	Keywords    []string `yaml:"keywords"`      // any of these must occur before the regex runs
 	CaseSens    bool     `yaml:"caseSensitive"` // keywords match case-sensitively
 	Regex       string   `yaml:"regex"`
-	SecretGroup int      `yaml:"secretGroup"`  // first non-empty group at or after this index is the secret
-	Entropy     float64  `yaml:"entropy"`      // minimum Shannon entropy (bits per byte) of the secret
-	Multiline   bool     `yaml:"multiline"`    // the match may span lines (PEM blocks, JSON)
-	WordStart   bool     `yaml:"wordStart"`    // the match starts where the word holding the keyword starts
-	Assign      bool     `yaml:"assign"`       // the keyword ends a word or a part of it, and the word is followed by ':' or '='
-	WordEnd     bool     `yaml:"wordEnd"`      // with assign: the keyword ends the word (api_key, not key_id)
-	Value       string   `yaml:"value"`        // with assign and no regex: the assigned value must match this
-	MinLen      int      `yaml:"minLength"`    // with assign and no regex: shortest value (default 6)
-	MaxLen      int      `yaml:"maxLength"`    // with assign and no regex: longest value (default 1024)
-	Path        string   `yaml:"path"`         // only files whose path matches this regex
-	Allow       []string `yaml:"allow"`        // secrets matching any of these are not findings
-	DenySuffix  []string `yaml:"denySuffixes"` // with assign: a word whose rest after the keyword ends with one of these (any case) is skipped: password_file
-	DenyPrefix  []string `yaml:"denyPrefixes"` // with assign: a word whose part before the keyword ends with one of these (any case) is skipped: public_key
-	DenyValue   string   `yaml:"denyValue"`    // secrets matching this are not findings
-	Validate    string   `yaml:"validate"`     // built-in check: jwt, pem-body, docker-auth, basic-auth
-	Checksum    string   `yaml:"checksum"`     // built-in checksum of the token format: github (also npm)
-	Signal      string   `yaml:"signal"`       // "high": context (test paths, docs) never makes it low confidence
-	Import      string   `yaml:"import"`       // what --import stores: secret (default), match (a whole PEM block) or file
-	Format      string   `yaml:"format"`       // a built-in structural detector instead of a regex: keystore
-	Priority    int      `yaml:"priority"`     // of two overlapping matches the higher priority wins
+	SecretGroup int      `yaml:"secretGroup"` // first non-empty group at or after this index is the secret
+	Entropy     float64  `yaml:"entropy"`     // minimum Shannon entropy (bits per byte) of the secret
+	Multiline   bool     `yaml:"multiline"`   // the match may span lines (PEM blocks, JSON)
+	WordStart   bool     `yaml:"wordStart"`   // the match starts where the word holding the keyword starts
+	Assign      bool     `yaml:"assign"`      // the keyword ends a word or a part of it, and the word is followed by ':' or '='
+	WordEnd     bool     `yaml:"wordEnd"`     // with assign: the keyword ends the word (api_key, not key_id)
+	Value       string   `yaml:"value"`       // with assign and no regex: the assigned value must match this
+	MinLen      int      `yaml:"minLength"`   // with assign and no regex: shortest value (default 6)
+	MaxLen      int      `yaml:"maxLength"`   // with assign and no regex: longest value (default 1024)
+	// QuotedInCode: with assign and no regex, in program source (.go, .js,
+	// .py, ...) only quoted values count: unquoted ones are expressions.
+	QuotedInCode bool     `yaml:"quotedInCode"`
+	Path         string   `yaml:"path"`         // only files whose path matches this regex
+	Allow        []string `yaml:"allow"`        // secrets matching any of these are not findings
+	DenySuffix   []string `yaml:"denySuffixes"` // with assign: a word whose rest after the keyword ends with one of these (any case) is skipped: password_file
+	DenyPrefix   []string `yaml:"denyPrefixes"` // with assign: a word whose part before the keyword ends with one of these (any case) is skipped: public_key
+	DenyValue    string   `yaml:"denyValue"`    // secrets matching this are not findings
+	Validate     string   `yaml:"validate"`     // built-in check: jwt, pem-body, docker-auth, basic-auth
+	Checksum     string   `yaml:"checksum"`     // built-in checksum of the token format: github (also npm)
+	Signal       string   `yaml:"signal"`       // "high": context (test paths, docs) never makes it low confidence
+	Import       string   `yaml:"import"`       // what --import stores: secret (default), match (a whole PEM block) or file
+	Format       string   `yaml:"format"`       // a built-in structural detector instead of a regex: keystore
+	Priority     int      `yaml:"priority"`     // of two overlapping matches the higher priority wins
 }
 
 // rulesFile is the shape of rules.yaml and of files given with --rules.

@@ -176,6 +176,10 @@ func (r *Report) Zero() {
 	}
 }
 
+// maxLowPerFile bounds the low-confidence findings listed per file (a test
+// log can hold a hundred thousand); the rest are counted in a warning.
+const maxLowPerFile = 50
+
 // job is one file handed from a reader to the workers.
 type job struct {
 	layer  *LayerRef
@@ -277,6 +281,7 @@ func (r *run) finish(target, kind string) *Report {
 			Skipped: len(r.skipped), Suppressed: r.supp, Duration: time.Since(r.start),
 		},
 	}
+	lowPerFile := map[string]int{}
 	for _, f := range r.findings {
 		if !classifyPath(f.Path).docs && r.docs[f.pkg][f.vhash] {
 			f.reasons = append(f.reasons, reasonDocumented)
@@ -286,12 +291,22 @@ func (r *run) finish(target, kind string) *Report {
 			f.Context = append(f.Context, rs.text)
 		}
 		if f.Confidence == ConfidenceLow {
-			rep.Low = append(rep.Low, f)
+			if lowPerFile[f.Path]++; lowPerFile[f.Path] <= maxLowPerFile {
+				rep.Low = append(rep.Low, f)
+			}
 		} else {
 			rep.Findings = append(rep.Findings, f)
 		}
 	}
 	r.findings = nil
+	var capped []string
+	for p, n := range lowPerFile {
+		if n > maxLowPerFile {
+			capped = append(capped, fmt.Sprintf("%s: %d more low-confidence findings not listed", p, n-maxLowPerFile))
+		}
+	}
+	slices.Sort(capped)
+	rep.Warnings = append(rep.Warnings, capped...)
 	if rep.Skipped == nil {
 		rep.Skipped = []Skipped{}
 	}
@@ -381,11 +396,14 @@ func (r *run) report(layer *LayerRef, source, path string, data []byte, binary b
 		}
 		f.reasons = pc.reasons()
 		f.reasons = append(f.reasons, hostReasons(data[m.mstart:m.mend])...)
-		if len(v) <= 64 && defaultCredential(credentialUser(m.rule.ID, data, m), v) {
+		if len(v) <= 64 && defaultCredential(credentialUser(m.rule.ID, data, m), v) || encodedDefault(m.rule, v) {
 			f.reasons = append(f.reasons, reasonDefault)
 		}
 		if m.badChecksum {
 			f.reasons = append(f.reasons, reasonChecksum)
+		}
+		if m.rule.parsed() && testKeyName(data, m.mstart) {
+			f.reasons = append(f.reasons, reasonTestName)
 		}
 		if r.s.cfg.Ignore.Match(&f) {
 			r.mu.Lock()
