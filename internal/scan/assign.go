@@ -40,7 +40,11 @@ func parseAssign(r *compiledRule, data []byte, s, e int, binary bool) (assignmen
 	if we > e && deniedSuffix(r.denySuf, data[e:we]) {
 		return a, false
 	}
-	if s > a.ks && len(r.denyPre) > 0 && deniedSuffix(r.denyPre, bytes.TrimRight(data[a.ks:s], "_.-")) {
+	pe := s // the denied prefixes end where the keywords' common core starts: "Public|Key" for "ckey"
+	if r.coreLen > 0 {
+		pe = e - r.coreLen
+	}
+	if pe > a.ks && len(r.denyPre.lens) > 0 && deniedSuffix(r.denyPre, bytes.TrimRight(data[a.ks:pe], "_.-")) {
 		return a, false
 	}
 	if data[we-1] == 'S' && (string(data[a.ks:we]) == "PASS" || string(data[a.ks:we]) == "XPASS") && we < hi && data[we] == ':' {

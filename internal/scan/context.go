@@ -322,7 +322,7 @@ func credentialUser(ruleID string, data []byte, m match) []byte {
 			return parts[3]
 		}
 	case "db-connection-string":
-		seg := data[m.mstart:m.mend]
+		seg := data[lineStart(data, m.mstart):m.mend]
 		for _, k := range []string{"user id=", "uid=", "user=", "username="} {
 			if i := bytes.Index(bytes.ToLower(seg), []byte(k)); i >= 0 {
 				v := seg[i+len(k):]
@@ -391,22 +391,30 @@ func packageOf(p string) string {
 	return els[0]
 }
 
+// docSep marks the bytes that end a word of documentation: blanks and
+// control bytes, quotes, brackets and operators.
+var docSep = func() (t [256]bool) {
+	for c := 0; c <= ' '; c++ {
+		t[c] = true
+	}
+	for c := 0x7f; c < 256; c++ {
+		t[c] = true
+	}
+	for _, c := range []byte("\"'`()[]{}<>=,;&?") {
+		t[c] = true
+	}
+	return t
+}()
+
 // docTokens calls fn with every word of a documentation file that could be
 // a credential: 6 to 256 bytes between blanks, quotes, brackets and
-// operators, with a digit or a symbol in it.
+// operators (": " too, but not the colon of a URL), with a digit or a
+// symbol in it.
 func docTokens(data []byte, fn func([]byte)) {
 	start := -1
 	for i := 0; i <= len(data); i++ {
-		sep := i == len(data)
-		if !sep {
-			switch c := data[i]; {
-			case c <= ' ' || c >= 0x7f, c == '"', c == '\'', c == '`', c == '(', c == ')', c == '[', c == ']',
-				c == '{', c == '}', c == '<', c == '>', c == '=', c == ',', c == ';', c == '&', c == '?':
-				sep = true
-			case c == ':' && i+1 < len(data) && (data[i+1] == ' ' || data[i+1] == '\n' || data[i+1] == '\t'):
-				sep = true
-			}
-		}
+		sep := i == len(data) || docSep[data[i]] ||
+			data[i] == ':' && i+1 < len(data) && (data[i+1] == ' ' || data[i+1] == '\n' || data[i+1] == '\t')
 		if !sep {
 			if start < 0 {
 				start = i
@@ -414,7 +422,11 @@ func docTokens(data []byte, fn func([]byte)) {
 			continue
 		}
 		if start >= 0 {
-			if tok := bytes.TrimRight(data[start:i], ".:"); len(tok) >= 6 && len(tok) <= 256 && !plainWord(tok) {
+			tok := data[start:i]
+			for len(tok) > 0 && (tok[len(tok)-1] == '.' || tok[len(tok)-1] == ':') {
+				tok = tok[:len(tok)-1]
+			}
+			if len(tok) >= 6 && len(tok) <= 256 && !plainWord(tok) {
 				fn(tok)
 			}
 			start = -1

@@ -33,10 +33,11 @@ type detector struct {
 	touched []int
 	matches []match
 	hits    []hit
+	pathOK  []int8 // per rule, for this file: 0 unknown, 1 matches, -1 not
 }
 
 func (rs *Rules) newDetector() *detector {
-	return &detector{rs: rs, wins: make([][]window, len(rs.rules))}
+	return &detector{rs: rs, wins: make([][]window, len(rs.rules)), pathOK: make([]int8, len(rs.rules))}
 }
 
 // find runs the rules over data, the content of the file at path. In a
@@ -44,8 +45,13 @@ func (rs *Rules) newDetector() *detector {
 // keyword. The returned slice is reused by the next call.
 func (d *detector) find(path string, data []byte, binary bool) []match {
 	d.matches = d.matches[:0]
+	clear(d.pathOK)
 	code := isSourceCode(path)
-	d.hits = d.rs.pf.scan(data, d.hits[:0])
+	if binary {
+		d.hits = d.rs.pf.scanBinary(data, d.hits[:0])
+	} else {
+		d.hits = d.rs.pf.scan(data, d.hits[:0])
+	}
 	for _, h := range d.hits {
 		e := int(h.end)
 		s := e - int(d.rs.pf.lens[h.kw])
@@ -54,7 +60,7 @@ func (d *detector) find(path string, data []byte, binary bool) []match {
 				continue
 			}
 			r := d.rs.rules[kr.rule]
-			if r.path != nil && !r.path.MatchString(path) {
+			if r.path != nil && !d.pathMatches(kr.rule, path) {
 				continue
 			}
 			if r.parsed() {
@@ -110,6 +116,18 @@ func isSourceCode(p string) bool {
 		return sourceExts[strings.ToLower(p[i:])]
 	}
 	return false
+}
+
+// pathMatches reports whether rule ri's path regex matches path, once per
+// file.
+func (d *detector) pathMatches(ri int, path string) bool {
+	if d.pathOK[ri] == 0 {
+		d.pathOK[ri] = -1
+		if d.rs.rules[ri].path.MatchString(path) {
+			d.pathOK[ri] = 1
+		}
+	}
+	return d.pathOK[ri] == 1
 }
 
 // addWindow records a window for rule ri, merging it with the previous one
@@ -198,9 +216,33 @@ func assigned(r *compiledRule, data []byte, e int) bool {
 	return we == s || !deniedSuffix(r.denySuf, data[s:we])
 }
 
-// deniedSuffix reports whether rest ends, in any case, with one of words
-// (lower-case), where rest is the part of a word after its keyword.
-func deniedSuffix(words [][]byte, rest []byte) bool {
+// suffixSet is a set of lower-case words that a string may end with,
+// indexed by length so that a test costs one map lookup per length.
+type suffixSet struct {
+	lens  []int
+	words map[string]bool
+}
+
+func newSuffixSet(ws [][]byte) suffixSet {
+	ss := suffixSet{words: map[string]bool{}}
+	seen := map[int]bool{}
+	for _, w := range ws {
+		ss.words[string(w)] = true
+		if !seen[len(w)] {
+			seen[len(w)] = true
+			ss.lens = append(ss.lens, len(w))
+		}
+	}
+	slices.Sort(ss.lens)
+	return ss
+}
+
+// deniedSuffix reports whether rest ends, in any case, with one of the
+// set's words (rest is the part of a word after, or before, its keyword).
+func deniedSuffix(ss suffixSet, rest []byte) bool {
+	if len(ss.lens) == 0 {
+		return false
+	}
 	var buf [64]byte
 	if len(rest) > len(buf) {
 		rest = rest[len(rest)-len(buf):]
@@ -212,8 +254,11 @@ func deniedSuffix(words [][]byte, rest []byte) bool {
 		}
 		low[i] = c
 	}
-	for _, w := range words {
-		if bytes.HasSuffix(low, w) {
+	for _, n := range ss.lens {
+		if n > len(low) {
+			break
+		}
+		if ss.words[string(low[len(low)-n:])] {
 			return true
 		}
 	}
@@ -266,6 +311,9 @@ func (d *detector) consider(r *compiledRule, data []byte, start, end, mstart, me
 		return // prose: "your api key", a message
 	}
 	if r.value != nil && !r.value.Match(v) {
+		return
+	}
+	if r.lineCtx != nil && !r.lineCtx.Match(data[lineStart(data, mstart):mstart]) {
 		return
 	}
 	if !d.rs.accept(r, v) {
@@ -343,4 +391,14 @@ func letterAndDigit(v []byte) bool {
 		}
 	}
 	return l && d
+}
+
+// lineStart returns where the line holding data[i] starts, at most maxBack
+// bytes before i.
+func lineStart(data []byte, i int) int {
+	lo := max(0, i-maxBack)
+	if j := bytes.LastIndexByte(data[lo:i], '\n'); j >= 0 {
+		return lo + j + 1
+	}
+	return lo
 }

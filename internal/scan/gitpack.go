@@ -2,11 +2,11 @@ package scan
 
 import (
 	"bytes"
-	"compress/zlib"
 	"crypto/sha1"
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"github.com/klauspost/compress/zlib"
 	"regexp"
 	"strconv"
 )

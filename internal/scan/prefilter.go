@@ -1,6 +1,7 @@
 package scan
 
 import (
+	"encoding/binary"
 	"fmt"
 	"slices"
 )
@@ -213,6 +214,48 @@ func (p *prefilter) scan(data []byte, hits []hit) []hit {
 	// The last lane goes on to the end of data.
 	_, hits = p.scanFrom(s3, data, st[3]+n, 3*q, len(data), hits)
 	return hits
+}
+
+// scanBinary is scan for a binary file: keywords are searched only in runs
+// of printable bytes (tabs and line breaks included) that hold at least one
+// 8-byte-aligned word of printable ASCII, so runs of 15 bytes and more are
+// always searched. A match in a binary is confined to its printable run,
+// and nothing shorter than that holds a keyword and a secret; skipping the
+// rest (machine code, compressed data) word by word is several times faster
+// than running the automaton over it.
+func (p *prefilter) scanBinary(data []byte, hits []hit) []hit {
+	n := len(data)
+	prevEnd := 0
+	for i := 0; i+8 <= n; {
+		if !printableWord(binary.LittleEndian.Uint64(data[i:])) {
+			i += 8
+			continue
+		}
+		s, e := i, i+8
+		for s > prevEnd && printableByte(data[s-1], true) {
+			s--
+		}
+		for e < n && printableByte(data[e], true) {
+			e++
+		}
+		base := len(hits)
+		hits = p.scan(data[s:e], hits)
+		for k := base; k < len(hits); k++ {
+			hits[k].end += int32(s)
+		}
+		prevEnd = e
+		i = (e + 7) &^ 7
+	}
+	return hits
+}
+
+// printableWord reports whether all 8 bytes of w are in 0x20..0x7e.
+func printableWord(w uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	high := w & highs
+	below := (w - 0x20*ones) &^ w & highs                      // a byte < 0x20 (exact when no high bit is set)
+	del := ((w ^ 0x7f*ones) - ones) &^ (w ^ 0x7f*ones) & highs // a byte == 0x7f
+	return high|below|del == 0
 }
 
 // scanFrom runs the automaton from state s over data[from:to], appending

@@ -2,6 +2,7 @@ package scan
 
 import (
 	"bytes"
+	"encoding/binary"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -67,5 +68,47 @@ func BenchmarkPrefilter(b *testing.B) {
 				hits = rs.pf.scan(data, hits[:0])
 			}
 		})
+	}
+}
+
+// TestPrefilterBinary: in a binary, keywords are found in printable runs of
+// 15 bytes and more wherever they sit, and the positions are the file's.
+func TestPrefilterBinary(t *testing.T) {
+	kws := []string{"password", "akia", "begin rsa"}
+	p, err := newPrefilter(kws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 200 {
+		data := make([]byte, 100+r.IntN(3000))
+		for j := range data {
+			data[j] = byte(r.UintN(256)) | 0x80 // nothing printable
+		}
+		// a run of 15..60 printable bytes holding a keyword, anywhere
+		run := []byte("x=" + kws[r.IntN(len(kws))] + "=Zr8f3kQ9pLx2Vb7mAbcdefghijklmnopqrstuvwxyz0123456789")[:15+r.IntN(46)]
+		if len(run) < 15 {
+			continue
+		}
+		at := r.IntN(len(data) - len(run))
+		copy(data[at:], run)
+		got := p.scanBinary(data, nil)
+		want := naiveHits(kws, data[at:at+len(run)])
+		for i := range want {
+			want[i].end += int32(at)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("run %q at %d: got %v, want %v", run, at, got, want)
+		}
+	}
+	for _, w := range []string{"abcdefgh", "        ", "~~~~~~~~"} {
+		if !printableWord(binary.LittleEndian.Uint64([]byte(w))) {
+			t.Errorf("%q not printable", w)
+		}
+	}
+	for _, w := range []string{"abcdefg\x00", "\x7fbcdefgh", "abc\x1fefgh", "abcdefg\x80", "abcd\tfgh"} {
+		if printableWord(binary.LittleEndian.Uint64([]byte(w))) {
+			t.Errorf("%q printable", w)
+		}
 	}
 }

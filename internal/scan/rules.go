@@ -38,6 +38,7 @@ type Rule struct {
 	// .py, ...) only quoted values count: unquoted ones are expressions.
 	QuotedInCode bool     `yaml:"quotedInCode"`
 	Path         string   `yaml:"path"`         // only files whose path matches this regex
+	LineContext  string   `yaml:"lineContext"`  // the line before the match must match this regex (a connection string's host=)
 	Allow        []string `yaml:"allow"`        // secrets matching any of these are not findings
 	DenySuffix   []string `yaml:"denySuffixes"` // with assign: a word whose rest after the keyword ends with one of these (any case) is skipped: password_file
 	DenyPrefix   []string `yaml:"denyPrefixes"` // with assign: a word whose part before the keyword ends with one of these (any case) is skipped: public_key
@@ -64,14 +65,16 @@ type compiledRule struct {
 	re         *regexp.Regexp
 	value      *regexp.Regexp // assign rules without a regex
 	path       *regexp.Regexp
+	lineCtx    *regexp.Regexp
 	allow      []*regexp.Regexp
-	denySuf    [][]byte // lower-case
-	denyPre    [][]byte // lower-case
+	denySuf    suffixSet
+	denyPre    suffixSet
 	denyValue  anyOf
 	validate   func(*Rules, []byte) bool
 	checksum   func([]byte) bool
 	highSignal bool
 	format     formatDetector
+	coreLen    int // length of the suffix all keywords share ("key" of _key, akey, ...)
 }
 
 // parsed reports an assign rule whose value is found by the built-in
@@ -297,6 +300,9 @@ func compileRule(r Rule) (*compiledRule, error) {
 	if cr.value, err = opt(r.Value, "value"); err != nil {
 		return nil, err
 	}
+	if cr.lineCtx, err = opt(r.LineContext, "lineContext"); err != nil {
+		return nil, err
+	}
 	if cr.parsed() && cr.MinLen == 0 {
 		cr.MinLen = 6
 	}
@@ -313,12 +319,16 @@ func compileRule(r Rule) (*compiledRule, error) {
 		}
 		return out, nil
 	}
-	if cr.denySuf, err = words(r.DenySuffix, "denySuffixes"); err != nil {
+	suf, err := words(r.DenySuffix, "denySuffixes")
+	if err != nil {
 		return nil, err
 	}
-	if cr.denyPre, err = words(r.DenyPrefix, "denyPrefixes"); err != nil {
+	pre, err := words(r.DenyPrefix, "denyPrefixes")
+	if err != nil {
 		return nil, err
 	}
+	cr.denySuf, cr.denyPre = newSuffixSet(suf), newSuffixSet(pre)
+	cr.coreLen = commonSuffix(r.Keywords)
 	if r.DenyValue != "" {
 		if cr.denyValue, err = splitAlternation(r.DenyValue); err != nil {
 			return nil, bad("denyValue: %v", err)
@@ -381,4 +391,28 @@ func splitAlternation(src string) (anyOf, error) {
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// commonSuffix is the length of the longest suffix (any case) shared by all
+// keywords.
+func commonSuffix(kws []string) int {
+	if len(kws) < 2 {
+		return 0
+	}
+	n := 0
+	for {
+		var c byte
+		for i, k := range kws {
+			if n >= len(k) {
+				return n
+			}
+			b := lowerASCII(k[len(k)-1-n])
+			if i == 0 {
+				c = b
+			} else if b != c {
+				return n
+			}
+		}
+		n++
+	}
 }

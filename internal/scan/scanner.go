@@ -110,6 +110,7 @@ const (
 	SkipBomb        = "decompression bomb"
 	SkipUnsupported = "unsupported compression (raw bytes scanned)"
 	SkipEncrypted   = "encrypted archive member"
+	SkipMedia       = "image, audio, video or font (no text to scan)"
 )
 
 // Skipped is a file that could not be scanned (fully).
@@ -395,7 +396,11 @@ func (r *run) report(layer *LayerRef, source, path string, data []byte, binary b
 			f.Config = configRef(path, data, f.Line)
 		}
 		f.reasons = pc.reasons()
-		f.reasons = append(f.reasons, hostReasons(data[m.mstart:m.mend])...)
+		hostCtx := data[m.mstart:m.mend]
+		if m.rule.lineCtx != nil {
+			hostCtx = data[lineStart(data, m.mstart):m.mend]
+		}
+		f.reasons = append(f.reasons, hostReasons(hostCtx)...)
 		if len(v) <= 64 && defaultCredential(credentialUser(m.rule.ID, data, m), v) || encodedDefault(m.rule, v) {
 			f.reasons = append(f.reasons, reasonDefault)
 		}
