@@ -219,8 +219,8 @@ func suggestFile(f *scan.Finding) string {
 	switch {
 	case f.Config != nil && f.Config.Key != "":
 		return fileName(strings.ToLower(f.Config.Key))
-	case f.Member == "" && f.Source != "config" && strings.Contains(f.RuleID, "key") && !strings.Contains(f.RuleID, "api"):
-		return fileName(path.Base(f.File))
+	case f.ImportMode() != "secret" && f.Source != "config":
+		return fileName(path.Base(f.Path))
 	}
 	return ""
 }

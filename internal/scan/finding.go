@@ -94,6 +94,7 @@ type Finding struct {
 	OverwrittenIn int `json:"overwritten_in"`
 
 	value      secret.Value // with Config.KeepValues only
+	importMode string       // the rule's import: "secret", "match" or "file"
 	highSignal bool
 	reasons    []reason
 	pkg        string
@@ -114,6 +115,16 @@ type ConfigRef struct {
 // KeepValues (nil otherwise). It never prints (secret.Value redacts);
 // Report.Zero wipes it.
 func (f *Finding) Secret() secret.Value { return f.value }
+
+// ImportMode says what Secret holds: "secret" (the secret alone), "match"
+// (a whole block, such as a PEM key) or "file" (the whole file: a keystore,
+// a service account key file).
+func (f *Finding) ImportMode() string {
+	if f.importMode == "" {
+		return "secret"
+	}
+	return f.importMode
+}
 
 // Status says where the secret can be found, e.g.
 // "added in layer 2, deleted in layer 4".

@@ -378,6 +378,7 @@ func (r *run) report(layer *LayerRef, source, path string, data []byte, binary b
 			Fingerprint: Fingerprint(m.rule.ID, path, v),
 			DeletedIn:   -1, OverwrittenIn: -1,
 			highSignal: m.rule.highSignal && !m.badChecksum,
+			importMode: m.rule.Import,
 			pkg:        pkg,
 			vhash:      maphash.Bytes(r.seed, v),
 		}
