@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log"
@@ -302,5 +303,40 @@ func TestAccuracyLayout2(t *testing.T) {
 	}
 	if sc.Recall() < 0.975 || sc.Precision() < 0.975 {
 		t.Errorf("recall %.3f / precision %.3f below 0.975", sc.Recall(), sc.Precision())
+	}
+}
+
+// TestAccuracyByKind prints, with -v, recall per kind of secret and
+// precision per rule for both layouts, as tables for
+// docs/benchmarks-scan.md.
+func TestAccuracyByKind(t *testing.T) {
+	if !testing.Verbose() {
+		t.Skip("prints tables; run with -v")
+	}
+	for _, l := range []struct {
+		name string
+		o    scangen.Options
+	}{{"layout 1", scangen.Options{Seed: 1}}, {"layout 2", scangen.Options{Seed: 1, Layout: 2}}} {
+		path, truth := generated(t, "bykind-"+l.name, l.o)
+		rep, err := scanTarget(t, path, OpenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds, rules := truth.ByKind(labels(rep))
+		var sb strings.Builder
+		fmt.Fprintf(&sb, "%s: %s\n\n| kind | planted | found |\n|---|---|---|\n", l.name, truth.Evaluate(labels(rep)))
+		for _, k := range kinds {
+			fmt.Fprintf(&sb, "| %s | %d | %d |\n", k.Name, k.Planted, k.Found)
+		}
+		fmt.Fprintf(&sb, "\n| rule | findings | false positives |\n|---|---|---|\n")
+		for _, r := range rules {
+			fmt.Fprintf(&sb, "| %s | %d | %d |\n", r.Name, r.Reported, r.FalsePos)
+		}
+		low := map[string]int{}
+		for _, f := range rep.Low {
+			low[f.RuleID]++
+		}
+		fmt.Fprintf(&sb, "\nlow confidence (not counted): %d %v\n", len(rep.Low), low)
+		t.Log("\n" + sb.String())
 	}
 }

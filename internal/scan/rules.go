@@ -1,6 +1,7 @@
 package scan
 
 import (
+	"bytes"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -165,12 +166,15 @@ func decodeRules(src []byte, f *rulesFile) error {
 func compileRules(f rulesFile) (*Rules, error) {
 	rs := &Rules{}
 	for _, a := range f.Allow {
-		re, err := splitAlternation(a)
-		if err != nil {
+		if _, err := regexp.Compile(a); err != nil {
 			return nil, fmt.Errorf("%w: allow %q: %w", ErrRules, a, err)
 		}
-		rs.allow = append(rs.allow, re...)
 	}
+	allow, err := compileAnyOf(f.Allow...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: allow: %w", ErrRules, err)
+	}
+	rs.allow = allow
 	kwIndex := map[string]int{}
 	var kws []string
 	seen := map[string]bool{}
@@ -330,7 +334,7 @@ func compileRule(r Rule) (*compiledRule, error) {
 	cr.denySuf, cr.denyPre = newSuffixSet(suf), newSuffixSet(pre)
 	cr.coreLen = commonSuffix(r.Keywords)
 	if r.DenyValue != "" {
-		if cr.denyValue, err = splitAlternation(r.DenyValue); err != nil {
+		if cr.denyValue, err = compileAnyOf(r.DenyValue); err != nil {
 			return nil, bad("denyValue: %v", err)
 		}
 	}
@@ -358,11 +362,66 @@ func compileRule(r Rule) (*compiledRule, error) {
 	return cr, nil
 }
 
-// anyOf matches if any of its regexps does.
-type anyOf []*regexp.Regexp
+// anyOf matches a value against a list of patterns. Alternatives that are
+// plain words ("example", "(?i)^(?:password|secret)$", "\\$\\{") are
+// compared as bytes, on a lower-cased copy where the case is ignored; the
+// others run as regexps, each alternative on its own (Go runs an anchored
+// regexp in one pass, but retries an alternation at every position).
+type anyOf struct {
+	lits []literal
+	res  []*regexp.Regexp
+}
+
+// literal is an alternative without metacharacters.
+type literal struct {
+	s          []byte // lower-case when fold
+	fold       bool
+	start, end bool // anchored at the start, at the end
+}
+
+// maxFold is the longest value folded for literal comparison; longer
+// values are compared by regexp only.
+const maxFold = 512
 
 func (a anyOf) Match(b []byte) bool {
-	for _, re := range a {
+	if len(a.lits) > 0 {
+		var buf [maxFold]byte
+		low := buf[:0]
+		if len(b) <= maxFold {
+			low = buf[:len(b)]
+			for i, c := range b {
+				low[i] = lowerASCII(c)
+			}
+		}
+		for _, l := range a.lits {
+			v := b
+			if l.fold {
+				if len(b) > maxFold {
+					continue
+				}
+				v = low
+			}
+			switch {
+			case l.start && l.end:
+				if bytes.Equal(v, l.s) {
+					return true
+				}
+			case l.start:
+				if bytes.HasPrefix(v, l.s) {
+					return true
+				}
+			case l.end:
+				if bytes.HasSuffix(v, l.s) {
+					return true
+				}
+			default:
+				if bytes.Contains(v, l.s) {
+					return true
+				}
+			}
+		}
+	}
+	for _, re := range a.res {
 		if re.Match(b) {
 			return true
 		}
@@ -370,27 +429,79 @@ func (a anyOf) Match(b []byte) bool {
 	return false
 }
 
-// splitAlternation compiles the top-level alternatives of src separately:
-// Go's matcher runs an anchored alternative ('^...$') in one pass, but an
-// alternation of several only by backtracking at every position.
-func splitAlternation(src string) (anyOf, error) {
-	re, err := syntax.Parse(src, syntax.Perl)
-	if err != nil {
-		return nil, err
-	}
-	subs := []*syntax.Regexp{re}
-	if re.Op == syntax.OpAlternate {
-		subs = re.Sub
-	}
-	out := make(anyOf, 0, len(subs))
-	for _, sub := range subs {
-		c, err := regexp.Compile(sub.String())
+// compileAnyOf compiles patterns, each possibly an alternation, splitting
+// them into literals and regexps.
+func compileAnyOf(srcs ...string) (anyOf, error) {
+	var out anyOf
+	for _, src := range srcs {
+		re, err := syntax.Parse(src, syntax.Perl)
 		if err != nil {
-			return nil, err
+			return out, err
 		}
-		out = append(out, c)
+		subs := []*syntax.Regexp{re}
+		if re.Op == syntax.OpAlternate {
+			subs = re.Sub
+		}
+		for _, sub := range subs {
+			if lits, ok := literals(sub); ok {
+				out.lits = append(out.lits, lits...)
+				continue
+			}
+			c, err := regexp.Compile(sub.String())
+			if err != nil {
+				return out, err
+			}
+			out.res = append(out.res, c)
+		}
 	}
 	return out, nil
+}
+
+// literals turns an alternative that is a literal, optionally anchored by
+// ^ and $, or ^(?:lit|lit|...)$, into byte comparisons.
+func literals(re *syntax.Regexp) ([]literal, bool) {
+	parts := []*syntax.Regexp{re}
+	if re.Op == syntax.OpConcat {
+		parts = re.Sub
+	}
+	var start, end bool
+	if len(parts) > 0 && parts[0].Op == syntax.OpBeginText {
+		start, parts = true, parts[1:]
+	}
+	if len(parts) > 0 && parts[len(parts)-1].Op == syntax.OpEndText {
+		end, parts = true, parts[:len(parts)-1]
+	}
+	if len(parts) != 1 {
+		return nil, false
+	}
+	core := parts[0]
+	for core.Op == syntax.OpCapture {
+		core = core.Sub[0]
+	}
+	alts := []*syntax.Regexp{core}
+	if core.Op == syntax.OpAlternate {
+		alts = core.Sub
+	}
+	var out []literal
+	for _, a := range alts {
+		if a.Op != syntax.OpLiteral {
+			return nil, false
+		}
+		fold := a.Flags&syntax.FoldCase != 0
+		b := []byte(string(a.Rune))
+		for _, r := range a.Rune {
+			if r >= 0x80 {
+				return nil, false
+			}
+		}
+		if fold {
+			for i, c := range b {
+				b[i] = lowerASCII(c)
+			}
+		}
+		out = append(out, literal{s: b, fold: fold, start: start, end: end})
+	}
+	return out, len(out) > 0
 }
 
 // commonSuffix is the length of the longest suffix (any case) shared by all

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"regexp"
+	"regexp/syntax"
 	"strings"
 	"testing"
 )
@@ -364,4 +366,53 @@ func p12(g rnd) string {
 	body = append(body, oidShroudedKeyBag...)
 	body = append(body, []byte(g.s(an, 900))...)
 	return string(append([]byte{0x30, 0x82, byte(len(body) >> 8), byte(len(body))}, body...))
+}
+
+// TestCompileAnyOf: the two merged regexps accept exactly what the
+// alternatives accept one by one, for the built-in allow list and every
+// rule's denyValue.
+func TestCompileAnyOf(t *testing.T) {
+	var f rulesFile
+	if err := decodeRules(builtinRules, &f); err != nil {
+		t.Fatal(err)
+	}
+	lists := [][]string{f.Allow}
+	for _, r := range f.Rules {
+		if r.DenyValue != "" {
+			lists = append(lists, []string{r.DenyValue})
+		}
+	}
+	g := newRnd()
+	values := []string{"", "example", "EXAMPLE-key", "changeme", "${X}", "<x>", "password", "Zr8f3kQ9pLx2Vb7m", "MaxResults",
+		"a.b.c", "/etc/x", "ENC(abc)", "vault:secret/x", "%s", "%TTL", "__X__", "&anchor", "pk_live_x", "x-oauth-basic",
+		"ghp_" + g.s(an, 36), g.s(an+"!%*-_.", 20), "secret_key_base", "X-Amz-Date", "scram-sha-256", "|x"}
+	for range 200 {
+		values = append(values, g.s(an+"!%*-_.:/$<>{}()[]", 1+g.r.IntN(30)))
+	}
+	for _, srcs := range lists {
+		merged, err := compileAnyOf(srcs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var each []*regexp.Regexp
+		for _, src := range srcs {
+			re, _ := syntax.Parse(src, syntax.Perl)
+			subs := []*syntax.Regexp{re}
+			if re.Op == syntax.OpAlternate {
+				subs = re.Sub
+			}
+			for _, s := range subs {
+				each = append(each, regexp.MustCompile(s.String()))
+			}
+		}
+		for _, v := range values {
+			want := false
+			for _, re := range each {
+				want = want || re.MatchString(v)
+			}
+			if got := merged.Match([]byte(v)); got != want {
+				t.Errorf("%q: merged %v, alternatives %v (%v)", v, got, want, srcs)
+			}
+		}
+	}
 }

@@ -3,6 +3,7 @@ package scangen
 import (
 	"encoding/base64"
 	"fmt"
+	"path"
 	"strings"
 )
 
@@ -94,7 +95,8 @@ func (b *builder) fillDeps(budget int64) {
 				p = fmt.Sprintf("usr/lib/python3/site-packages/%s/_speedups.cpython-311-x86_64-linux-gnu.so", b.fill.ident())
 			}
 		}
-		b.add(layerDeps, fmt.Sprintf("%s.%d", p, i), data)
+		ext := path.Ext(p)
+		b.add(layerDeps, fmt.Sprintf("%s_%d%s", strings.TrimSuffix(p, ext), i, ext), data)
 		used += int64(len(data))
 	}
 }
