@@ -223,7 +223,7 @@ func TestSARIFMapping(t *testing.T) {
 		Props     map[string]any `json:"properties"`
 		Locations []struct {
 			PhysicalLocation struct {
-				ArtifactLocation struct{ URI string } `json:"artifactLocation"`
+				ArtifactLocation struct{ URI string }     `json:"artifactLocation"`
 				Region           *struct{ StartLine int } `json:"region"`
 			} `json:"physicalLocation"`
 		} `json:"locations"`
