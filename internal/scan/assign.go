@@ -55,12 +55,17 @@ func parseAssign(r *compiledRule, data []byte, s, e int, binary bool) (assignmen
 	for k := 0; k < 4 && i < hi && (data[i] == '"' || data[i] == '\'' || data[i] == '\\' || data[i] == ']'); k++ {
 		i++
 	}
+	keyQuoted := i > we && (data[i-1] == '"' || data[i-1] == '\'')
 	i = skipBlanks(data, i, hi)
+	// Go's "var token string = ...": a type between the name and '='.
+	if t := skipType(data, i, hi); t > i && t < hi && data[t] == '=' {
+		i = t
+	}
 	if i >= hi {
 		return a, false
 	}
-	switch data[i] {
-	case '=':
+	switch c := data[i]; {
+	case c == '=':
 		if i+1 < hi && (data[i+1] == '=' || data[i+1] == '~') {
 			return a, false // a comparison or a match
 		}
@@ -68,13 +73,33 @@ func parseAssign(r *compiledRule, data []byte, s, e int, binary bool) (assignmen
 		if i < hi && data[i] == '>' {
 			i++
 		}
-	case ':':
-		i++
-		if i < hi && data[i] == '=' {
-			i++
-		} else if i < hi && data[i] == ':' {
-			return a, false // C++/Rust path
+	case c == ':':
+		n := 1
+		for i+n < hi && data[i+n] == ':' {
+			n++
 		}
+		switch {
+		case i+n < hi && data[i+n] == '=': // := ::= :::=
+			i += n + 1
+		case n > 1:
+			return a, false // C++/Rust path
+		default:
+			i++
+			// TypeScript, Kotlin: "token: string = ..."
+			if t := skipType(data, skipBlanks(data, i, hi), hi); t < hi && data[t] == '=' && (t+1 >= hi || data[t+1] != '=') {
+				i = t + 1
+			}
+		}
+	case (c == '?' || c == '.' || c == '|') && i+1 < hi && data[i+1] == '=': // ?= (make), .= (PHP)
+		i += 2
+	case (c == '?' || c == '|') && i+2 < hi && data[i+1] == c && data[i+2] == '=': // ??= ||=
+		i += 3
+	case c == ',' && keyQuoted && constantName(data[a.ks:we]): // setProperty("API_TOKEN", "..."), os.Setenv("TOKEN", "...")
+		j := skipBlanks(data, i+1, hi)
+		if j >= hi || (data[j] != '"' && data[j] != '\'') {
+			return a, false
+		}
+		i = j
 	default:
 		return a, false
 	}
@@ -159,4 +184,43 @@ func envAssignment(v []byte) bool {
 		i++
 	}
 	return i > 0 && i < len(v) && v[i] == '='
+}
+
+// skipType skips a type name and the blanks after it (string, String,
+// str, &str, []byte, String?) and returns where it ends, or i if there is
+// none.
+func skipType(data []byte, i, hi int) int {
+	j := i
+	for j < hi && (data[j] == '&' || data[j] == '[' || data[j] == ']' || data[j] == '*') {
+		j++
+	}
+	s := j
+	for j < hi && (data[j] >= 'a' && data[j] <= 'z' || data[j] >= 'A' && data[j] <= 'Z' || data[j] >= '0' && data[j] <= '9' || data[j] == '.') {
+		j++
+	}
+	if j == s || j-s > 16 {
+		return i
+	}
+	switch string(bytes.ToLower(data[s:j])) {
+	case "string", "str", "byte", "any", "object", "charsequence", "text", "secret", "securestring":
+	default:
+		return i
+	}
+	if j < hi && data[j] == '?' {
+		j++
+	}
+	return skipBlanks(data, j, hi)
+}
+
+// constantName reports an environment-variable style name: upper case,
+// digits and underscores (DB_PASSWORD), as the pair form of
+// System.setProperty and os.Setenv takes; resource-bundle keys
+// ("keystore.password") are not.
+func constantName(b []byte) bool {
+	for _, c := range b {
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return len(b) > 0
 }

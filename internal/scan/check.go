@@ -42,6 +42,25 @@ func trivial(b []byte) bool {
 	return same || up || down
 }
 
+// sequential reports a run of 6 or more consecutive characters counting
+// up ("abcdef", "123456", "klmnop") anywhere in b: what people type as a
+// placeholder ("AIzaSyabcdefghijklmnop", "dapi1234567890..."), and what a
+// random token shows about once in 60 million characters.
+func sequential(b []byte) bool {
+	run := 1
+	for i := 1; i < len(b); i++ {
+		c, p := b[i], b[i-1]
+		if c == p+1 && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			if run++; run >= 6 {
+				return true
+			}
+			continue
+		}
+		run = 1
+	}
+	return false
+}
+
 // validators are the built-in checks a rule can name in "validate".
 var validators = map[string]func(*Rules, []byte) bool{
 	"jwt":            validJWT,

@@ -344,7 +344,7 @@ func (rs *Rules) accept(r *compiledRule, v []byte) bool {
 
 // placeholder reports documentation examples and placeholders.
 func (rs *Rules) placeholder(v []byte) bool {
-	if trivial(v) {
+	if trivial(v) || sequential(v) {
 		return true
 	}
 	return rs.allow.Match(v)
