@@ -439,3 +439,28 @@ func TestCompileAnyOf(t *testing.T) {
 		}
 	}
 }
+
+// TestValuesNotIdentifiers: random credentials with a dot or a slash are
+// not taken for code references (config.apiKey) or paths (a/b).
+func TestValuesNotIdentifiers(t *testing.T) {
+	rs, _ := LoadRules()
+	d := rs.newDetector()
+	for _, tc := range []struct{ path, text, secret string }{
+		{".env", "DB_PASSWORD=C0fferAbc.Def12xy", "C0fferAbc.Def12xy"},
+		{"app.yml", "  signing-key: ujgFHy6MzSt9aMD6/frgMraNyZsG1kmFJ0en4zx0pc1EKt9dThltknTLvfYZc4ah", "ujgFHy6MzSt9aMD6/frgMraNyZsG1kmFJ0en4zx0pc1EKt9dThltknTLvfYZc4ah"},
+	} {
+		found := false
+		for _, m := range d.find(tc.path, []byte(tc.text), false) {
+			found = found || tc.text[m.start:m.end] == tc.secret
+		}
+		if !found {
+			t.Errorf("%q not found in %q", tc.secret, tc.text)
+		}
+	}
+	for _, text := range []string{"secret: config.session.secret", "token = settings.SECRET_KEY", "api_key: Settings.ApiKey",
+		"private_key: keys/prod/signing", "app_key = process.env.APP_KEY"} {
+		for _, m := range d.find("x.yml", []byte(text), false) {
+			t.Errorf("%s matched %q", m.rule.ID, text[m.start:m.end])
+		}
+	}
+}
