@@ -35,6 +35,7 @@ func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
 }
 
 func TestScanCommand(t *testing.T) {
+	t.Setenv("COFFER_TOKEN", "") // the --import cases below must not find one
 	img := labelledImage(t)
 	clean := t.TempDir()
 	if err := os.WriteFile(filepath.Join(clean, "main.go"), []byte("package main\n"), 0o644); err != nil {

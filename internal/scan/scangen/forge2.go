@@ -86,7 +86,6 @@ func (f forge) mailchimp() string {
 }
 func (f forge) heroku() string       { return "HRKU-AA" + f.pick(b64url, 58) }
 func (f forge) rubygems() string     { return "rubygems_" + f.hex(48) }
-func (f forge) nuget() string        { return "oy2" + f.pick(hexLower+"ghijklmnopqrstuvwxyz", 43) }
 func (f forge) cloudflareCA() string { return "v1.0-" + f.hex(24) + "-" + f.hex(146) }
 func (f forge) supabase() string     { return "sbp_" + f.hex(40) }
 func (f forge) planetscale() string  { return "pscale_tkn_" + f.pick(b64url, 43) }
