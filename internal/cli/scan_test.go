@@ -72,6 +72,8 @@ func TestScanCommand(t *testing.T) {
 		{"not an image", []string{"scan", "image", filepath.Join(clean, "main.go")}, ExitUsage, "not an image"},
 		{"bad format", []string{"scan", "image", "-o", "xml", img}, ExitUsage, "want table, json or sarif"},
 		{"include-low", []string{"scan", "dir", "--include-low", clean}, ExitOK, "0 finding(s)"},
+		{"image examples", []string{"scan", "image", "--help"}, ExitOK, "Examples:\n  coffer scan image app.tar"},
+		{"dir examples", []string{"scan", "dir", "--help"}, ExitOK, "Examples:\n  coffer scan dir ."},
 		{"import without token", []string{"scan", "image", "--import", "x/y", "--token", "", img}, ExitUsage, "token"},
 		{"import bad prefix", []string{"scan", "image", "--import", "Bad Prefix", img}, ExitUsage, "--import"},
 		{"bad fail-on", []string{"scan", "image", "--fail-on", "dire", img}, ExitUsage, "--fail-on"},
