@@ -447,6 +447,7 @@ func TestValuesNotIdentifiers(t *testing.T) {
 	d := rs.newDetector()
 	for _, tc := range []struct{ path, text, secret string }{
 		{".env", "DB_PASSWORD=C0fferAbc.Def12xy", "C0fferAbc.Def12xy"},
+		{".env", "DB_PASSWORD=my_s3cret_2024", "my_s3cret_2024"},
 		{"app.yml", "  signing-key: ujgFHy6MzSt9aMD6/frgMraNyZsG1kmFJ0en4zx0pc1EKt9dThltknTLvfYZc4ah", "ujgFHy6MzSt9aMD6/frgMraNyZsG1kmFJ0en4zx0pc1EKt9dThltknTLvfYZc4ah"},
 	} {
 		found := false
