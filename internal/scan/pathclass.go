@@ -158,4 +158,3 @@ func classifyPath(p string) pathClass {
 	}
 	return c
 }
-
