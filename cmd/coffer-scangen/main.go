@@ -4,6 +4,7 @@
 //
 //	coffer-scangen -o small.tar                 # a few MB, for tests
 //	coffer-scangen -o big.tar -size large       # ~300 MB, for benchmarks
+//	coffer-scangen -o l2.tar -layout 2          # the second layout: another stack, other kinds
 //	docker load -i big.tar                      # then: coffer scan image docker://coffer-scangen/test:latest
 package main
 
@@ -22,6 +23,7 @@ func main() {
 	size := flag.String("size", "small", "filler: small (~3 MB), large (~300 MB) or a number of MB")
 	gz := flag.Bool("gzip", false, "gzip the layers")
 	tag := flag.String("tag", "coffer-scangen/test:latest", "repo tag recorded in the tarball")
+	layout := flag.Int("layout", 1, "1: a Python/JavaScript web app; 2: a JVM, Rails and Node stack with other kinds of secrets")
 	flag.Parse()
 
 	var filler int64
@@ -38,7 +40,11 @@ func main() {
 		}
 		filler = int64(mb) << 20
 	}
-	t, err := scangen.WriteFile(*out, scangen.Options{Seed: *seed, Filler: filler, Gzip: *gz, Tag: *tag})
+	if *layout != 1 && *layout != 2 {
+		fmt.Fprintln(os.Stderr, "coffer-scangen: -layout wants 1 or 2")
+		os.Exit(2)
+	}
+	t, err := scangen.WriteFile(*out, scangen.Options{Seed: *seed, Filler: filler, Gzip: *gz, Tag: *tag, Layout: *layout})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "coffer-scangen:", err)
 		os.Exit(1)

@@ -18,15 +18,18 @@ import (
 
 // scanFlags are the options shared by `scan image` and `scan dir`.
 type scanFlags struct {
-	format      string
+	output      string // format: table, json, sarif
+	format      string // deprecated spelling of --output
+	outputFile  string
 	failOn      string
+	includeLow  bool
 	rules       []string
 	ignore      string
-	output      string
 	maxFileSize int64
 	progress    string
 	platform    string
 	insecure    bool
+	importTo    string
 }
 
 func newScanCmd() *cobra.Command {
@@ -37,15 +40,24 @@ func newScanCmd() *cobra.Command {
 		Long: `scan finds secrets baked into container images and directories: every
 layer (deleted files included), archives inside them, the image config.
 
+Each finding has a confidence (high, medium, low) from its context: test and
+fixture paths, documentation, example files, loopback and example hosts,
+well-known default credentials, values printed in the package's own docs.
+Low-confidence findings are listed apart and do not count for --fail-on
+unless --include-low.
+
 Exit status: 0 clean, 1 findings at or above --fail-on, 2 error.
 See docs/scan.md for the rules file format and .cofferignore.`,
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&sf.format, "format", "table", "output format: table, json or sarif")
+	pf.StringVarP(&sf.output, "output", "o", "table", "output format: table, json or sarif")
+	pf.StringVar(&sf.format, "format", "", "same as --output")
+	_ = pf.MarkDeprecated("format", "use -o/--output table|json|sarif (and --output-file FILE)")
+	pf.StringVar(&sf.outputFile, "output-file", "", "write the report to `file` instead of standard output")
 	pf.StringVar(&sf.failOn, "fail-on", "low", "exit 1 on findings of this severity or higher: low, medium, high, critical, none")
+	pf.BoolVar(&sf.includeLow, "include-low", false, "count low-confidence findings for --fail-on and write them to SARIF")
 	pf.StringArrayVar(&sf.rules, "rules", nil, "extra rules `file` (YAML), may repeat; same-ID rules replace built-ins")
 	pf.StringVar(&sf.ignore, "ignore", "", "ignore `file` of fingerprints (default: .cofferignore in the scanned directory or the working directory)")
-	pf.StringVarP(&sf.output, "output", "o", "", "write the report to `file` instead of standard output")
 	pf.Int64Var(&sf.maxFileSize, "max-file-size", scan.DefaultMaxFileSize, "files larger than this many bytes are listed as not scanned")
 	pf.StringVar(&sf.progress, "progress", "auto", "progress line on standard error: auto (on a terminal), always, never")
 	cmd.AddCommand(newScanImageCmd(sf), newScanDirCmd(sf))
@@ -53,6 +65,7 @@ See docs/scan.md for the rules file format and .cofferignore.`,
 }
 
 func newScanImageCmd(sf *scanFlags) *cobra.Command {
+	c := &conn{}
 	cmd := &cobra.Command{
 		Use:   "image TARGET",
 		Short: "Scan an image: docker save tarball, OCI layout, docker://NAME, or registry reference",
@@ -62,12 +75,28 @@ func newScanImageCmd(sf *scanFlags) *cobra.Command {
   docker://NAME[:TAG]  an image in the local Docker engine
   REGISTRY/REPO[:TAG]  an image in a registry (credentials from ~/.docker/config.json)
 
-oci:PATH, docker-archive:PATH and registry://REF force the kind.`,
-		Example: `  coffer scan image docker://registry.example.com/web:1.2 --fail-on high
-  docker save web:1.2 > web.tar && coffer scan image web.tar --format json
-  coffer scan image registry.example.com/web:1.2 --platform linux/arm64 --format sarif`,
+oci:PATH, docker-archive:PATH and registry://REF force the kind.
+
+--import PREFIX stores the value of every high-confidence finding as a Coffer
+secret PREFIX/<rule>-<n> (write-only, never printed) and prints the
+"coffer bind create" commands that deliver them to the image's containers,
+so the secrets can be removed from the image. It needs a server connection
+(--addr, --token, --cacert or COFFER_ADDR, COFFER_TOKEN, COFFER_CACERT),
+checks everything before it writes, and on any error removes what it wrote.`,
+		Example: `  coffer scan image app.tar
+  coffer scan image docker://myapp:1.4 --fail-on high
+  coffer scan image registry.corp/team/app:1.4 -o sarif --output-file coffer.sarif
+  coffer scan image ./oci-layout -o json --include-low
+  coffer scan image docker://myapp:1.4 --import payments/myapp`,
 		Args: scanArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var imp *importer
+			if sf.importTo != "" {
+				var err error
+				if imp, err = newImporter(c, sf.importTo); err != nil {
+					return err
+				}
+			}
 			return runScan(cmd, sf, func(ctx context.Context, s *scan.Scanner) (*scan.Report, error) {
 				o := scan.OpenOptions{Insecure: sf.insecure}
 				if sf.platform != "" {
@@ -83,11 +112,13 @@ oci:PATH, docker-archive:PATH and registry://REF force the kind.`,
 				}
 				defer closeFn()
 				return s.ScanImage(ctx, img, args[0])
-			}, "")
+			}, "", imp, args[0])
 		},
 	}
 	cmd.Flags().StringVar(&sf.platform, "platform", "", "platform to pick from a multi-platform image, e.g. linux/arm64 (default linux/<this machine>)")
 	cmd.Flags().BoolVar(&sf.insecure, "insecure", false, "allow plain HTTP to the registry")
+	cmd.Flags().StringVar(&sf.importTo, "import", "", "store high-confidence findings as secrets under this `prefix` and print the bind commands (needs a server)")
+	c.flags(cmd)
 	return cmd
 }
 
@@ -95,13 +126,14 @@ func newScanDirCmd(sf *scanFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "dir PATH",
 		Short: "Scan a directory (a build context, an unpacked image)",
-		Example: `  coffer scan dir . --fail-on medium
-  coffer scan dir ./build-context --format json --rules extra-rules.yaml`,
+		Example: `  coffer scan dir .
+  coffer scan dir ./build-context -o json --output-file findings.json
+  coffer scan dir . --fail-on high --include-low`,
 		Args: scanArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runScan(cmd, sf, func(ctx context.Context, s *scan.Scanner) (*scan.Report, error) {
 				return s.ScanDir(ctx, args[0])
-			}, args[0])
+			}, args[0], nil, args[0])
 		},
 	}
 }
@@ -115,9 +147,33 @@ func scanArgs(n int) cobra.PositionalArgs {
 	}
 }
 
-// runScan sets up the scanner from flags, runs do and writes the report.
-// Errors exit 2; findings at or above --fail-on exit 1.
-func runScan(cmd *cobra.Command, sf *scanFlags, do func(context.Context, *scan.Scanner) (*scan.Report, error), dir string) error {
+// reportWriter picks the writer for -o.
+func reportWriter(sf *scanFlags) (func(io.Writer, *scan.Report, *scan.Rules) error, error) {
+	format := sf.output
+	if sf.format != "" {
+		if format != "table" && format != sf.format {
+			return nil, usageError(fmt.Errorf("--format %q and -o %q disagree; use -o alone", sf.format, format))
+		}
+		format = sf.format
+	}
+	switch format {
+	case "table":
+		return func(w io.Writer, r *scan.Report, _ *scan.Rules) error { return scan.WriteTable(w, r) }, nil
+	case "json":
+		return func(w io.Writer, r *scan.Report, _ *scan.Rules) error { return scan.WriteJSON(w, r) }, nil
+	case "sarif":
+		return func(w io.Writer, r *scan.Report, rs *scan.Rules) error {
+			return scan.WriteSARIF(w, r, rs, scan.SARIFOptions{IncludeLow: sf.includeLow})
+		}, nil
+	}
+	return nil, usageError(fmt.Errorf("-o %q: want table, json or sarif (-o picks the format; write to a file with --output-file %s)", format, format))
+}
+
+// runScan sets up the scanner from flags, runs do and writes the report;
+// with imp, it then imports the high-confidence findings. Errors exit 2
+// (usage, unreadable input) or 1 (import); findings at or above --fail-on
+// exit 1.
+func runScan(cmd *cobra.Command, sf *scanFlags, do func(context.Context, *scan.Scanner) (*scan.Report, error), dir string, imp *importer, target string) error {
 	fail := func(err error) error {
 		var ee *ExitError
 		if errors.As(err, &ee) {
@@ -125,16 +181,9 @@ func runScan(cmd *cobra.Command, sf *scanFlags, do func(context.Context, *scan.S
 		}
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
-	var write func(io.Writer, *scan.Report, *scan.Rules) error
-	switch sf.format {
-	case "table":
-		write = func(w io.Writer, r *scan.Report, _ *scan.Rules) error { return scan.WriteTable(w, r) }
-	case "json":
-		write = func(w io.Writer, r *scan.Report, _ *scan.Rules) error { return scan.WriteJSON(w, r) }
-	case "sarif":
-		write = scan.WriteSARIF
-	default:
-		return usageError(fmt.Errorf("--format %q: want table, json or sarif", sf.format))
+	write, err := reportWriter(sf)
+	if err != nil {
+		return err
 	}
 	threshold := scan.Severity(0)
 	if sf.failOn != "none" {
@@ -162,7 +211,7 @@ func runScan(cmd *cobra.Command, sf *scanFlags, do func(context.Context, *scan.S
 	}
 	errOut := cmd.ErrOrStderr()
 	cfg := scan.Config{
-		Rules: rules, Ignore: ig, MaxFileSize: sf.maxFileSize,
+		Rules: rules, Ignore: ig, MaxFileSize: sf.maxFileSize, KeepValues: imp != nil,
 		Logger: slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelError})),
 	}
 	showProgress := sf.progress == "always" || (sf.progress == "auto" && isTerminal(errOut))
@@ -184,9 +233,10 @@ func runScan(cmd *cobra.Command, sf *scanFlags, do func(context.Context, *scan.S
 	if err != nil {
 		return fail(err)
 	}
+	defer rep.Zero()
 	out := cmd.OutOrStdout()
-	if sf.output != "" {
-		f, err := os.Create(sf.output)
+	if sf.outputFile != "" {
+		f, err := os.Create(sf.outputFile)
 		if err != nil {
 			return fail(err)
 		}
@@ -196,8 +246,19 @@ func runScan(cmd *cobra.Command, sf *scanFlags, do func(context.Context, *scan.S
 	if err := write(out, rep, rules); err != nil {
 		return fail(fmt.Errorf("writing report: %w", err))
 	}
+	if imp != nil {
+		// The import's summary goes where a person reads it: after a table
+		// on stdout, else on stderr (stdout then holds JSON or SARIF).
+		w := cmd.OutOrStdout()
+		if sf.outputFile == "" && sf.output != "table" {
+			w = errOut
+		}
+		if err := imp.run(cmd.Context(), w, rep, target); err != nil {
+			return err
+		}
+	}
 	if threshold > 0 {
-		if n := rep.CountAtLeast(threshold); n > 0 {
+		if n := rep.CountAtLeast(threshold, sf.includeLow); n > 0 {
 			return &ExitError{Code: ExitFailure, Err: fmt.Errorf("%d finding(s) at or above %s", n, threshold)}
 		}
 	}

@@ -5,15 +5,20 @@ import (
 	"archive/zip"
 	"bytes"
 	"compress/gzip"
+	"compress/zlib"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
 // entry is one tar member for building test layers.
@@ -268,4 +273,135 @@ func FuzzLayerReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzDetect runs the rules over arbitrary content, as text and as a
+// binary: no panic, matches inside the data, and no excerpt showing more
+// than the allowed prefix of its secret.
+func FuzzDetect(f *testing.F) {
+	rs, err := LoadRules()
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range []string{
+		"DB_PASSWORD=" + token(), `{"password": "` + token() + `"}`, `\"token\": \"` + token() + `\"`,
+		"<password>" + token() + "</password>", "define('DB_PASSWORD', '" + token() + "');",
+		"curl -u a:" + token() + " https://x", "Authorization: Basic " + token(), "PrivateKey = " + token(),
+		"-----BEGIN RSA PRIVATE KEY-----\n" + token() + "\n-----END RSA PRIVATE KEY-----", "\xfe\xed\xfe\xed\x00\x00\x00\x02",
+	} {
+		f.Add([]byte(s), false)
+		f.Add([]byte("\x00"+s), true)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, bin bool) {
+		d := rs.newDetector()
+		for _, p := range []string{"app/.env", "src/main.go", "root/.pgpass"} {
+			ms := d.find(p, data, bin)
+			for _, m := range ms {
+				if m.start < 0 || m.end > len(data) || m.start > m.end || m.mstart > m.start || m.mend < m.end {
+					t.Fatalf("%s: match %d:%d (%d:%d) outside %d bytes", m.rule.ID, m.start, m.end, m.mstart, m.mend, len(data))
+				}
+				if m.note != "" {
+					continue
+				}
+				sec := data[m.start:m.end]
+				if ex := excerpt(data, ms, m); len(sec) >= 16 && strings.Contains(ex, printable(sec[len(sec)/2:])) {
+					t.Fatalf("%s: excerpt %q shows the secret", m.rule.ID, ex)
+				}
+			}
+		}
+	})
+}
+
+// FuzzContainers feeds arbitrary bytes to the readers of what a file can
+// contain (git packs and loose objects, keystores, archives, gzip).
+func FuzzContainers(f *testing.F) {
+	secret := []byte("password = " + token() + "\n")
+	f.Add(gitPackOf(secret))
+	f.Add(gitPackOf(secret)[:40])
+	f.Add(zlibOf(append([]byte("blob 30\x00"), secret...)))
+	f.Add([]byte("\xfe\xed\xfe\xed\x00\x00\x00\x02\x00\x00\x00\x01\x00\x00\x00\x01\x00\x01a"))
+	f.Add(gzipped(secret))
+	s, err := New(Config{MaxFileSize: 1 << 20, MaxArchiveBytes: 4 << 20, Workers: 1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := s.newRun(context.Background())
+		d := s.cfg.Rules.newDetector()
+		for _, p := range []string{"app/.git/objects/pack/pack-1.pack", "app/.git/objects/ab/" + strings.Repeat("c", 38), "keystore.jks"} {
+			budget := s.cfg.MaxArchiveBytes
+			r.content(d, nil, "file", p, data, 0, &budget)
+		}
+		r.finish("fuzz", "dir")
+	})
+}
+
+// TestGitObjects finds a secret committed to git, in a pack and as a loose
+// object, and lists broken packs and bombs instead of failing.
+func TestGitObjects(t *testing.T) {
+	secret := "DB_PASSWORD=" + token() + "\n"
+	pack := gitPackOf([]byte("# readme\n"), []byte(secret))
+	bomb := gitPackOf(bytes.Repeat([]byte("a"), 3<<20))
+	loose := zlibOf([]byte(fmt.Sprintf("blob %d\x00%s", len(secret), secret)))
+	p := dockerArchive(t, [][]byte{layerTar(t,
+		entry{name: "app/.git/objects/pack/pack-1.pack", data: pack},
+		entry{name: "app/.git/objects/pack/pack-2.pack", data: pack[:len(pack)-30]},
+		entry{name: "app/.git/objects/pack/pack-3.pack", data: bomb},
+		entry{name: "app/.git/objects/4b/" + strings.Repeat("5", 38), data: loose},
+	)}, nil)
+	img, err := tarball.ImageFromPath(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := newScanner(t, Config{MaxFileSize: 1 << 20, MaxArchiveBytes: 2 << 20}).ScanImage(context.Background(), img, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, f := range rep.Findings {
+		got[f.File] = true
+		if f.File == "app/.git/objects/pack/pack-1.pack" && (len(f.Member) != 40 || f.Line != 1) {
+			t.Errorf("pack finding %s member %q line %d", f.Path, f.Member, f.Line)
+		}
+	}
+	if !got["app/.git/objects/pack/pack-1.pack"] || !got["app/.git/objects/4b/"+strings.Repeat("5", 38)] {
+		t.Errorf("findings %v", got)
+	}
+	reasons := map[string]string{}
+	for _, s := range rep.Skipped {
+		top, _, _ := strings.Cut(s.Path, "!/")
+		reasons[top] = s.Reason
+	}
+	if reasons["app/.git/objects/pack/pack-2.pack"] != SkipCorrupt || reasons["app/.git/objects/pack/pack-3.pack"] == "" {
+		t.Errorf("skipped %v", reasons)
+	}
+}
+
+// gitPackOf writes a version 2 pack of blobs.
+func gitPackOf(blobs ...[]byte) []byte {
+	var b bytes.Buffer
+	b.WriteString("PACK\x00\x00\x00\x02")
+	binary.Write(&b, binary.BigEndian, uint32(len(blobs)))
+	for _, blob := range blobs {
+		size := len(blob)
+		c := byte(3<<4) | byte(size&0x0f)
+		size >>= 4
+		for size > 0 {
+			b.WriteByte(c | 0x80)
+			c = byte(size & 0x7f)
+			size >>= 7
+		}
+		b.WriteByte(c)
+		b.Write(zlibOf(blob))
+	}
+	b.Write(make([]byte, 20))
+	return b.Bytes()
+}
+
+func zlibOf(data []byte) []byte {
+	var b bytes.Buffer
+	zw := zlib.NewWriter(&b)
+	zw.Write(data)
+	zw.Close()
+	return b.Bytes()
 }

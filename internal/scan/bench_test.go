@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,14 +23,29 @@ import (
 )
 
 // benchImage is the image the benchmarks read: the small labelled image, or
-// the large one (~320 MB) with COFFER_SCAN_BENCH=large.
+// the large one (~320 MB) with COFFER_SCAN_BENCH=large, or the image at
+// $COFFER_SCAN_IMAGE (with its .truth.json beside it).
 func benchImage(b *testing.B) (string, *scangen.Truth, int64) {
 	b.Helper()
-	name, o := "small", scangen.Options{Seed: 1}
-	if os.Getenv("COFFER_SCAN_BENCH") == "large" {
-		name, o = "large", scangen.Options{Seed: 1, Filler: scangen.LargeFiller}
+	var path string
+	var truth *scangen.Truth
+	if p := os.Getenv("COFFER_SCAN_IMAGE"); p != "" { // written by coffer-scangen, truth beside it
+		tj, err := os.ReadFile(p + ".truth.json")
+		if err != nil {
+			b.Fatal(err)
+		}
+		truth = &scangen.Truth{}
+		if err := json.Unmarshal(tj, truth); err != nil {
+			b.Fatal(err)
+		}
+		path = p
+	} else {
+		name, o := "small", scangen.Options{Seed: 1}
+		if os.Getenv("COFFER_SCAN_BENCH") == "large" {
+			name, o = "large", scangen.Options{Seed: 1, Filler: scangen.LargeFiller}
+		}
+		path, truth = generated(b, name, o)
 	}
-	path, truth := generated(b, name, o)
 	var total int64
 	for _, n := range truth.LayerBytes {
 		total += n
@@ -256,4 +273,109 @@ func gitleaksLabels(report, dir string) ([]scangen.Label, error) {
 		out = append(out, l)
 	}
 	return out, nil
+}
+
+// BenchmarkSideBySide times, in one run, sha256sum of the image tarball,
+// the coffer binary scanning it and (if installed) gitleaks on the layers
+// unpacked beforehand, alternating the three for $COFFER_SCAN_ROUNDS rounds
+// (default 5) so that the machine's load affects all alike. It logs every
+// round (wall, CPU, peak RSS) and the load average before and after, and
+// reports the medians. The coffer binary is $COFFER_BIN or built into a
+// temporary directory.
+//
+//	COFFER_SCAN_BENCH=large go test -run '^$' -bench BenchmarkSideBySide -benchtime 1x -v ./internal/scan/
+func BenchmarkSideBySide(b *testing.B) {
+	path, truth, total := benchImage(b)
+	bin := os.Getenv("COFFER_BIN")
+	if bin == "" {
+		bin = filepath.Join(b.TempDir(), "coffer")
+		cmd := exec.Command("go", "build", "-o", bin, "coffer/cmd/coffer")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("go build: %v: %s", err, out)
+		}
+	}
+	rounds := 5
+	if n, err := strconv.Atoi(os.Getenv("COFFER_SCAN_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	gl, glErr := gitleaksPath()
+	dir := ""
+	if glErr == nil {
+		dir = b.TempDir()
+		if err := unpack(path, dir); err != nil {
+			b.Fatal(err)
+		}
+	}
+	type sample struct{ wall, cpu, rss float64 }
+	run := func(name string, args ...string) sample {
+		cmd := exec.Command(name, args...)
+		t0 := time.Now()
+		out, err := cmd.CombinedOutput()
+		wall := time.Since(t0)
+		if err != nil {
+			b.Fatalf("%s: %v: %.500s", name, err, out)
+		}
+		ps := cmd.ProcessState
+		rss := 0.0
+		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+			rss = float64(ru.Maxrss) / 1024 // KiB -> MiB
+		}
+		return sample{wall.Seconds(), (ps.UserTime() + ps.SystemTime()).Seconds(), rss}
+	}
+	load := func() string {
+		l, _ := os.ReadFile("/proc/loadavg")
+		return strings.Join(strings.Fields(string(l))[:3], " ")
+	}
+	mb := float64(total) / 1e6
+	// Reports go to files of the benchmark's own: gitleaks (and a rename-
+	// into-place writer) would replace /dev/null with a regular file.
+	sink := filepath.Join(b.TempDir(), "report")
+	for b.Loop() {
+		b.Logf("%s: %.1f MB of layers, %d MB tarball; load average %s", filepath.Base(path), mb, fileSize(path)>>20, load())
+		var sha, cof, gls []sample
+		for i := range rounds {
+			sha = append(sha, run("sha256sum", path))
+			cof = append(cof, run(bin, "scan", "image", path, "--fail-on", "none", "--progress", "never", "-o", "json", "--output-file", sink))
+			line := fmt.Sprintf("round %d: sha256sum %.2fs (%.2fs CPU, %.0f MiB) | coffer %.2fs (%.2fs CPU, %.0f MiB)",
+				i+1, sha[i].wall, sha[i].cpu, sha[i].rss, cof[i].wall, cof[i].cpu, cof[i].rss)
+			if dir != "" {
+				gls = append(gls, run(gl, "dir", "--no-banner", "--max-archive-depth", "2", "--redact", "--report-format", "json",
+					"--report-path", sink, "--exit-code", "0", "--log-level", "error", dir))
+				line += fmt.Sprintf(" | gitleaks %.2fs (%.2fs CPU, %.0f MiB)", gls[i].wall, gls[i].cpu, gls[i].rss)
+			}
+			b.Log(line)
+		}
+		med := func(ss []sample, f func(sample) float64) float64 {
+			v := make([]float64, len(ss))
+			for i, s := range ss {
+				v[i] = f(s)
+			}
+			slices.Sort(v)
+			return v[len(v)/2]
+		}
+		wall := func(s sample) float64 { return s.wall }
+		cpu := func(s sample) float64 { return s.cpu }
+		rss := func(s sample) float64 { return s.rss }
+		b.ReportMetric(med(sha, wall), "sha256sum-s")
+		b.ReportMetric(med(cof, wall), "coffer-s")
+		b.ReportMetric(med(cof, rss), "coffer-MiB")
+		b.ReportMetric(med(sha, wall)/med(cof, wall), "coffer-vs-sha256sum-x")
+		b.Logf("medians: sha256sum %.2fs wall %.2fs CPU; coffer %.2fs wall %.2fs CPU %.0f MiB RSS (%.0f MB/s)",
+			med(sha, wall), med(sha, cpu), med(cof, wall), med(cof, cpu), med(cof, rss), mb/med(cof, wall))
+		if len(gls) > 0 {
+			b.ReportMetric(med(gls, wall), "gitleaks-s")
+			b.ReportMetric(med(gls, wall)/med(cof, wall), "coffer-vs-gitleaks-x")
+			b.Logf("gitleaks %.2fs wall %.2fs CPU %.0f MiB RSS: coffer %.1fx faster (wall), %.1fx less CPU",
+				med(gls, wall), med(gls, cpu), med(gls, rss), med(gls, wall)/med(cof, wall), med(gls, cpu)/med(cof, cpu))
+		}
+		b.Logf("load average after: %s; ground truth: %d secrets", load(), len(truth.Secrets))
+	}
+}
+
+func fileSize(p string) int64 {
+	st, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
 }

@@ -42,11 +42,79 @@ func trivial(b []byte) bool {
 	return same || up || down
 }
 
+// sequential reports a run of 6 or more consecutive characters counting
+// up ("abcdef", "123456", "klmnop") anywhere in b: what people type as a
+// placeholder ("AIzaSyabcdefghijklmnop", "dapi1234567890..."), and what a
+// random token shows about once in 60 million characters.
+func sequential(b []byte) bool {
+	run := 1
+	for i := 1; i < len(b); i++ {
+		c, p := b[i], b[i-1]
+		if c == p+1 && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			if run++; run >= 6 {
+				return true
+			}
+			continue
+		}
+		run = 1
+	}
+	return false
+}
+
 // validators are the built-in checks a rule can name in "validate".
 var validators = map[string]func(*Rules, []byte) bool{
-	"jwt":         validJWT,
-	"pem-body":    validPEMBody,
-	"docker-auth": validDockerAuth,
+	"jwt":            validJWT,
+	"pem-body":       validPEMBody,
+	"docker-auth":    validDockerAuth,
+	"basic-auth":     validBasicAuth,
+	"assigned-value": validAssigned,
+}
+
+// decodePrintable decodes v as standard base64 when it is that and the
+// result is printable text (a Kubernetes Secret's data, a config value
+// written encoded); ok is false otherwise. The caller clears the result.
+func decodePrintable(v []byte) ([]byte, bool) {
+	if len(v) < 8 || len(v)%4 != 0 {
+		return nil, false
+	}
+	b := make([]byte, base64.StdEncoding.DecodedLen(len(v)))
+	n, err := base64.StdEncoding.Decode(b, v)
+	if err != nil || n == 0 {
+		clear(b)
+		return nil, false
+	}
+	for _, c := range b[:n] {
+		if c < 0x20 || c > 0x7e {
+			clear(b)
+			return nil, false
+		}
+	}
+	return b[:n], true
+}
+
+// validAssigned accepts an assigned value unless it is the base64 of a
+// placeholder ("changeme" written as Y2hhbmdlbWU=).
+func validAssigned(rs *Rules, v []byte) bool {
+	d, ok := decodePrintable(v)
+	if !ok {
+		return true
+	}
+	defer clear(d)
+	return len(d) >= 4 && bytes.Count(d, []byte(" ")) < 2 && !rs.placeholder(d)
+}
+
+// validBasicAuth accepts HTTP Basic credentials: base64 of user:password
+// with a real password.
+func validBasicAuth(rs *Rules, v []byte) bool {
+	d, ok := decodePrintable(bytes.TrimRight(v, "="))
+	if !ok {
+		if d, ok = decodePrintable(v); !ok {
+			return false
+		}
+	}
+	defer clear(d)
+	user, pass, ok := bytes.Cut(d, []byte(":"))
+	return ok && len(user) > 0 && len(pass) >= 3 && !rs.placeholder(pass)
 }
 
 // validJWT accepts a token whose header decodes to JSON with a signing

@@ -4,8 +4,9 @@ import (
 	"archive/tar"
 	"archive/zip"
 	"bytes"
-	"compress/gzip"
 	"errors"
+	"github.com/klauspost/compress/flate"
+	"github.com/klauspost/compress/gzip"
 	"io"
 	"path"
 	"strings"
@@ -21,6 +22,7 @@ const (
 	kindZip
 	kindTar
 	kindUnsupported // xz, bzip2, zstd, 7z, rar: scanned raw, listed
+	kindMedia       // images, audio, video, fonts: listed, not scanned
 )
 
 func sniff(data []byte) kind {
@@ -37,8 +39,28 @@ func sniff(data []byte) kind {
 		len(data) >= 6 && string(data[:6]) == "7z\xbc\xaf\x27\x1c",
 		len(data) >= 4 && string(data[:4]) == "Rar!":
 		return kindUnsupported
+	case isMedia(data):
+		return kindMedia
 	}
 	return kindPlain
+}
+
+// isMedia recognises images, audio, video and fonts by their magic bytes:
+// compressed pixels and samples hold no text secrets, and they are a large
+// part of many images. Metadata chunks aside, what such a file holds is
+// not text; the file is listed as skipped.
+func isMedia(b []byte) bool {
+	has := func(off int, magic string) bool {
+		return len(b) >= off+len(magic) && string(b[off:off+len(magic)]) == magic
+	}
+	switch {
+	case has(0, "\x89PNG\r\n\x1a\n"), has(0, "\xff\xd8\xff"), has(0, "GIF87a"), has(0, "GIF89a"),
+		has(0, "RIFF") && (has(8, "WEBP") || has(8, "WAVE") || has(8, "AVI ")),
+		has(0, "wOFF"), has(0, "wOF2"), has(0, "OTTO"), has(0, "ID3"), has(0, "OggS"), has(0, "fLaC"),
+		has(4, "ftyp"), has(0, "\x1aE\xdf\xa3"), has(0, "II*\x00"), has(0, "MM\x00*"):
+		return true
+	}
+	return false
 }
 
 // isBinary reports whether data looks like a binary file: a NUL byte in its
@@ -74,6 +96,14 @@ func (r *run) content(d *detector, layer *LayerRef, source, p string, data []byt
 		return
 	}
 	r.files.Add(1)
+	if isGitPack(data) {
+		r.archives.Add(1)
+		r.gitPack(d, layer, source, p, data, depth, budget)
+		return
+	}
+	if isZlib(data) && looseObject.MatchString(p) && r.looseGitObject(d, layer, source, p, data, budget) {
+		return
+	}
 	switch sniff(data) {
 	case kindGzip:
 		r.archives.Add(1)
@@ -93,6 +123,9 @@ func (r *run) content(d *detector, layer *LayerRef, source, p string, data []byt
 		return
 	case kindUnsupported:
 		r.skip(layer, p, SkipUnsupported, int64(len(data)))
+	case kindMedia:
+		r.skip(layer, p, SkipMedia, int64(len(data)))
+		return
 	}
 	r.detect(d, layer, source, p, data)
 }
@@ -103,6 +136,8 @@ func (r *run) detect(d *detector, layer *LayerRef, source, p string, data []byte
 	bin := isBinary(data)
 	if bin {
 		r.binary.Add(1)
+	} else if classifyPath(p).docs {
+		r.noteDocs(p, data)
 	}
 	r.report(layer, source, p, data, bin, d.find(p, data, bin))
 }
@@ -225,6 +260,7 @@ func (r *run) unzip(d *detector, layer *LayerRef, source, p string, data []byte,
 		r.detect(d, layer, source, p, data)
 		return
 	}
+	zr.RegisterDecompressor(zip.Deflate, func(rd io.Reader) io.ReadCloser { return flate.NewReader(rd) })
 	for _, f := range zr.File {
 		if r.ctx.Err() != nil {
 			return

@@ -3,6 +3,7 @@ package scan
 import (
 	"bytes"
 	"slices"
+	"strings"
 )
 
 // Window sizes around a keyword hit, in bytes.
@@ -19,6 +20,8 @@ const (
 type match struct {
 	rule                     *compiledRule
 	start, end, mstart, mend int
+	badChecksum              bool   // the rule has a checksum and the token fails it
+	note                     string // excerpt of a structural (format) finding
 }
 
 type window struct{ start, end int }
@@ -29,10 +32,12 @@ type detector struct {
 	wins    [][]window // per rule
 	touched []int
 	matches []match
+	hits    []hit
+	pathOK  []int8 // per rule, for this file: 0 unknown, 1 matches, -1 not
 }
 
 func (rs *Rules) newDetector() *detector {
-	return &detector{rs: rs, wins: make([][]window, len(rs.rules))}
+	return &detector{rs: rs, wins: make([][]window, len(rs.rules)), pathOK: make([]int8, len(rs.rules))}
 }
 
 // find runs the rules over data, the content of the file at path. In a
@@ -40,15 +45,28 @@ func (rs *Rules) newDetector() *detector {
 // keyword. The returned slice is reused by the next call.
 func (d *detector) find(path string, data []byte, binary bool) []match {
 	d.matches = d.matches[:0]
-	it := d.rs.ac.IterOverlappingByte(data)
-	for m := it.Next(); m != nil; m = it.Next() {
-		s, e := m.Start(), m.End()
-		for _, kr := range d.rs.byKW[m.Pattern()] {
+	clear(d.pathOK)
+	code := isSourceCode(path)
+	if binary {
+		d.hits = d.rs.pf.scanBinary(data, d.hits[:0])
+	} else {
+		d.hits = d.rs.pf.scan(data, d.hits[:0])
+	}
+	for _, h := range d.hits {
+		e := int(h.end)
+		s := e - int(d.rs.pf.lens[h.kw])
+		for _, kr := range d.rs.byKW[h.kw] {
 			if kr.exact != nil && !bytes.Equal(data[s:e], kr.exact) {
 				continue
 			}
 			r := d.rs.rules[kr.rule]
-			if r.path != nil && !r.path.MatchString(path) {
+			if r.path != nil && !d.pathMatches(kr.rule, path) {
+				continue
+			}
+			if r.parsed() {
+				if a, ok := parseAssign(r, data, s, e, binary); ok && (a.quoted || !code || !r.QuotedInCode) && (!binary || letterAndDigit(data[a.vs:a.ve])) {
+					d.consider(r, data, a.vs, a.ve, a.ks, a.end)
+				}
 				continue
 			}
 			if r.Assign && !assigned(r, data, e) {
@@ -73,8 +91,43 @@ func (d *detector) find(path string, data []byte, binary bool) []match {
 		d.wins[ri] = d.wins[ri][:0]
 	}
 	d.touched = d.touched[:0]
+	for _, ri := range d.rs.formats {
+		r := d.rs.rules[ri]
+		if r.path != nil && !r.path.MatchString(path) {
+			continue
+		}
+		if note, ok := r.format(data); ok {
+			d.matches = append(d.matches, match{rule: r, start: 0, end: len(data), mstart: 0, mend: len(data), note: note})
+		}
+	}
 	d.matches = resolveOverlaps(d.matches)
 	return d.matches
+}
+
+// sourceExts are the extensions of program source, where an unquoted
+// value is an expression (a variable, a call), not a literal.
+var sourceExts = set(".go", ".js", ".mjs", ".cjs", ".ts", ".tsx", ".jsx", ".py", ".rb", ".java", ".kt", ".kts",
+	".scala", ".cs", ".php", ".swift", ".rs", ".c", ".h", ".cc", ".cpp", ".hpp", ".m", ".mm", ".lua", ".pl", ".pm",
+	".groovy", ".dart", ".ex", ".exs", ".erl", ".clj", ".vue", ".svelte", ".fs", ".vb", ".r", ".jl",
+	".tcc", ".ipp", ".inl", ".hh", ".hxx", ".cxx", ".tpp", ".pyc", ".class", ".vim", ".td", ".el", ".lisp")
+
+func isSourceCode(p string) bool {
+	if i := strings.LastIndexByte(p, '.'); i >= 0 && i > strings.LastIndexByte(p, '/') {
+		return sourceExts[strings.ToLower(p[i:])]
+	}
+	return false
+}
+
+// pathMatches reports whether rule ri's path regex matches path, once per
+// file.
+func (d *detector) pathMatches(ri int, path string) bool {
+	if d.pathOK[ri] == 0 {
+		d.pathOK[ri] = -1
+		if d.rs.rules[ri].path.MatchString(path) {
+			d.pathOK[ri] = 1
+		}
+	}
+	return d.pathOK[ri] == 1
 }
 
 // addWindow records a window for rule ri, merging it with the previous one
@@ -163,9 +216,33 @@ func assigned(r *compiledRule, data []byte, e int) bool {
 	return we == s || !deniedSuffix(r.denySuf, data[s:we])
 }
 
-// deniedSuffix reports whether rest ends, in any case, with one of words
-// (lower-case), where rest is the part of a word after its keyword.
-func deniedSuffix(words [][]byte, rest []byte) bool {
+// suffixSet is a set of lower-case words that a string may end with,
+// indexed by length so that a test costs one map lookup per length.
+type suffixSet struct {
+	lens  []int
+	words map[string]bool
+}
+
+func newSuffixSet(ws [][]byte) suffixSet {
+	ss := suffixSet{words: map[string]bool{}}
+	seen := map[int]bool{}
+	for _, w := range ws {
+		ss.words[string(w)] = true
+		if !seen[len(w)] {
+			seen[len(w)] = true
+			ss.lens = append(ss.lens, len(w))
+		}
+	}
+	slices.Sort(ss.lens)
+	return ss
+}
+
+// deniedSuffix reports whether rest ends, in any case, with one of the
+// set's words (rest is the part of a word after, or before, its keyword).
+func deniedSuffix(ss suffixSet, rest []byte) bool {
+	if len(ss.lens) == 0 {
+		return false
+	}
 	var buf [64]byte
 	if len(rest) > len(buf) {
 		rest = rest[len(rest)-len(buf):]
@@ -177,8 +254,11 @@ func deniedSuffix(words [][]byte, rest []byte) bool {
 		}
 		low[i] = c
 	}
-	for _, w := range words {
-		if bytes.HasSuffix(low, w) {
+	for _, n := range ss.lens {
+		if n > len(low) {
+			break
+		}
+		if ss.words[string(low[len(low)-n:])] {
 			return true
 		}
 	}
@@ -216,19 +296,34 @@ func (d *detector) run(ri int, data []byte, w window) {
 		if ss < 0 {
 			continue
 		}
-		v := sub[ss:se]
-		if r.Entropy > 0 && entropy(v) < r.Entropy {
-			continue // cheapest check first
-		}
-		if !d.rs.accept(r, v) {
-			continue
-		}
-		d.matches = append(d.matches, match{
-			rule:  r,
-			start: w.start + ss, end: w.start + se,
-			mstart: w.start + loc[0], mend: w.start + loc[1],
-		})
+		d.consider(r, data, w.start+ss, w.start+se, w.start+loc[0], w.start+loc[1])
 	}
+}
+
+// consider checks the secret data[start:end] of a match spanning
+// data[mstart:mend] and records it if it passes.
+func (d *detector) consider(r *compiledRule, data []byte, start, end, mstart, mend int) {
+	v := data[start:end]
+	if r.Entropy > 0 && entropy(v) < r.Entropy {
+		return // cheapest check first
+	}
+	if !r.Multiline && bytes.Count(v, []byte(" ")) >= 2 {
+		return // prose: "your api key", a message
+	}
+	if r.value != nil && !r.value.Match(v) {
+		return
+	}
+	if r.lineCtx != nil && !r.lineCtx.Match(data[lineStart(data, mstart):mstart]) {
+		return
+	}
+	if !d.rs.accept(r, v) {
+		return
+	}
+	m := match{rule: r, start: start, end: end, mstart: mstart, mend: mend}
+	if r.checksum != nil {
+		m.badChecksum = !r.checksum(v)
+	}
+	d.matches = append(d.matches, m)
 }
 
 // accept applies a rule's checks and the global allow list to a secret.
@@ -249,7 +344,7 @@ func (rs *Rules) accept(r *compiledRule, v []byte) bool {
 
 // placeholder reports documentation examples and placeholders.
 func (rs *Rules) placeholder(v []byte) bool {
-	if trivial(v) {
+	if trivial(v) || sequential(v) {
 		return true
 	}
 	return rs.allow.Match(v)
@@ -280,4 +375,30 @@ func resolveOverlaps(ms []match) []match {
 		}
 	}
 	return out
+}
+
+// letterAndDigit reports a value with both a letter and a digit: in a
+// binary's string table, identifiers run into each other ("Token:Topic"),
+// while real credentials nearly always mix the two.
+func letterAndDigit(v []byte) bool {
+	var l, d bool
+	for _, c := range v {
+		switch {
+		case c >= '0' && c <= '9':
+			d = true
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+			l = true
+		}
+	}
+	return l && d
+}
+
+// lineStart returns where the line holding data[i] starts, at most maxBack
+// bytes before i.
+func lineStart(data []byte, i int) int {
+	lo := max(0, i-maxBack)
+	if j := bytes.LastIndexByte(data[lo:i], '\n'); j >= 0 {
+		return lo + j + 1
+	}
+	return lo
 }

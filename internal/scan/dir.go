@@ -52,8 +52,10 @@ func (s *Scanner) ScanDir(ctx context.Context, root string) (*Report, error) {
 	if walkErr != nil {
 		return nil, fmt.Errorf("scan dir: %w", walkErr)
 	}
-	for i := range rep.Findings {
-		rep.Findings[i].Source = "file"
+	for _, fs := range [][]Finding{rep.Findings, rep.Low} {
+		for i := range fs {
+			fs[i].Source = "file"
+		}
 	}
 	return rep, nil
 }

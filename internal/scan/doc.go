@@ -12,7 +12,16 @@
 //
 // Files deleted or overwritten by a later layer are still scanned in the
 // layer that added them, and their findings say so. The image config (ENV,
-// labels, build history) is scanned too.
+// labels, build history) and git objects are scanned too.
+//
+// # Confidence
+//
+// Each finding gets a [Confidence] from its context: test and fixture
+// paths, documentation, templates, vendored code, loopback and example
+// hosts, well-known defaults, values printed in the package's own
+// documentation. Low-confidence findings go to Report.Low, apart from
+// Report.Findings; findings of high-signal rules (private keys, cloud key
+// pairs, tokens with a valid checksum) never go below medium.
 //
 // # Rules
 //

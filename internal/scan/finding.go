@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+
+	"coffer/internal/secret"
 )
 
 // Severity ranks findings; --fail-on compares against it.
@@ -59,24 +61,69 @@ type LayerRef struct {
 	Digest string `json:"digest"` // the layer's diff ID (digest of its uncompressed tar)
 }
 
-// Finding is one secret found. It never holds the secret: Excerpt is
-// redacted and Fingerprint is a one-way, truncated hash.
+// Finding is one secret found. It never holds the secret in anything that
+// prints or marshals: Excerpt is redacted and Fingerprint is a one-way,
+// truncated hash. With Config.KeepValues the scanner keeps the value
+// aside (see Secret) for `coffer scan --import`.
 type Finding struct {
-	RuleID      string    `json:"rule"`
-	Description string    `json:"description"`
-	Severity    Severity  `json:"severity"`
-	Layer       *LayerRef `json:"layer,omitempty"`  // nil for the image config and for directory scans
-	Source      string    `json:"source"`           // "layer", "config" or "file"
-	Path        string    `json:"path"`             // archive members as "outer.jar!/inner/file"
-	Line        int       `json:"line"`             // 1-based; 0 inside a binary file
-	Offset      int64     `json:"offset,omitempty"` // byte offset in a binary file
-	Binary      bool      `json:"binary,omitempty"` // found among the printable strings of a binary
-	Excerpt     string    `json:"excerpt"`
-	Fingerprint string    `json:"fingerprint"`
+	RuleID      string     `json:"rule"`
+	Description string     `json:"description"`
+	Severity    Severity   `json:"severity"`
+	Confidence  Confidence `json:"confidence"`
+	// Context lists what lowered the confidence: "test or fixture path",
+	// "documentation", "loopback host", ...; empty for high confidence.
+	Context []string  `json:"context,omitempty"`
+	Layer   *LayerRef `json:"layer,omitempty"` // nil for the image config and for directory scans
+	Source  string    `json:"source"`          // "layer", "config" or "file"
+	Path    string    `json:"path"`            // archive members as "outer.jar!/inner/file"
+	// File and Member split Path at the first "!/": the file in the layer
+	// (or directory) and the member inside it, for tools that map
+	// findings to files.
+	File   string     `json:"file"`
+	Member string     `json:"member,omitempty"`
+	Config *ConfigRef `json:"config,omitempty"` // image config findings: which field and entry
+	Line   int        `json:"line"`             // 1-based; 0 inside a binary file
+	Offset int64      `json:"offset,omitempty"` // byte offset in a binary file
+	Binary bool       `json:"binary,omitempty"` // found among the printable strings of a binary
+	// Excerpt and Fingerprint identify the finding without revealing it.
+	Excerpt     string `json:"excerpt"`
+	Fingerprint string `json:"fingerprint"`
 	// DeletedIn and OverwrittenIn are the index of the later layer that
 	// deleted (whiteout) or replaced the file, or -1.
-	DeletedIn     int `json:"deletedIn"`
-	OverwrittenIn int `json:"overwrittenIn"`
+	DeletedIn     int `json:"deleted_in"`
+	OverwrittenIn int `json:"overwritten_in"`
+
+	value      secret.Value // with Config.KeepValues only
+	importMode string       // the rule's import: "secret", "match" or "file"
+	highSignal bool
+	reasons    []reason
+	pkg        string
+	vhash      uint64
+}
+
+// ConfigRef locates a finding in the image config: Field is "Env",
+// "Labels", "Entrypoint" (entrypoint then cmd) or "History"; Index is the
+// 0-based entry in that list (for History, in the config's history array);
+// Key is the variable or label name.
+type ConfigRef struct {
+	Field string `json:"field"`
+	Index int    `json:"index"`
+	Key   string `json:"key,omitempty"`
+}
+
+// Secret returns the value found, when the scanner was configured with
+// KeepValues (nil otherwise). It never prints (secret.Value redacts);
+// Report.Zero wipes it.
+func (f *Finding) Secret() secret.Value { return f.value }
+
+// ImportMode says what Secret holds: "secret" (the secret alone), "match"
+// (a whole block, such as a PEM key) or "file" (the whole file: a keystore,
+// a service account key file).
+func (f *Finding) ImportMode() string {
+	if f.importMode == "" {
+		return "secret"
+	}
+	return f.importMode
 }
 
 // Status says where the secret can be found, e.g.

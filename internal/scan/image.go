@@ -88,6 +88,7 @@ func (s *Scanner) ScanImage(ctx context.Context, img v1.Image, target string) (*
 		return nil, err
 	}
 	settle(rep.Findings, infos)
+	settle(rep.Low, infos)
 	return rep, nil
 }
 

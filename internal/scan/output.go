@@ -13,21 +13,40 @@ import (
 // SARIF list them all).
 const maxSkippedInTable = 50
 
-// WriteTable writes a human-readable report: one row per finding, then a
-// summary with the files that could not be scanned.
+// WriteTable writes a human-readable report: one row per finding, the
+// low-confidence findings apart, then a summary with the files that could
+// not be scanned.
 func WriteTable(w io.Writer, rep *Report) error {
 	ew := &errWriter{w: w}
+	row := func(tw io.Writer, f *Finding, ctx bool) {
+		layer := "-"
+		if f.Layer != nil {
+			layer = strconv.Itoa(f.Layer.Index)
+		}
+		last := f.Status()
+		if ctx {
+			last = strings.Join(f.Context, "; ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			f.Severity, f.Confidence, f.RuleID, layer, location(f), f.Excerpt, f.Fingerprint, dashIfEmpty(last))
+	}
 	if len(rep.Findings) > 0 {
 		tw := tabwriter.NewWriter(ew, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SEVERITY\tRULE\tLAYER\tLOCATION\tEXCERPT\tFINGERPRINT\tSTATUS")
+		fmt.Fprintln(tw, "SEVERITY\tCONFIDENCE\tRULE\tLAYER\tLOCATION\tEXCERPT\tFINGERPRINT\tSTATUS")
 		for i := range rep.Findings {
-			f := &rep.Findings[i]
-			layer := "-"
-			if f.Layer != nil {
-				layer = strconv.Itoa(f.Layer.Index)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-				f.Severity, f.RuleID, layer, location(f), f.Excerpt, f.Fingerprint, f.Status())
+			row(tw, &rep.Findings[i], false)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintln(ew)
+	}
+	if len(rep.Low) > 0 {
+		fmt.Fprintf(ew, "%d low-confidence finding(s), not counted by --fail-on unless --include-low:\n", len(rep.Low))
+		tw := tabwriter.NewWriter(ew, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SEVERITY\tCONFIDENCE\tRULE\tLAYER\tLOCATION\tEXCERPT\tFINGERPRINT\tWHY")
+		for i := range rep.Low {
+			row(tw, &rep.Low[i], true)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -44,8 +63,8 @@ func WriteTable(w io.Writer, rep *Report) error {
 	if rep.Kind == "image" {
 		layers = fmt.Sprintf("%d layer(s), ", st.Layers)
 	}
-	fmt.Fprintf(ew, "%s: %d finding(s); %s%d file(s), %.1f MB in %.2fs (%.0f MB/s); %d binary, %d archive(s) opened",
-		rep.Target, len(rep.Findings), layers, st.Files, float64(st.Bytes)/1e6, secs, rate, st.Binary, st.Archives)
+	fmt.Fprintf(ew, "%s: %d finding(s), %d of low confidence; %s%d file(s), %.1f MB in %.2fs (%.0f MB/s); %d binary, %d archive(s) opened",
+		rep.Target, len(rep.Findings), len(rep.Low), layers, st.Files, float64(st.Bytes)/1e6, secs, rate, st.Binary, st.Archives)
 	if st.Suppressed > 0 {
 		fmt.Fprintf(ew, "; %d suppressed by .cofferignore", st.Suppressed)
 	}
@@ -54,7 +73,7 @@ func WriteTable(w io.Writer, rep *Report) error {
 		fmt.Fprintf(ew, "%d file(s) not fully scanned:\n", len(rep.Skipped))
 		for i, s := range rep.Skipped {
 			if i == maxSkippedInTable {
-				fmt.Fprintf(ew, "  ... and %d more (see --format json)\n", len(rep.Skipped)-i)
+				fmt.Fprintf(ew, "  ... and %d more (see -o json)\n", len(rep.Skipped)-i)
 				break
 			}
 			where := ""
@@ -70,6 +89,13 @@ func WriteTable(w io.Writer, rep *Report) error {
 	return ew.err
 }
 
+func dashIfEmpty(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
 func location(f *Finding) string {
 	switch {
 	case f.Binary:
@@ -80,19 +106,25 @@ func location(f *Finding) string {
 	return f.Path
 }
 
-// WriteJSON writes the report as indented JSON.
+// WriteJSON writes the report as indented JSON (snake_case fields, like
+// the REST API); each finding also carries its status.
 func WriteJSON(w io.Writer, rep *Report) error {
 	type jsonFinding struct {
 		*Finding
 		Status string `json:"status"`
 	}
+	list := func(fs []Finding) []jsonFinding {
+		out := make([]jsonFinding, len(fs))
+		for i := range fs {
+			out[i] = jsonFinding{&fs[i], fs[i].Status()}
+		}
+		return out
+	}
 	out := struct {
 		*Report
 		Findings []jsonFinding `json:"findings"`
-	}{Report: rep, Findings: make([]jsonFinding, len(rep.Findings))}
-	for i := range rep.Findings {
-		out.Findings[i] = jsonFinding{&rep.Findings[i], rep.Findings[i].Status()}
-	}
+		Low      []jsonFinding `json:"low_confidence"`
+	}{Report: rep, Findings: list(rep.Findings), Low: list(rep.Low)}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)

@@ -143,7 +143,7 @@ func TestOutputFormats(t *testing.T) {
 	}
 
 	var sarif bytes.Buffer
-	if err := WriteSARIF(&sarif, rep, rules); err != nil {
+	if err := WriteSARIF(&sarif, rep, rules, SARIFOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var log struct {
@@ -203,5 +203,85 @@ func TestOutputFormats(t *testing.T) {
 		if strings.Contains(strings.ToUpper(out), "C0FFEE") {
 			t.Errorf("output %d reveals secret material", i)
 		}
+	}
+}
+
+// TestSARIFMapping: an archive member's result points at the archive file
+// (a path that exists in the layer) with the member in properties and no
+// region; an image-config result names the config field and entry; the run
+// documents both conventions; low-confidence results only when asked.
+func TestSARIFMapping(t *testing.T) {
+	path, _ := tinyImage(t)
+	rep, err := scanTarget(t, path, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, _ := LoadRules()
+	type result struct {
+		RuleID    string         `json:"ruleId"`
+		Level     string         `json:"level"`
+		Props     map[string]any `json:"properties"`
+		Locations []struct {
+			PhysicalLocation struct {
+				ArtifactLocation struct{ URI string }     `json:"artifactLocation"`
+				Region           *struct{ StartLine int } `json:"region"`
+			} `json:"physicalLocation"`
+		} `json:"locations"`
+		Logical []struct{ FullyQualifiedName string } `json:"logicalLocations"`
+	}
+	decode := func(o SARIFOptions) ([]result, map[string]any) {
+		var b bytes.Buffer
+		if err := WriteSARIF(&b, rep, rules, o); err != nil {
+			t.Fatal(err)
+		}
+		var log struct {
+			Runs []struct {
+				Results    []result       `json:"results"`
+				Properties map[string]any `json:"properties"`
+			} `json:"runs"`
+		}
+		if err := json.Unmarshal(b.Bytes(), &log); err != nil {
+			t.Fatal(err)
+		}
+		return log.Runs[0].Results, log.Runs[0].Properties
+	}
+	rs, props := decode(SARIFOptions{})
+	if _, ok := props["coffer"].(map[string]any)["archiveMembers"]; !ok {
+		t.Error("run properties do not document archive members")
+	}
+	var member, config bool
+	for _, r := range rs {
+		loc := r.Locations[0].PhysicalLocation
+		if strings.Contains(loc.ArtifactLocation.URI, "!") {
+			t.Errorf("uri %q holds an archive member", loc.ArtifactLocation.URI)
+		}
+		if m, _ := r.Props["member"].(string); m != "" {
+			member = true
+			if loc.Region != nil || r.Props["path"] != loc.ArtifactLocation.URI+"!/"+m || len(r.Logical) != 1 {
+				t.Errorf("member result %+v", r)
+			}
+		}
+		if f, _ := r.Props["configField"].(string); f != "" {
+			config = true
+			if _, ok := r.Props["configIndex"].(float64); !ok || !strings.HasPrefix(loc.ArtifactLocation.URI, "config:") || loc.Region == nil {
+				t.Errorf("config result %+v", r)
+			}
+			if f == "Env" && r.Props["configKey"] == nil {
+				t.Errorf("env result without a key: %+v", r.Props)
+			}
+		}
+		if r.Props["confidence"] == "low" {
+			t.Errorf("low-confidence result without IncludeLow")
+		}
+	}
+	if !member || !config {
+		t.Errorf("no member (%v) or config (%v) result", member, config)
+	}
+	if len(rep.Low) == 0 {
+		t.Fatal("the test image has no low-confidence finding")
+	}
+	all, _ := decode(SARIFOptions{IncludeLow: true})
+	if len(all) != len(rep.Findings)+len(rep.Low) {
+		t.Errorf("IncludeLow: %d results, want %d", len(all), len(rep.Findings)+len(rep.Low))
 	}
 }

@@ -1,9 +1,13 @@
 package scan
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"regexp"
+	"regexp/syntax"
 	"strings"
 	"testing"
 )
@@ -54,6 +58,9 @@ func TestRules(t *testing.T) {
 	enc := base64.RawURLEncoding.EncodeToString
 	jwt := enc([]byte(`{"alg":"RS256"}`)) + "." + enc([]byte(`{"sub":"svc","exp":1}`)) + "." + g.s(url, 40)
 	auth := base64.StdEncoding.EncodeToString([]byte("bot:" + pw))
+	basic := base64.StdEncoding.EncodeToString([]byte("deploy:" + pw))
+	h := g.s(hx, 32)
+	uuid := h[:8] + "-" + h[8:12] + "-4" + h[13:16] + "-a" + h[17:20] + "-" + h[20:]
 	positives := []struct {
 		rule, path, text, secret string
 	}{
@@ -98,6 +105,98 @@ func TestRules(t *testing.T) {
 		{"pgpass", "home/.pgpass", "db:5432:app:app:" + pw, pw},
 		{"netrc-password", "root/.netrc", "machine x login y password " + pw, pw},
 		{"generic-password", ".env", "DB_PASSWORD=" + pw, pw},
+		{"generic-password", "nb.ipynb", `    "os.environ[\"DB_PASSWORD\"] = \"` + pw + `\"\n",`, pw},
+		{"generic-password", "settings.json", `{"log": "{\"password\": \"` + pw + `\"}"}`, pw},
+		{"generic-password", "k8s/secret.yaml", "data:\n  password: " + base64.StdEncoding.EncodeToString([]byte(pw)), ""},
+		{"generic-key", ".env", "APP_KEY=base64:" + g.s(b64, 43) + "=", ""},
+		{"generic-key", "config.js", "  encryptionKey: '" + g.s(an, 32) + "',", ""},
+		{"uuid-token", ".env", "CONSUL_HTTP_TOKEN=" + uuid, uuid},
+		{"cli-password-flag", "deploy.sh", "docker login registry.corp --username ci --password " + pw, pw},
+		{"mysql-cli-password", "backup.sh", "mysqldump -u root -p" + pw + " shop > /backup/shop.sql", pw},
+		{"curl-basic-auth", "Dockerfile", "RUN curl -fsSL -u deploy:" + pw + " https://nexus.corp/repo/app.tgz", pw},
+		{"basic-auth-header", "req.log", "Authorization: Basic " + basic, basic},
+		{"bearer-token", "req.log", "Authorization: Bearer " + g.s(url, 40), ""},
+		{"xml-password", "settings.xml", "<server><id>corp</id><username>deploy</username><password>" + pw + "</password></server>", pw},
+		{"xml-attribute-password", "web.config", `<add key="SmtpPassword" value="` + pw + `" />`, pw},
+		{"php-define-password", "wp-config.php", "define( 'DB_PASSWORD', '" + pw + "' );", pw},
+		{"sql-password", "init.sql", "CREATE USER app WITH PASSWORD '" + pw + "';", pw},
+		{"redis-password", "redis.conf", "requirepass " + pw, pw},
+		{"digitalocean-token", "f", "dop_v1_" + g.s(hx, 64), ""},
+		{"terraform-cloud-token", "credentials.tfrc.json", `"token": "` + g.s(an, 14) + ".atlasv1." + g.s(url, 67) + `"`, ""},
+		{"vault-batch-token", "f", "hvb." + g.s(url, 120), ""},
+		{"vault-token-file", "root/.vault-token", "s." + g.s(an, 24) + "\n", ""},
+		{"doppler-token", "f", "dp.st.prd." + "x" + " dp.st." + g.s(an, 43), ""},
+		{"pulumi-token", "f", "pul-" + g.s(hx, 40), ""},
+		{"grafana-token", "f", "glsa_" + g.s(an, 32) + "_" + g.s(hx, 8), ""},
+		{"huggingface-token", "f", "hf_" + g.s("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", 34), ""},
+		{"replicate-token", "f", "r8_" + g.s(an, 37), ""},
+		{"groq-api-key", "f", "gsk_" + g.s(an, 52), ""},
+		{"perplexity-api-key", "f", "pplx-" + g.s(an, 48), ""},
+		{"xai-api-key", "f", "xai-" + g.s(an, 80), ""},
+		{"databricks-token", "f", "dapi" + g.s(hx, 32), ""},
+		{"alibaba-access-key-id", "f", "LTAI" + g.s(an, 20), ""},
+		{"newrelic-key", "f", "NRAK-" + g.s("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 27), ""},
+		{"sentry-token", "f", "sntryu_" + g.s(hx, 64), ""},
+		{"atlassian-token", "f", "ATATT3" + g.s(url, 186), ""},
+		{"linear-api-key", "f", "lin_api_" + g.s(an, 40), ""},
+		{"notion-token", "f", "ntn_" + g.s("0123456789", 11) + g.s(an, 35), ""},
+		{"airtable-token", "f", "pat" + g.s(an, 14) + "." + g.s(hx, 64), ""},
+		{"figma-token", "f", "figd_" + g.s(url, 40), ""},
+		{"postman-api-key", "f", "PMAK-" + g.s(hx, 24) + "-" + g.s(hx, 34), ""},
+		{"stripe-webhook-secret", "f", "whsec_" + g.s(an, 32), ""},
+		{"square-token", "f", "sq0csp-" + g.s(url, 43), ""},
+		{"braintree-token", "f", "access_token$production$" + g.s("abcdefghijklmnopqrstuvwxyz0123456789", 16) + "$" + g.s(hx, 32), ""},
+		{"telegram-bot-token", "f", "BOT_TOKEN=" + g.s("0123456789", 10) + ":AA" + g.s(url, 33), ""},
+		{"discord-webhook", "f", "https://discord.com/api/webhooks/" + g.s("0123456789", 18) + "/" + g.s(url, 68), ""},
+		{"teams-webhook", "f", "https://corp.webhook.office.com/webhookb2/" + uuid + "@" + uuid + "/IncomingWebhook/" + g.s(hx, 32) + "/" + uuid, ""},
+		{"google-oauth-token", "f", `"refresh_token": "1//0` + g.s(url, 60) + `"`, ""},
+		{"azure-ad-client-secret", "f", "AZURE_CLIENT_SECRET=" + g.s(an, 3) + "8Q~" + g.s(url, 34), ""},
+		{"azure-sas-token", "f", "https://x.blob.core.windows.net/c?sv=2022-11-02&ss=b&srt=o&sp=r&se=2030-01-01&sig=" + g.s(an, 43) + "%3D", ""},
+		{"mapbox-secret-token", "f", "sk.eyJ" + g.s(url, 60) + "." + g.s(url, 22), ""},
+		{"jfrog-token", "f", "AKCp" + g.s(an, 69), ""},
+		{"sonarqube-token", "f", "squ_" + g.s(hx, 40), ""},
+		{"buildkite-token", "f", "bkua_" + g.s(hx, 40), ""},
+		{"gitlab-other-token", "f", "glft-" + g.s(an, 20), ""},
+		{"slack-app-token", "f", "xapp-1-A" + g.s("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", 10) + "-" + g.s("0123456789", 13) + "-" + g.s(hx, 64), ""},
+		{"mailgun-api-key", "f", "key-" + g.s(hx, 32), ""},
+		{"mailchimp-api-key", "f", g.s(hx, 32) + "-us14", ""},
+		{"flyio-token", "f", "fo1_" + g.s(url, 43), ""},
+		{"heroku-api-key", "f", "HEROKU_API_KEY=" + uuid, uuid},
+		{"rubygems-api-key", "f", "rubygems_" + g.s(hx, 48), ""},
+		{"nuget-api-key", "f", "oy2" + g.s("abcdefghijklmnopqrstuvwxyz0123456789", 43), ""},
+		{"cloudflare-origin-ca-key", "f", "v1.0-" + g.s(hx, 24) + "-" + g.s(hx, 146), ""},
+		{"supabase-token", "f", "sbp_" + g.s(hx, 40), ""},
+		{"planetscale-token", "f", "pscale_tkn_" + g.s(url, 43), ""},
+		{"contentful-token", "f", "CFPAT-" + g.s(url, 43), ""},
+		{"onepassword-token", "f", "ops_eyJ" + g.s(url, 300), ""},
+		{"openai-project-key", "f", "sk-proj-" + g.s(url, 120), ""},
+		{"generic-private-key", "k", g.pem("X25519 PRIVATE KEY"), ""},
+		{"putty-private-key", "id.ppk", "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: deploy\nPublic-Lines: 2\n" + g.s(b64, 64) + "\n" + g.s(b64, 20) + "\nPrivate-Lines: 1\n" + g.s(b64, 70) + "\nPrivate-MAC: " + g.s(hx, 64) + "\n", ""},
+		{"openvpn-static-key", "ta.key", "-----BEGIN OpenVPN Static key V1-----\n" + g.s(hx, 32) + "\n" + g.s(hx, 32) + "\n" + g.s(hx, 32) + "\n" + g.s(hx, 32) + "\n" + g.s(hx, 32) + "\n" + g.s(hx, 32) + "\n" + g.s(hx, 32) + "\n" + g.s(hx, 32) + "\n-----END OpenVPN Static key V1-----\n", ""},
+		{"wireguard-private-key", "wg0.conf", "[Interface]\nPrivateKey = " + g.s(b64, 42) + "A=\nAddress = 10.0.0.1/24\n", ""},
+		{"jwk-private-key", "jwks.json", `{"keys": [{"kty": "EC", "crv": "P-256", "x": "` + g.s(url, 43) + `", "y": "` + g.s(url, 43) + `", "d": "` + g.s(url, 43) + `"}]}`, ""},
+		{"java-keystore", "keystore.jks", jks(g, 1), ""},
+		{"dynatrace-token", "f", "dt0c01." + g.s(an, 24) + "." + g.s(an, 64), ""},
+		{"prefect-api-key", "f", "pnu_" + g.s(an, 36), ""},
+		{"readme-api-key", "f", "rdme_" + g.s("abcdefghijklmnopqrstuvwxyz0123456789", 70), ""},
+		{"scalingo-token", "f", "tk-us-" + g.s(url, 48), ""},
+		{"brevo-api-key", "f", "xkeysib-" + g.s(hx, 64) + "-" + g.s(an, 16), ""},
+		{"settlemint-token", "f", "sm_pat_" + g.s(an, 16), ""},
+		{"shippo-token", "f", "shippo_live_" + g.s(hx, 40), ""},
+		{"intra42-client-secret", "f", "s-s4t2ud-" + g.s(hx, 64), ""},
+		{"sidekiq-credentials", ".bundle/config", "BUNDLE_ENTERPRISE__CONTRIBSYS__COM: " + g.s(hx, 8) + ":" + g.s(hx, 8), ""},
+		{"facebook-access-token", "f", "EAA" + g.s(an, 150), ""},
+		{"openshift-token", "f", "sha256~" + g.s(url, 43), ""},
+		{"sourcegraph-token", "f", "sgp_" + g.s(hx, 16) + "_" + g.s(hx, 40), ""},
+		{"generic-password", "main.go", "var dbPassword string = \"" + pw + "\"", pw},
+		{"generic-password", "App.java", "System.setProperty(\"DB_PASSWORD\", \"" + pw + "\");", pw},
+		{"generic-password", "Makefile", "API_TOKEN ?= " + pw, pw},
+		{"generic-password", "conf.php", "$dbPassword .= '" + pw + "';", pw},
+		{"generic-password", "app.ts", "const apiToken: string = '" + pw + "';", pw},
+		{"xml-password", "settings.xml", "<password>\n    " + pw + "\n</password>", pw},
+		{"java-keystore", "keystore.p12", p12(g), ""},
+		{"rails-master-key", "app/config/master.key", g.s(hx, 32), ""},
+		{"jenkins-master-key", "var/jenkins_home/secrets/master.key", g.s(hx, 256), ""},
 	}
 	seen := map[string]bool{}
 	d := rs.newDetector()
@@ -158,6 +257,32 @@ func TestRules(t *testing.T) {
 		{"pgpass outside .pgpass", "notes.txt", "db:5432:app:app:" + pw},
 		{"locked shadow entry", "etc/shadow", "root:*:19000:0:99999:7:::"},
 		{"passwordless word", "f", "passwordless=" + pw},
+		{"comparison", "a.py", `if password == "` + pw + `":`},
+		{"base64 placeholder", "secret.yaml", "data:\n  password: " + base64.StdEncoding.EncodeToString([]byte("changeme"))},
+		{"vault reference", "app.yaml", "db_password: vault:secret/data/db#password"},
+		{"jasypt encrypted", "app.properties", "spring.datasource.password=ENC(" + g.s(b64, 32) + ")"},
+		{"secret manager arn", "task.json", `"secret": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf"`},
+		{"public key name", ".env", "STRIPE_PUBLISHABLE_KEY=pk_live_" + g.s(an, 24)},
+		{"primary key", "schema.js", "  primaryKey: 'user_account_id_2024',"},
+		{"cache key", "a.py", `cache_key = "users:v2:profile:" + uid`},
+		{"session uuid", "s.json", `"sessionToken": "` + uuid + `"`},
+		{"password stdin", "push.sh", "echo $TOKEN | docker login --password-stdin -u bot"},
+		{"cli flag variable", "run.sh", "app --password \"$DB_PASSWORD\""},
+		{"basic prose", "README", "the basic information about tokens"},
+		{"basic without password", "req.log", "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte("onlyuser"))},
+		{"bearer placeholder", "api.md", "Authorization: Bearer ${ACCESS_TOKEN}"},
+		{"maven encrypted", "settings.xml", "<password>{" + g.s(b64, 40) + "=}</password>"},
+		{"xml property name", "pom.xml", "<password.encoding>utf-8-strict-mode</password.encoding>"},
+		{"truststore", "cacerts", jks(g, 2)},
+		{"sql hash", "dump.sql", "CREATE USER x IDENTIFIED BY PASSWORD '*" + strings.ToUpper(g.s(hx, 40)) + "';"},
+		{"mysql prompt", "run.sh", "mysql -u root -p shop < dump.sql"},
+		{"redis placeholder", "redis.conf", "requirepass ${REDIS_PASSWORD}"},
+		{"ssh public key as key", ".env", "DEPLOY_KEY=ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI" + g.s(b64, 43)},
+		{"alphabet placeholder", ".env", "GOOGLE_API_KEY=AIzaSyabcdefghijklmnopqrstuvwxyz1234567"},
+		{"digit run placeholder", ".env", "DATABRICKS_TOKEN=dapi123456789012345678a9bc01234defg5"},
+		{"short slack sample", "f", "xoxb-12345-abcd234"},
+		{"curl placeholder", "README", "curl -u <user:password> https://test.com/endpoint"},
+		{"comparison in code", "a.go", "if apiToken == \"" + pw + "\" {"},
 	}
 	for _, tc := range negatives {
 		t.Run("negative/"+tc.name, func(t *testing.T) {
@@ -227,6 +352,116 @@ rules:
 	} {
 		if _, err := LoadRules([]byte(bad)); !errors.Is(err, ErrRules) {
 			t.Errorf("%s: error %v, want ErrRules", name, err)
+		}
+	}
+}
+
+// jks builds a JKS keystore with one entry of the given tag (1: private
+// key, 2: trusted certificate).
+func jks(g rnd, tag uint32) string {
+	var b bytes.Buffer
+	u32 := func(v uint32) { binary.Write(&b, binary.BigEndian, v) }
+	utf := func(s string) { binary.Write(&b, binary.BigEndian, uint16(len(s))); b.WriteString(s) }
+	u32(0xFEEDFEED)
+	u32(2)
+	u32(1)
+	u32(tag)
+	utf("server")
+	binary.Write(&b, binary.BigEndian, uint64(1700000000000))
+	if tag == 1 {
+		key := []byte(g.s(an, 600))
+		u32(uint32(len(key)))
+		b.Write(key)
+		u32(1)
+	}
+	utf("X.509")
+	cert := []byte(g.s(an, 500))
+	u32(uint32(len(cert)))
+	b.Write(cert)
+	b.WriteString(g.s(an, 20))
+	return b.String()
+}
+
+// p12 builds the start of a PKCS#12 file with a shrouded key bag.
+func p12(g rnd) string {
+	body := append([]byte{0x02, 0x01, 0x03, 0x30, 0x82, 0x05, 0x00}, oidPKCS7Data...)
+	body = append(body, []byte(g.s(an, 200))...)
+	body = append(body, oidShroudedKeyBag...)
+	body = append(body, []byte(g.s(an, 900))...)
+	return string(append([]byte{0x30, 0x82, byte(len(body) >> 8), byte(len(body))}, body...))
+}
+
+// TestCompileAnyOf: the two merged regexps accept exactly what the
+// alternatives accept one by one, for the built-in allow list and every
+// rule's denyValue.
+func TestCompileAnyOf(t *testing.T) {
+	var f rulesFile
+	if err := decodeRules(builtinRules, &f); err != nil {
+		t.Fatal(err)
+	}
+	lists := [][]string{f.Allow}
+	for _, r := range f.Rules {
+		if r.DenyValue != "" {
+			lists = append(lists, []string{r.DenyValue})
+		}
+	}
+	g := newRnd()
+	values := []string{"", "example", "EXAMPLE-key", "changeme", "${X}", "<x>", "password", "Zr8f3kQ9pLx2Vb7m", "MaxResults",
+		"a.b.c", "/etc/x", "ENC(abc)", "vault:secret/x", "%s", "%TTL", "__X__", "&anchor", "pk_live_x", "x-oauth-basic",
+		"ghp_" + g.s(an, 36), g.s(an+"!%*-_.", 20), "secret_key_base", "X-Amz-Date", "scram-sha-256", "|x"}
+	for range 200 {
+		values = append(values, g.s(an+"!%*-_.:/$<>{}()[]", 1+g.r.IntN(30)))
+	}
+	for _, srcs := range lists {
+		merged, err := compileAnyOf(srcs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var each []*regexp.Regexp
+		for _, src := range srcs {
+			re, _ := syntax.Parse(src, syntax.Perl)
+			subs := []*syntax.Regexp{re}
+			if re.Op == syntax.OpAlternate {
+				subs = re.Sub
+			}
+			for _, s := range subs {
+				each = append(each, regexp.MustCompile(s.String()))
+			}
+		}
+		for _, v := range values {
+			want := false
+			for _, re := range each {
+				want = want || re.MatchString(v)
+			}
+			if got := merged.Match([]byte(v)); got != want {
+				t.Errorf("%q: merged %v, alternatives %v (%v)", v, got, want, srcs)
+			}
+		}
+	}
+}
+
+// TestValuesNotIdentifiers: random credentials with a dot or a slash are
+// not taken for code references (config.apiKey) or paths (a/b).
+func TestValuesNotIdentifiers(t *testing.T) {
+	rs, _ := LoadRules()
+	d := rs.newDetector()
+	for _, tc := range []struct{ path, text, secret string }{
+		{".env", "DB_PASSWORD=C0fferAbc.Def12xy", "C0fferAbc.Def12xy"},
+		{".env", "DB_PASSWORD=my_s3cret_2024", "my_s3cret_2024"},
+		{"app.yml", "  signing-key: ujgFHy6MzSt9aMD6/frgMraNyZsG1kmFJ0en4zx0pc1EKt9dThltknTLvfYZc4ah", "ujgFHy6MzSt9aMD6/frgMraNyZsG1kmFJ0en4zx0pc1EKt9dThltknTLvfYZc4ah"},
+	} {
+		found := false
+		for _, m := range d.find(tc.path, []byte(tc.text), false) {
+			found = found || tc.text[m.start:m.end] == tc.secret
+		}
+		if !found {
+			t.Errorf("%q not found in %q", tc.secret, tc.text)
+		}
+	}
+	for _, text := range []string{"secret: config.session.secret", "token = settings.SECRET_KEY", "api_key: Settings.ApiKey",
+		"private_key: keys/prod/signing", "app_key = process.env.APP_KEY"} {
+		for _, m := range d.find("x.yml", []byte(text), false) {
+			t.Errorf("%s matched %q", m.rule.ID, text[m.start:m.end])
 		}
 	}
 }

@@ -246,6 +246,35 @@ func openDaemon(ctx context.Context, ref string) (v1.Image, func() error, error)
 	return img, closeFn, nil
 }
 
+// ImageName returns the image reference a target names, when it names
+// one: the NAME of docker://NAME and registry references, the first repo
+// tag recorded in a docker save tarball; "" otherwise (OCI layouts).
+func ImageName(target string) string {
+	switch {
+	case strings.HasPrefix(target, "docker://"):
+		return strings.TrimPrefix(target, "docker://")
+	case strings.HasPrefix(target, "registry://"):
+		return strings.TrimPrefix(target, "registry://")
+	case strings.HasPrefix(target, "oci:"):
+		return ""
+	}
+	p := strings.TrimPrefix(target, "docker-archive:")
+	if st, err := os.Stat(p); err == nil {
+		if st.IsDir() {
+			return ""
+		}
+		m, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(p) })
+		if err != nil || len(m) == 0 || len(m[0].RepoTags) == 0 {
+			return ""
+		}
+		return m[0].RepoTags[0]
+	}
+	if looksLikePath(target) {
+		return ""
+	}
+	return target
+}
+
 // looksLikePath tells a missing file from a registry reference, so that a
 // typo in a file name is reported as such rather than as a registry error.
 func looksLikePath(target string) bool {

@@ -5,6 +5,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"compress/gzip"
+	"compress/zlib"
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
@@ -266,4 +267,49 @@ func Sample(kind string, size int, seed uint64) []byte {
 		return g.elf(size)
 	}
 	return g.noise(size)
+}
+
+func zlibOf(data []byte) []byte {
+	var b bytes.Buffer
+	zw, _ := zlib.NewWriterLevel(&b, zlib.BestSpeed)
+	_, _ = zw.Write(data)
+	_ = zw.Close()
+	return b.Bytes()
+}
+
+var rubyLines = []string{
+	"# frozen_string_literal: true",
+	"require '%s'",
+	"module %s",
+	"class %sController < ApplicationController",
+	"  before_action :authenticate_%s!",
+	"  def %s",
+	"    @%s = %s.find(params[:%s])",
+	"  end",
+	"end",
+	"    password = params.require(:user).permit(:password)[:password]",
+	"    token = request.headers['Authorization']&.split(' ')&.last",
+	"    secret = Rails.application.credentials.secret_key_base",
+	"    api_key = ENV.fetch('API_KEY', nil)",
+	"    validates :password, length: { minimum: 12 }",
+	"    has_secure_password",
+	"",
+}
+
+var javaLines = []string{
+	"package com.corp.%s;",
+	"import org.springframework.beans.factory.annotation.Value;",
+	"public class %sService {",
+	"    private final %sRepository %s;",
+	"    @Value(\"${app.%s.password}\")",
+	"    private String password;",
+	"    @Value(\"${app.%s.token:}\")",
+	"    private String token;",
+	"    public %s get%s(String %s) {",
+	"        return %s.findById(%s).orElseThrow();",
+	"    }",
+	"}",
+	"        String secret = System.getenv(\"APP_SECRET\");",
+	"        if (password == null || password.isEmpty()) {",
+	"",
 }

@@ -3,6 +3,7 @@ package scangen
 import (
 	"encoding/base64"
 	"fmt"
+	"path"
 	"strings"
 )
 
@@ -17,6 +18,10 @@ const (
 
 // plan lays out filler, secrets and decoys over the layers.
 func (b *builder) plan() {
+	if b.o.Layout == 2 {
+		b.plan2()
+		return
+	}
 	total := b.o.Filler
 	b.fillBase(total * 30 / 100)
 	b.fillDeps(total * 40 / 100)
@@ -31,6 +36,8 @@ func (b *builder) plan() {
 	b.plantVendored()
 	b.plantConfig()
 	b.plantDecoys()
+	b.plantNewKinds()
+	b.plantNewDecoys()
 }
 
 // ---------------------------------------------------------------- filler
@@ -88,7 +95,8 @@ func (b *builder) fillDeps(budget int64) {
 				p = fmt.Sprintf("usr/lib/python3/site-packages/%s/_speedups.cpython-311-x86_64-linux-gnu.so", b.fill.ident())
 			}
 		}
-		b.add(layerDeps, fmt.Sprintf("%s.%d", p, i), data)
+		ext := path.Ext(p)
+		b.add(layerDeps, fmt.Sprintf("%s_%d%s", strings.TrimSuffix(p, ext), i, ext), data)
 		used += int64(len(data))
 	}
 }

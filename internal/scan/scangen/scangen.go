@@ -34,15 +34,21 @@ type Options struct {
 	Filler int64 // bytes of filler across the layers; SmallFiller if 0
 	Gzip   bool  // gzip the layers (docker save writes them uncompressed)
 	Tag    string
+	// Layout picks the image: 1 (default) a Python/JavaScript web app on
+	// Debian; 2 a different stack (JVM, Rails, Node, infrastructure tools)
+	// with other kinds of secrets and decoys in other places. The layout
+	// does not depend on the seed; the seed picks values and filler.
+	Layout int
 }
 
 // Label is one planted secret or decoy.
 type Label struct {
-	Rule  string `json:"rule"`  // the rule expected to find it ("" for a decoy)
-	Where string `json:"where"` // hiding place, e.g. "deleted", "nested-archive"
-	Layer int    `json:"layer"` // -1: image config
-	Path  string `json:"path"`  // as the scanner reports it
-	Line  int    `json:"line"`  // 1-based; 0 in binaries
+	Rule  string `json:"rule"`           // the rule expected to find it ("" for a decoy)
+	Kind  string `json:"kind,omitempty"` // what it is, e.g. "terraform-state"; Rule if empty
+	Where string `json:"where"`          // hiding place, e.g. "deleted", "nested-archive"
+	Layer int    `json:"layer"`          // -1: image config
+	Path  string `json:"path"`           // as the scanner reports it
+	Line  int    `json:"line"`           // 1-based; 0 in binaries
 	// Status the scanner should report: "deleted in layer N",
 	// "overwritten in layer N" or "".
 	Status string `json:"status,omitempty"`
@@ -56,13 +62,21 @@ type Truth struct {
 	LayerBytes []int64 `json:"layerBytes"`
 }
 
-// Kinds counts the distinct rules of the planted secrets.
+// Kinds counts the distinct kinds of the planted secrets.
 func (t *Truth) Kinds() int {
 	k := map[string]bool{}
 	for _, s := range t.Secrets {
-		k[s.Rule] = true
+		k[s.KindName()] = true
 	}
 	return len(k)
+}
+
+// KindName is the label's kind, or its rule.
+func (l Label) KindName() string {
+	if l.Kind != "" {
+		return l.Kind
+	}
+	return l.Rule
 }
 
 type file struct {
@@ -80,7 +94,16 @@ type builder struct {
 	layers  [][]file
 	env     []string
 	history []string
+	labels  map[string]string
 	truth   Truth
+	kind    string // kind of the next label
+}
+
+func (b *builder) imageLabels() map[string]string {
+	if b.labels != nil {
+		return b.labels
+	}
+	return map[string]string{"org.opencontainers.image.source": "https://git.corp.internal/team/app"}
 }
 
 // WriteDockerArchive writes the image as a `docker save` tarball to w.
@@ -117,6 +140,9 @@ func newBuilder(o Options) *builder {
 	if o.Tag == "" {
 		o.Tag = "coffer-scangen/test:latest"
 	}
+	if o.Layout == 0 {
+		o.Layout = 1
+	}
 	r := rand.New(rand.NewPCG(o.Seed, 0xC0FFEE))
 	f := forge{r}
 	return &builder{o: o, r: r, f: f, fill: &filler{r: r, f: f}}
@@ -145,7 +171,20 @@ func (b *builder) secret(layer int, path, content, value, rule, where string) {
 }
 
 func (b *builder) label(layer int, path string, line int, rule, where string) {
-	b.truth.Secrets = append(b.truth.Secrets, Label{Rule: rule, Where: where, Layer: layer, Path: path, Line: line})
+	b.truth.Secrets = append(b.truth.Secrets, Label{Rule: rule, Kind: b.kind, Where: where, Layer: layer, Path: path, Line: line})
+	b.kind = ""
+}
+
+// secretK is secret with a kind.
+func (b *builder) secretK(kind string, layer int, path, content, value, rule, where string) {
+	b.kind = kind
+	b.secret(layer, path, content, value, rule, where)
+}
+
+// labelK is label with a kind.
+func (b *builder) labelK(kind string, layer int, path string, line int, rule, where string) {
+	b.kind = kind
+	b.label(layer, path, line, rule, where)
 }
 
 // decoy plants content at path; the decoy sits on the line holding marker.
@@ -286,7 +325,7 @@ func (b *builder) config(blobs []layerBlob) ([]byte, error) {
 			"Env":        b.env,
 			"Cmd":        []string{"/usr/local/bin/app-server"},
 			"WorkingDir": "/app",
-			"Labels":     map[string]string{"org.opencontainers.image.source": "https://git.corp.internal/team/app"},
+			"Labels":     b.imageLabels(),
 		},
 		"rootfs":  map[string]any{"type": "layers", "diff_ids": diffIDs},
 		"history": history,

@@ -85,3 +85,63 @@ func (t *Truth) Evaluate(found []Label) Score {
 	}
 	return s
 }
+
+// KindScore is the score of one kind of secret (recall) or one rule
+// (precision, over the findings that rule made).
+type KindScore struct {
+	Name                string
+	Planted, Found      int // secrets of this kind, and how many were found
+	Reported, FalsePos  int // findings of this rule, and how many were no planted secret
+	DecoysOfThisKindHit int // decoys (by hiding place) that drew a finding
+}
+
+// ByKind breaks Evaluate down: recall per secret kind (Label.KindName) and
+// precision per rule of the findings.
+func (t *Truth) ByKind(found []Label) (kinds, rules []KindScore) {
+	s := t.Evaluate(found)
+	missed := map[int]bool{}
+	for _, fn := range s.FalseNegatives {
+		for i, sec := range t.Secrets {
+			if sec == fn {
+				missed[i] = true
+			}
+		}
+	}
+	km := map[string]*KindScore{}
+	var korder []string
+	for i, sec := range t.Secrets {
+		k := sec.KindName()
+		if km[k] == nil {
+			km[k] = &KindScore{Name: k}
+			korder = append(korder, k)
+		}
+		km[k].Planted++
+		if !missed[i] {
+			km[k].Found++
+		}
+	}
+	rm := map[string]*KindScore{}
+	var rorder []string
+	fp := map[Label]int{}
+	for _, l := range s.FalsePositives {
+		fp[l]++
+	}
+	for _, f := range found {
+		if rm[f.Rule] == nil {
+			rm[f.Rule] = &KindScore{Name: f.Rule}
+			rorder = append(rorder, f.Rule)
+		}
+		rm[f.Rule].Reported++
+		if fp[f] > 0 {
+			fp[f]--
+			rm[f.Rule].FalsePos++
+		}
+	}
+	for _, k := range korder {
+		kinds = append(kinds, *km[k])
+	}
+	for _, r := range rorder {
+		rules = append(rules, *rm[r])
+	}
+	return kinds, rules
+}

@@ -45,7 +45,7 @@ func (f forge) password() string { return "C0ffer" + f.pick(pwChars, 14) }
 
 func (f forge) awsKeyID() string  { return "AKIACOFFER" + f.pick(upper32, 10) }
 func (f forge) awsSecret() string { return "C0FFEE" + f.pick(b64std, 34) }
-func (f forge) github() string    { return "ghp_C0FFEE" + f.pick(alnum, 30) }
+func (f forge) github() string    { return f.githubValid("ghp") }
 func (f forge) gitlab() string    { return "glpat-C0FFEE" + f.pick(alnum, 14) }
 func (f forge) slack() string {
 	return "xoxb-" + f.pick(digits, 12) + "-" + f.pick(digits, 13) + "-C0FFEE" + f.pick(alnum, 18)
@@ -53,7 +53,7 @@ func (f forge) slack() string {
 func (f forge) stripe() string        { return "sk_live_C0FFEE" + f.pick(alnum, 40) }
 func (f forge) twilio() string        { return "SKc0ffee" + f.pick(hexLower, 26) }
 func (f forge) sendgrid() string      { return "SG.C0FFEE" + f.pick(b64url, 16) + "." + f.pick(b64url, 43) }
-func (f forge) npm() string           { return "npm_C0FFEE" + f.pick(alnum, 30) }
+func (f forge) npm() string           { return f.npmValid() }
 func (f forge) pypi() string          { return "pypi-AgEIcHlwaS5vcmc" + f.pick(b64url, 70) }
 func (f forge) dockerhub() string     { return "dckr_pat_C0FFEE" + f.pick(b64url, 21) }
 func (f forge) gcpAPIKey() string     { return "AIzaC0FFEE" + f.pick(b64url, 29) }
