@@ -29,11 +29,7 @@ func (s *Server) applyBindings(r *request) (int, any, error) {
 	if err := r.authorize("", ""); err != nil {
 		return 0, nil, err
 	}
-	q, err := params(r, "dry_run")
-	if err != nil {
-		return 0, nil, err
-	}
-	dry, err := r.dryRun(q)
+	dry, err := r.dryRunOnly()
 	if err != nil {
 		return 0, nil, err
 	}

@@ -122,11 +122,7 @@ func preconditions(r *request, name string) (catalog.Check, error) {
 func (s *Server) putBinding(r *request) (int, any, error) {
 	name := r.PathValue("name")
 	r.object = "binding:" + name
-	q, err := params(r, "dry_run")
-	if err != nil {
-		return 0, nil, err
-	}
-	dry, err := r.dryRun(q)
+	dry, err := r.dryRunOnly()
 	if err != nil {
 		return 0, nil, err
 	}
@@ -186,11 +182,7 @@ func (s *Server) deleteBinding(r *request) (int, any, error) {
 	if err := authz.Authorize(r.p, r.action, ""); err != nil {
 		return 0, nil, err
 	}
-	q, err := params(r, "dry_run")
-	if err != nil {
-		return 0, nil, err
-	}
-	dry, err := r.dryRun(q)
+	dry, err := r.dryRunOnly()
 	if err != nil {
 		return 0, nil, err
 	}

@@ -94,6 +94,16 @@ func (r *request) dryRun(q url.Values) (bool, error) {
 	return dry, err
 }
 
+// dryRunOnly reads the query of a write that takes no parameter but
+// dry_run (others are refused) and notes a dry run.
+func (r *request) dryRunOnly() (bool, error) {
+	q, err := params(r, "dry_run")
+	if err != nil {
+		return false, err
+	}
+	return r.dryRun(q)
+}
+
 func (s *Server) putSecret(r *request) (int, any, error) {
 	name := r.PathValue("name")
 	if err := r.authorize("secret:"+name, name); err != nil {
@@ -102,11 +112,7 @@ func (s *Server) putSecret(r *request) (int, any, error) {
 	if err := secret.ValidateName(name); err != nil {
 		return 0, nil, err
 	}
-	q, err := params(r, "dry_run")
-	if err != nil {
-		return 0, nil, err
-	}
-	dry, err := r.dryRun(q)
+	dry, err := r.dryRunOnly()
 	if err != nil {
 		return 0, nil, err
 	}
@@ -284,11 +290,7 @@ func (s *Server) rollbackSecret(r *request) (int, any, error) {
 	if err := secret.ValidateName(name); err != nil {
 		return 0, nil, err
 	}
-	q, err := params(r, "dry_run")
-	if err != nil {
-		return 0, nil, err
-	}
-	dry, err := r.dryRun(q)
+	dry, err := r.dryRunOnly()
 	if err != nil {
 		return 0, nil, err
 	}
@@ -321,11 +323,7 @@ func (s *Server) undeleteSecret(r *request) (int, any, error) {
 	if err := secret.ValidateName(name); err != nil {
 		return 0, nil, err
 	}
-	q, err := params(r, "dry_run")
-	if err != nil {
-		return 0, nil, err
-	}
-	dry, err := r.dryRun(q)
+	dry, err := r.dryRunOnly()
 	if err != nil {
 		return 0, nil, err
 	}
