@@ -104,15 +104,22 @@ func (r *request) dryRunOnly() (bool, error) {
 	return r.dryRun(q)
 }
 
-func (s *Server) putSecret(r *request) (int, any, error) {
-	name := r.PathValue("name")
+// secretWrite authorizes a write to the secret named in r's path, checks
+// the name and reads dry_run, the only query parameter such writes take.
+func (r *request) secretWrite() (name string, dry bool, err error) {
+	name = r.PathValue("name")
 	if err := r.authorize("secret:"+name, name); err != nil {
-		return 0, nil, err
+		return "", false, err
 	}
 	if err := secret.ValidateName(name); err != nil {
-		return 0, nil, err
+		return "", false, err
 	}
-	dry, err := r.dryRunOnly()
+	dry, err = r.dryRunOnly()
+	return name, dry, err
+}
+
+func (s *Server) putSecret(r *request) (int, any, error) {
+	name, dry, err := r.secretWrite()
 	if err != nil {
 		return 0, nil, err
 	}
@@ -283,14 +290,7 @@ type RollbackRequest struct {
 }
 
 func (s *Server) rollbackSecret(r *request) (int, any, error) {
-	name := r.PathValue("name")
-	if err := r.authorize("secret:"+name, name); err != nil {
-		return 0, nil, err
-	}
-	if err := secret.ValidateName(name); err != nil {
-		return 0, nil, err
-	}
-	dry, err := r.dryRunOnly()
+	name, dry, err := r.secretWrite()
 	if err != nil {
 		return 0, nil, err
 	}
@@ -316,14 +316,7 @@ func (s *Server) rollbackSecret(r *request) (int, any, error) {
 }
 
 func (s *Server) undeleteSecret(r *request) (int, any, error) {
-	name := r.PathValue("name")
-	if err := r.authorize("secret:"+name, name); err != nil {
-		return 0, nil, err
-	}
-	if err := secret.ValidateName(name); err != nil {
-		return 0, nil, err
-	}
-	dry, err := r.dryRunOnly()
+	name, dry, err := r.secretWrite()
 	if err != nil {
 		return 0, nil, err
 	}
