@@ -48,6 +48,15 @@ func (cfg *Config) find(name string) *Context {
 	return nil
 }
 
+// known is a usage error naming the contexts there are, unless name is one
+// of them; path is the config file's, for the message.
+func (cfg *Config) known(name, path string) error {
+	if cfg.find(name) != nil {
+		return nil
+	}
+	return usageError(fmt.Errorf("no context %q in %s; known: %s (create it with coffer config set-context)", name, orNone(path), orNone(strings.Join(cfg.names(), ", "))))
+}
+
 func (cfg *Config) names() []string {
 	var ns []string
 	for _, c := range cfg.Contexts {
@@ -311,8 +320,8 @@ func newUseContextCmd(c *conn) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if cfg.find(args[0]) == nil {
-				return usageError(fmt.Errorf("no context %q in %s; known: %s (create it with coffer config set-context)", args[0], orNone(path), orNone(strings.Join(cfg.names(), ", "))))
+			if err := cfg.known(args[0], path); err != nil {
+				return err
 			}
 			cfg.CurrentContext = args[0]
 			if err := saveConfig(path, cfg); err != nil {
@@ -356,8 +365,8 @@ func newDeleteContextCmd(c *conn) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if cfg.find(args[0]) == nil {
-				return usageError(fmt.Errorf("no context %q in %s; known: %s", args[0], orNone(path), orNone(strings.Join(cfg.names(), ", "))))
+			if err := cfg.known(args[0], path); err != nil {
+				return err
 			}
 			cfg.Contexts = slices.DeleteFunc(cfg.Contexts, func(cx Context) bool { return cx.Name == args[0] })
 			if cfg.CurrentContext == args[0] {

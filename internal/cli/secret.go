@@ -77,11 +77,8 @@ new version number in a script.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := o.check(); err != nil {
+			if err := checkSecretArg(&o, name); err != nil {
 				return err
-			}
-			if err := secret.ValidateName(name); err != nil {
-				return usageError(err)
 			}
 			if generate != 0 && fromFile != "" {
 				return usageError(errors.New("--generate and --from-file exclude each other"))
@@ -302,4 +299,16 @@ func exactArgs(n int) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// checkSecretArg checks what a secret command can check before it talks to
+// the server: its -o format and the secret's name (both usage errors).
+func checkSecretArg(o *output, name string) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	if err := secret.ValidateName(name); err != nil {
+		return usageError(err)
+	}
+	return nil
 }

@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"coffer/internal/secret"
 )
 
 func newSecretRmCmd(c *conn) *cobra.Command {
@@ -36,11 +34,8 @@ it and changes nothing.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := o.check(); err != nil {
+			if err := checkSecretArg(&o, name); err != nil {
 				return err
-			}
-			if err := secret.ValidateName(name); err != nil {
-				return usageError(err)
 			}
 			cl, err := c.client()
 			if err != nil {
@@ -112,11 +107,8 @@ containers its bindings select receive its current version again. It fails
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := o.check(); err != nil {
+			if err := checkSecretArg(&o, name); err != nil {
 				return err
-			}
-			if err := secret.ValidateName(name); err != nil {
-				return usageError(err)
 			}
 			cl, err := c.client()
 			if err != nil {
@@ -162,11 +154,8 @@ destroyed by a purge, cannot be restored.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if err := o.check(); err != nil {
+			if err := checkSecretArg(&o, name); err != nil {
 				return err
-			}
-			if err := secret.ValidateName(name); err != nil {
-				return usageError(err)
 			}
 			if to == 0 {
 				return usageError(errors.New("--to VERSION is required (a kept version: see coffer secret show " + name + ")"))
