@@ -60,6 +60,9 @@ type Config struct {
 	GRPC http.Handler
 	// Ready reports whether the server can serve (store and audit usable).
 	Ready func(context.Context) error
+	// Links resolves links to upstream keystores and reports their
+	// health; nil on a server without keystores.
+	Links Linker
 }
 
 // Server is the HTTP handler.
@@ -94,6 +97,9 @@ func New(cfg Config) *Server {
 	m.HandleFunc("DELETE /v1/secrets/{name...}", s.authed("secret.delete", authz.SecretWrite, s.deleteSecret))
 	m.HandleFunc("POST /v1/rollback/{name...}", s.authed("secret.rollback", authz.SecretWrite, s.rollbackSecret))
 	m.HandleFunc("POST /v1/undelete/{name...}", s.authed("secret.undelete", authz.SecretWrite, s.undeleteSecret))
+	m.HandleFunc("PUT /v1/links/{name...}", s.authed("secret.link", authz.SecretWrite, s.linkSecret))
+	m.HandleFunc("DELETE /v1/links/{name...}", s.authed("secret.unlink", authz.SecretWrite, s.unlinkSecret))
+	m.HandleFunc("GET /v1/keystores", s.authed("keystore.list", authz.SecretRead, s.listKeystores))
 
 	m.HandleFunc("GET /v1/bindings", s.authed("binding.list", authz.BindingRead, s.listBindings))
 	m.HandleFunc("GET /v1/bindings/{name...}", s.authed("binding.show", authz.BindingRead, s.showBinding))
@@ -142,6 +148,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	io.WriteString(w, "ready\n")
+	// A degraded upstream keystore does not make the server unready: it
+	// still serves every container the last value. It is reported.
+	if s.cfg.Links != nil {
+		for _, d := range s.cfg.Links.Degraded() {
+			io.WriteString(w, d+"\n")
+		}
+	}
 }
 
 // request is what a handler sees of an authenticated request.
@@ -244,6 +257,9 @@ var errTooLarge = errors.New("request body too large")
 var errBadRequest = errors.New("bad request")
 
 func statusOf(err error) int {
+	if code, ok := keystoreStatus(err); ok {
+		return code
+	}
 	switch {
 	case errors.Is(err, errTooLarge), errors.Is(err, catalog.ErrTooLarge):
 		return http.StatusRequestEntityTooLarge

@@ -13,6 +13,7 @@ import (
 	"coffer/internal/authz"
 	"coffer/internal/broker"
 	"coffer/internal/catalog"
+	"coffer/internal/linker"
 	"coffer/internal/secret"
 )
 
@@ -36,7 +37,7 @@ type GenerateSpec struct {
 type SecretPlan struct {
 	DryRun bool   `json:"dry_run"`
 	Secret string `json:"secret"`
-	Action string `json:"action"` // put, rollback, delete, purge, undelete
+	Action string `json:"action"` // put, rollback, delete, purge, undelete, link, unlink
 	State  string `json:"state"`  // where the secret stands now: live, deleted or absent
 	// Version is the version that would be current (put, rollback,
 	// undelete); From and To are a rollback's current version and the one
@@ -44,6 +45,8 @@ type SecretPlan struct {
 	Version    uint64          `json:"version,omitempty"`
 	From       uint64          `json:"from,omitempty"`
 	To         uint64          `json:"to,omitempty"`
+	Link       string          `json:"ref,omitempty"`        // link, unlink: the upstream reference
+	Unchanged  bool            `json:"unchanged,omitempty"`  // link: already linked there at that upstream version
 	PurgeAfter time.Time       `json:"purge_after,omitzero"` // delete: when it would be purged
 	Effects    []broker.Effect `json:"effects"`              // running containers that would gain, lose or rotate the secret
 }
@@ -212,8 +215,18 @@ func (s *Server) listSecrets(r *request) (int, any, error) {
 // SecretView is a secret's metadata with its rollout state.
 type SecretView struct {
 	catalog.SecretMeta
-	Holders []broker.Holder `json:"holders"`
-	Pending int             `json:"pending"`
+	Holders []HolderView `json:"holders"`
+	Pending int          `json:"pending"`
+	// LinkStatus is, for a linked secret, where it stands with its
+	// upstream (ok, degraded: containers keep the last value, revoked).
+	LinkStatus *linker.LinkStatus `json:"link_status,omitempty"`
+}
+
+// HolderView is a container's state for a secret; for a linked secret,
+// with the upstream's id of the version it holds.
+type HolderView struct {
+	broker.Holder
+	UpstreamVersion string `json:"upstream_version,omitempty"`
 }
 
 func (s *Server) showSecret(r *request) (int, any, error) {
@@ -225,14 +238,22 @@ func (s *Server) showSecret(r *request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	v := SecretView{SecretMeta: meta, Holders: []broker.Holder{}}
+	v := SecretView{SecretMeta: meta, Holders: []HolderView{}}
+	upstream := map[uint64]string{}
+	for _, vm := range meta.Versions {
+		upstream[vm.Version] = vm.Upstream
+	}
 	if s.cfg.Broker != nil {
-		v.Holders = s.cfg.Broker.Rollout(name)
-		for _, h := range v.Holders {
+		for _, h := range s.cfg.Broker.Rollout(name) {
+			v.Holders = append(v.Holders, HolderView{Holder: h, UpstreamVersion: upstream[h.Version]})
 			if h.Pending {
 				v.Pending++
 			}
 		}
+	}
+	if meta.Link != nil && s.cfg.Links != nil {
+		st := s.cfg.Links.LinkState(*meta.Link)
+		v.LinkStatus = &st
 	}
 	return http.StatusOK, v, nil
 }

@@ -3,15 +3,18 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"coffer/internal/api"
 	"coffer/internal/audit"
@@ -21,6 +24,8 @@ import (
 	"coffer/internal/catalog"
 	"coffer/internal/fleet"
 	"coffer/internal/identity"
+	"coffer/internal/keystore"
+	"coffer/internal/linker"
 	"coffer/internal/seal"
 	"coffer/internal/store/bolt"
 	"coffer/test/testkit"
@@ -40,7 +45,11 @@ type env struct {
 	responses bytes.Buffer // every response body, for leak checks
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { t.Helper(); return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv with upstream keystores for linked secrets (their
+// linker running, polling every second).
+func newEnvWith(t *testing.T, ks keystore.Set) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -74,12 +83,31 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	var b *broker.Broker
-	cat, err := catalog.Open(ctx, catalog.Config{Store: st, Key: key, Logger: log, MaxValueSize: 1 << 20, OnChange: func(c catalog.Change) { b.Changed(c) }})
+	var lk *linker.Linker
+	cat, err := catalog.Open(ctx, catalog.Config{Store: st, Key: key, Logger: log, MaxValueSize: 1 << 20, OnChange: func(c catalog.Change) {
+		b.Changed(c)
+		if lk != nil {
+			lk.Changed(c)
+		}
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	b = broker.New(broker.Config{Catalog: cat, Audit: aud, Agents: fl, Logger: log})
-	h := api.New(api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: aud, CAPEM: ca.CertPEM, Logger: log})
+	var links api.Linker
+	if ks != nil {
+		intervals := map[string]time.Duration{}
+		for name := range ks {
+			intervals[name] = time.Second
+		}
+		lk = linker.New(linker.Config{Keystores: ks, Catalog: cat, Audit: aud, Logger: log, Intervals: intervals})
+		links = lk
+		lctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { lk.Run(lctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	h := api.New(api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: aud, CAPEM: ca.CertPEM, Logger: log, Links: links})
 	// Every response is checked against openapi.yaml (openapi_check_test.go).
 	srv := httptest.NewServer(specCheck(t, h))
 	t.Cleanup(srv.Close)
@@ -141,4 +169,27 @@ func (e *env) json(token, method, path string, v, out any) int {
 		}
 	}
 	return code
+}
+
+// assertNoLeak fails if v (or its base64) is in any response, log line or
+// file of the data dir (the audit trail among them).
+func (e *env) assertNoLeak(v string) {
+	e.t.Helper()
+	var disk strings.Builder
+	filepath.Walk(e.dir, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			b, _ := os.ReadFile(p)
+			disk.Write(b)
+		}
+		return nil
+	})
+	e.mu.Lock()
+	resp := e.responses.String()
+	e.mu.Unlock()
+	enc := base64.StdEncoding.EncodeToString([]byte(v))
+	for where, text := range map[string]string{"data dir": disk.String(), "responses": resp, "logs": e.logs.String()} {
+		if strings.Contains(text, v) || strings.Contains(text, enc) {
+			e.t.Errorf("value found in %s", where)
+		}
+	}
 }

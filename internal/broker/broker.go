@@ -195,16 +195,32 @@ func (b *Broker) value(k verKey) (secret.Value, error) {
 	return v, nil
 }
 
-// regrant recomputes c's grants from set and updates the secret index.
-func (b *Broker) regrant(c *ctr, set *policy.Set) {
+// unindex removes c from the secret index. A secret no container is bound
+// to any more has its cached values zeroed and dropped: the server holds
+// a value in the clear only while some container needs it.
+func (b *Broker) unindex(c *ctr) {
 	for _, g := range c.grants {
-		if m := b.bySecret[g.Secret]; m != nil {
-			delete(m, c)
-			if len(m) == 0 {
-				delete(b.bySecret, g.Secret)
+		m := b.bySecret[g.Secret]
+		if m == nil {
+			continue
+		}
+		delete(m, c)
+		if len(m) > 0 {
+			continue
+		}
+		delete(b.bySecret, g.Secret)
+		for k, val := range b.values {
+			if k.secret == g.Secret {
+				val.Zero()
+				delete(b.values, k)
 			}
 		}
 	}
+}
+
+// regrant recomputes c's grants from set and updates the secret index.
+func (b *Broker) regrant(c *ctr, set *policy.Set) {
+	b.unindex(c)
 	t := policy.Target{
 		Labels: c.info.Labels, ImageLabels: c.info.ImageLabels, HostLabels: c.host.labels,
 		Image: c.info.Image, ImageDigest: c.info.ImageDigest,
@@ -381,14 +397,7 @@ func (b *Broker) Disconnect(agent string) {
 
 // dropLocked forgets container c.
 func (b *Broker) dropLocked(c *ctr) {
-	for _, g := range c.grants {
-		if m := b.bySecret[g.Secret]; m != nil {
-			delete(m, c)
-			if len(m) == 0 {
-				delete(b.bySecret, g.Secret)
-			}
-		}
-	}
+	b.unindex(c)
 	if b.containers[c.info.Id] == c {
 		delete(b.containers, c.info.Id)
 	}

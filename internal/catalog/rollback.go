@@ -41,6 +41,9 @@ func (c *Catalog) Rollback(ctx context.Context, name string, to uint64, author s
 		if err := c.mustBeLive(name, meta, state); err != nil {
 			return err
 		}
+		if meta.Link != nil {
+			return linkedErr(meta, "a linked secret holds only the upstream's current version")
+		}
 		if err := rollbackTarget(meta, to); err != nil {
 			return err
 		}

@@ -26,6 +26,9 @@ type SecretMeta struct {
 	// PurgeAfter is when a deleted secret's versions are destroyed (Deleted
 	// plus the retention); set in answers only, never stored.
 	PurgeAfter time.Time `json:"purge_after,omitzero"`
+	// Link is set for a secret linked to an upstream keystore item (see
+	// LinkSecret); nil for a stored secret.
+	Link *Link `json:"link,omitempty"`
 }
 
 // VersionMeta describes one kept version.
@@ -36,6 +39,8 @@ type VersionMeta struct {
 	// RollbackOf is the version this one is a copy of (Rollback); 0 for a
 	// value that was put or generated.
 	RollbackOf uint64 `json:"rollback_of,omitempty"`
+	// Upstream is, for a linked secret, the upstream's id of this version.
+	Upstream string `json:"upstream_version,omitempty"`
 }
 
 // State is where a secret name stands.
@@ -216,6 +221,9 @@ func (c *Catalog) PutVersion(ctx context.Context, name string, value []byte, aut
 			return err
 		}
 		r.Was = state
+		if meta.Link != nil && state != Absent {
+			return linkedErr(meta, "its values come from there")
+		}
 		switch state {
 		case Absent:
 			meta = SecretMeta{Name: name, Current: meta.Current, Created: now}
@@ -299,8 +307,8 @@ func (c *Catalog) List(ctx context.Context, prefix string) ([]SecretMeta, error)
 	err := c.cfg.Store.View(ctx, func(tx store.Tx) error {
 		return tx.List(secretKey(prefix), func(_ string, v []byte) error {
 			var m SecretMeta
-			if err := json.Unmarshal(v, &m); err != nil {
-				return fmt.Errorf("%w: %v", store.ErrCorrupt, err)
+			if err := unmarshalMeta(v, &m); err != nil {
+				return err
 			}
 			m.Versions = nil
 			out = append(out, m)
@@ -340,10 +348,21 @@ func (c *Catalog) mustBeLive(name string, m SecretMeta, state State) error {
 	return fmt.Errorf("secret %s: %w", name, ErrNotFound)
 }
 
-// Current returns a secret's current version, or ErrNotFound.
+// Current returns a secret's current deliverable version, or ErrNotFound
+// (also for a linked secret its upstream revoked).
 func (c *Catalog) Current(ctx context.Context, name string) (uint64, error) {
 	m, err := c.Show(ctx, name)
+	if err == nil && m.Link != nil && m.Link.Revoked != "" {
+		return 0, fmt.Errorf("secret %s: %w: revoked by its upstream: %s", name, ErrNotFound, m.Link.Revoked)
+	}
 	return m.Current, err
+}
+
+func unmarshalMeta(v []byte, m *SecretMeta) error {
+	if err := json.Unmarshal(v, m); err != nil {
+		return fmt.Errorf("%w: %v", store.ErrCorrupt, err)
+	}
+	return nil
 }
 
 // Value opens one version of a live secret (never one of a deleted

@@ -39,6 +39,8 @@ type secretPlan struct {
 	Version    uint64    `json:"version,omitempty"`
 	From       uint64    `json:"from,omitempty"`
 	To         uint64    `json:"to,omitempty"`
+	Link       string    `json:"ref,omitempty"`
+	Unchanged  bool      `json:"unchanged,omitempty"`
 	PurgeAfter time.Time `json:"purge_after,omitzero"`
 	Effects    []effect  `json:"effects"`
 }
@@ -98,6 +100,14 @@ func printSecretPlan(w io.Writer, p secretPlan) {
 		fmt.Fprintf(w, "%s: would be purged (%s now): every version destroyed, no undelete\n", p.Secret, p.State)
 	case "undelete":
 		fmt.Fprintf(w, "%s: would be restored at version %d\n", p.Secret, p.Version)
+	case "link":
+		if p.Unchanged {
+			fmt.Fprintf(w, "%s: already linked to %s at its current upstream version; nothing would change\n", p.Secret, p.Link)
+		} else {
+			fmt.Fprintf(w, "%s: would be linked to %s, at version %d\n", p.Secret, p.Link, p.Version)
+		}
+	case "unlink":
+		fmt.Fprintf(w, "%s: would be unlinked from %s and removed from every container (%s now)\n", p.Secret, p.Link, p.State)
 	}
 	printEffects(w, p.Effects)
 }

@@ -24,11 +24,14 @@ type secretMeta struct {
 		Created    time.Time `json:"created"`
 		Author     string    `json:"author"`
 		RollbackOf uint64    `json:"rollback_of,omitempty"`
+		Upstream   string    `json:"upstream_version,omitempty"`
 	} `json:"versions"`
-	Deleted    time.Time `json:"deleted,omitzero"`
-	PurgeAfter time.Time `json:"purge_after,omitzero"`
-	Holders    []holder  `json:"holders"`
-	Pending    int       `json:"pending"`
+	Deleted    time.Time   `json:"deleted,omitzero"`
+	PurgeAfter time.Time   `json:"purge_after,omitzero"`
+	Link       *link       `json:"link,omitempty"`
+	LinkStatus *linkStatus `json:"link_status,omitempty"`
+	Holders    []holder    `json:"holders"`
+	Pending    int         `json:"pending"`
 }
 
 // holder is one running container's state for a secret.
@@ -38,15 +41,16 @@ type holder struct {
 	ContainerName string `json:"container_name"`
 	Version       uint64 `json:"version"`
 	Pending       bool   `json:"pending"`
+	Upstream      string `json:"upstream_version,omitempty"`
 }
 
 func newSecretCmd(c *conn) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "secret",
-		Short: "Put, list, show, roll back, delete and restore secrets (values are write-only)",
+		Short: "Put or link, list, show, roll back, delete and restore secrets (values are write-only)",
 	}
 	cmd.AddCommand(newSecretPutCmd(c), newSecretLsCmd(c), newSecretShowCmd(c), newSecretRollbackCmd(c),
-		newSecretRmCmd(c), newSecretUndeleteCmd(c))
+		newSecretRmCmd(c), newSecretUndeleteCmd(c), newSecretLinkCmd(c), newSecretUnlinkCmd(c))
 	return cmd
 }
 
@@ -194,10 +198,17 @@ func newSecretLsCmd(c *conn) *cobra.Command {
 				if deleted {
 					rows = append(rows, []string{m.Name, fmt.Sprint(m.Current), m.Deleted.Format(time.RFC3339), m.PurgeAfter.Format(time.RFC3339)})
 				} else {
-					rows = append(rows, []string{m.Name, fmt.Sprint(m.Current), m.Updated.Format(time.RFC3339)})
+					from := "-"
+					if m.Link != nil {
+						from = m.Link.From
+						if m.Link.Revoked != "" {
+							from += " (revoked)"
+						}
+					}
+					rows = append(rows, []string{m.Name, fmt.Sprint(m.Current), m.Updated.Format(time.RFC3339), from})
 				}
 			}
-			header := []string{"NAME", "VERSION", "UPDATED"}
+			header := []string{"NAME", "VERSION", "UPDATED", "LINKED TO"}
 			if deleted {
 				header = []string{"NAME", "VERSION", "DELETED", "PURGED AFTER"}
 			}
@@ -250,12 +261,31 @@ func showSecret(w io.Writer, o *output, m secretMeta) error {
 	if o.structured() {
 		return o.print(w, m, nil, nil)
 	}
-	fmt.Fprintf(w, "Name:     %s\nCurrent:  %d\nCreated:  %s\nUpdated:  %s\n\nVersions:\n", m.Name, m.Current, m.Created.Format(time.RFC3339), m.Updated.Format(time.RFC3339))
+	fmt.Fprintf(w, "Name:     %s\nCurrent:  %d\nCreated:  %s\nUpdated:  %s\n", m.Name, m.Current, m.Created.Format(time.RFC3339), m.Updated.Format(time.RFC3339))
+	if m.Link != nil {
+		fmt.Fprintf(w, "Linked:   %s (upstream %s, item %q", m.Link.From, m.Link.Upstream, m.Link.Item)
+		if m.Link.Key != "" {
+			fmt.Fprintf(w, ", key %q", m.Link.Key)
+		}
+		fmt.Fprintln(w, ")")
+		switch {
+		case m.Link.Revoked != "":
+			fmt.Fprintf(w, "State:    revoked at %s: %s\n", m.Link.RevokedAt.Format(time.RFC3339), m.Link.Revoked)
+		case m.LinkStatus != nil && m.LinkStatus.Error != "":
+			fmt.Fprintf(w, "State:    %s (containers keep the last value): %s\n", m.LinkStatus.State, m.LinkStatus.Error)
+		case m.LinkStatus != nil:
+			fmt.Fprintf(w, "State:    %s, checked %s\n", m.LinkStatus.State, m.LinkStatus.Checked.Format(time.RFC3339))
+		}
+	}
+	fmt.Fprintf(w, "\nVersions:\n")
 	rows := [][]string{}
 	for _, v := range m.Versions {
 		note := ""
-		if v.RollbackOf != 0 {
+		switch {
+		case v.RollbackOf != 0:
 			note = fmt.Sprintf("rollback to version %d", v.RollbackOf)
+		case v.Upstream != "":
+			note = "upstream version " + v.Upstream
 		}
 		rows = append(rows, []string{fmt.Sprint(v.Version), v.Created.Format(time.RFC3339), v.Author, note})
 	}
@@ -267,10 +297,22 @@ func showSecret(w io.Writer, o *output, m secretMeta) error {
 		if h.Pending {
 			state = "pending"
 		}
-		rows = append(rows, []string{h.Agent, h.ContainerName, short(h.ContainerID), fmt.Sprint(h.Version), state})
+		row := []string{h.Agent, h.ContainerName, short(h.ContainerID), fmt.Sprint(h.Version), state}
+		if m.Link != nil {
+			up := h.Upstream
+			if up == "" {
+				up = "-"
+			}
+			row = append(row[:4], up, state)
+		}
+		rows = append(rows, row)
+	}
+	header := []string{"  HOST", "CONTAINER", "ID", "VERSION", "STATE"}
+	if m.Link != nil {
+		header = []string{"  HOST", "CONTAINER", "ID", "VERSION", "UPSTREAM VERSION", "STATE"}
 	}
 	if len(rows) > 0 {
-		o.print(w, nil, []string{"  HOST", "CONTAINER", "ID", "VERSION", "STATE"}, indent(rows))
+		o.print(w, nil, header, indent(rows))
 	}
 	return nil
 }

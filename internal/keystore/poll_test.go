@@ -115,3 +115,51 @@ func TestKind(t *testing.T) {
 		t.Fatal("Kind")
 	}
 }
+
+// An upstream that fails is polled less and less often (no retry storm),
+// and a burst of hints costs one Check, not one per hint.
+func TestPollerBacksOffAndCoalescesHints(t *testing.T) {
+	m := keystoretest.NewMemory("mem", 0)
+	m.Set("a", []byte("1"))
+	m.SetDown(true)
+	p := &keystore.Poller{
+		Keystore: m, Interval: 5 * time.Millisecond, MaxBackoff: 160 * time.Millisecond, HintGap: 50 * time.Millisecond,
+		Items:    func() []string { return []string{"a"} },
+		OnChange: func(string, keystore.State) {},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
+	time.Sleep(time.Second)
+	_, down := m.Calls()
+	// Without backoff: ~200 checks in a second. With it: 5, 10, 20, 40,
+	// 80, 160, 160... ms (jittered over the upper half): at most ~15.
+	if down > 20 {
+		t.Errorf("%d checks in 1s against a failing upstream at a 5ms interval: no backoff", down)
+	}
+	cancel()
+	<-done
+
+	m.SetDown(false)
+	p.Interval = time.Hour // only hints cause checks now
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	go func() { done <- p.Run(ctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, checks := m.Calls(); checks == down; _, checks = m.Calls() { // the first check
+		if time.Now().After(deadline) {
+			t.Fatal("no first check")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	_, before := m.Calls()
+	for range 50 {
+		m.Hint("a")
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, after := m.Calls(); after-before < 1 || after-before > 2 {
+		t.Errorf("50 hints within the gap caused %d checks, want 1 (or 2)", after-before)
+	}
+	cancel()
+	<-done
+}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"coffer/internal/keystore/builtin"
 )
 
 // Config is coffer-server's configuration, from flags or a YAML file.
@@ -28,6 +30,10 @@ type Config struct {
 	// DeletedRetention is how long a deleted secret can be restored
 	// (coffer secret undelete) before its versions are destroyed.
 	DeletedRetention time.Duration `yaml:"deleted_retention"`
+	// Keystores are the upstream keystores secrets may be linked to
+	// (coffer secret link NAME --from UPSTREAM:ITEM[#KEY]); see
+	// docs/keystores.md.
+	Keystores builtin.Config `yaml:"keystores"`
 }
 
 // Defaults returns the default configuration.

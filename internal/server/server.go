@@ -25,6 +25,8 @@ import (
 	"coffer/internal/catalog"
 	"coffer/internal/fleet"
 	"coffer/internal/identity"
+	"coffer/internal/keystore"
+	"coffer/internal/linker"
 	"coffer/internal/seal"
 	"coffer/internal/store"
 	"coffer/internal/store/bolt"
@@ -42,6 +44,8 @@ type Server struct {
 	grpc   *grpc.Server
 	cat    *catalog.Catalog
 	Broker *broker.Broker
+	links  *linker.Linker // nil without keystores
+	ks     keystore.Set
 
 	handshakeTimeout time.Duration // TLS handshake from accept; tests shorten it
 }
@@ -134,17 +138,28 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	var b *broker.Broker
+	var lk *linker.Linker
 	// The catalog checks the master key against the store before the audit
 	// trail may seal its MAC key under it.
 	cat, err := catalog.Open(ctx, catalog.Config{
 		Store: s.st, Key: s.ring, MaxVersions: cfg.MaxVersions, MaxValueSize: cfg.MaxValueSize, Logger: log,
 		DeletedRetention: cfg.DeletedRetention,
-		OnChange:         func(ch catalog.Change) { b.Changed(ch) },
+		OnChange: func(ch catalog.Change) {
+			b.Changed(ch)
+			if lk != nil {
+				lk.Changed(ch)
+			}
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.cat = cat
+	ks, intervals, err := openKeystores(ctx, cfg, s.st, s.ring, log)
+	if err != nil {
+		return nil, err
+	}
+	s.ks = ks
 	// The trail's head and MAC key live in the store, the key sealed under
 	// the master key: a trail cut or rewritten while the server was
 	// stopped is refused here, before anything else is written.
@@ -163,6 +178,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	b = broker.New(broker.Config{Catalog: cat, Audit: s.audit, Agents: fl, Logger: log})
 	s.Broker = b
+	var links api.Linker
+	if len(ks) > 0 {
+		lk = linker.New(linker.Config{Keystores: ks, Intervals: intervals, Catalog: cat, Audit: s.audit, Logger: log})
+		s.links, links = lk, lk
+	}
 
 	// Per-connection buffers of 8 KiB instead of 32 KiB: an agent's stream
 	// carries small messages, and a server holds thousands of them.
@@ -176,6 +196,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: s.audit, CAPEM: ca.CertPEM,
 		MaxValueSize: cfg.MaxValueSize, Logger: log, GRPC: gs,
 		Ready: func(ctx context.Context) error { return s.st.View(ctx, func(store.Tx) error { return nil }) },
+		Links: links,
 	})
 	tlsCfg := identity.ServerTLSConfig(cert, ca)
 	// Reissue the server certificate in place as it nears expiry.
@@ -211,13 +232,22 @@ func (s *Server) Run(ctx context.Context) error {
 	people, agents := newChanListener(s.ln.Addr()), newChanListener(s.ln.Addr())
 	dctx, stopDemux := context.WithCancel(context.Background())
 	defer stopDemux()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	purgeDone := make(chan struct{})
 	go func() { s.cat.PurgeLoop(dctx, purgeEvery); close(purgeDone) }() // deleted secrets past their retention
 	go func() { errc <- demux(dctx, s.ln, s.http.TLSConfig, s.handshakeTimeout, people, agents) }()
 	go func() { errc <- s.http.Serve(people) }()
 	go func() { errc <- s.grpc.Serve(agents) }()
 	stopRewrap := s.startRewrap()
+	linkDone := make(chan struct{})
+	go func() {
+		defer close(linkDone)
+		if s.links != nil {
+			if err := s.links.Run(dctx); err != nil {
+				errc <- err
+			}
+		}
+	}()
 	var err error
 	select {
 	case err = <-errc:
@@ -227,6 +257,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.ln.Close()
 	stopDemux()
 	<-purgeDone
+	<-linkDone
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// Agent streams never end by themselves: close them after a grace period.
@@ -248,6 +279,9 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func (s *Server) close() {
+	if s.ks != nil {
+		s.ks.Close()
+	}
 	if s.audit != nil {
 		s.audit.Close()
 	}
