@@ -22,8 +22,9 @@ import (
 type Poller struct {
 	Keystore Keystore
 	Interval time.Duration
-	// MaxBackoff caps the wait after failed Checks; zero means
-	// DefaultMaxBackoff (never less than Interval).
+	// MaxBackoff caps the wait after failed Checks; zero means eight
+	// Intervals, at most DefaultMaxBackoff (never less than Interval): an
+	// upstream back from an outage is noticed within that.
 	MaxBackoff time.Duration
 	// HintGap is the least time between two Checks caused by hints; zero
 	// means a tenth of Interval, at least DefaultHintGap.
@@ -48,7 +49,7 @@ type Poller struct {
 
 // Defaults of a Poller.
 const (
-	DefaultMaxBackoff = time.Minute
+	DefaultMaxBackoff = 30 * time.Second
 	DefaultHintGap    = 100 * time.Millisecond
 )
 
@@ -121,7 +122,7 @@ func (p *Poller) delay() time.Duration {
 	if p.failures > 0 {
 		limit := p.MaxBackoff
 		if limit <= 0 {
-			limit = DefaultMaxBackoff
+			limit = min(8*p.Interval, DefaultMaxBackoff)
 		}
 		limit = max(limit, p.Interval)
 		for i := 0; i < p.failures && d < limit; i++ {

@@ -31,7 +31,7 @@ func randID() string {
 	return hex.EncodeToString(b)
 }
 
-func newStack(t *testing.T) *stack {
+func newStack(t *testing.T, serverArgs ...string) *stack {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end with Docker")
@@ -40,7 +40,7 @@ func newStack(t *testing.T) *stack {
 	d.Image(t)
 	dir := t.TempDir()
 	s := &stack{t: t, docker: d, dir: dir, label: "e2e-" + randID()}
-	s.srv = testkit.StartServer(t, filepath.Join(dir, "server"))
+	s.srv = testkit.StartServer(t, filepath.Join(dir, "server"), serverArgs...)
 	join := strings.TrimSpace(s.srv.MustCLI(t, "", "token", "create", "--role", "agent", "--ttl", "10m"))
 	s.agent = s.startAgent(join)
 	s.eventually("agent connected", 20*time.Second, func() bool {
