@@ -58,6 +58,10 @@ type Config struct {
 	// with a 5xx or a connection error: 0 means 2, -1 none. Not in YAML:
 	// for tests.
 	MaxRetries int `yaml:"-"`
+
+	// ChangeHints, if set, takes change hints from Vault's socket audit
+	// device (see Hints).
+	ChangeHints *Hints `yaml:"change_hints"`
 }
 
 // AppRole is AppRole authentication.
@@ -114,6 +118,11 @@ func (c *Config) Validate() error {
 	}
 	if n != 1 {
 		return fmt.Errorf("give exactly one of token_file, approle and cert (got %d)", n)
+	}
+	if c.ChangeHints != nil {
+		if err := c.ChangeHints.validate(); err != nil {
+			return err
+		}
 	}
 	if c.MaxRetries < -1 || c.MaxRetries > 10 {
 		return fmt.Errorf("max retries %d: must be -1 to 10", c.MaxRetries)

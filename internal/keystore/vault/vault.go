@@ -28,9 +28,13 @@ type Keystore struct {
 	mount string
 	c     *api.Client
 	auth  *Auth
+	hints *hintFeed // nil without change_hints
 }
 
-var _ keystore.Keystore = (*Keystore)(nil)
+var (
+	_ keystore.Keystore = (*Keystore)(nil)
+	_ keystore.Hinter   = (*Keystore)(nil)
+)
 
 // New returns a Keystore for cfg (validated). It reads no credential and
 // makes no request until first used.
@@ -43,10 +47,26 @@ func New(cfg Config, opts keystore.Options) (*Keystore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: keystores.%s: %w", keystore.ErrConfig, opts.Name, err)
 	}
-	return &Keystore{
+	k := &Keystore{
 		name: opts.Name, opts: opts, cfg: cfg, mount: cfg.KVMount, c: c,
 		auth: NewAuth(cfg, c, opts.Logger),
-	}, nil
+	}
+	if cfg.ChangeHints != nil {
+		if k.hints, err = startHints(cfg.ChangeHints.Listen, cfg.KVMount, opts.Logger); err != nil {
+			k.auth.Close()
+			return nil, fmt.Errorf("%w: keystores.%s: %w", keystore.ErrConfig, opts.Name, err)
+		}
+	}
+	return k, nil
+}
+
+// Hints implements keystore.Hinter: items named by KV writes that Vault's
+// socket audit device reported (nil without change_hints).
+func (k *Keystore) Hints() <-chan []string {
+	if k.hints == nil {
+		return nil
+	}
+	return k.hints.ch
 }
 
 // NewClient returns an official Vault client for cfg's address and TLS
@@ -293,6 +313,9 @@ func (k *Keystore) authError(item string, err error) error {
 
 // Close implements keystore.Keystore.
 func (k *Keystore) Close() error {
+	if k.hints != nil {
+		k.hints.close()
+	}
 	k.auth.Close()
 	k.c.ClearToken()
 	return nil
