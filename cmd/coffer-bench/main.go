@@ -13,6 +13,9 @@
 //	coffer-bench fetch    fetch throughput: container start -> value delivered, at
 //	                      concurrency C; with --vault, the same concurrency of KV v2
 //	                      reads against a Vault dev server over TLS, in the same run
+//	coffer-bench upstream linked secrets on a real Vault: write in Vault -> new
+//	                      value in the container (polling, and socket audit
+//	                      hints), and Vault requests per minute for N links
 //	coffer-bench docker   one real coffer-agent and real Docker containers: start ->
 //	                      file present, rotation and revocation -> every file
 //
@@ -202,7 +205,7 @@ func run() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(fanoutCmd(ctx), reconnectCmd(ctx), fetchCmd(ctx), dockerCmd(ctx), serveCmd(ctx))
+	root.AddCommand(fanoutCmd(ctx), reconnectCmd(ctx), fetchCmd(ctx), dockerCmd(ctx), serveCmd(ctx), upstreamCmd(ctx))
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "coffer-bench:", err)
 		return 1

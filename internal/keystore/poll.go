@@ -26,8 +26,8 @@ type Poller struct {
 	// Intervals, at most DefaultMaxBackoff (never less than Interval): an
 	// upstream back from an outage is noticed within that.
 	MaxBackoff time.Duration
-	// HintGap is the least time between two Checks caused by hints; zero
-	// means a tenth of Interval, at least DefaultHintGap.
+	// HintGap is the least time between two Checks caused by hints (each
+	// checks only the hinted items); zero means DefaultHintGap.
 	HintGap time.Duration
 	// Items returns the items linked to this upstream now.
 	Items func() []string
@@ -65,7 +65,7 @@ func (p *Poller) Run(ctx context.Context) error {
 	}
 	gap := p.HintGap
 	if gap <= 0 {
-		gap = max(p.Interval/10, DefaultHintGap)
+		gap = DefaultHintGap
 	}
 	p.last = map[string]State{}
 	p.failures = 0
