@@ -3,10 +3,13 @@ package keystore
 import (
 	"fmt"
 	"log/slog"
+
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"gopkg.in/yaml.v3"
 )
@@ -42,8 +45,11 @@ type Upstream struct {
 	PollInterval time.Duration // how often linked items are checked
 	Timeout      time.Duration // per request
 	MaxValueSize int           // bytes
-	Allow        []string      // items that may be linked (see Restrict); empty: all
-	Config       UpstreamConfig
+	// RequestsPerSecond paces every request to the upstream (reads and
+	// checks alike), with a burst of a quarter second's worth.
+	RequestsPerSecond float64
+	Allow             []string // items that may be linked (see Restrict); empty: all
+	Config            UpstreamConfig
 }
 
 // Limits on the common keys.
@@ -59,12 +65,17 @@ func (u Upstream) Open(logger *slog.Logger, hashKey []byte) (Keystore, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
+	var lim *rate.Limiter
+	if u.RequestsPerSecond > 0 {
+		lim = rate.NewLimiter(rate.Limit(u.RequestsPerSecond), max(1, int(u.RequestsPerSecond/4)))
+	}
 	ks, err := u.Config.Open(Options{
 		Name:         u.Name,
 		MaxValueSize: u.MaxValueSize,
 		Timeout:      u.Timeout,
 		Logger:       logger.With("upstream", u.Name, "type", u.Type),
 		HashKey:      hashKey,
+		Limiter:      lim,
 	})
 	if err != nil {
 		return nil, err
@@ -73,7 +84,12 @@ func (u Upstream) Open(logger *slog.Logger, hashKey []byte) (Keystore, error) {
 }
 
 // commonKeys are the keys every upstream has besides its type's own.
-var commonKeys = []string{"type", "poll_interval", "timeout", "max_value_size", "allow"}
+var commonKeys = []string{"type", "poll_interval", "timeout", "max_value_size", "max_requests_per_second", "allow"}
+
+// DefaultRequestsPerSecond paces each upstream when
+// max_requests_per_second is not set: room for 1,000 linked Vault items
+// checked every 10 s, never a storm.
+const DefaultRequestsPerSecond = 200
 
 // DecodeConfig decodes the keystores section of the server's YAML
 // configuration, a mapping from upstream name to its settings:
@@ -135,6 +151,7 @@ func decodeUpstream(name string, v *yaml.Node, builtins []Builtin, types []strin
 		PollInterval time.Duration `yaml:"poll_interval"`
 		Timeout      time.Duration `yaml:"timeout"`
 		MaxValueSize int           `yaml:"max_value_size"`
+		RPS          float64       `yaml:"max_requests_per_second"`
 		Allow        []string      `yaml:"allow"`
 	}
 	own := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: v.Line, Column: v.Column}
@@ -163,7 +180,10 @@ func decodeUpstream(name string, v *yaml.Node, builtins []Builtin, types []strin
 	u := Upstream{
 		Name: name, Type: b.Type,
 		PollInterval: common.PollInterval, Timeout: common.Timeout, MaxValueSize: common.MaxValueSize,
-		Allow: common.Allow, Config: b.NewConfig(),
+		RequestsPerSecond: common.RPS, Allow: common.Allow, Config: b.NewConfig(),
+	}
+	if u.RequestsPerSecond == 0 {
+		u.RequestsPerSecond = DefaultRequestsPerSecond
 	}
 	if u.PollInterval == 0 {
 		u.PollInterval = b.DefaultPollInterval
@@ -181,6 +201,8 @@ func decodeUpstream(name string, v *yaml.Node, builtins []Builtin, types []strin
 		return Upstream{}, fmt.Errorf("timeout %s: must be 100ms to 5m", u.Timeout)
 	case u.MaxValueSize < 1 || u.MaxValueSize > MaxMaxValueSize:
 		return Upstream{}, fmt.Errorf("max_value_size %d: must be 1 byte to 64 MiB", u.MaxValueSize)
+	case u.RequestsPerSecond < 1 || u.RequestsPerSecond > 100000:
+		return Upstream{}, fmt.Errorf("max_requests_per_second %g: must be 1 to 100000", u.RequestsPerSecond)
 	}
 	if err := ValidatePatterns(u.Allow); err != nil {
 		return Upstream{}, err

@@ -2,10 +2,13 @@ package keystore
 
 import (
 	"errors"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"golang.org/x/time/rate"
 	"gopkg.in/yaml.v3"
 )
 
@@ -178,3 +181,44 @@ func FuzzDecodeConfig(f *testing.F) {
 		}
 	})
 }
+
+// max_requests_per_second paces an upstream's requests; bad values are
+// refused with the key's name.
+func TestRequestsPerSecond(t *testing.T) {
+	for doc, want := range map[string]string{
+		"m: {type: test, address: https://x}":                                "",
+		"m: {type: test, address: https://x, max_requests_per_second: 5}":    "",
+		"m: {type: test, address: https://x, max_requests_per_second: 0.5}":  "max_requests_per_second 0.5",
+		"m: {type: test, address: https://x, max_requests_per_second: -1}":   "max_requests_per_second -1",
+		"m: {type: test, address: https://x, max_requests_per_second: 1e9}":  "max_requests_per_second 1e+09",
+		"m: {type: test, address: https://x, max_requests_per_second: fast}": "max_requests_per_second",
+	} {
+		ups, err := decode(t, doc)
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%s: %v", doc, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("%s: %v, want %q", doc, err, want)
+		case want == "" && ups[0].RequestsPerSecond == 0:
+			t.Errorf("%s: no default rate", doc)
+		}
+	}
+	lim := rate.NewLimiter(20, 1)
+	var n atomic.Int32
+	rt := RateTransport(roundTripFunc(func(*http.Request) (*http.Response, error) {
+		n.Add(1)
+		return &http.Response{StatusCode: 200, Body: http.NoBody}, nil
+	}), lim)
+	start := time.Now()
+	for range 11 {
+		req, _ := http.NewRequest("GET", "http://127.0.0.1/", nil)
+		rt.RoundTrip(req)
+	}
+	if el := time.Since(start); el < 400*time.Millisecond {
+		t.Errorf("11 requests at 20/s took %s", el)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+
+	"golang.org/x/time/rate"
 )
 
 // ReadLimited reads r to the end, failing with ErrTooLarge once more than
@@ -26,6 +28,56 @@ func ReadLimited(r io.Reader, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: the upstream's response is larger than %d bytes", ErrTooLarge, max)
 	}
 	return buf, nil
+}
+
+// RateTransport wraps rt so that every request first waits for lim (nil:
+// no limit), as long as its context allows.
+func RateTransport(rt http.RoundTripper, lim *rate.Limiter) http.RoundTripper {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	if lim == nil {
+		return rt
+	}
+	return &rateTransport{rt: rt, lim: lim}
+}
+
+type rateTransport struct {
+	rt  http.RoundTripper
+	lim *rate.Limiter
+}
+
+func (t *rateTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := t.lim.Wait(req.Context()); err != nil {
+		return nil, fmt.Errorf("rate limit (max_requests_per_second): %w", err)
+	}
+	return t.rt.RoundTrip(req)
+}
+
+// Doer is an HTTP client with a Do method (azcore's Transporter, the AWS
+// SDK's HTTPClient).
+type Doer interface {
+	Do(req *http.Request) (*http.Response, error)
+}
+
+// RateDoer is RateTransport for a Doer.
+func RateDoer(d Doer, lim *rate.Limiter) Doer {
+	if lim == nil {
+		return d
+	}
+	return rateDoer{d: d, lim: lim}
+}
+
+type rateDoer struct {
+	d   Doer
+	lim *rate.Limiter
+}
+
+func (r rateDoer) Do(req *http.Request) (*http.Response, error) {
+	if err := r.lim.Wait(req.Context()); err != nil {
+		return nil, fmt.Errorf("rate limit (max_requests_per_second): %w", err)
+	}
+	return r.d.Do(req)
 }
 
 // LimitTransport wraps rt so that no response body yields more than max

@@ -40,6 +40,8 @@ import (
 	"log/slog"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"coffer/internal/secret"
 )
 
@@ -108,6 +110,9 @@ type Options struct {
 	// Logger receives operational messages (never values). Nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// Limiter, if set, paces every request to the upstream (the
+	// keystores' common key max_requests_per_second); nil means no limit.
+	Limiter *rate.Limiter
 	// HashKey keys the content hashes that stand for versions where an
 	// upstream has none (CyberArk CCP), so that a version never reveals a
 	// value. Nil means a random key per process (every item then looks

@@ -52,7 +52,7 @@ func New(cfg Config, opts keystore.Options) (*Keystore, error) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = awssdk.String(cfg.Endpoint)
 		}
-		o.HTTPClient = HTTPClient(o.HTTPClient, limit)
+		o.HTTPClient = keystore.RateDoer(HTTPClient(o.HTTPClient, limit), opts.Limiter)
 	})
 	return &Keystore{name: opts.Name, opts: opts, cfg: cfg, sm: sm}, nil
 }

@@ -31,8 +31,8 @@ import (
 // Type is the `type:` value that selects this upstream.
 const Type = "aws-secrets-manager"
 
-// DefaultPollInterval: one paged ListSecrets per minute.
-const DefaultPollInterval = time.Minute
+// DefaultPollInterval: one paged ListSecrets every 10 s.
+const DefaultPollInterval = 10 * time.Second
 
 // Builtin describes the implementation for the builtins list.
 func Builtin() keystore.Builtin {

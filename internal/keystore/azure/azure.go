@@ -40,8 +40,8 @@ import (
 // Type is the `type:` value that selects this upstream.
 const Type = "azure-key-vault"
 
-// DefaultPollInterval: one paged secret listing per minute.
-const DefaultPollInterval = time.Minute
+// DefaultPollInterval: one paged secret listing every 10 s.
+const DefaultPollInterval = 10 * time.Second
 
 // settle is how long after a change a stamp stays unsettled (updated has
 // one-second resolution; this also covers small clock skew).
@@ -142,6 +142,7 @@ func New(cfg Config, opts keystore.Options) (*Keystore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: keystores.%s: %w", keystore.ErrConfig, opts.Name, err)
 	}
+	co.Transport = keystore.RateDoer(co.Transport, opts.Limiter)
 	cred, err := Credential(cfg.Credential, cfg.TenantID)
 	if err != nil {
 		return nil, fmt.Errorf("%w: keystores.%s: credential: %w", keystore.ErrConfig, opts.Name, err)

@@ -69,8 +69,8 @@ keystores:
 		typ  string
 		poll time.Duration
 	}{
-		"vault": {"vault", 2 * time.Second}, "aws": {"aws-secrets-manager", time.Minute}, "azure": {"azure-key-vault", time.Minute},
-		"conjur": {"conjur", 30 * time.Second}, "ccp": {"cyberark-ccp", time.Minute},
+		"vault": {"vault", 2 * time.Second}, "aws": {"aws-secrets-manager", 10 * time.Second}, "azure": {"azure-key-vault", 10 * time.Second},
+		"conjur": {"conjur", 10 * time.Second}, "ccp": {"cyberark-ccp", 10 * time.Second},
 	} {
 		if u := got[name]; u.Type != want.typ || u.PollInterval != want.poll {
 			t.Errorf("%s: type %q poll %s, want %q %s", name, u.Type, u.PollInterval, want.typ, want.poll)

@@ -34,8 +34,8 @@ import (
 // Type is the `type:` value that selects this upstream.
 const Type = "cyberark-ccp"
 
-// DefaultPollInterval: a full read per linked item per minute.
-const DefaultPollInterval = time.Minute
+// DefaultPollInterval: a full read per linked item every 10 s.
+const DefaultPollInterval = 10 * time.Second
 
 // checkConcurrency bounds the reads one Check runs at once.
 const checkConcurrency = 8
@@ -122,7 +122,7 @@ func New(cfg Config, opts keystore.Options) (*Keystore, error) {
 	}
 	return &Keystore{
 		name: opts.Name, opts: opts, cfg: cfg, base: strings.TrimSuffix(cfg.URL, "/"),
-		hc:      &http.Client{Transport: keystore.LimitTransport(tr, opts.BodyLimit())},
+		hc:      &http.Client{Transport: keystore.LimitTransport(keystore.RateTransport(tr, opts.Limiter), opts.BodyLimit())},
 		hashKey: append([]byte(nil), key...),
 	}, nil
 }

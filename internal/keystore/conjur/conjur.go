@@ -35,8 +35,8 @@ import (
 // Type is the `type:` value that selects this upstream.
 const Type = "conjur"
 
-// DefaultPollInterval: one paged resource listing per 30 seconds.
-const DefaultPollInterval = 30 * time.Second
+// DefaultPollInterval: one paged resource listing every 10 s.
+const DefaultPollInterval = 10 * time.Second
 
 // pageSize is the limit of one resource listing page (Conjur's default
 // maximum).
@@ -124,7 +124,7 @@ func New(cfg Config, opts keystore.Options) (*Keystore, error) {
 		return nil, bad(err)
 	}
 	hc := c.GetHttpClient()
-	hc.Transport = keystore.LimitTransport(hc.Transport, opts.BodyLimit())
+	hc.Transport = keystore.LimitTransport(keystore.RateTransport(hc.Transport, opts.Limiter), opts.BodyLimit())
 	return &Keystore{name: opts.Name, opts: opts, account: cfg.Account, c: c, pageSize: pageSize}, nil
 }
 

@@ -30,7 +30,7 @@ const Type = "vault"
 
 // DefaultPollInterval: a metadata read per linked item per interval; see
 // docs/keystores.md for the cost.
-const DefaultPollInterval = 30 * time.Second
+const DefaultPollInterval = 10 * time.Second
 
 // Builtin describes the implementation for the builtins list.
 func Builtin() keystore.Builtin {

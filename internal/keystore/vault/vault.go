@@ -96,7 +96,7 @@ func NewClient(cfg Config, opts keystore.Options) (*api.Client, error) {
 	c, err := api.NewClient(&api.Config{
 		Address: strings.TrimSuffix(cfg.Address, "/"),
 		HttpClient: &http.Client{
-			Transport:     keystore.LimitTransport(tr, opts.BodyLimit()),
+			Transport:     keystore.LimitTransport(keystore.RateTransport(tr, opts.Limiter), opts.BodyLimit()),
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 		Timeout:      opts.Timeout,
