@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -74,7 +76,7 @@ applied in its container.`,
 	f.DurationVar(&o.Interval, "interval", 2*time.Second, `poll interval of the "poll" upstream`)
 	f.DurationVar(&o.HintPoll, "hint-poll", time.Minute, `poll interval of the "hint" upstream (a safety net behind the hints)`)
 	f.IntVar(&o.Rounds, "rounds", 10, "writes in Vault measured per upstream")
-	f.DurationVar(&o.Window, "window", 30*time.Second, "idle time over which Vault requests are counted")
+	f.DurationVar(&o.Window, "window", time.Minute, "idle time over which Vault requests are counted (at least --hint-poll for a fair count)")
 	f.DurationVar(&o.Timeout, "timeout", time.Minute, "longest wait for one round")
 	f.DurationVar(&o.RoundPause, "pause", 300*time.Millisecond, "pause between rounds")
 	return cmd
@@ -96,7 +98,7 @@ func startCountingProxy(target string, ca []byte) (*countingProxy, error) {
 	pool.AppendCertsFromPEM(ca)
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 64, ForceAttemptHTTP2: true}
-	rp.ErrorLog = nil
+	rp.ErrorLog = log.New(io.Discard, "", 0) // cancelled requests at shutdown
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err

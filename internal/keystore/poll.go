@@ -82,9 +82,12 @@ func (p *Poller) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-next.C:
+			// The period runs from the start of a Check: a Check of many
+			// items that takes a while does not stretch it.
+			started := time.Now()
 			p.poll(ctx, nil, log)
 			pending, hintTimer = nil, nil
-			next.Reset(p.delay())
+			next.Reset(max(0, p.delay()-time.Since(started)))
 		case items, ok := <-hints:
 			if !ok {
 				hints = nil

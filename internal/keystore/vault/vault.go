@@ -17,8 +17,9 @@ import (
 	"coffer/internal/secret"
 )
 
-// checkConcurrency bounds the metadata reads one Check runs at once.
-const checkConcurrency = 8
+// checkConcurrency bounds the metadata reads one Check runs at once
+// (max_requests_per_second paces them too).
+const checkConcurrency = 16
 
 // Keystore is a Vault KV v2 upstream.
 type Keystore struct {
