@@ -63,10 +63,12 @@ if [ "$short" = 1 ]; then
 	fanout=(--agents 10 --containers 5 --rotations 2 --revocations 1 --bursts 1 --burst-size 10 --settle 100ms)
 	fetch=(--concurrency 4 --secrets 20 --duration 1s --warmup 200ms)
 	dock=(--containers 4 --start-batch 2 --rotations 2 --revocations 1 --settle 100ms)
+	upstream=(--secrets 20 --agents 2 --rounds 2 --interval 1s --hint-poll 5s --window 2s)
 else
 	fanout=(--agents 100 --containers 10 --rotations 10 --revocations 5 --bursts 2 --burst-size 100 --settle 200ms)
 	fetch=(--concurrency 16 --secrets 200 --duration 3s)
 	dock=(--containers 20 --start-batch 10 --rotations 10 --revocations 5)
+	upstream=(--secrets 200 --agents 4 --rounds 5 --hint-poll 20s --window 20s)
 fi
 
 step "coffer-bench fanout ${fanout[*]}"
@@ -83,6 +85,15 @@ if [ "$have_docker" = 1 ]; then
 	"${bench[@]}" docker -q "${dock[@]}" --json "$out/docker.json" --plot "$out/docker.png"
 else
 	step "coffer-bench docker: skipped (needs root and Docker)"
+fi
+
+# Linked secrets need a Vault binary: VAULT_BIN, or the one scripts/test-tools.sh caches.
+vault_bin="${VAULT_BIN:-/var/cache/coffer-tools/vault-v1.21.1/vault}"
+if [ -x "$vault_bin" ]; then
+	step "coffer-bench upstream ${upstream[*]}"
+	"${bench[@]}" upstream -q --vault "$vault_bin" "${upstream[@]}" --json "$out/upstream.json" --plot ""
+else
+	step "coffer-bench upstream: skipped (no Vault binary; set VAULT_BIN or run scripts/test-tools.sh)"
 fi
 
 if [ -n "${BENCH_OUT:-}" ]; then

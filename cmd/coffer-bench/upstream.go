@@ -36,6 +36,7 @@ type upstreamOpts struct {
 	Window     time.Duration
 	Timeout    time.Duration
 	RoundPause time.Duration
+	RPS        int
 }
 
 func upstreamCmd(ctx context.Context) *cobra.Command {
@@ -79,6 +80,7 @@ applied in its container.`,
 	f.DurationVar(&o.Window, "window", time.Minute, "idle time over which Vault requests are counted (at least --hint-poll for a fair count)")
 	f.DurationVar(&o.Timeout, "timeout", time.Minute, "longest wait for one round")
 	f.DurationVar(&o.RoundPause, "pause", 300*time.Millisecond, "pause between rounds")
+	f.IntVar(&o.RPS, "max-rps", 2000, "max_requests_per_second of both upstreams (the default of 200 would stretch a check of 1,000 items to 5 s)")
 	return cmd
 }
 
@@ -125,7 +127,7 @@ func (p *countingProxy) total() int64 { return p.metadata.Load() + p.data.Load()
 func runUpstream(ctx context.Context, o upstreamOpts) (*Report, error) {
 	rep := newReport("upstream", map[string]any{
 		"secrets_per_upstream": o.Secrets, "agents": o.Agents, "poll_interval": o.Interval.String(),
-		"hint_poll_interval": o.HintPoll.String(), "rounds": o.Rounds, "window": o.Window.String(),
+		"hint_poll_interval": o.HintPoll.String(), "rounds": o.Rounds, "window": o.Window.String(), "max_requests_per_second": o.RPS,
 	})
 	dir, cleanup, err := o.workDir()
 	if err != nil {
@@ -167,14 +169,16 @@ func runUpstream(ctx context.Context, o upstreamOpts) (*Report, error) {
     address: http://%s
     token_file: %s
     poll_interval: %s
+    max_requests_per_second: %d
   hint:
     type: vault
     address: http://%s
     token_file: %s
     poll_interval: %s
+    max_requests_per_second: %d
     change_hints:
       listen: %s
-`, proxies["poll"].addr, tokenFile, o.Interval, proxies["hint"].addr, tokenFile, o.HintPoll, hintAddr)), 0o600); err != nil {
+`, proxies["poll"].addr, tokenFile, o.Interval, o.RPS, proxies["hint"].addr, tokenFile, o.HintPoll, o.RPS, hintAddr)), 0o600); err != nil {
 		return nil, err
 	}
 	srv, err := o.startServer(ctx, dir, "--config", cfg)

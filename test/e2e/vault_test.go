@@ -123,6 +123,12 @@ path "secret/metadata/payments/*" { capabilities = ["read"] }
 	}
 	s.srv.MustCLI(t, "", "audit", "verify")
 
+	// Unlinked: gone; the name is free again.
+	s.srv.MustCLI(t, "", "secret", "unlink", "payments/db-password")
+	if _, _, code := s.srv.CLI(t, "", "secret", "show", "payments/db-password"); code != 3 {
+		t.Fatalf("secret show after unlink: exit %d, want 3 (not found)", code)
+	}
+
 	// The values were nowhere they must not be.
 	inspect, _ := s.docker.Docker(t, "inspect", c.ID)
 	for _, v := range []string{v1, v2} {
