@@ -132,7 +132,8 @@ func TestFanInOneReadPerUpstreamVersion(t *testing.T) {
 
 	f.mem.Set("payments/db", []byte(`{"user":"app","password":"pw2"}`))
 	eventually(t, "the rotation", func() bool {
-		return f.value("payments/db-password") == "pw2" && strings.Contains(f.value("payments/db-json"), "pw2")
+		return f.value("payments/db-password") == "pw2" && strings.Contains(f.value("payments/db-json"), "pw2") &&
+			len(f.audit.actions("secret.sync")) == 3
 	})
 	// The user key did not change value, but it is a new upstream version
 	// of the item: a new Coffer version with the same value.
@@ -162,7 +163,7 @@ func TestUpstreamDeletionRevokesAndReturnRestores(t *testing.T) {
 	f.mem.Delete("app/key")
 	eventually(t, "revocation", func() bool {
 		_, err := f.cat.Current(context.Background(), "app/key")
-		return errors.Is(err, catalog.ErrNotFound)
+		return errors.Is(err, catalog.ErrNotFound) && len(f.audit.actions("secret.revoke")) > 0
 	})
 	rev := f.audit.actions("secret.revoke")
 	if len(rev) != 1 || rev[0].Actor != "keystore:mem" || !strings.Contains(rev[0].Details["reason"], "not found") || rev[0].Object != "secret:app/key" {
