@@ -27,6 +27,7 @@ import (
 	"coffer/internal/broker"
 	"coffer/internal/catalog"
 	"coffer/internal/fleet"
+	"coffer/internal/incident"
 	"coffer/internal/policy"
 	"coffer/internal/secret"
 	"coffer/internal/store"
@@ -63,6 +64,8 @@ type Config struct {
 	// Links resolves links to upstream keystores and reports their
 	// health; nil on a server without keystores.
 	Links Linker
+	// Incident is the lockdown state; nil: no lockdown possible (tests).
+	Incident *incident.State
 }
 
 // Server is the HTTP handler.
@@ -120,6 +123,14 @@ func New(cfg Config) *Server {
 	m.HandleFunc("DELETE /v1/agents/{name...}", s.authed("agent.revoke", authz.AgentManage, s.revokeAgent))
 	m.HandleFunc("POST /v1/enroll", s.enroll)
 	m.HandleFunc("GET /v1/whoami", s.authed("token.whoami", "", s.whoami))
+
+	m.HandleFunc("POST /v1/incident/quarantine", s.authed("incident.quarantine", authz.AgentManage, s.quarantine))
+	m.HandleFunc("POST /v1/incident/revoke-version", s.authed("incident.revoke_version", authz.AgentManage, s.revokeVersion))
+	m.HandleFunc("POST /v1/incident/revoke-tokens", s.authed("incident.revoke_tokens", authz.TokenManage, s.revokeTokens))
+	m.HandleFunc("GET /v1/incident/lockdown", s.authed("incident.status", authz.AuditRead, s.lockdownStatus))
+	m.HandleFunc("PUT /v1/incident/lockdown", s.authed("incident.lockdown", authz.AgentManage, s.declareLockdown))
+	m.HandleFunc("DELETE /v1/incident/lockdown", s.authed("incident.lift", authz.AgentManage, s.liftLockdown))
+	m.HandleFunc("GET /v1/incident/report", s.authed("incident.report", authz.AuditRead, s.incidentReport))
 	return s
 }
 
@@ -203,7 +214,10 @@ func (s *Server) authed(auditAction string, action authz.Action, h handlerFunc) 
 		}
 		s.throttle.ok(src)
 		r := &request{Request: hr, p: tok.Principal(), action: action}
-		code, body, err := h(r)
+		code, body, err := 0, any(nil), s.lockedOut(hr.Method, r.p)
+		if err == nil {
+			code, body, err = h(r)
+		}
 		result := "ok"
 		if err != nil {
 			code = statusOf(err)

@@ -38,6 +38,12 @@ func (s *Server) enroll(w http.ResponseWriter, hr *http.Request) {
 		writeError(w, http.StatusTooManyRequests, "too many failed authentication attempts; retry later")
 		return
 	}
+	if s.cfg.Incident != nil && s.cfg.Incident.Current() != nil {
+		s.record(hr.Context(), audit.Event{Actor: "anonymous", Action: "agent.enroll", Result: audit.ResultDenied, Source: src,
+			Details: map[string]string{"reason": "lockdown"}})
+		writeError(w, http.StatusForbidden, "a lockdown is in force: no agent may enroll until it is lifted (coffer incident status)")
+		return
+	}
 	var req EnrollRequest
 	if err := decode(hr, smallBody, &req); err != nil {
 		writeError(w, statusOf(err), err.Error())

@@ -24,6 +24,7 @@ import (
 	"coffer/internal/catalog"
 	"coffer/internal/fleet"
 	"coffer/internal/identity"
+	"coffer/internal/incident"
 	"coffer/internal/keystore"
 	"coffer/internal/linker"
 	"coffer/internal/seal"
@@ -107,7 +108,11 @@ func newEnvWith(t *testing.T, ks keystore.Set) *env {
 		go func() { lk.Run(lctx); close(done) }()
 		t.Cleanup(func() { cancel(); <-done })
 	}
-	h := api.New(api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: aud, CAPEM: ca.CertPEM, Logger: log, Links: links})
+	inc, err := incident.Open(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := api.New(api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: aud, CAPEM: ca.CertPEM, Logger: log, Links: links, Incident: inc})
 	// Every response is checked against openapi.yaml (openapi_check_test.go).
 	srv := httptest.NewServer(specCheck(t, h))
 	t.Cleanup(srv.Close)

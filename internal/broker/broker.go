@@ -88,7 +88,8 @@ type Broker struct {
 	current    map[string]uint64 // secret → current version, 0 = none; lazily filled
 	values     map[verKey]secret.Value
 
-	aq auditQueue // delivery records on their way to the audit trail
+	aq  auditQueue    // delivery records on their way to the audit trail
+	inc incidentState // quarantined hosts, frozen deliveries (incident.go)
 }
 
 type verKey struct {
@@ -282,6 +283,11 @@ func (b *Broker) push(c *ctr) {
 		files = append(files, &cofferv1.FileRef{Secret: g.Secret, Version: v, File: g.File, Mode: g.Mode, Uid: int32(g.UID), Gid: int32(g.GID)})
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].File < files[j].File })
+	if quarantined, hold := b.hold(c); quarantined {
+		files = nil
+	} else if hold {
+		return
+	}
 	if c.gen > 0 && sameFiles(files, c.desired) {
 		return
 	}

@@ -159,8 +159,8 @@ func (c *Catalog) SyncLinked(ctx context.Context, name, from string, v LinkedVer
 		if err := c.checkLinkedValue(name, *meta.Link, v); err != nil {
 			return err
 		}
-		if meta.Link.Revoked == "" && len(meta.Versions) > 0 && meta.Versions[0].Upstream == v.Upstream {
-			return nil
+		if len(meta.Versions) > 0 && meta.Versions[0].Upstream == v.Upstream && (meta.Link.Revoked == "" || meta.Versions[0].Revoked != "") {
+			return nil // held already, or that very version was revoked (a leak): wait for the next one
 		}
 		meta.Link.Revoked, meta.Link.RevokedAt = "", time.Time{}
 		if err := c.addLinkedVersion(ctx, tx, &meta, v, author, now); err != nil {

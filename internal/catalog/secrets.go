@@ -41,6 +41,10 @@ type VersionMeta struct {
 	RollbackOf uint64 `json:"rollback_of,omitempty"`
 	// Upstream is, for a linked secret, the upstream's id of this version.
 	Upstream string `json:"upstream_version,omitempty"`
+	// Revoked, when set, says why this version was revoked (a leak,
+	// RevokeVersion): its value is destroyed and it is never delivered
+	// again.
+	Revoked string `json:"revoked,omitempty"`
 }
 
 // State is where a secret name stands.
@@ -354,6 +358,9 @@ func (c *Catalog) Current(ctx context.Context, name string) (uint64, error) {
 	m, err := c.Show(ctx, name)
 	if err == nil && m.Link != nil && m.Link.Revoked != "" {
 		return 0, fmt.Errorf("secret %s: %w: revoked by its upstream: %s", name, ErrNotFound, m.Link.Revoked)
+	}
+	if err == nil && len(m.Versions) > 0 && m.Versions[0].Revoked != "" {
+		return 0, fmt.Errorf("secret %s: %w: its current version %d was revoked: %s", name, ErrNotFound, m.Current, m.Versions[0].Revoked)
 	}
 	return m.Current, err
 }

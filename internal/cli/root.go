@@ -55,7 +55,7 @@ Connection, for every server command (flags > environment > context):
 	root.SetGlobalNormalizationFunc(flagAliases)
 	c := &conn{errOut: errOut}
 	servers := []*cobra.Command{newSecretCmd(c), newBindCmd(c), newTokenCmd(c), newAuditCmd(c), newAgentCmd(c), newWhoamiCmd(c),
-		newRolloutCmd(c), newApplyCmd(c), newExportCmd(c), newKeystoreCmd(c)}
+		newRolloutCmd(c), newApplyCmd(c), newExportCmd(c), newKeystoreCmd(c), newIncidentCmd(c)}
 	for _, group := range servers {
 		c.flags(group) // connection flags belong to the commands that talk to a server
 		root.AddCommand(group)

@@ -25,6 +25,7 @@ import (
 	"coffer/internal/catalog"
 	"coffer/internal/fleet"
 	"coffer/internal/identity"
+	"coffer/internal/incident"
 	"coffer/internal/keystore"
 	"coffer/internal/linker"
 	"coffer/internal/seal"
@@ -178,6 +179,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	b = broker.New(broker.Config{Catalog: cat, Audit: s.audit, Agents: fl, Logger: log})
 	s.Broker = b
+	inc, err := incident.Open(ctx, s.st)
+	if err != nil {
+		return nil, err
+	}
+	if l := inc.Current(); l != nil {
+		log.Warn("a lockdown is in force: writes are refused except by admins", "since", l.Since, "by", l.By, "freeze", l.Freeze)
+		b.Freeze(l.Freeze)
+	}
 	var links api.Linker
 	if len(ks) > 0 {
 		lk = linker.New(linker.Config{Keystores: ks, Intervals: intervals, Catalog: cat, Audit: s.audit, Logger: log})
@@ -196,7 +205,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: s.audit, CAPEM: ca.CertPEM,
 		MaxValueSize: cfg.MaxValueSize, Logger: log, GRPC: gs,
 		Ready: func(ctx context.Context) error { return s.st.View(ctx, func(store.Tx) error { return nil }) },
-		Links: links,
+		Links: links, Incident: inc,
 	})
 	tlsCfg := identity.ServerTLSConfig(cert, ca)
 	// Reissue the server certificate in place as it nears expiry.
