@@ -30,9 +30,9 @@ func TestQuarantineRevokesTheAgent(t *testing.T) {
 		t.Fatal("the quarantined agent is still enrolled")
 	}
 	for body, code := range map[string]int{
-		`{"agent":"node-bad","reason":"again"}`: 404,
-		`{"agent":"node-x"}`:                    400,
-		`{"reason":"x"}`:                        400,
+		`{"agent":"node-bad","reason":"again"}`:  404,
+		`{"agent":"node-x"}`:                     400,
+		`{"reason":"x"}`:                         400,
 		`{"agent":"a","reason":"x","wait":"1h"}`: 400,
 	} {
 		if got, b := e.do(e.admin, "POST", "/v1/incident/quarantine", body); got != code {
