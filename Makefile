@@ -8,10 +8,16 @@ COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X coffer/internal/version.Version=$(VERSION) -X coffer/internal/version.Commit=$(COMMIT)
 export CGO_ENABLED ?= 0
 
-.PHONY: build test test-short fuzz bench demo lint deps-docker clean
+.PHONY: build test test-short fuzz bench demo lint deps-docker clean images
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+# Container images of coffer-server and coffer-agent from the static
+# binaries, no base image, no registry: OCI archives (ctr images import) and
+# docker-archives (docker load) in bin/images (see deploy/).
+images: build
+	$(BIN)/coffer-images --bin-dir $(BIN) --out $(BIN)/images --tag $(VERSION)
 
 # The full suite: unit, API, CLI end-to-end and real-Docker tests, with -race
 # (which needs cgo), then short fuzz runs.
