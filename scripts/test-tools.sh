@@ -4,6 +4,7 @@
 #
 #   vault   HashiCorp Vault v1.21.1   (keystore and Transit tests)  ~7-17 min cold on 2 cores
 #   etcd    etcd + etcdctl v3.6.16    (store and HA tests)           ~1-4 min cold
+#   helm    Helm v3.22.0              (lint and render deploy/helm)  ~3-8 min cold
 #
 #   usage: scripts/test-tools.sh [vault|etcd ...]   (default: all)
 #   prints nothing but progress; the binaries land in $COFFER_TOOLS (default
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 T=${COFFER_TOOLS:-/var/cache/coffer-tools}
 VAULT_VERSION=v1.21.1
 ETCD_VERSION=v3.6.16
+HELM_VERSION=v3.22.0
 mkdir -p "$T"
 
 vault() {
@@ -52,10 +54,21 @@ etcd() {
 	mv "$dir.tmp" "$dir"
 }
 
-[ $# -gt 0 ] || set -- etcd vault
+helm() {
+	local dir=$T/helm-$HELM_VERSION
+	if [ -x "$dir/helm" ]; then return; fi
+	echo "test-tools: building Helm $HELM_VERSION into $dir (3-8 min, once)"
+	mkdir -p "$dir.tmp"
+	GOBIN="$dir.tmp" CGO_ENABLED=0 nice -n 10 go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >"$T/helm-build.log" 2>&1 ||
+		{ tail -30 "$T/helm-build.log" >&2; rm -rf "$dir.tmp"; return 1; }
+	rm -rf "$dir"
+	mv "$dir.tmp" "$dir"
+}
+
+[ $# -gt 0 ] || set -- etcd vault helm
 for tool in "$@"; do
 	case $tool in
-	vault | etcd) "$tool" ;;
-	*) echo "test-tools: unknown tool $tool (vault, etcd)" >&2; exit 2 ;;
+	vault | etcd | helm) "$tool" ;;
+	*) echo "test-tools: unknown tool $tool (vault, etcd, helm)" >&2; exit 2 ;;
 	esac
 done

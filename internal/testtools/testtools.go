@@ -18,6 +18,7 @@ import (
 const (
 	VaultVersion = "v1.21.1"
 	EtcdVersion  = "v3.6.16"
+	HelmVersion  = "v3.22.0"
 )
 
 // Dir is the cache directory: $COFFER_TOOLS, or /var/cache/coffer-tools.
@@ -33,6 +34,7 @@ const (
 	Vault   = "vault"
 	Etcd    = "etcd"
 	Etcdctl = "etcdctl"
+	Helm    = "helm"
 )
 
 // Path returns the path of a tool's binary, or skips (fails under
@@ -45,6 +47,8 @@ func Path(t testing.TB, tool string) string {
 		p, script = filepath.Join(Dir(), "vault-"+VaultVersion, "vault"), "vault"
 	case Etcd, Etcdctl:
 		p, script = filepath.Join(Dir(), "etcd-"+EtcdVersion, tool), "etcd"
+	case Helm:
+		p, script = filepath.Join(Dir(), "helm-"+HelmVersion, "helm"), "helm"
 	default:
 		t.Fatalf("testtools: unknown tool %q", tool)
 	}
