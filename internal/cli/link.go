@@ -60,25 +60,7 @@ first), and a linked one cannot be put to: change it upstream.`,
 			if from == "" {
 				return usageError(fmt.Errorf("--from UPSTREAM:ITEM[#KEY] is required"))
 			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			path := "/v1/links/" + escapePath(name) + dryRunQuery(dry, "?")
-			body := map[string]string{"from": from}
-			w := cmd.OutOrStdout()
-			if dry {
-				var p secretPlan
-				if err := cl.do("PUT", path, body, &p); err != nil {
-					return err
-				}
-				return o.printWith(w, p, func(w io.Writer) { printSecretPlan(w, p) })
-			}
-			var m secretMeta
-			if err := cl.do("PUT", path, body, &m); err != nil {
-				return err
-			}
-			return o.printWith(w, m, func(w io.Writer) {
+			return c.writeSecret(cmd, &o, "PUT", "/v1/links/"+escapePath(name), dry, map[string]string{"from": from}, nil, func(w io.Writer, m secretMeta) {
 				up := ""
 				if len(m.Versions) > 0 {
 					up = m.Versions[0].Upstream

@@ -9,6 +9,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"coffer/internal/policy"
 )
 
@@ -230,3 +232,29 @@ func withHint(err error, code int, advice string) error {
 
 // machine reports whether o asks for a machine-readable format (the API's
 // answer as JSON, or YAML) rather than text for people.
+
+// writeSecret sends a write to a secret that answers, for a dry run, a
+// secretPlan (printed as such) and otherwise the secret's metadata, which
+// done prints. hint, if set, may add advice to an error.
+func (c *conn) writeSecret(cmd *cobra.Command, o *output, method, path string, dry bool, body any, hint func(error) error, done func(io.Writer, secretMeta)) error {
+	cl, err := c.client()
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	if dry {
+		var p secretPlan
+		if err := cl.do(method, path+dryRunQuery(true, "?"), body, &p); err != nil {
+			return err
+		}
+		return o.printWith(w, p, func(w io.Writer) { printSecretPlan(w, p) })
+	}
+	var m secretMeta
+	if err := cl.do(method, path, body, &m); err != nil {
+		if hint != nil {
+			err = hint(err)
+		}
+		return err
+	}
+	return o.printWith(w, m, func(w io.Writer) { done(w, m) })
+}

@@ -99,23 +99,9 @@ new version number in a script.`,
 				body["value"] = base64.StdEncoding.EncodeToString(v)
 				v.Zero()
 			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			path := "/v1/secrets/" + escapePath(name) + dryRunQuery(dry, "?")
-			if dry {
-				var p secretPlan
-				if err := cl.do("PUT", path, body, &p); err != nil {
-					return err
-				}
-				return o.printWith(cmd.OutOrStdout(), p, func(w io.Writer) { printSecretPlan(w, p) })
-			}
-			var m secretMeta
-			if err := cl.do("PUT", path, body, &m); err != nil {
-				return err
-			}
-			return o.printWith(cmd.OutOrStdout(), m, func(w io.Writer) { fmt.Fprintf(w, "%s: version %d stored\n", m.Name, m.Current) })
+			return c.writeSecret(cmd, &o, "PUT", "/v1/secrets/"+escapePath(name), dry, body, nil, func(w io.Writer, m secretMeta) {
+				fmt.Fprintf(w, "%s: version %d stored\n", m.Name, m.Current)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&fromFile, "from-file", "", "read the value from this file")

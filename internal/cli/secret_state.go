@@ -110,24 +110,12 @@ containers its bindings select receive its current version again. It fails
 			if err := checkSecretArg(&o, name); err != nil {
 				return err
 			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			path := "/v1/undelete/" + escapePath(name) + dryRunQuery(dry, "?")
-			w := cmd.OutOrStdout()
-			if dry {
-				var p secretPlan
-				if err := cl.do("POST", path, nil, &p); err != nil {
-					return err
-				}
-				return o.printWith(w, p, func(w io.Writer) { printSecretPlan(w, p) })
-			}
-			var m secretMeta
-			if err := cl.do("POST", path, nil, &m); err != nil {
+			hint := func(err error) error {
 				return withHint(err, 404, "see coffer secret ls --deleted for what can be restored")
 			}
-			return o.printWith(w, m, func(w io.Writer) { fmt.Fprintf(w, "%s: restored at version %d\n", m.Name, m.Current) })
+			return c.writeSecret(cmd, &o, "POST", "/v1/undelete/"+escapePath(name), dry, nil, hint, func(w io.Writer, m secretMeta) {
+				fmt.Fprintf(w, "%s: restored at version %d\n", m.Name, m.Current)
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show which running containers would get it back; change nothing")
@@ -160,25 +148,7 @@ destroyed by a purge, cannot be restored.`,
 			if to == 0 {
 				return usageError(errors.New("--to VERSION is required (a kept version: see coffer secret show " + name + ")"))
 			}
-			cl, err := c.client()
-			if err != nil {
-				return err
-			}
-			path := "/v1/rollback/" + escapePath(name) + dryRunQuery(dry, "?")
-			body := map[string]uint64{"to": to}
-			w := cmd.OutOrStdout()
-			if dry {
-				var p secretPlan
-				if err := cl.do("POST", path, body, &p); err != nil {
-					return err
-				}
-				return o.printWith(w, p, func(w io.Writer) { printSecretPlan(w, p) })
-			}
-			var m secretMeta
-			if err := cl.do("POST", path, body, &m); err != nil {
-				return err
-			}
-			return o.printWith(w, m, func(w io.Writer) {
+			return c.writeSecret(cmd, &o, "POST", "/v1/rollback/"+escapePath(name), dry, map[string]uint64{"to": to}, nil, func(w io.Writer, m secretMeta) {
 				fmt.Fprintf(w, "%s: version %d stored, a copy of version %d\n", m.Name, m.Current, to)
 			})
 		},
