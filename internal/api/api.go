@@ -102,6 +102,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("POST /v1/undelete/{name...}", s.authed("secret.undelete", authz.SecretWrite, s.undeleteSecret))
 	m.HandleFunc("PUT /v1/links/{name...}", s.authed("secret.link", authz.SecretWrite, s.linkSecret))
 	m.HandleFunc("DELETE /v1/links/{name...}", s.authed("secret.unlink", authz.SecretWrite, s.unlinkSecret))
+	m.HandleFunc("PUT /v1/templates/{name...}", s.authed("secret.template", authz.SecretWrite, s.putTemplate))
 	m.HandleFunc("GET /v1/keystores", s.authed("keystore.list", authz.SecretRead, s.listKeystores))
 
 	m.HandleFunc("GET /v1/bindings", s.authed("binding.list", authz.BindingRead, s.listBindings))

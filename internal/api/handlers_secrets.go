@@ -37,7 +37,7 @@ type GenerateSpec struct {
 type SecretPlan struct {
 	DryRun bool   `json:"dry_run"`
 	Secret string `json:"secret"`
-	Action string `json:"action"` // put, rollback, delete, purge, undelete, link, unlink
+	Action string `json:"action"` // put, rollback, delete, purge, undelete, link, unlink, template
 	State  string `json:"state"`  // where the secret stands now: live, deleted or absent
 	// Version is the version that would be current (put, rollback,
 	// undelete); From and To are a rollback's current version and the one

@@ -79,7 +79,8 @@ type Catalog struct {
 	log *slog.Logger
 
 	mu       sync.RWMutex
-	bindings *policy.Set // compiled bindings, updated copy-on-write under mu
+	bindings *policy.Set                // compiled bindings, updated copy-on-write under mu
+	tdeps    map[string]map[string]bool // input secret -> templated secrets reading it (templated.go), under mu
 }
 
 const canaryKey = "meta/canary"
@@ -109,6 +110,9 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 		return nil, err
 	}
 	if err := c.loadBindings(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.loadTemplates(ctx); err != nil {
 		return nil, err
 	}
 	if _, err := c.PurgeExpired(ctx); err != nil {

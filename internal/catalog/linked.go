@@ -78,6 +78,8 @@ func (c *Catalog) LinkSecret(ctx context.Context, name string, l Link, v LinkedV
 		switch {
 		case state == Deleted:
 			return fmt.Errorf("%w: secret %s was deleted; undelete or purge it before linking it", ErrConflict, name)
+		case state == Live && meta.Template != nil:
+			return templatedErr(meta, "it cannot be linked")
 		case state == Live && meta.Link == nil:
 			return fmt.Errorf("%w: secret %s is a stored secret with values of its own; delete it (coffer secret rm --purge) before linking the name", ErrConflict, name)
 		case state == Absent:

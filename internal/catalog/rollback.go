@@ -44,6 +44,9 @@ func (c *Catalog) Rollback(ctx context.Context, name string, to uint64, author s
 		if meta.Link != nil {
 			return linkedErr(meta, "a linked secret holds only the upstream's current version")
 		}
+		if meta.Template != nil {
+			return templatedErr(meta, "it is rendered from its inputs' current versions")
+		}
 		if err := rollbackTarget(meta, to); err != nil {
 			return err
 		}

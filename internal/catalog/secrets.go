@@ -29,6 +29,8 @@ type SecretMeta struct {
 	// Link is set for a secret linked to an upstream keystore item (see
 	// LinkSecret); nil for a stored secret.
 	Link *Link `json:"link,omitempty"`
+	// Template is set for a templated secret (see PutTemplate).
+	Template *Template `json:"template,omitempty"`
 }
 
 // VersionMeta describes one kept version.
@@ -45,6 +47,9 @@ type VersionMeta struct {
 	// RevokeVersion): its value is destroyed and it is never delivered
 	// again.
 	Revoked string `json:"revoked,omitempty"`
+	// Inputs are, for a templated secret, the version of each secret this
+	// version is rendered from.
+	Inputs map[string]uint64 `json:"inputs,omitempty"`
 }
 
 // State is where a secret name stands.
@@ -228,6 +233,9 @@ func (c *Catalog) PutVersion(ctx context.Context, name string, value []byte, aut
 		if meta.Link != nil && state != Absent {
 			return linkedErr(meta, "its values come from there")
 		}
+		if meta.Template != nil && state != Absent {
+			return templatedErr(meta, "it has no value of its own")
+		}
 		switch state {
 		case Absent:
 			meta = SecretMeta{Name: name, Current: meta.Current, Created: now}
@@ -359,6 +367,9 @@ func (c *Catalog) Current(ctx context.Context, name string) (uint64, error) {
 	if err == nil && m.Link != nil && m.Link.Revoked != "" {
 		return 0, fmt.Errorf("secret %s: %w: revoked by its upstream: %s", name, ErrNotFound, m.Link.Revoked)
 	}
+	if err == nil && m.Template != nil && m.Template.Broken != "" {
+		return 0, fmt.Errorf("secret %s: %w: its template cannot be rendered: %s", name, ErrNotFound, m.Template.Broken)
+	}
 	if err == nil && len(m.Versions) > 0 && m.Versions[0].Revoked != "" {
 		return 0, fmt.Errorf("secret %s: %w: its current version %d was revoked: %s", name, ErrNotFound, m.Current, m.Versions[0].Revoked)
 	}
@@ -377,12 +388,22 @@ func unmarshalMeta(v []byte, m *SecretMeta) error {
 // value and must Zero it.
 func (c *Catalog) Value(ctx context.Context, name string, version uint64) (secret.Value, error) {
 	var env seal.Envelope
+	var rendered secret.Value
 	err := c.cfg.Store.View(ctx, func(tx store.Tx) error {
-		if _, err := tx.Get(secretKey(name)); err != nil {
+		var meta SecretMeta
+		if err := getJSON(tx, secretKey(name), &meta); err != nil {
+			return err
+		}
+		if meta.Template != nil {
+			var err error
+			rendered, err = c.renderTemplated(ctx, tx, meta, version)
 			return err
 		}
 		return getJSON(tx, versionKey(name, version), &env)
 	})
+	if rendered != nil {
+		return rendered, nil
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("secret %s version %d: %w", name, version, ErrNotFound)
 	}
@@ -400,4 +421,5 @@ func (c *Catalog) notify(ch Change) {
 	if c.cfg.OnChange != nil {
 		c.cfg.OnChange(ch)
 	}
+	c.followTemplates(context.Background(), ch)
 }

@@ -79,6 +79,7 @@ official images only; leave --image out for any image, or give '**'.`
 func newBindCreateCmd(c *conn) *cobra.Command {
 	var f bindFlags
 	var overwrite, dry bool
+	var templateFile string
 	var o output
 	cmd := &cobra.Command{
 		Use:   "create NAME --secret S --selector SEL",
@@ -93,13 +94,17 @@ running containers would gain or lose which secret, and changes nothing.`,
   coffer bind create api-key --secret payments/api-key --selector app=api --image 'registry.example.com/api:*' --file key --mode 0440 --gid 1000
   coffer bind create pay-img --secret payments/api-key --selector 'image.label/app=payments' --image 'registry.example.com/pay/*'
   coffer bind create web-db --secret payments/db-password --selector app=web --dry-run
-  coffer bind create web-db --secret payments/db-password --selector app=web --overwrite`,
+  coffer bind create web-db --secret payments/db-password --selector app=web --overwrite
+  coffer bind create web-dsn --template-file dsn.tmpl --selector app=web --file db.url`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.check(); err != nil {
 				return err
 			}
 			f.b.Name = args[0]
+			if templateFile != "" && f.b.Secret == "" {
+				f.b.Secret = f.b.Name // the templated secret the binding delivers
+			}
 			if f.b.Secret == "" || f.b.Selector == "" {
 				return usageError(fmt.Errorf("--secret and --selector are required"))
 			}
@@ -112,6 +117,11 @@ running containers would gain or lose which secret, and changes nothing.`,
 			cl, err := c.client()
 			if err != nil {
 				return err
+			}
+			if templateFile != "" {
+				if err := putTemplateFile(cl, f.b.Secret, templateFile, dry); err != nil {
+					return err
+				}
 			}
 			path := "/v1/bindings/" + escapePath(f.b.Name)
 			put := cl
@@ -155,6 +165,7 @@ running containers would gain or lose which secret, and changes nothing.`,
 	f.add(cmd.Flags(), " (required)")
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace a binding of that name if there is one (shows the diff)")
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "show what would change and which running containers would gain or lose which secret; change nothing")
+	cmd.Flags().StringVar(&templateFile, "template-file", "", "render the file from this text/template over other secrets (stored as the templated secret --secret, default: the binding's name; see coffer secret template)")
 	o.flag(cmd)
 	return cmd
 }

@@ -108,6 +108,8 @@ func printSecretPlan(w io.Writer, p secretPlan) {
 		} else {
 			fmt.Fprintf(w, "%s: would be linked to %s, at version %d\n", p.Secret, p.Link, p.Version)
 		}
+	case "template":
+		fmt.Fprintf(w, "%s: the template would be stored as version %d (%s now)\n", p.Secret, p.Version, p.State)
 	case "unlink":
 		fmt.Fprintf(w, "%s: would be unlinked from %s and removed from every container (%s now)\n", p.Secret, p.Link, p.State)
 	}

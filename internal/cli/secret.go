@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,9 +27,14 @@ type secretMeta struct {
 		RollbackOf uint64    `json:"rollback_of,omitempty"`
 		Upstream   string    `json:"upstream_version,omitempty"`
 	} `json:"versions"`
-	Deleted    time.Time   `json:"deleted,omitzero"`
-	PurgeAfter time.Time   `json:"purge_after,omitzero"`
-	Link       *link       `json:"link,omitempty"`
+	Deleted    time.Time `json:"deleted,omitzero"`
+	PurgeAfter time.Time `json:"purge_after,omitzero"`
+	Link       *link     `json:"link,omitempty"`
+	Template   *struct {
+		Source string   `json:"source"`
+		Inputs []string `json:"inputs"`
+		Broken string   `json:"broken,omitempty"`
+	} `json:"template,omitempty"`
 	LinkStatus *linkStatus `json:"link_status,omitempty"`
 	Holders    []holder    `json:"holders"`
 	Pending    int         `json:"pending"`
@@ -50,7 +56,7 @@ func newSecretCmd(c *conn) *cobra.Command {
 		Short: "Put or link, list, show, roll back, delete and restore secrets (values are write-only)",
 	}
 	cmd.AddCommand(newSecretPutCmd(c), newSecretLsCmd(c), newSecretShowCmd(c), newSecretRollbackCmd(c),
-		newSecretRmCmd(c), newSecretUndeleteCmd(c), newSecretLinkCmd(c), newSecretUnlinkCmd(c))
+		newSecretRmCmd(c), newSecretUndeleteCmd(c), newSecretLinkCmd(c), newSecretUnlinkCmd(c), newSecretTemplateCmd(c))
 	return cmd
 }
 
@@ -261,6 +267,12 @@ func showSecret(w io.Writer, o *output, m secretMeta) error {
 			fmt.Fprintf(w, "State:    %s (containers keep the last value): %s\n", m.LinkStatus.State, m.LinkStatus.Error)
 		case m.LinkStatus != nil:
 			fmt.Fprintf(w, "State:    %s, checked %s\n", m.LinkStatus.State, m.LinkStatus.Checked.Format(time.RFC3339))
+		}
+	}
+	if m.Template != nil {
+		fmt.Fprintf(w, "Template: rendered from %s\n", strings.Join(m.Template.Inputs, ", "))
+		if m.Template.Broken != "" {
+			fmt.Fprintf(w, "State:    cannot be rendered (in no container): %s\n", m.Template.Broken)
 		}
 	}
 	fmt.Fprintf(w, "\nVersions:\n")
