@@ -4,7 +4,7 @@
 #
 #   vault   HashiCorp Vault v1.21.1   (keystore and Transit tests)  ~7-17 min cold on 2 cores
 #   etcd    etcd + etcdctl v3.6.16    (store and HA tests)           ~1-4 min cold
-#   helm    Helm v3.22.0              (lint and render deploy/helm)  ~3-8 min cold
+#   helm    Helm v3.22.0              (lint and render deploy/helm)  ~3-15 min cold
 #
 #   usage: scripts/test-tools.sh [vault|etcd ...]   (default: all)
 #   prints nothing but progress; the binaries land in $COFFER_TOOLS (default
@@ -57,7 +57,7 @@ etcd() {
 helm() {
 	local dir=$T/helm-$HELM_VERSION
 	if [ -x "$dir/helm" ]; then return; fi
-	echo "test-tools: building Helm $HELM_VERSION into $dir (3-8 min, once)"
+	echo "test-tools: building Helm $HELM_VERSION into $dir (3-15 min, once)"
 	mkdir -p "$dir.tmp"
 	GOBIN="$dir.tmp" CGO_ENABLED=0 nice -n 10 go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >"$T/helm-build.log" 2>&1 ||
 		{ tail -30 "$T/helm-build.log" >&2; rm -rf "$dir.tmp"; return 1; }
