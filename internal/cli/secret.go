@@ -191,16 +191,22 @@ func newSecretLsCmd(c *conn) *cobra.Command {
 					rows = append(rows, []string{m.Name, fmt.Sprint(m.Current), m.Deleted.Format(time.RFC3339), m.PurgeAfter.Format(time.RFC3339)})
 				} else {
 					from := "-"
-					if m.Link != nil {
+					switch {
+					case m.Link != nil:
 						from = m.Link.From
 						if m.Link.Revoked != "" {
 							from += " (revoked)"
+						}
+					case m.Template != nil:
+						from = fmt.Sprintf("template of %d secrets", len(m.Template.Inputs))
+						if m.Template.Broken != "" {
+							from += " (broken)"
 						}
 					}
 					rows = append(rows, []string{m.Name, fmt.Sprint(m.Current), m.Updated.Format(time.RFC3339), from})
 				}
 			}
-			header := []string{"NAME", "VERSION", "UPDATED", "LINKED TO"}
+			header := []string{"NAME", "VERSION", "UPDATED", "FROM"}
 			if deleted {
 				header = []string{"NAME", "VERSION", "DELETED", "PURGED AFTER"}
 			}
