@@ -38,6 +38,7 @@ type holder struct {
 	ContainerName string `json:"container_name"`
 	Version       uint64 `json:"version"`
 	Pending       bool   `json:"pending"`
+	Rotation      string `json:"rotation,omitempty"` // the binding's contract; "" = file
 }
 
 func newSecretCmd(c *conn) *cobra.Command {
@@ -267,6 +268,7 @@ func showSecret(w io.Writer, o *output, m secretMeta) error {
 		if h.Pending {
 			state = "pending"
 		}
+		state += rotationNote(h)
 		rows = append(rows, []string{h.Agent, h.ContainerName, short(h.ContainerID), fmt.Sprint(h.Version), state})
 	}
 	if len(rows) > 0 {
