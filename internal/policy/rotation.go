@@ -35,13 +35,13 @@ const (
 // binding must not be able to stop the containers it selects by rotating a
 // secret (restart-process is the contract for a restart).
 var reloadSignals = map[string]bool{
-	"HUP": true, "USR1": true, "USR2": true, "WINCH": true, "ALRM": true, "TTIN": true, "TTOU": true,
+	"HUP": true, "USR1": true, "USR2": true, "WINCH": true, "ALRM": true,
 	"URG": true, "IO": true, "PWR": true, "VTALRM": true, "PROF": true, "CONT": true,
 }
 
 // refusedSignals say why a known signal is not a reload signal.
 var refusedSignals = map[string]string{
-	"KILL": "kills", "STOP": "freezes", "TSTP": "suspends", "TERM": "stops", "INT": "stops", "QUIT": "stops",
+	"KILL": "kills", "STOP": "freezes", "TSTP": "suspends", "TTIN": "suspends", "TTOU": "suspends", "TERM": "stops", "INT": "stops", "QUIT": "stops",
 	"ABRT": "aborts", "SEGV": "faults", "BUS": "faults", "FPE": "faults", "ILL": "faults", "TRAP": "faults",
 	"SYS": "faults", "XCPU": "kills", "XFSZ": "kills", "PIPE": "kills", "STKFLT": "kills",
 }

@@ -23,6 +23,7 @@ func TestParseRotation(t *testing.T) {
 		{"signal:SIGKILL", "", "kills the process"},
 		{"signal:TERM", "", "use restart-process"},
 		{"signal:SIGSTOP", "", "freezes"},
+		{"signal:SIGTTIN", "", "suspends"},
 		{"signal:9", "", "unknown signal"},
 		{"signal:", "", "unknown signal"},
 		{"signal:SIGHUP ", "", "unknown signal"},
