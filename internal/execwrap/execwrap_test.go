@@ -233,6 +233,14 @@ func TestRestartOnChange(t *testing.T) {
 	}
 	noValue(t, w.cmd.Process.Pid, w.stderr.String(), "value-v1", "value-v2")
 	noValue(t, pidOf(t, second), "", "value-v1", "value-v2")
+	// The supervisor's own environment holds no value; the child's holds
+	// the new one only.
+	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", w.cmd.Process.Pid)); err != nil || bytes.Contains(env, []byte("value-v")) {
+		t.Fatalf("a value in the supervisor's own environment (%v)", err)
+	}
+	if env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pidOf(t, second))); !bytes.Contains(env, []byte("DB=value-v2\x00")) || bytes.Contains(env, []byte("value-v1")) {
+		t.Fatal("the new child's environment does not hold exactly the new value")
+	}
 
 	w.cmd.Process.Signal(syscall.SIGTERM)
 	if code := w.wait(t); code != 7 {
