@@ -69,9 +69,7 @@ read-only. See docs/consumers.md.`,
 			s.Logger = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level})).With("component", "coffer-exec")
 			code, err := execwrap.Run(cmdContext(cmd), &s)
 			switch {
-			case err != nil && errors.Is(err, execwrap.ErrUsage):
-				return usageError(err)
-			case err != nil:
+			case err != nil: // Run's code: 2 for bad flags, 1 for files, 126/127 for the command
 				return &ExitError{Code: code, Err: err}
 			case code != 0:
 				return &ExitError{Code: code}
