@@ -36,9 +36,9 @@ type holder struct {
 	Agent         string `json:"agent"`
 	ContainerID   string `json:"container_id"`
 	ContainerName string `json:"container_name"`
+	Rotation      string `json:"rotation,omitempty"` // the binding's contract; "" = file
 	Version       uint64 `json:"version"`
 	Pending       bool   `json:"pending"`
-	Rotation      string `json:"rotation,omitempty"` // the binding's contract; "" = file
 }
 
 func newSecretCmd(c *conn) *cobra.Command {
@@ -264,11 +264,10 @@ func showSecret(w io.Writer, o *output, m secretMeta) error {
 	fmt.Fprintf(w, "\nContainers: %d holding, %d pending\n", len(m.Holders), m.Pending)
 	rows = [][]string{}
 	for _, h := range m.Holders {
-		state := "current"
+		state := "current" + rotationNote(h)
 		if h.Pending {
-			state = "pending"
+			state = "pending" + rotationNote(h)
 		}
-		state += rotationNote(h)
 		rows = append(rows, []string{h.Agent, h.ContainerName, short(h.ContainerID), fmt.Sprint(h.Version), state})
 	}
 	if len(rows) > 0 {
