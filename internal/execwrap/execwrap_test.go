@@ -418,3 +418,76 @@ func FuzzParseDotenv(f *testing.F) {
 		}
 	})
 }
+
+// As pid 1 of its pid namespace (a container's main process) the
+// supervisor reaps orphans re-parented to it: no zombie is left.
+func TestSupervisorAsPID1ReapsOrphans(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a pid namespace")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skip("no unshare")
+	}
+	dir := t.TempDir()
+	put(t, dir, "db", "v")
+	self, _ := os.Executable()
+	out := filepath.Join(t.TempDir(), "child.log")
+	raw, _ := json.Marshal(Spec{Dir: dir, Env: []EnvVar{{"DB", "db"}}, RestartOnChange: true, Argv: []string{self, "execwrap-child", "orphan", out}})
+	cmd := exec.Command(unshare, "--pid", "--fork", "--kill-child", self)
+	cmd.Env = append(os.Environ(), "EXECWRAP_SPEC="+string(raw))
+	var stderr syncBuf
+	cmd.Stderr = &stderr
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var children func(pid int) []int
+	t.Cleanup(func() {
+		// SIGKILL to pid 1 of the namespace ends every process in it, and
+		// then unshare.
+		for _, w := range children(cmd.Process.Pid) {
+			syscall.Kill(w, syscall.SIGKILL)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	children = func(pid int) []int {
+		var out []int
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+		for _, f := range tasks {
+			b, _ := os.ReadFile(f)
+			for _, s := range strings.Fields(string(b)) {
+				if n, err := strconv.Atoi(s); err == nil {
+					out = append(out, n)
+				}
+			}
+		}
+		return out
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(out)
+		if strings.Contains(string(b), "orphaned") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the child did not orphan its grandchild: %q; stderr:\n%s", b, stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // the orphan (sleep 0.2) has ended
+	wrappers := children(cmd.Process.Pid)
+	if len(wrappers) != 1 {
+		t.Fatalf("unshare's children: %v", wrappers)
+	}
+	for _, c := range children(wrappers[0]) {
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c))
+		if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 0 && f[0] == "Z" {
+			t.Fatalf("zombie %d left under the supervisor (pid 1 of its namespace)", c)
+		}
+	}
+	if n := len(children(wrappers[0])); n != 1 {
+		t.Fatalf("the supervisor has %d children, want its child only", n)
+	}
+}

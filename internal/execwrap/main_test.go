@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"syscall"
 	"testing"
@@ -47,6 +48,13 @@ func childMain(mode, out string) {
 	fmt.Fprintf(f, "start %d DB=%s A=%s B=%s\n", pid, os.Getenv("DB"), os.Getenv("A"), os.Getenv("B"))
 	if mode == "exit3" {
 		os.Exit(3)
+	}
+	if mode == "orphan" {
+		// A grandchild whose parent exits at once: it is re-parented to
+		// pid 1 of the namespace, and becomes a zombie when it ends unless
+		// pid 1 reaps it.
+		exec.Command("/bin/sh", "-c", "(sleep 0.2 &)").Run()
+		fmt.Fprintf(f, "orphaned %d\n", pid)
 	}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM)
