@@ -89,6 +89,7 @@ type target struct {
 	info    container.Info
 	want    *cofferv1.Desired // newest desired state not yet applied
 	current *cofferv1.Desired // state being applied or last applied
+	held    map[string]verKey // by file: what the last successful Apply wrote (rotation contracts compare with it)
 	busy    bool
 	gone    bool
 }

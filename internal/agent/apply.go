@@ -2,11 +2,16 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	cofferv1 "coffer/api/coffer/v1"
+	"coffer/internal/container"
+	"coffer/internal/policy"
 	"coffer/internal/secret"
 )
 
@@ -82,10 +87,17 @@ func (a *Agent) work(ctx context.Context, t *target) {
 		a.unrefLocked(old)
 		info := t.info
 		files, err := a.filesLocked(d)
+		sigs := signalsFor(t.held, d)
 		a.mu.Unlock()
 
 		if err == nil {
 			err = a.cfg.Deliverer.Apply(ctx, info, files)
+			if err == nil {
+				a.mu.Lock()
+				t.held = heldFiles(d)
+				a.mu.Unlock()
+				err = a.signal(ctx, info, sigs)
+			}
 		}
 		ack := &cofferv1.Applied{ContainerId: info.ID, Generation: d.Generation}
 		if err != nil {
@@ -99,6 +111,64 @@ func (a *Agent) work(ctx context.Context, t *target) {
 		a.enqueueLocked(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Applied{Applied: ack}})
 		a.mu.Unlock()
 	}
+}
+
+// heldFiles is what a container holds once d is applied: secret and
+// version by file name.
+func heldFiles(d *cofferv1.Desired) map[string]verKey {
+	m := make(map[string]verKey, len(d.GetFiles()))
+	for _, f := range d.GetFiles() {
+		m[f.File] = verKey{f.Secret, f.Version}
+	}
+	return m
+}
+
+// signalsFor returns the signals (names, sorted, each once) that applying
+// d after held asks for: those of "signal:" contracts whose file the
+// container held with another secret or version. A first delivery (the
+// file was not held: a new container, a new binding, or a state this
+// agent process never applied) signals nothing: the process reads the
+// file when it starts.
+func signalsFor(held map[string]verKey, d *cofferv1.Desired) []string {
+	var out []string
+	for _, f := range d.GetFiles() {
+		sig, ok := policy.RotationSignal(f.GetRotation())
+		if !ok {
+			continue
+		}
+		if prev, had := held[f.File]; had && prev != (verKey{f.Secret, f.Version}) && !slices.Contains(out, sig) {
+			out = append(out, sig)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// signalTimeout bounds one signal through the runtime.
+const signalTimeout = 10 * time.Second
+
+// signal has the runtime send each of sigs to container c's main process,
+// after its files were swapped. The error says the files are in place.
+func (a *Agent) signal(ctx context.Context, c container.Info, sigs []string) error {
+	if len(sigs) == 0 {
+		return nil
+	}
+	sr, ok := a.cfg.Runtime.(container.Signaler)
+	if !ok {
+		return fmt.Errorf("files written, but the container runtime cannot signal a container (%s not sent)", strings.Join(sigs, ", "))
+	}
+	var errs []error
+	for _, sig := range sigs {
+		sctx, cancel := context.WithTimeout(ctx, signalTimeout)
+		err := sr.Signal(sctx, c.ID, sig)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("files written, but %s to the container's main process failed: %w", sig, err))
+			continue
+		}
+		a.log.Info("signalled container after rotation", "container", c.Name, "id", c.ID, "signal", sig)
+	}
+	return errors.Join(errs...)
 }
 
 // filesLocked turns a desired state into files whose values point into the

@@ -280,7 +280,10 @@ func (b *Broker) push(c *ctr) {
 		if v == 0 {
 			continue
 		}
-		files = append(files, &cofferv1.FileRef{Secret: g.Secret, Version: v, File: g.File, Mode: g.Mode, Uid: int32(g.UID), Gid: int32(g.GID)})
+		if g.Rotation == policy.RotationNone {
+			v = b.pinned(c, g, v)
+		}
+		files = append(files, &cofferv1.FileRef{Secret: g.Secret, Version: v, File: g.File, Mode: g.Mode, Uid: int32(g.UID), Gid: int32(g.GID), Rotation: g.Rotation})
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].File < files[j].File })
 	if quarantined, hold := b.hold(c); quarantined {
@@ -328,9 +331,26 @@ func (b *Broker) push(c *ctr) {
 	s.enqueue(vals, &cofferv1.Desired{ContainerId: c.info.Id, Generation: c.gen, Files: kept})
 }
 
+// pinned is the version of g's file for container c under the rotation
+// contract none: the version c was last sent of that secret in that file,
+// while it can still be opened; else current. The broker's memory is the
+// only record: a container the server has not seen yet (after a server
+// restart, or a restarted container) gets the current version.
+func (b *Broker) pinned(c *ctr, g policy.Grant, current uint64) uint64 {
+	for _, f := range c.desired {
+		if f.File == g.File && f.Secret == g.Secret && f.Version != current {
+			if _, err := b.value(verKey{f.Secret, f.Version}); err == nil {
+				return f.Version
+			}
+		}
+	}
+	return current
+}
+
 func sameFiles(a, b []*cofferv1.FileRef) bool {
 	return slices.EqualFunc(a, b, func(x, y *cofferv1.FileRef) bool {
-		return x.Secret == y.Secret && x.Version == y.Version && x.File == y.File && x.Mode == y.Mode && x.Uid == y.Uid && x.Gid == y.Gid
+		return x.Secret == y.Secret && x.Version == y.Version && x.File == y.File && x.Mode == y.Mode && x.Uid == y.Uid && x.Gid == y.Gid &&
+			x.Rotation == y.Rotation
 	})
 }
 
@@ -341,6 +361,10 @@ type Holder struct {
 	ContainerName string `json:"container_name"`
 	Version       uint64 `json:"version"` // acknowledged; 0 = none yet
 	Pending       bool   `json:"pending"` // a newer state was sent and not yet acknowledged
+	// Rotation is the contract of the binding that gives the container the
+	// secret ("" for file). Under none a container that holds a version is
+	// not pending: it keeps it by contract.
+	Rotation string `json:"rotation,omitempty"`
 }
 
 // Rollout lists the containers bound to a secret with the version each holds.
@@ -355,7 +379,12 @@ func (b *Broker) Rollout(name string) []Holder {
 				h.Version = f.Version
 			}
 		}
-		if want := b.currentVersion(name); want != 0 && h.Version != want {
+		for _, g := range c.grants {
+			if g.Secret == name {
+				h.Rotation = g.Rotation
+			}
+		}
+		if want := b.currentVersion(name); want != 0 && h.Version != want && (h.Rotation != policy.RotationNone || h.Version == 0) {
 			h.Pending = true
 		}
 		out = append(out, h)

@@ -35,6 +35,7 @@ func (f *bindFlags) add(fs *pflag.FlagSet, required string) {
 	fs.StringVar(&f.mode, "mode", "", "file mode in octal: 0440, 440 or 0o440 (default 0400)")
 	fs.IntVar(&f.b.UID, "uid", 0, "file owner uid")
 	fs.IntVar(&f.b.GID, "gid", 0, "file group gid")
+	fs.StringVar(&f.b.Rotation, "rotation", "", "what the process is told of a new version: file (default), signal:SIGHUP (or another reload signal), restart-process, none")
 }
 
 // parseMode sets the binding's mode from --mode, if given.
@@ -74,7 +75,16 @@ ignored. Image labels are chosen by the image's author, so a selector that uses
 them needs an --image that names the images it trusts: a digest, or a literal
 registry and first path segment (registry.example.com/team/*, not ** or **/app).
 A lone '*' is refused: by Docker's naming it would mean docker.io/library/*,
-official images only; leave --image out for any image, or give '**'.`
+official images only; leave --image out for any image, or give '**'.
+
+--rotation says what the container's process is told when the secret
+rotates: file (the default: the file is swapped in place, the process reads
+it when it wants), signal:SIGHUP (the file is swapped, then the container's
+main process gets the signal through the runtime; reload signals only),
+restart-process (the file is swapped; coffer exec --restart-on-change in the
+container restarts its child with the new environment), none (a running
+container keeps the version it was first given; revocation still removes
+it). See docs/consumers.md.`
 
 func newBindCreateCmd(c *conn) *cobra.Command {
 	var f bindFlags
@@ -93,6 +103,7 @@ running containers would gain or lose which secret, and changes nothing.`,
 		Example: `  coffer bind create web-db --secret payments/db-password --selector 'app=web,env in (prod,staging)' --hosts 'env=prod'
   coffer bind create api-key --secret payments/api-key --selector app=api --image 'registry.example.com/api:*' --file key --mode 0440 --gid 1000
   coffer bind create pay-img --secret payments/api-key --selector 'image.label/app=payments' --image 'registry.example.com/pay/*'
+  coffer bind create web-tls --secret web/tls-key --selector app=nginx --file tls.key --rotation signal:SIGHUP
   coffer bind create web-db --secret payments/db-password --selector app=web --dry-run
   coffer bind create web-db --secret payments/db-password --selector app=web --overwrite
   coffer bind create web-dsn --template-file dsn.tmpl --selector app=web --file db.url`,
@@ -179,7 +190,7 @@ func newBindUpdateCmd(c *conn) *cobra.Command {
 	var dry bool
 	var o output
 	cmd := &cobra.Command{
-		Use:   "update NAME [--selector SEL] [--secret S] [--image P] [--hosts SEL] [--file F] [--mode M] [--uid N] [--gid N]",
+		Use:   "update NAME [--selector SEL] [--secret S] [--image P] [--hosts SEL] [--file F] [--mode M] [--uid N] [--gid N] [--rotation R]",
 		Short: "Change some fields of an existing binding, and show the diff",
 		Long: `Change the fields given as flags of an existing binding, keep the others,
 and show what changed. An empty value clears --image ('': any image) or
@@ -198,11 +209,11 @@ would gain or lose which secret, and changes nothing.
 			}
 			name := args[0]
 			changed := false
-			for _, fl := range []string{"secret", "selector", "image", "hosts", "file", "mode", "uid", "gid"} {
+			for _, fl := range []string{"secret", "selector", "image", "hosts", "file", "mode", "uid", "gid", "rotation"} {
 				changed = changed || cmd.Flags().Changed(fl)
 			}
 			if !changed {
-				return usageError(fmt.Errorf("nothing to change: give at least one of --secret, --selector, --image, --hosts, --file, --mode, --uid, --gid"))
+				return usageError(fmt.Errorf("nothing to change: give at least one of --secret, --selector, --image, --hosts, --file, --mode, --uid, --gid, --rotation"))
 			}
 			if err := f.parseMode(); err != nil {
 				return err
@@ -230,6 +241,7 @@ would gain or lose which secret, and changes nothing.
 			set("mode", func() { b.Mode = f.b.Mode })
 			set("uid", func() { b.UID = f.b.UID })
 			set("gid", func() { b.GID = f.b.GID })
+			set("rotation", func() { b.Rotation = f.b.Rotation })
 			if err := checkBinding(b); err != nil {
 				return err
 			}
@@ -297,9 +309,9 @@ func newBindShowCmd(c *conn) *cobra.Command {
 				return err
 			}
 			st := statuses(cl)
-			fmt.Fprintf(w, "Name:        %s\nSecret:      %s (%s)\nSelector:    %s\nImage:       %s\nHosts:       %s\nFile:        /run/secrets/%s\nMode:        %s\nOwner:       uid %d, gid %d\nManaged by:  %s\n",
+			fmt.Fprintf(w, "Name:        %s\nSecret:      %s (%s)\nSelector:    %s\nImage:       %s\nHosts:       %s\nFile:        /run/secrets/%s\nMode:        %s\nOwner:       uid %d, gid %d\nRotation:    %s\nManaged by:  %s\n",
 				b.Name, b.Secret, st(b.Secret), b.Selector, anyIfEmpty(b.Image, "any image"), anyIfEmpty(b.Hosts, "any host"),
-				b.File, policy.FormatMode(b.Mode), b.UID, b.GID, dash(b.ManagedBy))
+				b.File, policy.FormatMode(b.Mode), b.UID, b.GID, rotationHelp(b.Rotation), dash(b.ManagedBy))
 			return nil
 		},
 	}
@@ -363,9 +375,9 @@ is stored), "secret deleted" when it is deleted (coffer secret undelete).`,
 			rows := [][]string{}
 			for _, b := range bs {
 				rows = append(rows, []string{b.Name, b.Secret, st(b.Secret), b.Selector, dash(b.Image), dash(b.Hosts), b.File,
-					policy.FormatMode(b.Mode), fmt.Sprintf("%d:%d", b.UID, b.GID)})
+					policy.FormatMode(b.Mode), fmt.Sprintf("%d:%d", b.UID, b.GID), policy.RotationName(b.Rotation)})
 			}
-			return o.print(cmd.OutOrStdout(), bs, []string{"NAME", "SECRET", "STATUS", "SELECTOR", "IMAGE", "HOSTS", "FILE", "MODE", "OWNER"}, rows)
+			return o.print(cmd.OutOrStdout(), bs, []string{"NAME", "SECRET", "STATUS", "SELECTOR", "IMAGE", "HOSTS", "FILE", "MODE", "OWNER", "ROTATION"}, rows)
 		},
 	}
 	o.flag(cmd)

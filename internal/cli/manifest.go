@@ -46,7 +46,7 @@ type sourced[T any] struct {
 	pos string
 }
 
-var bindingFields = []string{"kind", "name", "secret", "selector", "image", "hosts", "file", "mode", "uid", "gid", "managed_by"}
+var bindingFields = []string{"kind", "name", "secret", "selector", "image", "hosts", "file", "mode", "uid", "gid", "managed_by", "rotation"}
 
 // parse reads the documents of one file into m. Errors name file
 // and line.
@@ -194,6 +194,8 @@ func (m *manifest) binding(file string, n *yaml.Node) error {
 			b.File, err = str(file, k, v)
 		case "managed_by":
 			b.ManagedBy, err = str(file, k, v)
+		case "rotation":
+			b.Rotation, err = str(file, k, v)
 		case "mode":
 			if err = scalar(file, k, v); err == nil && v.Tag != "!!null" {
 				if b.Mode, err = policy.ParseMode(v.Value); err != nil {
@@ -325,6 +327,7 @@ type exportDoc struct {
 	UID       *int   `yaml:"uid,omitempty"`
 	GID       *int   `yaml:"gid,omitempty"`
 	ManagedBy string `yaml:"managed_by,omitempty"`
+	Rotation  string `yaml:"rotation,omitempty"`
 }
 
 // writeManifest writes secrets and bindings as documents apply reads back
@@ -340,7 +343,8 @@ func writeManifest(w io.Writer, secrets []string, bs []binding) error {
 	for _, b := range bs {
 		uid, gid := b.UID, b.GID
 		if err := enc.Encode(exportDoc{Kind: "Binding", Name: b.Name, Secret: b.Secret, Selector: b.Selector, Image: b.Image,
-			Hosts: b.Hosts, File: b.File, Mode: policy.FormatMode(b.Mode), UID: &uid, GID: &gid, ManagedBy: b.ManagedBy}); err != nil {
+			Hosts: b.Hosts, File: b.File, Mode: policy.FormatMode(b.Mode), UID: &uid, GID: &gid, ManagedBy: b.ManagedBy,
+			Rotation: b.Rotation}); err != nil {
 			return err
 		}
 	}

@@ -20,6 +20,8 @@ func TestManifestRoundTrip(t *testing.T) {
 		{Binding: policy.Binding{Name: "d", Secret: "s", Selector: "image.label/app=x", Image: "registry.example.com/team/*:1.*"}},
 		{Binding: policy.Binding{Name: "d2", Secret: "s", Selector: "y", Image: "*.example.com/team/*:1.*"}},
 		{Binding: policy.Binding{Name: "e", Secret: "s", Selector: "x", Image: "registry:5000/a:[0-9]*"}},
+		{Binding: policy.Binding{Name: "f", Secret: "s", Selector: "x", Rotation: "signal:SIGHUP"}},
+		{Binding: policy.Binding{Name: "g", Secret: "s", Selector: "x", Rotation: "none"}},
 	} {
 		if err := b.Normalize(); err != nil {
 			t.Fatal(err)

@@ -159,7 +159,8 @@ func printBindingPlan(w io.Writer, p bindingPlan, verbose bool) {
 
 // summary is a binding in one line.
 func summary(b binding) string {
-	return fmt.Sprintf("%s → /run/secrets/%s (mode %s, uid %d, gid %d) for %s", b.Secret, b.File, policy.FormatMode(b.Mode), b.UID, b.GID, describe(b.Binding))
+	return fmt.Sprintf("%s → /run/secrets/%s (mode %s, uid %d, gid %d%s) for %s", b.Secret, b.File, policy.FormatMode(b.Mode), b.UID, b.GID,
+		rotationSummary(b.Rotation), describe(b.Binding))
 }
 
 // diff lists the fields that differ between two bindings, "field: old → new".
@@ -178,6 +179,7 @@ func diff(a, b binding) []string {
 	field("mode", policy.FormatMode(a.Mode), policy.FormatMode(b.Mode))
 	field("uid", fmt.Sprint(a.UID), fmt.Sprint(b.UID))
 	field("gid", fmt.Sprint(a.GID), fmt.Sprint(b.GID))
+	field("rotation", policy.RotationName(a.Rotation), policy.RotationName(b.Rotation))
 	field("managed_by", a.ManagedBy, b.ManagedBy)
 	if len(out) == 0 {
 		out = append(out, "(no change)")

@@ -12,6 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"coffer/internal/policy"
+
 	"coffer/internal/secret"
 )
 
@@ -132,6 +134,9 @@ not exist, or a --version it does not have yet, is an error at once.`,
 // and nothing pending, or, when a version was given (atLeast), that
 // version or a newer one.
 func holds(h holder, want uint64, atLeast bool) bool {
+	if h.Rotation == policy.RotationNone && h.Version != 0 && !h.Pending {
+		return true // it keeps the version it was first given, by contract
+	}
 	if atLeast {
 		return h.Version >= want
 	}

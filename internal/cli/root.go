@@ -61,6 +61,7 @@ Connection, for every server command (flags > environment > context):
 		root.AddCommand(group)
 	}
 	root.AddCommand(newScanCmd(), newConfigCmd(c), newVersionCmd())
+	root.AddCommand(newExecCmd())
 	root.SetHelpCommand(newHelpCmd())
 	root.InitDefaultHelpCmd() // now rather than in Execute: the tree is whole for the walks below
 	root.InitDefaultCompletionCmd()

@@ -45,6 +45,7 @@ type holder struct {
 	Agent         string `json:"agent"`
 	ContainerID   string `json:"container_id"`
 	ContainerName string `json:"container_name"`
+	Rotation      string `json:"rotation,omitempty"` // the binding's contract; "" = file
 	Version       uint64 `json:"version"`
 	Pending       bool   `json:"pending"`
 	Upstream      string `json:"upstream_version,omitempty"`
@@ -297,9 +298,9 @@ func showSecret(w io.Writer, o *output, m secretMeta) error {
 	fmt.Fprintf(w, "\nContainers: %d holding, %d pending\n", len(m.Holders), m.Pending)
 	rows = [][]string{}
 	for _, h := range m.Holders {
-		state := "current"
+		state := "current" + rotationNote(h)
 		if h.Pending {
-			state = "pending"
+			state = "pending" + rotationNote(h)
 		}
 		row := []string{h.Agent, h.ContainerName, short(h.ContainerID), fmt.Sprint(h.Version), state}
 		if m.Link != nil {

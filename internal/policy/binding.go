@@ -41,6 +41,10 @@ type Binding struct {
 	Mode     uint32 `json:"mode,omitempty"`  // permission bits; default 0o400; must allow owner read
 	UID      int    `json:"uid"`             // file owner, 0..MaxID
 	GID      int    `json:"gid"`             // file group, 0..MaxID
+	// Rotation is what the container's process is told of a new version
+	// (see ParseRotation): "" (file, the default), "signal:SIGHUP",
+	// "restart-process" or "none".
+	Rotation string `json:"rotation,omitempty"`
 }
 
 // Normalize validates every field of b, fills in the defaults (File, Mode)
@@ -139,6 +143,9 @@ func compile(b Binding) (*compiled, error) {
 	if b.GID < 0 || b.GID > MaxID {
 		return nil, fmt.Errorf("%w %q: gid %d: must be between 0 and %d", ErrInvalid, b.Name, b.GID, MaxID)
 	}
+	if b.Rotation, err = parseRotation(b.Rotation); err != nil {
+		return nil, fmt.Errorf("%w %q: %w", ErrInvalid, b.Name, err)
+	}
 	return &compiled{Binding: b, reqs: reqs, own: own, imageReqs: imageReqs, image: img, hosts: hosts}, nil
 }
 
@@ -182,8 +189,10 @@ type Grant struct {
 	Mode    uint32 `json:"mode"`    // permission bits
 	UID     int    `json:"uid"`
 	GID     int    `json:"gid"`
+	// Rotation is the binding's contract, canonical ("" for file).
+	Rotation string `json:"rotation,omitempty"`
 }
 
 func (c *compiled) grant() Grant {
-	return Grant{Binding: c.Name, Secret: c.Secret, File: c.File, Mode: c.Mode, UID: c.UID, GID: c.GID}
+	return Grant{Binding: c.Name, Secret: c.Secret, File: c.File, Mode: c.Mode, UID: c.UID, GID: c.GID, Rotation: c.Rotation}
 }

@@ -809,13 +809,21 @@ func (x *Values) GetValues() []*SecretValue {
 }
 
 type FileRef struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Secret        string                 `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
-	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	File          string                 `protobuf:"bytes,3,opt,name=file,proto3" json:"file,omitempty"`
-	Mode          uint32                 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
-	Uid           int32                  `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
-	Gid           int32                  `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Secret  string                 `protobuf:"bytes,1,opt,name=secret,proto3" json:"secret,omitempty"`
+	Version uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	File    string                 `protobuf:"bytes,3,opt,name=file,proto3" json:"file,omitempty"`
+	Mode    uint32                 `protobuf:"varint,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	Uid     int32                  `protobuf:"varint,5,opt,name=uid,proto3" json:"uid,omitempty"`
+	Gid     int32                  `protobuf:"varint,6,opt,name=gid,proto3" json:"gid,omitempty"`
+	// The binding's rotation contract, canonical (see package policy):
+	// "" (file: swap the file), "signal:SIGHUP" (swap the file, then have the
+	// runtime send the signal to the container's main process when the file's
+	// content changed), "restart-process" (swap the file; coffer exec in the
+	// container restarts its child) or "none" (the server keeps the version a
+	// container was first given). An agent that does not know the field
+	// treats every file as "".
+	Rotation      string `protobuf:"bytes,7,opt,name=rotation,proto3" json:"rotation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -890,6 +898,13 @@ func (x *FileRef) GetGid() int32 {
 		return x.Gid
 	}
 	return 0
+}
+
+func (x *FileRef) GetRotation() string {
+	if x != nil {
+		return x.Rotation
+	}
+	return ""
 }
 
 // Desired is the complete set of files a container must hold.
@@ -1096,14 +1111,15 @@ const file_agent_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\"8\n" +
 	"\x06Values\x12.\n" +
-	"\x06values\x18\x01 \x03(\v2\x16.coffer.v1.SecretValueR\x06values\"\x87\x01\n" +
+	"\x06values\x18\x01 \x03(\v2\x16.coffer.v1.SecretValueR\x06values\"\xa3\x01\n" +
 	"\aFileRef\x12\x16\n" +
 	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x12\n" +
 	"\x04file\x18\x03 \x01(\tR\x04file\x12\x12\n" +
 	"\x04mode\x18\x04 \x01(\rR\x04mode\x12\x10\n" +
 	"\x03uid\x18\x05 \x01(\x05R\x03uid\x12\x10\n" +
-	"\x03gid\x18\x06 \x01(\x05R\x03gid\"v\n" +
+	"\x03gid\x18\x06 \x01(\x05R\x03gid\x12\x1a\n" +
+	"\brotation\x18\a \x01(\tR\brotation\"v\n" +
 	"\aDesired\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1e\n" +
 	"\n" +

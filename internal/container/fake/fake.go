@@ -25,6 +25,7 @@ type Runtime struct {
 	mu       sync.Mutex
 	running  map[string]container.Info
 	watchers map[*watcher]struct{}
+	sig      signals // see signal.go
 }
 
 var _ container.Runtime = (*Runtime)(nil)

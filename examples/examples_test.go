@@ -1,0 +1,228 @@
+package examples_test
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"coffer/internal/dockertest"
+	"coffer/test/testkit"
+)
+
+// stack is a coffer-server, an agent serving this test's containers, the
+// Docker engine and an image holding the static coffer binary and the
+// examples (built FROM the local busybox image: nothing is pulled).
+type stack struct {
+	t      *testing.T
+	docker *dockertest.Env
+	srv    *testkit.Server
+	agent  *testkit.Proc
+	label  string
+	image  string
+}
+
+func randID() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("examples run against Docker")
+	}
+	d := dockertest.Require(t)
+	base := d.Image(t)
+	dir := t.TempDir()
+	s := &stack{t: t, docker: d, label: "ex-" + randID()}
+	s.image = buildImage(t, d, base, "coffer-example/"+s.label+":1")
+	s.srv = testkit.StartServer(t, filepath.Join(dir, "server"))
+	join := strings.TrimSpace(s.srv.MustCLI(t, "", "token", "create", "--role", "agent", "--ttl", "10m"))
+	s.agent = testkit.Start(t, testkit.Bin(t, "coffer-agent"), "--server", s.srv.Addr, "--ca-cert", s.srv.CA,
+		"--state-dir", filepath.Join(dir, "agent"), "--name", "example-host", "--join-token", join,
+		"--only-labels", "coffer.test="+s.label)
+	s.eventually("agent connected", 30*time.Second, func() bool {
+		return strings.Contains(s.srv.MustCLI(t, "", "agent", "ls"), "connected")
+	})
+	return s
+}
+
+// buildImage builds ref FROM base with /coffer (CGO_ENABLED=0) and the
+// example binaries, and removes it at the end of the test.
+func buildImage(t *testing.T, d *dockertest.Env, base, ref string) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..")
+	ctx := t.TempDir()
+	build := exec.Command("go", "build", "-trimpath", "-o", ctx+"/", "./cmd/coffer", "./examples/envapp", "./examples/reloadserver")
+	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	df := "FROM " + base + "\nCOPY coffer envapp reloadserver /\n"
+	if err := os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte(df), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("docker", "build", "-q", "-t", ref, ctx)
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0") // the classic builder never pulls a local FROM
+	out, err := cmd.CombinedOutput()
+	t.Cleanup(func() { d.Docker(t, "rmi", "-f", ref) })
+	if err != nil {
+		t.Fatalf("docker build: %v\n%s", err, out)
+	}
+	return ref
+}
+
+// run starts a container of this test from the example image.
+func (s *stack) run(name string, labels map[string]string, cmd ...string) dockertest.ContainerRef {
+	s.t.Helper()
+	l := map[string]string{"coffer.test": s.label}
+	for k, v := range labels {
+		l[k] = v
+	}
+	return s.docker.Run(s.t, dockertest.RunOpts{Name: name, Labels: l, Image: s.image, Cmd: cmd})
+}
+
+func (s *stack) eventually(what string, timeout time.Duration, cond func() bool) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("timed out waiting for %s\nagent logs:\n%s", what, tail(s.agent.Logs()))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func tail(s string) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-30):], "\n")
+}
+
+func (s *stack) logs(id string) string {
+	out, _ := s.docker.Docker(s.t, "logs", id)
+	return out
+}
+
+// waitLog waits until the container's output holds want, and returns it.
+func (s *stack) waitLog(id, want string) string {
+	s.t.Helper()
+	var out string
+	s.eventually(fmt.Sprintf("%q in the logs of %s", want, id[:12]), 60*time.Second, func() bool {
+		out = s.logs(id)
+		return strings.Contains(out, want)
+	})
+	return out
+}
+
+func fingerprint(v string) string {
+	sum := sha256.Sum256([]byte(v))
+	return "sha256:" + hex.EncodeToString(sum[:8])
+}
+
+// noValue checks that no value is in docker inspect, the container's
+// output, or the argv of any of its processes.
+func (s *stack) noValue(c dockertest.ContainerRef, values ...string) {
+	s.t.Helper()
+	ins, err := s.docker.Docker(s.t, "inspect", c.ID)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	logs := s.logs(c.ID)
+	top, _ := s.docker.Docker(s.t, "top", c.ID, "-o", "pid")
+	var argvs []string
+	for _, f := range strings.Fields(top) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			argvs = append(argvs, string(b))
+		}
+	}
+	if len(argvs) == 0 {
+		s.t.Fatalf("no process of %s found (docker top: %q)", c.Name, top)
+	}
+	for _, v := range values {
+		if strings.Contains(ins, v) {
+			s.t.Errorf("value in docker inspect of %s", c.Name)
+		}
+		if strings.Contains(logs, v) {
+			s.t.Errorf("value in the output of %s", c.Name)
+		}
+		for _, a := range argvs {
+			if strings.Contains(a, v) {
+				s.t.Errorf("value in the argv of a process of %s", c.Name)
+			}
+		}
+		if strings.Contains(s.agent.Logs(), v) || strings.Contains(s.srv.Logs(), v) {
+			s.t.Error("value in the agent's or server's logs")
+		}
+	}
+}
+
+// The env-var app under coffer exec, bound with restart-process: the
+// value reaches its environment only, and a rotation restarts the app in
+// place (a new process, the same container) with the new value.
+func TestEnvAppUnderCofferExecRestartProcess(t *testing.T) {
+	s := newStack(t)
+	v1, v2 := "ex-db-v1-"+randID(), "ex-db-v2-"+randID()
+	s.srv.MustCLI(t, v1, "secret", "put", "examples/db-password")
+	s.srv.MustCLI(t, "", "bind", "create", "ex-db", "--secret", "examples/db-password", "--selector", "app=envapp",
+		"--rotation", "restart-process")
+	c := s.run("coffer-example-envapp-"+s.label, map[string]string{"app": "envapp"},
+		"/coffer", "exec", "--env", "DB_PASSWORD=db-password", "--wait", "--timeout", "60s",
+		"--restart-on-change", "--grace", "5s", "--", "/envapp")
+	s.waitLog(c.ID, "started with DB_PASSWORD "+fingerprint(v1))
+	started, _ := s.docker.Docker(t, "inspect", "--format", "{{.State.StartedAt}} {{.RestartCount}}", c.ID)
+	s.noValue(c, v1)
+
+	s.srv.MustCLI(t, v2, "secret", "put", "examples/db-password")
+	out := s.waitLog(c.ID, "started with DB_PASSWORD "+fingerprint(v2))
+	if !strings.Contains(out, "stopping on terminated") {
+		t.Fatalf("the app was not stopped gracefully before its restart:\n%s", out)
+	}
+	if again, _ := s.docker.Docker(t, "inspect", "--format", "{{.State.StartedAt}} {{.RestartCount}}", c.ID); again != started {
+		t.Fatalf("the container restarted (%s, was %s): restart-process restarts the app inside it", again, started)
+	}
+	s.srv.MustCLI(t, "", "rollout", "status", "examples/db-password", "--timeout", "30s")
+	if show := s.srv.MustCLI(t, "", "secret", "show", "examples/db-password"); !strings.Contains(show, "restart-process") {
+		t.Fatalf("secret show does not give the contract:\n%s", show)
+	}
+	s.noValue(c, v1, v2)
+}
+
+// The reload server, bound with signal:SIGHUP: after a rotation the agent
+// swaps the file, then signals the container's main process through
+// Docker, and the server reloads its key without restarting.
+func TestReloadServerOnSIGHUP(t *testing.T) {
+	s := newStack(t)
+	k1, k2 := "ex-key-v1-"+randID(), "ex-key-v2-"+randID()
+	s.srv.MustCLI(t, k1, "secret", "put", "examples/tls-key")
+	s.srv.MustCLI(t, "", "bind", "create", "ex-tls", "--secret", "examples/tls-key", "--selector", "app=reloadserver",
+		"--file", "tls.key", "--rotation", "signal:SIGHUP")
+	// coffer exec --wait holds the server back until its key is there,
+	// then execs it: the server is the container's main process.
+	c := s.run("coffer-example-reload-"+s.label, map[string]string{"app": "reloadserver"},
+		"/coffer", "exec", "--wait", "--wait-file", "tls.key", "--timeout", "60s", "--", "/reloadserver", "/run/secrets/tls.key")
+	s.waitLog(c.ID, "pid 1 serving with key "+fingerprint(k1))
+
+	s.srv.MustCLI(t, k2, "secret", "put", "examples/tls-key")
+	out := s.waitLog(c.ID, "pid 1 reloaded on SIGHUP, serving with key "+fingerprint(k2))
+	if strings.Count(out, "serving with key") != 2 {
+		t.Fatalf("want one start and one reload:\n%s", out)
+	}
+	s.eventually("signal logged by the agent", 10*time.Second, func() bool {
+		return strings.Contains(s.agent.Logs(), "signalled container after rotation")
+	})
+	s.srv.MustCLI(t, "", "rollout", "status", "examples/tls-key", "--timeout", "30s")
+	s.noValue(c, k1, k2)
+}
