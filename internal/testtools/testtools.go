@@ -1,6 +1,6 @@
 // Package testtools finds the heavy test tools that scripts/test-tools.sh
-// builds once into a cache directory outside the repository (Vault, etcd),
-// for tests that run them as real servers.
+// builds once into a cache directory outside the repository (Vault, etcd,
+// containerd), for tests that run them as real servers.
 //
 // A test that needs a tool calls Path; when the tool is missing the test
 // is skipped with a message saying how to build it, or fails when
@@ -18,6 +18,9 @@ import (
 const (
 	VaultVersion = "v1.21.1"
 	EtcdVersion  = "v3.6.16"
+	// ContainerdVersion: containerd, containerd-shim-runc-v2 and ctr (NRI
+	// on by default; runc comes from Debian).
+	ContainerdVersion = "v2.2.9"
 )
 
 // Dir is the cache directory: $COFFER_TOOLS, or /var/cache/coffer-tools.
@@ -33,6 +36,8 @@ const (
 	Vault   = "vault"
 	Etcd    = "etcd"
 	Etcdctl = "etcdctl"
+	// Containerd is the containerd binary; its shim and ctr sit beside it.
+	Containerd = "containerd"
 )
 
 // Path returns the path of a tool's binary, or skips (fails under
@@ -45,6 +50,8 @@ func Path(t testing.TB, tool string) string {
 		p, script = filepath.Join(Dir(), "vault-"+VaultVersion, "vault"), "vault"
 	case Etcd, Etcdctl:
 		p, script = filepath.Join(Dir(), "etcd-"+EtcdVersion, tool), "etcd"
+	case Containerd:
+		p, script = filepath.Join(Dir(), "containerd-"+ContainerdVersion, tool), "containerd"
 	default:
 		t.Fatalf("testtools: unknown tool %q", tool)
 	}
