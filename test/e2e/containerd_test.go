@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"coffer/internal/containerdtest"
+	"coffer/test/testkit"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	containerdtest.StopShared() // the containerd the Kubernetes-node tests share
+	os.Exit(code)
+}
+
+// TestContainerdPods runs coffer-agent --runtime containerd against a
+// private containerd (Debian's 1.6, and 2.2.9 when built) with
+// kubelet-shaped pods: a binding on a pod label and k8s.namespace reaches
+// the pod's container at /run/coffer, and neither a pod with the same
+// labels in another namespace nor one whose labels claim the namespace;
+// a rotation reaches the running container, a revocation removes the file,
+// a stop is audited as a removal, and the value is on no disk.
+func TestContainerdPods(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end with containerd")
+	}
+	for _, k := range []containerdtest.Kind{containerdtest.Debian, containerdtest.V2} {
+		t.Run(k.String(), func(t *testing.T) { testContainerdPods(t, containerdtest.Shared(t, k)) })
+	}
+}
+
+func testContainerdPods(t *testing.T, d *containerdtest.Daemon) {
+	dir := t.TempDir()
+	label := "e2e-" + randID()
+	s := &stack{t: t, dir: dir, label: label}
+	s.srv = testkit.StartServer(t, filepath.Join(dir, "server"))
+	join := strings.TrimSpace(s.srv.MustCLI(t, "", "token", "create", "--role", "agent", "--ttl", "10m"))
+	// The agent serves only this test's pods: other tests share the daemon.
+	s.agent = testkit.Start(t, testkit.Bin(t, "coffer-agent"), "--runtime", "containerd", "--containerd-socket", d.Socket,
+		"--server", s.srv.Addr, "--ca-cert", s.srv.CA, "--state-dir", filepath.Join(dir, "agent"), "--name", "k8s-node",
+		"--node-name", "node-1", "--log-level", "debug", "--only-labels", "coffer.test="+label, "--join-token", join)
+	s.eventually("agent connected", 20*time.Second, func() bool {
+		return strings.Contains(s.srv.MustCLI(t, "", "agent", "ls"), "connected")
+	})
+
+	v1, v2 := "k8s-v1-"+randID(), "k8s-v2-"+randID()
+	s.srv.MustCLI(t, v1, "secret", "put", "shop/db-password")
+	s.srv.MustCLI(t, "", "bind", "create", "web-db", "--secret", "shop/db-password", "--file", "db-password",
+		"--selector", "app=web,k8s.namespace=shop,k8s.container=web")
+
+	labels := map[string]string{"coffer.test": label, "app": "web"}
+	web := d.RunPod(t, containerdtest.Pod{Namespace: "shop", Name: "web-" + label, Labels: labels})
+	webID := d.RunContainer(t, web, containerdtest.Container{Name: "web"})
+	sidecarID := d.RunContainer(t, web, containerdtest.Container{Name: "sidecar"})
+	other := d.RunPod(t, containerdtest.Pod{Namespace: "other", Name: "web-" + label, Labels: labels})
+	otherID := d.RunContainer(t, other, containerdtest.Container{Name: "web"})
+	claims := map[string]string{"coffer.test": label, "app": "web", "k8s.namespace": "shop"}
+	evil := d.RunPod(t, containerdtest.Pod{Namespace: "evil", Name: "claims-" + label, Labels: claims})
+	evilID := d.RunContainer(t, evil, containerdtest.Container{Name: "web"})
+
+	read := func(id string) (string, bool) {
+		out, err := d.Exec(t, id, "cat", "/run/coffer/db-password")
+		return out, err == nil
+	}
+	waitContent := func(id, want string) {
+		t.Helper()
+		s.eventually("content in "+id[:12], 20*time.Second, func() bool { got, ok := read(id); return ok && got == want })
+	}
+	waitContent(webID, v1)
+	s.eventually("every container reported", 20*time.Second, func() bool { return s.servedContainers() >= 4 })
+	for name, id := range map[string]string{"sidecar": sidecarID, "other namespace": otherID, "claimed namespace": evilID} {
+		if _, ok := read(id); ok {
+			t.Errorf("the %s container got the secret", name)
+		}
+	}
+
+	s.srv.MustCLI(t, v2, "secret", "put", "shop/db-password")
+	waitContent(webID, v2)
+
+	s.srv.MustCLI(t, "", "bind", "rm", "web-db")
+	s.eventually("file revoked", 20*time.Second, func() bool { _, ok := read(webID); return !ok })
+
+	s.srv.MustCLI(t, "", "bind", "create", "web-db", "--secret", "shop/db-password", "--file", "db-password",
+		"--selector", "app=web,k8s.namespace=shop,k8s.container=web")
+	waitContent(webID, v2)
+	d.StopContainer(t, webID, 0)
+	s.eventually("removal audited", 20*time.Second, func() bool {
+		return strings.Contains(s.srv.MustCLI(t, "", "audit", "ls", "--action", "delivery.remove", "-o", "json"), webID)
+	})
+	audit := s.srv.MustCLI(t, "", "audit", "ls", "--secret", "shop/db-password", "-o", "json")
+	if !strings.Contains(audit, "shop/web-"+label+"/web") {
+		t.Errorf("audit records do not name the pod's container:\n%s", tail(audit))
+	}
+
+	s.srv.Stop()
+	s.agent.Stop()
+	for _, v := range []string{v1, v2} {
+		for _, root := range []string{d.Dir, dir} { // containerd's root and state, the server's and agent's dirs
+			if hits := grepTree(root, v); len(hits) > 0 {
+				t.Errorf("value found on disk: %v", hits)
+			}
+		}
+		if strings.Contains(s.srv.Logs(), v) || strings.Contains(s.agent.Logs(), v) {
+			t.Error("value in logs")
+		}
+	}
+	if !strings.Contains(s.agent.Logs(), `"runtime":"containerd"`) {
+		t.Errorf("agent did not log its runtime:\n%s", tail(s.agent.Logs()))
+	}
+}
