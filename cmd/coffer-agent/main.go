@@ -23,6 +23,7 @@ import (
 	"coffer/internal/container/containerd"
 	"coffer/internal/container/docker"
 	"coffer/internal/deliver/tmpfs"
+	"coffer/internal/nri"
 	"coffer/internal/version"
 )
 
@@ -33,7 +34,7 @@ func main() {
 
 func run() int {
 	var server, joinToken, caFile, stateDir, name, dockerHost, dir, logLevel string
-	var runtimeName, containerdSocket, nodeName string
+	var runtimeName, containerdSocket, nriSocket, nodeName string
 	var sizeMiB int
 	var onlyLabels map[string]string
 	hostname, _ := os.Hostname()
@@ -96,7 +97,7 @@ second of any server being reachable again. All share one CA and one
 			if err != nil {
 				return err
 			}
-			rt, closeRT, err := newRuntime(runtimeName, dockerHost, containerdSocket, log)
+			rt, ctrd, closeRT, err := newRuntime(runtimeName, dockerHost, containerdSocket, log)
 			if err != nil {
 				return err
 			}
@@ -109,7 +110,15 @@ second of any server being reachable again. All share one CA and one
 			v := version.Get()
 			log.Info("coffer-agent starting", "name", name, "server", server, "version", v.Version, "commit", v.Commit,
 				"runtime", runtimeName, "target_dir", dir, "node", nodeName)
-			return agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: d, Logger: log, OnlyLabels: onlyLabels}).Run(ctx)
+			ag := agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: d, Logger: log, OnlyLabels: onlyLabels})
+			if ctrd != nil && nriSocket != "" {
+				plugin, err := nri.New(nri.Config{Socket: nriSocket, Dir: dir, SizeBytes: int64(sizeMiB) << 20, Agent: ag, Identity: ctrd, Logger: log})
+				if err != nil {
+					return err
+				}
+				go plugin.Run(ctx)
+			}
+			return ag.Run(ctx)
 		},
 	}
 	cmd.SetVersionTemplate("coffer-agent {{.Version}}\n")
@@ -123,6 +132,7 @@ second of any server being reachable again. All share one CA and one
 	f.StringVar(&runtimeName, "runtime", "docker", "container runtime: docker, or containerd (its CRI, namespace k8s.io: Kubernetes nodes)")
 	f.StringVar(&dockerHost, "docker-host", "", "Docker engine address (default DOCKER_HOST or the local socket); --runtime docker only")
 	f.StringVar(&containerdSocket, "containerd-socket", containerd.DefaultSocket, "containerd's socket; --runtime containerd only")
+	f.StringVar(&nriSocket, "nri-socket", nri.DefaultSocket, "NRI socket for race-free first delivery (files written before the container's first instruction); empty: off; --runtime containerd only")
 	f.StringVar(&nodeName, "node-name", hostname, "this host's Kubernetes node name (logged; reserved for the server's API-server cross-check, not sent yet)")
 	f.StringVar(&dir, "target-dir", "/run/secrets", "directory inside containers where secrets land (default "+containerdTargetDir+" with --runtime containerd)")
 	f.IntVar(&sizeMiB, "tmpfs-size", 4, "size cap of the tmpfs in each container, MiB")
@@ -145,7 +155,7 @@ const containerdTargetDir = "/run/coffer"
 func checkRuntimeFlags(f *pflag.FlagSet, runtimeName string) error {
 	switch runtimeName {
 	case "docker":
-		for _, fl := range []string{"containerd-socket", "node-name"} {
+		for _, fl := range []string{"containerd-socket", "nri-socket", "node-name"} {
 			if f.Changed(fl) {
 				return fmt.Errorf("--%s: only with --runtime containerd", fl)
 			}
@@ -160,20 +170,21 @@ func checkRuntimeFlags(f *pflag.FlagSet, runtimeName string) error {
 	return nil
 }
 
-// newRuntime makes the runtime --runtime names.
-func newRuntime(runtimeName, dockerHost, containerdSocket string, log *slog.Logger) (container.Runtime, func(), error) {
+// newRuntime makes the runtime --runtime names (and returns it as ctrd too
+// when it is containerd's).
+func newRuntime(runtimeName, dockerHost, containerdSocket string, log *slog.Logger) (container.Runtime, *containerd.Runtime, func(), error) {
 	if runtimeName == "containerd" {
 		rt, err := containerd.New(containerd.Config{Socket: containerdSocket, Logger: log})
 		if err != nil {
-			return nil, nil, fmt.Errorf("--containerd-socket: %w", err)
+			return nil, nil, nil, fmt.Errorf("--containerd-socket: %w", err)
 		}
-		return rt, func() { rt.Close() }, nil
+		return rt, rt, func() { rt.Close() }, nil
 	}
 	rt, err := docker.New(docker.Config{Host: dockerHost, Logger: log})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return rt, func() { rt.Close() }, nil
+	return rt, nil, func() { rt.Close() }, nil
 }
 
 // flagAliases accepts the coffer CLI's flag names: --addr is --server,

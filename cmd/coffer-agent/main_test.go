@@ -32,7 +32,8 @@ func TestRuntimeFlags(t *testing.T) {
 	}{
 		{"docker", nil, true},
 		{"docker", []string{"docker-host"}, true},
-		{"containerd", []string{"containerd-socket", "node-name"}, true},
+		{"containerd", []string{"containerd-socket", "nri-socket", "node-name"}, true},
+		{"docker", []string{"nri-socket"}, false},
 		{"containerd", nil, true},
 		{"docker", []string{"containerd-socket"}, false},
 		{"docker", []string{"node-name"}, false},
@@ -41,7 +42,7 @@ func TestRuntimeFlags(t *testing.T) {
 		{"", nil, false},
 	} {
 		f := pflag.NewFlagSet("t", pflag.ContinueOnError)
-		for _, n := range []string{"docker-host", "containerd-socket", "node-name"} {
+		for _, n := range []string{"docker-host", "containerd-socket", "nri-socket", "node-name"} {
 			f.String(n, "", "")
 		}
 		for _, n := range c.set {

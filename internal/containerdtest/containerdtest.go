@@ -290,7 +290,9 @@ func (d *Daemon) ping() error {
 	return errors.New("no CRI plugin yet")
 }
 
-// tail is the end of the daemon's log.
+// Tail is the end of the daemon's log.
+func (d *Daemon) Tail() string { return d.tail() }
+
 func (d *Daemon) tail() string {
 	b, _ := os.ReadFile(filepath.Join(d.Dir, "containerd.log"))
 	if len(b) > 3000 {
@@ -576,6 +578,10 @@ func (d *Daemon) RunPod(t testing.TB, p Pod) PodRef {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	// The kubelet makes the pod's log directory; the CRI does not.
+	if err := os.MkdirAll(cfg.LogDirectory, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	resp, err := d.CRI.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 	if err != nil {
 		t.Fatalf("containerdtest: run pod %s/%s: %v", p.Namespace, p.Name, err)
@@ -606,6 +612,7 @@ type Container struct {
 	// with Image (or AppImage) as UserSpecifiedImage only if UserImage.
 	ImageByID, UserImage bool
 	Annotations          map[string]string
+	Attempt              uint32 // restart count: a container of the same name needs a new one
 }
 
 // RunContainer creates and starts a container in pod p and returns its id.
@@ -629,7 +636,7 @@ func (d *Daemon) RunContainer(t testing.TB, p PodRef, c Container) string {
 	}
 	md := p.Config.GetMetadata()
 	cfg := &runtimeapi.ContainerConfig{
-		Metadata: &runtimeapi.ContainerMetadata{Name: c.Name},
+		Metadata: &runtimeapi.ContainerMetadata{Name: c.Name, Attempt: c.Attempt},
 		Image:    spec,
 		Command:  c.Cmd,
 		Labels: map[string]string{
@@ -639,7 +646,7 @@ func (d *Daemon) RunContainer(t testing.TB, p PodRef, c Container) string {
 			"io.kubernetes.pod.uid":        md.GetUid(),
 		},
 		Annotations: c.Annotations,
-		LogPath:     c.Name + ".log",
+		LogPath:     logPath(c.Name, c.Attempt),
 		Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
 			NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE},
 		}},
@@ -655,6 +662,31 @@ func (d *Daemon) RunContainer(t testing.TB, p PodRef, c Container) string {
 		t.Fatalf("containerdtest: start container %s: %v", c.Name, err)
 	}
 	return id
+}
+
+func logPath(name string, attempt uint32) string {
+	return name + "_" + strconv.FormatUint(uint64(attempt), 10) + ".log"
+}
+
+// Log returns what container name (of attempt) in pod p wrote to its
+// stdout and stderr, without the CRI log format's prefixes.
+func (d *Daemon) Log(t testing.TB, p PodRef, name string, attempt uint32) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(p.Config.GetLogDirectory(), logPath(name, attempt)))
+	if err != nil {
+		return ""
+	}
+	var out strings.Builder
+	for line := range strings.SplitSeq(string(b), "\n") {
+		// "<time> stdout|stderr F|P <text>"
+		if f := strings.SplitN(line, " ", 4); len(f) == 4 {
+			out.WriteString(f[3])
+			if f[2] == "F" {
+				out.WriteString("\n")
+			}
+		}
+	}
+	return out.String()
 }
 
 // StopContainer stops a container (SIGTERM, SIGKILL after timeout seconds).

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -42,7 +43,8 @@ func testContainerdPods(t *testing.T, d *containerdtest.Daemon) {
 	// The agent serves only this test's pods: other tests share the daemon.
 	s.agent = testkit.Start(t, testkit.Bin(t, "coffer-agent"), "--runtime", "containerd", "--containerd-socket", d.Socket,
 		"--server", s.srv.Addr, "--ca-cert", s.srv.CA, "--state-dir", filepath.Join(dir, "agent"), "--name", "k8s-node",
-		"--node-name", "node-1", "--log-level", "debug", "--only-labels", "coffer.test="+label, "--join-token", join)
+		"--node-name", "node-1", "--log-level", "debug", "--only-labels", "coffer.test="+label, "--join-token", join,
+		"--nri-socket", d.NRISocket) // empty on 1.6: NRI off
 	s.eventually("agent connected", 20*time.Second, func() bool {
 		return strings.Contains(s.srv.MustCLI(t, "", "agent", "ls"), "connected")
 	})
@@ -71,6 +73,21 @@ func testContainerdPods(t *testing.T, d *containerdtest.Daemon) {
 		s.eventually("content in "+id[:12], 20*time.Second, func() bool { got, ok := read(id); return ok && got == want })
 	}
 	waitContent(webID, v1)
+	if d.Kind == containerdtest.V2 {
+		// NRI: the file is there before the container's first instruction.
+		// A restart of the container (attempt 1, a new id): it must see its
+		// file at its first instruction.
+		first := d.RunContainer(t, web, containerdtest.Container{Name: "web", Attempt: 1, Cmd: []string{"sh", "-c", "test -s /run/coffer/db-password && echo PRESENT $(wc -c < /run/coffer/db-password) || echo MISSING; sleep 3600"}})
+		s.eventually("first instruction's output", 20*time.Second, func() bool {
+			out := d.Log(t, web, "web", 1)
+			return strings.Contains(out, "PRESENT") || strings.Contains(out, "MISSING")
+		})
+		// Its size, not its value: the log is on the host's disk.
+		if out := d.Log(t, web, "web", 1); !strings.Contains(out, fmt.Sprintf("PRESENT %d", len(v1))) {
+			t.Errorf("the container's first instruction did not see its file: %q\nagent:\n%s", out, tail(s.agent.Logs()))
+		}
+		d.StopContainer(t, first, 0)
+	}
 	s.eventually("every container reported", 20*time.Second, func() bool { return s.servedContainers() >= 4 })
 	for name, id := range map[string]string{"sidecar": sidecarID, "other namespace": otherID, "claimed namespace": evilID} {
 		if _, ok := read(id); ok {
@@ -107,6 +124,9 @@ func testContainerdPods(t *testing.T, d *containerdtest.Daemon) {
 		if strings.Contains(s.srv.Logs(), v) || strings.Contains(s.agent.Logs(), v) {
 			t.Error("value in logs")
 		}
+	}
+	if d.Kind == containerdtest.V2 && !strings.Contains(s.agent.Logs(), "NRI plugin registered") {
+		t.Errorf("the agent's NRI plugin did not register:\n%s", tail(s.agent.Logs()))
 	}
 	if !strings.Contains(s.agent.Logs(), `"runtime":"containerd"`) {
 		t.Errorf("agent did not log its runtime:\n%s", tail(s.agent.Logs()))

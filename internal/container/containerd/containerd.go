@@ -235,6 +235,37 @@ func (r *Runtime) info(ctx context.Context, c *runtimeapi.Container, pid uint32)
 	return info, nil
 }
 
+// Pending returns the Info of a container the CRI is creating in sandbox
+// sandboxID, before containerd or the CRI list it (an NRI CreateContainer
+// request gives its id, name and image): the pod's identity comes from the
+// CRI, the image's id and labels from the CRI's image service. PID is 0.
+func (r *Runtime) Pending(ctx context.Context, sandboxID, id, name, image string) (container.Info, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.CallTimeout)
+	defer cancel()
+	for _, f := range []string{name, image, id} {
+		if err := checkField(f); err != nil {
+			return container.Info{}, fmt.Errorf("containerd: pending %s: %w: %w", clip(id), errIdentity, err)
+		}
+	}
+	pd, err := r.pod(ctx, sandboxID)
+	if err != nil {
+		return container.Info{}, fmt.Errorf("containerd: pending %s: %w", clip(id), err)
+	}
+	info := container.Info{ID: id, Name: pd.namespace + "/" + pd.name + "/" + name, Labels: labelsOf(pd, name), Image: image, ImageLabels: map[string]string{}}
+	if image != "" {
+		resp, err := r.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: image}})
+		if err == nil && resp.GetImage() != nil {
+			info.ImageDigest = resp.GetImage().GetId()
+			im := r.image(ctx, info.ImageDigest)
+			info.ImageLabels = im.labels
+			if strings.HasPrefix(image, "sha256:") && im.name != "" {
+				info.Image = im.name
+			}
+		}
+	}
+	return info, nil
+}
+
 // pod returns a sandbox's identity, from the cache or the CRI.
 func (r *Runtime) pod(ctx context.Context, sandboxID string) (pod, error) {
 	if p, ok := r.pods.get(sandboxID); ok {

@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"coffer/internal/container"
+)
+
+// Race-free first delivery (a runtime hook such as NRI's, on Kubernetes
+// nodes): the hook reports a container when it is created, before its
+// process exists (Prepare), so that the server's answer is in the agent's
+// memory by the time the container starts; when the container's process
+// exists but has not run its first instruction, the hook calls StartNow,
+// which writes the files the agent holds for it from memory, never waiting
+// on the server. A container whose state has not arrived by then starts
+// without its files and gets them as soon as they come (fail-open).
+
+// Prepare reports a container that is being created (info.PID is 0) to the
+// server, unless the agent does not serve it (OnlyLabels). The desired
+// state the server sends waits, in memory, for StartNow or the runtime's
+// Started. It reports whether the agent serves the container.
+func (a *Agent) Prepare(info container.Info) bool {
+	if !a.serves(info) {
+		return false
+	}
+	info.PID = 0
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if cur, ok := a.running[info.ID]; ok && cur.PID != 0 {
+		return true // already running: nothing to prepare
+	}
+	a.running[info.ID] = info
+	a.enqueueLocked(startedMsg(info))
+	return true
+}
+
+// StartNow applies, in the caller's goroutine and within limit, the state
+// the agent holds for a container whose process now exists (info.PID set)
+// but has not started; later states are applied by a worker bound to ctx.
+// It returns at once if the agent holds no state for it yet or a worker
+// already applies it: the state then follows as usual (fail-open).
+func (a *Agent) StartNow(ctx context.Context, info container.Info, limit time.Duration) {
+	if !a.serves(info) || info.PID == 0 {
+		return
+	}
+	a.mu.Lock()
+	if _, ok := a.running[info.ID]; !ok {
+		// Not prepared (the agent restarted in between): report it now;
+		// its files follow the server's answer.
+		a.running[info.ID] = info
+		a.enqueueLocked(startedMsg(info))
+		a.mu.Unlock()
+		return
+	}
+	a.running[info.ID] = info
+	t := a.targets[info.ID]
+	if t == nil || t.busy || t.want == nil {
+		if t != nil {
+			t.info = info
+		}
+		a.mu.Unlock()
+		return
+	}
+	t.info = info
+	t.busy = true
+	a.mu.Unlock()
+	sctx, cancel := context.WithTimeout(ctx, limit)
+	more := a.step(sctx, t)
+	cancel()
+	if more {
+		go a.work(ctx, t) // t is still busy: the worker takes it over
+	}
+}
+
+// kickLocked starts t's worker if a wanted state waits and none runs.
+func (a *Agent) kickLocked(ctx context.Context, t *target) {
+	if t.want != nil && !t.busy && !t.gone && t.info.PID != 0 {
+		t.busy = true
+		go a.work(ctx, t)
+	}
+}
