@@ -64,13 +64,16 @@ func (a *Agent) handleDesired(ctx context.Context, d *cofferv1.Desired) {
 // work applies a container's newest desired state until none is left. One
 // worker runs per container at a time; containers are served in parallel.
 func (a *Agent) work(ctx context.Context, t *target) {
-	for a.step(ctx, t) {
+	for {
+		if more, _ := a.step(ctx, t); !more {
+			return
+		}
 	}
 }
 
 // step applies t's newest wanted state once, and reports false (t no
-// longer busy) when there was none to apply.
-func (a *Agent) step(ctx context.Context, t *target) bool {
+// longer busy) when there was none to apply; err is the Deliverer's.
+func (a *Agent) step(ctx context.Context, t *target) (more bool, err error) {
 	a.mu.Lock()
 	d := t.want
 	// A container reported before its process exists (Prepare) waits
@@ -81,7 +84,7 @@ func (a *Agent) step(ctx context.Context, t *target) bool {
 			a.dropTargetLocked(t)
 		}
 		a.mu.Unlock()
-		return false
+		return false, nil
 	}
 	// The reference moves from want to current.
 	t.want = nil
@@ -106,7 +109,7 @@ func (a *Agent) step(ctx context.Context, t *target) bool {
 	a.appliedCnt++
 	a.enqueueLocked(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Applied{Applied: ack}})
 	a.mu.Unlock()
-	return true
+	return true, err
 }
 
 // filesLocked turns a desired state into files whose values point into the

@@ -40,9 +40,16 @@ func (a *Agent) Prepare(info container.Info) bool {
 // but has not started; later states are applied by a worker bound to ctx.
 // It returns at once if the agent holds no state for it yet or a worker
 // already applies it: the state then follows as usual (fail-open).
-func (a *Agent) StartNow(ctx context.Context, info container.Info, limit time.Duration) {
-	if !a.serves(info) || info.PID == 0 {
-		return
+//
+// ready reports whether the container now holds what the server last said
+// it must (which may be nothing), or is not served: a hook that enforces
+// fail-closed for a pod refuses the start when it is false.
+func (a *Agent) StartNow(ctx context.Context, info container.Info, limit time.Duration) (ready bool) {
+	if !a.serves(info) {
+		return true
+	}
+	if info.PID == 0 {
+		return false
 	}
 	a.mu.Lock()
 	if _, ok := a.running[info.ID]; !ok {
@@ -51,26 +58,30 @@ func (a *Agent) StartNow(ctx context.Context, info container.Info, limit time.Du
 		a.running[info.ID] = info
 		a.enqueueLocked(startedMsg(info))
 		a.mu.Unlock()
-		return
+		return false
 	}
 	a.running[info.ID] = info
 	t := a.targets[info.ID]
 	if t == nil || t.busy || t.want == nil {
+		done := false
 		if t != nil {
 			t.info = info
+			// Applied already (the runtime's start came first), nothing pending.
+			done = !t.busy && t.want == nil && t.current != nil
 		}
 		a.mu.Unlock()
-		return
+		return done
 	}
 	t.info = info
 	t.busy = true
 	a.mu.Unlock()
 	sctx, cancel := context.WithTimeout(ctx, limit)
-	more := a.step(sctx, t)
+	more, err := a.step(sctx, t)
 	cancel()
 	if more {
 		go a.work(ctx, t) // t is still busy: the worker takes it over
 	}
+	return more && err == nil
 }
 
 // kickLocked starts t's worker if a wanted state waits and none runs.

@@ -30,7 +30,9 @@ func TestPrepareThenStartNow(t *testing.T) {
 		t.Fatalf("%d applies before the container had a pid", n)
 	}
 	info.PID = 4242
-	a.StartNow(context.Background(), info, time.Second)
+	if !a.StartNow(context.Background(), info, time.Second) {
+		t.Error("StartNow: not ready after writing the files")
+	}
 	if f, ok := d.Files("pod-c1")["db"]; !ok || string(f.Value) != "v1" {
 		t.Fatalf("after StartNow the files are %v", d.Files("pod-c1"))
 	}
@@ -39,7 +41,9 @@ func TestPrepareThenStartNow(t *testing.T) {
 	if a.Prepare(container.Info{ID: "pod-c2", Labels: map[string]string{"app": "web"}}) {
 		t.Error("Prepare served a container without the opt-in label")
 	}
-	a.StartNow(context.Background(), container.Info{ID: "pod-c2", Labels: map[string]string{"app": "web"}, PID: 4243}, time.Second)
+	if !a.StartNow(context.Background(), container.Info{ID: "pod-c2", Labels: map[string]string{"app": "web"}, PID: 4243}, time.Second) {
+		t.Error("StartNow: an unserved container is not ready (it needs nothing of Coffer)")
+	}
 	if d.Applies("pod-c2") != 0 {
 		t.Error("an unserved container was delivered to")
 	}
@@ -47,6 +51,8 @@ func TestPrepareThenStartNow(t *testing.T) {
 	// Not prepared (say the agent restarted in between): StartNow reports
 	// it and returns at once; the files follow.
 	late := container.Info{ID: "pod-c3", Labels: map[string]string{"app": "web", "served": "yes"}, PID: 4244}
-	a.StartNow(context.Background(), late, time.Second)
+	if a.StartNow(context.Background(), late, time.Second) {
+		t.Error("StartNow: ready for a container the server has not answered for")
+	}
 	waitValue(t, d, "pod-c3", "db", "v1")
 }

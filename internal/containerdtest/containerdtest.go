@@ -618,6 +618,17 @@ type Container struct {
 // RunContainer creates and starts a container in pod p and returns its id.
 func (d *Daemon) RunContainer(t testing.TB, p PodRef, c Container) string {
 	t.Helper()
+	id, err := d.TryRunContainer(t, p, c)
+	if err != nil {
+		t.Fatalf("containerdtest: %v", err)
+	}
+	return id
+}
+
+// TryRunContainer is RunContainer returning the CRI's error (the container
+// is removed with its pod).
+func (d *Daemon) TryRunContainer(t testing.TB, p PodRef, c Container) (string, error) {
+	t.Helper()
 	if c.Name == "" {
 		c.Name = "app"
 	}
@@ -655,13 +666,13 @@ func (d *Daemon) RunContainer(t testing.TB, p PodRef, c Container) string {
 	defer cancel()
 	resp, err := d.CRI.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: p.ID, Config: cfg, SandboxConfig: p.Config})
 	if err != nil {
-		t.Fatalf("containerdtest: create container %s: %v", c.Name, err)
+		return "", fmt.Errorf("create container %s: %w", c.Name, err)
 	}
 	id := resp.GetContainerId()
 	if _, err := d.CRI.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
-		t.Fatalf("containerdtest: start container %s: %v", c.Name, err)
+		return id, fmt.Errorf("start container %s: %w", c.Name, err)
 	}
-	return id
+	return id, nil
 }
 
 func logPath(name string, attempt uint32) string {

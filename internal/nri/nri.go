@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,10 +46,18 @@ const DefaultSocket = "/var/run/nri/nri.sock"
 // while it is absent (with containerd's default validator enabled).
 const PluginName = "coffer"
 
+// RequireAnnotation is the pod annotation that makes its containers
+// fail-closed: with the value "true", a container whose files the agent
+// does not hold at StartContainer (the server is down or has not answered)
+// is refused, and the kubelet retries it with its back-off (10 s doubling
+// to 5 min); the retry passes once the files can be written. Without it
+// containers start and get their files as soon as they come (fail-open).
+const RequireAnnotation = "coffer/require-secrets"
+
 // Agent is what the plugin needs of the agent (*agent.Agent).
 type Agent interface {
 	Prepare(info container.Info) bool
-	StartNow(ctx context.Context, info container.Info, limit time.Duration)
+	StartNow(ctx context.Context, info container.Info, limit time.Duration) (ready bool)
 }
 
 // Identity reads a container being created from the runtime
@@ -78,9 +87,9 @@ type Plugin struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	pending map[string]container.Info // created, not started yet
-	runCtx  context.Context           // Run's: bounds the workers StartNow hands over to
-	up      bool                      // registered with NRI
+	pending map[string]pending // created, not started yet
+	runCtx  context.Context    // Run's: bounds the workers StartNow hands over to
+	up      bool               // registered with NRI
 }
 
 // Connected reports whether the plugin is registered with NRI now.
@@ -123,7 +132,22 @@ func New(cfg Config) (*Plugin, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Plugin{cfg: cfg, log: log.With("component", "nri"), pending: map[string]container.Info{}}, nil
+	return &Plugin{cfg: cfg, log: log.With("component", "nri"), pending: map[string]pending{}}, nil
+}
+
+// pending is what CreateContainer decided for a container.
+type pending struct {
+	info     container.Info
+	prepared bool // reported to the agent, which serves it
+}
+
+// remember records a create's decision, within bounds.
+func (p *Plugin) remember(id string, e pending) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.pending) < maxPending {
+		p.pending[id] = e
+	}
 }
 
 // Run connects to NRI and serves it until ctx ends, reconnecting with
@@ -195,18 +219,17 @@ func (p *Plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, ctr *
 	defer cancel()
 	info, err := p.cfg.Identity.Pending(ctx, pod.GetId(), ctr.GetId(), ctr.GetName(), ctr.GetAnnotations()["io.kubernetes.cri.image-name"])
 	if err != nil {
-		// Fail-open: the runtime's events report it after start, or skip it.
+		// Fail-open, even for a pod that requires its secrets (they could
+		// never come): the runtime's events report it after start, or skip it.
 		p.log.Warn("container identity not readable at create; no early delivery", "id", ctr.GetId(), "err", err)
+		p.remember(ctr.GetId(), pending{})
 		return nil, nil, nil
 	}
 	if !p.cfg.Agent.Prepare(info) {
+		p.remember(ctr.GetId(), pending{})
 		return nil, nil, nil // not served (--only-labels): untouched
 	}
-	p.mu.Lock()
-	if len(p.pending) < maxPending {
-		p.pending[info.ID] = info
-	}
-	p.mu.Unlock()
+	p.remember(info.ID, pending{info: info, prepared: true})
 	adj := &api.ContainerAdjustment{}
 	adj.AddMount(&api.Mount{
 		Destination: p.cfg.Dir,
@@ -224,12 +247,23 @@ const maxPending = 4096
 // StartContainer writes the files the agent holds for the container.
 func (p *Plugin) StartContainer(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) error {
 	p.mu.Lock()
-	info, ok := p.pending[ctr.GetId()]
+	e, ok := p.pending[ctr.GetId()]
 	delete(p.pending, ctr.GetId())
 	p.mu.Unlock()
-	if !ok || ctr.GetPid() == 0 {
-		return nil // not prepared (the plugin restarted, or not served): the runtime's events take it
+	required := pod.GetAnnotations()[RequireAnnotation] == "true"
+	if !ok {
+		// Created while the plugin was away: the runtime's events take it.
+		// A pod that requires its secrets waits for the kubelet's retry,
+		// which is created with the plugin here.
+		if required {
+			return p.refuse(pod, ctr, "it was created while Coffer's NRI plugin was not connected")
+		}
+		return nil
 	}
+	if !e.prepared || ctr.GetPid() == 0 {
+		return nil // not served, or its identity cannot be read
+	}
+	info := e.info
 	info.PID = int(ctr.GetPid())
 	start := time.Now()
 	p.mu.Lock()
@@ -238,9 +272,28 @@ func (p *Plugin) StartContainer(ctx context.Context, pod *api.PodSandbox, ctr *a
 	if runCtx == nil {
 		runCtx = context.WithoutCancel(ctx)
 	}
-	p.cfg.Agent.StartNow(runCtx, info, p.cfg.Limit)
-	p.log.Debug("container starting", "id", info.ID, "name", info.Name, "took", time.Since(start))
+	ready := p.cfg.Agent.StartNow(runCtx, info, p.cfg.Limit)
+	p.log.Debug("container starting", "id", info.ID, "name", info.Name, "ready", ready, "took", time.Since(start))
+	if !ready && required {
+		return p.refuse(pod, ctr, "the agent does not hold its secrets yet (the server is unreachable or has not answered)")
+	}
 	return nil
+}
+
+// refuse fails a container's start, for a pod annotated RequireAnnotation.
+func (p *Plugin) refuse(pod *api.PodSandbox, ctr *api.Container, why string) error {
+	p.log.Warn("refusing to start a container of a pod that requires its secrets; the kubelet retries it",
+		"pod", clip(pod.GetNamespace()+"/"+pod.GetName()), "container", clip(ctr.GetName()), "why", why)
+	return fmt.Errorf("coffer: container %s of pod %s/%s not started: %s (pod annotated %s=true; the kubelet retries)",
+		clip(ctr.GetName()), clip(pod.GetNamespace()), clip(pod.GetName()), why, RequireAnnotation)
+}
+
+// clip bounds text from the runtime in logs and errors.
+func clip(s string) string {
+	if len(s) > 256 {
+		s = s[:256] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
 }
 
 // RemoveContainer forgets a container that was created and never started.

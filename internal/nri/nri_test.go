@@ -28,8 +28,9 @@ func TestMain(m *testing.M) {
 // containers whose pods carry app=web, and writes them with the real
 // Deliverer when asked.
 type cacheAgent struct {
-	del   *tmpfs.Deliverer
-	value string
+	del      *tmpfs.Deliverer
+	value    string
+	notReady bool // as if the server had not answered
 
 	mu       sync.Mutex
 	prepared map[string]container.Info
@@ -46,7 +47,13 @@ func (a *cacheAgent) Prepare(info container.Info) bool {
 	return true
 }
 
-func (a *cacheAgent) StartNow(ctx context.Context, info container.Info, limit time.Duration) {
+func (a *cacheAgent) StartNow(ctx context.Context, info container.Info, limit time.Duration) bool {
+	a.mu.Lock()
+	notReady := a.notReady
+	a.mu.Unlock()
+	if notReady {
+		return false
+	}
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	var files []secret.File
@@ -57,6 +64,7 @@ func (a *cacheAgent) StartNow(ctx context.Context, info container.Info, limit ti
 	a.mu.Lock()
 	a.started[info.ID] = err
 	a.mu.Unlock()
+	return err == nil
 }
 
 // TestFirstInstructionSeesFile: with the plugin registered in containerd
@@ -195,6 +203,59 @@ func waitLog(t *testing.T, d *containerdtest.Daemon, p containerdtest.PodRef, na
 				names = append(names, e.Name())
 			}
 			t.Fatalf("container %s wrote nothing within 30s; log dir %s holds %v; containerd log:\n%s", name, p.Config.GetLogDirectory(), names, d.Tail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRequireSecrets: a pod annotated coffer/require-secrets=true does not
+// start a container whose files the agent does not hold, and its retry
+// (the kubelet's, a new attempt) starts with its file once they are there;
+// a pod without the annotation starts regardless (fail-open).
+func TestRequireSecrets(t *testing.T) {
+	d := containerdtest.Shared(t, containerdtest.V2)
+	rt, err := containerd.New(containerd.Config{Socket: d.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	del, err := tmpfs.New(tmpfs.Config{Dir: "/run/coffer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer del.Close()
+	ag := &cacheAgent{del: del, value: "required-value", notReady: true, prepared: map[string]container.Info{}, started: map[string]error{}}
+	p, err := nri.New(nri.Config{Socket: d.NRISocket, Dir: "/run/coffer", Agent: ag, Identity: rt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitRegistered(t, p)
+
+	cmd := []string{"sh", "-c", "cat /run/coffer/db-password || echo MISSING; echo; sleep 3600"}
+	strict := d.RunPod(t, containerdtest.Pod{Name: "strict", Labels: map[string]string{"app": "web"}, Annotations: map[string]string{nri.RequireAnnotation: "true"}})
+	if _, err := d.TryRunContainer(t, strict, containerdtest.Container{Name: "web", Cmd: cmd}); err == nil || !strings.Contains(err.Error(), nri.RequireAnnotation) {
+		t.Fatalf("a pod requiring its secrets started without them: %v", err)
+	}
+	lax := d.RunPod(t, containerdtest.Pod{Name: "lax", Labels: map[string]string{"app": "web"}})
+	d.RunContainer(t, lax, containerdtest.Container{Name: "web", Cmd: cmd})
+	if out := waitLog(t, d, lax, "web"); !strings.Contains(out, "MISSING") {
+		t.Errorf("fail-open pod: %q", out)
+	}
+
+	ag.mu.Lock()
+	ag.notReady = false // the server answered
+	ag.mu.Unlock()
+	if _, err := d.TryRunContainer(t, strict, containerdtest.Container{Name: "web", Attempt: 1, Cmd: cmd}); err != nil {
+		t.Fatalf("the retry did not start: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(d.Log(t, strict, "web", 1), "required-value") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the retry's first instruction did not see its file: %q", d.Log(t, strict, "web", 1))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"coffer/internal/containerdtest"
+	"coffer/internal/nri"
 	"coffer/test/testkit"
 )
 
@@ -111,6 +112,36 @@ func testContainerdPods(t *testing.T, d *containerdtest.Daemon) {
 	audit := s.srv.MustCLI(t, "", "audit", "ls", "--secret", "shop/db-password", "-o", "json")
 	if !strings.Contains(audit, "shop/web-"+label+"/web") {
 		t.Errorf("audit records do not name the pod's container:\n%s", tail(audit))
+	}
+
+	if d.Kind == containerdtest.V2 {
+		// Fail-closed per pod: while the server is down, a pod annotated
+		// coffer/require-secrets=true does not start; the kubelet's retry
+		// (a new attempt) starts with its file once the server is back.
+		s.srv.Stop()
+		s.eventually("agent disconnected", 20*time.Second, func() bool { return strings.Contains(s.agent.Logs(), "no server stream") })
+		strict := d.RunPod(t, containerdtest.Pod{Namespace: "shop", Name: "strict-" + label, Labels: labels,
+			Annotations: map[string]string{nri.RequireAnnotation: "true"}})
+		present := []string{"sh", "-c", "test -s /run/coffer/db-password && echo PRESENT $(wc -c < /run/coffer/db-password) || echo MISSING; sleep 3600"}
+		if _, err := d.TryRunContainer(t, strict, containerdtest.Container{Name: "web", Cmd: present}); err == nil || !strings.Contains(err.Error(), nri.RequireAnnotation) {
+			t.Fatalf("a pod requiring its secrets started while the server was down: %v", err)
+		}
+		s.srv = testkit.StartServerAt(t, s.srv.Addr, s.srv.DataDir)
+		attempt := uint32(0)
+		s.eventually("the retry started", 30*time.Second, func() bool {
+			attempt++
+			_, err := d.TryRunContainer(t, strict, containerdtest.Container{Name: "web", Attempt: attempt, Cmd: present})
+			if err != nil {
+				time.Sleep(500 * time.Millisecond) // the kubelet's back-off, shortened
+			}
+			return err == nil
+		})
+		s.eventually("the retry's first instruction ran", 20*time.Second, func() bool {
+			return strings.Contains(d.Log(t, strict, "web", attempt), "PRESENT") || strings.Contains(d.Log(t, strict, "web", attempt), "MISSING")
+		})
+		if out := d.Log(t, strict, "web", attempt); !strings.Contains(out, fmt.Sprintf("PRESENT %d", len(v2))) {
+			t.Errorf("the retry's first instruction did not see its file: %q", out)
+		}
 	}
 
 	s.srv.Stop()
