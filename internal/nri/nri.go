@@ -13,11 +13,13 @@
 //     from memory (StartNow), never waiting on the server.
 //
 // Every request is answered well inside NRI's 2 s timeout (a timeout makes
-// containerd drop the plugin). Fail-open: a container whose state has not
-// arrived, or whose identity cannot be read, starts anyway and gets its
-// files as soon as they come, as on Docker; a plugin that is down only
-// costs the early delivery (containerd then starts containers without the
-// mount). The plugin reconnects when containerd restarts.
+// containerd drop the plugin). Fail-open by default: a container whose
+// state has not arrived, or whose identity cannot be read, starts anyway
+// and gets its files as soon as they come, as on Docker; a plugin that is
+// down only costs the early delivery (containerd then starts containers
+// without the mount). Fail-closed for a pod annotated RequireAnnotation:
+// the start is refused and the kubelet retries. The plugin reconnects when
+// containerd restarts.
 package nri
 
 import (
