@@ -84,6 +84,19 @@ func (a *Agent) StartNow(ctx context.Context, info container.Info, limit time.Du
 	return more && err == nil
 }
 
+// Forget drops a container that was prepared and never got a pid (its
+// start failed, or was refused): the server forgets it and the values it
+// was sent leave memory. A container that runs is left to the runtime's
+// events.
+func (a *Agent) Forget(ctx context.Context, id string) {
+	a.mu.Lock()
+	info, ok := a.running[id]
+	a.mu.Unlock()
+	if ok && info.PID == 0 {
+		a.stopped(ctx, id)
+	}
+}
+
 // kickLocked starts t's worker if a wanted state waits and none runs.
 func (a *Agent) kickLocked(ctx context.Context, t *target) {
 	if t.want != nil && !t.busy && !t.gone && t.info.PID != 0 {

@@ -55,4 +55,16 @@ func TestPrepareThenStartNow(t *testing.T) {
 		t.Error("StartNow: ready for a container the server has not answered for")
 	}
 	waitValue(t, d, "pod-c3", "db", "v1")
+
+	// A prepared container whose start failed is forgotten; a running one
+	// is left to the runtime.
+	ghost := container.Info{ID: "pod-c4", Labels: map[string]string{"app": "web", "served": "yes"}}
+	a.Prepare(ghost)
+	waitStats(t, a, func(s agent.Stats) bool { return s.Containers == 3 })
+	a.Forget(context.Background(), "pod-c4")
+	a.Forget(context.Background(), "pod-c1")
+	waitStats(t, a, func(s agent.Stats) bool { return s.Containers == 2 })
+	if _, ok := d.Files("pod-c1")["db"]; !ok {
+		t.Error("Forget removed a running container")
+	}
 }

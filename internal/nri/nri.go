@@ -60,6 +60,7 @@ const RequireAnnotation = "coffer/require-secrets"
 type Agent interface {
 	Prepare(info container.Info) bool
 	StartNow(ctx context.Context, info container.Info, limit time.Duration) (ready bool)
+	Forget(ctx context.Context, id string)
 }
 
 // Identity reads a container being created from the runtime
@@ -298,12 +299,24 @@ func clip(s string) string {
 	return strings.ToValidUTF8(s, "?")
 }
 
+// StopContainer forgets a container whose start failed or was refused
+// (containerd stops it through NRI then), and is a no-op for others.
+func (p *Plugin) StopContainer(ctx context.Context, _ *api.PodSandbox, ctr *api.Container) ([]*api.ContainerUpdate, error) {
+	p.forget(ctx, ctr.GetId())
+	return nil, nil
+}
+
 // RemoveContainer forgets a container that was created and never started.
-func (p *Plugin) RemoveContainer(_ context.Context, _ *api.PodSandbox, ctr *api.Container) error {
-	p.mu.Lock()
-	delete(p.pending, ctr.GetId())
-	p.mu.Unlock()
+func (p *Plugin) RemoveContainer(ctx context.Context, _ *api.PodSandbox, ctr *api.Container) error {
+	p.forget(ctx, ctr.GetId())
 	return nil
+}
+
+func (p *Plugin) forget(ctx context.Context, id string) {
+	p.mu.Lock()
+	delete(p.pending, id)
+	p.mu.Unlock()
+	p.cfg.Agent.Forget(ctx, id)
 }
 
 // logAdapter sends NRI's own log lines to the agent's logger.

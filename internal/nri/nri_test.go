@@ -35,6 +35,7 @@ type cacheAgent struct {
 	mu       sync.Mutex
 	prepared map[string]container.Info
 	started  map[string]error
+	forgot   map[string]bool
 }
 
 func (a *cacheAgent) Prepare(info container.Info) bool {
@@ -45,6 +46,15 @@ func (a *cacheAgent) Prepare(info container.Info) bool {
 	}
 	a.prepared[info.ID] = info
 	return true
+}
+
+func (a *cacheAgent) Forget(_ context.Context, id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.forgot == nil {
+		a.forgot = map[string]bool{}
+	}
+	a.forgot[id] = true
 }
 
 func (a *cacheAgent) StartNow(ctx context.Context, info container.Info, limit time.Duration) bool {
@@ -237,8 +247,23 @@ func TestRequireSecrets(t *testing.T) {
 
 	cmd := []string{"sh", "-c", "cat /run/coffer/db-password || echo MISSING; echo; sleep 3600"}
 	strict := d.RunPod(t, containerdtest.Pod{Name: "strict", Labels: map[string]string{"app": "web"}, Annotations: map[string]string{nri.RequireAnnotation: "true"}})
-	if _, err := d.TryRunContainer(t, strict, containerdtest.Container{Name: "web", Cmd: cmd}); err == nil || !strings.Contains(err.Error(), nri.RequireAnnotation) {
+	refused, err := d.TryRunContainer(t, strict, containerdtest.Container{Name: "web", Cmd: cmd})
+	if err == nil || !strings.Contains(err.Error(), nri.RequireAnnotation) {
 		t.Fatalf("a pod requiring its secrets started without them: %v", err)
+	}
+	// The refused container is forgotten (it was reported at create).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ag.mu.Lock()
+		forgot := ag.forgot[refused]
+		ag.mu.Unlock()
+		if forgot {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the refused container was not forgotten")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	lax := d.RunPod(t, containerdtest.Pod{Name: "lax", Labels: map[string]string{"app": "web"}})
 	d.RunContainer(t, lax, containerdtest.Container{Name: "web", Cmd: cmd})
@@ -252,7 +277,7 @@ func TestRequireSecrets(t *testing.T) {
 	if _, err := d.TryRunContainer(t, strict, containerdtest.Container{Name: "web", Attempt: 1, Cmd: cmd}); err != nil {
 		t.Fatalf("the retry did not start: %v", err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline = time.Now().Add(30 * time.Second)
 	for !strings.Contains(d.Log(t, strict, "web", 1), "required-value") {
 		if time.Now().After(deadline) {
 			t.Fatalf("the retry's first instruction did not see its file: %q", d.Log(t, strict, "web", 1))
