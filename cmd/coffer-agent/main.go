@@ -50,7 +50,11 @@ host's disk.
 
 With --runtime containerd, selectors see a pod's labels plus the reserved
 keys k8s.namespace, k8s.pod and k8s.container, set from the runtime (a pod
-label with one of these keys, or k8s.serviceaccount, is ignored).
+label with one of these keys, or k8s.serviceaccount, is ignored). On
+containerd 2.x the agent also registers an NRI plugin (--nri-socket) that
+writes a container's files before its first instruction; a pod annotated
+coffer/require-secrets=true does not start without them (the kubelet
+retries). See docs/kubernetes.md.
 
 The first start enrolls with a one-time join token (coffer token create
 --role agent); the agent's key and certificate are kept in --state-dir and
