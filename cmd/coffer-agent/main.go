@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,8 +19,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"coffer/internal/agent"
+	"coffer/internal/container"
+	"coffer/internal/container/containerd"
 	"coffer/internal/container/docker"
 	"coffer/internal/deliver/tmpfs"
+	"coffer/internal/nri"
 	"coffer/internal/version"
 )
 
@@ -30,16 +34,27 @@ func main() {
 
 func run() int {
 	var server, joinToken, caFile, stateDir, name, dockerHost, dir, logLevel string
+	var runtimeName, containerdSocket, nriSocket, nodeName string
 	var sizeMiB int
 	var onlyLabels map[string]string
 	hostname, _ := os.Hostname()
 	cmd := &cobra.Command{
 		Use:   "coffer-agent",
 		Short: "Deliver secrets into container memory on this host",
-		Long: `coffer-agent watches the container runtime (Docker) and delivers exactly the
-secrets bound to each container into a tmpfs inside that container's mount
-namespace (default /run/secrets/<name>, mounted noswap,nosuid,nodev,noexec).
-Values live only in memory: never on the host's disk.
+		Long: `coffer-agent watches the container runtime (Docker, or containerd's CRI on a
+Kubernetes node) and delivers exactly the secrets bound to each container
+into a tmpfs inside that container's mount namespace (default
+/run/secrets/<name> on Docker, /run/coffer/<name> on containerd, mounted
+noswap,nosuid,nodev,noexec). Values live only in memory: never on the
+host's disk.
+
+With --runtime containerd, selectors see a pod's labels plus the reserved
+keys k8s.namespace, k8s.pod and k8s.container, set from the runtime (a pod
+label with one of these keys, or k8s.serviceaccount, is ignored). On
+containerd 2.x the agent also registers an NRI plugin (--nri-socket) that
+writes a container's files before its first instruction; a pod annotated
+coffer/require-secrets=true does not start without them (the kubelet
+retries). See docs/kubernetes.md.
 
 The first start enrolls with a one-time join token (coffer token create
 --role agent); the agent's key and certificate are kept in --state-dir and
@@ -54,6 +69,7 @@ second of any server being reachable again. All share one CA and one
   coffer-agent --server 127.0.0.1:7443 --ca-cert ca.pem --state-dir /var/lib/coffer-agent   # already enrolled
   coffer-agent --server coffer-1:7443,coffer-2:7443,coffer-3:7443 --ca-cert ca.pem --state-dir /var/lib/coffer-agent
   coffer-agent --addr https://127.0.0.1:7443 --cacert ca.pem   # the coffer CLI's spellings work too
+  coffer-agent --runtime containerd --containerd-socket /run/containerd/containerd.sock --server coffer:7443 --ca-cert ca.pem
   coffer-agent --version`,
 		Version:       version.Get().String(),
 		Args:          cobra.NoArgs,
@@ -63,6 +79,12 @@ second of any server being reachable again. All share one CA and one
 			server, err := serverAddr(server)
 			if err != nil {
 				return err
+			}
+			if err := checkRuntimeFlags(cmd.Flags(), runtimeName); err != nil {
+				return err
+			}
+			if runtimeName == "containerd" && !cmd.Flags().Changed("target-dir") {
+				dir = containerdTargetDir
 			}
 			log := newLogger(logLevel)
 			hardenProcess(log)
@@ -79,19 +101,28 @@ second of any server being reachable again. All share one CA and one
 			if err != nil {
 				return err
 			}
-			rt, err := docker.New(docker.Config{Host: dockerHost, Logger: log})
+			rt, ctrd, closeRT, err := newRuntime(runtimeName, dockerHost, containerdSocket, log)
 			if err != nil {
 				return err
 			}
-			defer rt.Close()
+			defer closeRT()
 			d, err := tmpfs.New(tmpfs.Config{Dir: dir, SizeBytes: int64(sizeMiB) << 20, Logger: log})
 			if err != nil {
 				return err
 			}
 			defer d.Close()
 			v := version.Get()
-			log.Info("coffer-agent starting", "name", name, "server", server, "version", v.Version, "commit", v.Commit)
-			return agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: d, Logger: log, OnlyLabels: onlyLabels}).Run(ctx)
+			log.Info("coffer-agent starting", "name", name, "server", server, "version", v.Version, "commit", v.Commit,
+				"runtime", runtimeName, "target_dir", dir, "node", nodeName)
+			ag := agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: d, Logger: log, OnlyLabels: onlyLabels})
+			if ctrd != nil && nriSocket != "" {
+				plugin, err := nri.New(nri.Config{Socket: nriSocket, Dir: dir, SizeBytes: int64(sizeMiB) << 20, Agent: ag, Identity: ctrd, Logger: log})
+				if err != nil {
+					return err
+				}
+				go plugin.Run(ctx)
+			}
+			return ag.Run(ctx)
 		},
 	}
 	cmd.SetVersionTemplate("coffer-agent {{.Version}}\n")
@@ -102,8 +133,12 @@ second of any server being reachable again. All share one CA and one
 	f.StringVar(&caFile, "ca-cert", "ca.pem", "the Coffer CA certificate (the server's <data-dir>/ca.pem); alias --cacert")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/coffer-agent", "where the agent keeps its own key and certificate (never a secret)")
 	f.StringVar(&name, "name", hostname, "this agent's name")
-	f.StringVar(&dockerHost, "docker-host", "", "Docker engine address (default DOCKER_HOST or the local socket)")
-	f.StringVar(&dir, "target-dir", "/run/secrets", "directory inside containers where secrets land")
+	f.StringVar(&runtimeName, "runtime", "docker", "container runtime: docker, or containerd (its CRI, namespace k8s.io: Kubernetes nodes)")
+	f.StringVar(&dockerHost, "docker-host", "", "Docker engine address (default DOCKER_HOST or the local socket); --runtime docker only")
+	f.StringVar(&containerdSocket, "containerd-socket", containerd.DefaultSocket, "containerd's socket; --runtime containerd only")
+	f.StringVar(&nriSocket, "nri-socket", nri.DefaultSocket, "NRI socket for race-free first delivery (files written before the container's first instruction); empty: off; --runtime containerd only")
+	f.StringVar(&nodeName, "node-name", hostname, "this host's Kubernetes node name (logged; reserved for the server's API-server cross-check, not sent yet)")
+	f.StringVar(&dir, "target-dir", "/run/secrets", "directory inside containers where secrets land (default "+containerdTargetDir+" with --runtime containerd)")
 	f.IntVar(&sizeMiB, "tmpfs-size", 4, "size cap of the tmpfs in each container, MiB")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringToStringVar(&onlyLabels, "only-labels", nil, "serve only containers with all these labels, e.g. coffer.enable=true (default: every container)")
@@ -112,6 +147,48 @@ second of any server being reachable again. All share one CA and one
 		return 1
 	}
 	return 0
+}
+
+// containerdTargetDir is the default target directory on containerd: a
+// tmpfs on /run/secrets would hide the ServiceAccount token that the
+// kubelet mounts at /var/run/secrets/kubernetes.io/serviceaccount in
+// images where /var/run links to /run.
+const containerdTargetDir = "/run/coffer"
+
+// checkRuntimeFlags refuses an unknown runtime and the other runtime's flags.
+func checkRuntimeFlags(f *pflag.FlagSet, runtimeName string) error {
+	switch runtimeName {
+	case "docker":
+		for _, fl := range []string{"containerd-socket", "nri-socket", "node-name"} {
+			if f.Changed(fl) {
+				return fmt.Errorf("--%s: only with --runtime containerd", fl)
+			}
+		}
+	case "containerd":
+		if f.Changed("docker-host") {
+			return errors.New("--docker-host: only with --runtime docker")
+		}
+	default:
+		return fmt.Errorf("--runtime %q: want docker or containerd", runtimeName)
+	}
+	return nil
+}
+
+// newRuntime makes the runtime --runtime names (and returns it as ctrd too
+// when it is containerd's).
+func newRuntime(runtimeName, dockerHost, containerdSocket string, log *slog.Logger) (container.Runtime, *containerd.Runtime, func(), error) {
+	if runtimeName == "containerd" {
+		rt, err := containerd.New(containerd.Config{Socket: containerdSocket, Logger: log})
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("--containerd-socket: %w", err)
+		}
+		return rt, rt, func() { rt.Close() }, nil
+	}
+	rt, err := docker.New(docker.Config{Host: dockerHost, Logger: log})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return rt, nil, func() { rt.Close() }, nil
 }
 
 // flagAliases accepts the coffer CLI's flag names: --addr is --server,

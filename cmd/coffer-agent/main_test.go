@@ -1,6 +1,10 @@
 package main
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/spf13/pflag"
+)
 
 func TestServerAddr(t *testing.T) {
 	for in, want := range map[string]string{
@@ -16,6 +20,38 @@ func TestServerAddr(t *testing.T) {
 	for _, bad := range []string{"", "a", "a:1,", "https://a:1/x", "user@a:1"} {
 		if _, err := serverAddr(bad); err == nil {
 			t.Errorf("serverAddr(%q) accepted", bad)
+		}
+	}
+}
+
+func TestRuntimeFlags(t *testing.T) {
+	for _, c := range []struct {
+		runtime string
+		set     []string // flags given on the command line
+		ok      bool
+	}{
+		{"docker", nil, true},
+		{"docker", []string{"docker-host"}, true},
+		{"containerd", []string{"containerd-socket", "nri-socket", "node-name"}, true},
+		{"docker", []string{"nri-socket"}, false},
+		{"containerd", nil, true},
+		{"docker", []string{"containerd-socket"}, false},
+		{"docker", []string{"node-name"}, false},
+		{"containerd", []string{"docker-host"}, false},
+		{"cri-o", nil, false},
+		{"", nil, false},
+	} {
+		f := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		for _, n := range []string{"docker-host", "containerd-socket", "nri-socket", "node-name"} {
+			f.String(n, "", "")
+		}
+		for _, n := range c.set {
+			if err := f.Set(n, "x"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := checkRuntimeFlags(f, c.runtime); (err == nil) != c.ok {
+			t.Errorf("--runtime %q with %v: err = %v, want ok %v", c.runtime, c.set, err, c.ok)
 		}
 	}
 }

@@ -440,6 +440,7 @@ func (a *Agent) followRuntime(ctx context.Context, events <-chan container.Event
 			a.running[ev.Info.ID] = ev.Info
 			if t := a.targets[ev.Info.ID]; t != nil {
 				t.info = ev.Info
+				a.kickLocked(ctx, t) // its state may have waited for a pid
 			}
 			a.enqueueLocked(startedMsg(ev.Info))
 			a.mu.Unlock()

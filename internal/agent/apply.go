@@ -70,47 +70,58 @@ func (a *Agent) handleDesired(ctx context.Context, d *cofferv1.Desired) {
 // worker runs per container at a time; containers are served in parallel.
 func (a *Agent) work(ctx context.Context, t *target) {
 	for {
-		a.mu.Lock()
-		d := t.want
-		if d == nil || t.gone {
-			t.busy = false
-			if t.gone {
-				a.dropTargetLocked(t)
-			}
-			a.mu.Unlock()
+		if more, _ := a.step(ctx, t); !more {
 			return
 		}
-		// The reference moves from want to current.
-		t.want = nil
-		old := t.current
-		t.current = d
-		a.unrefLocked(old)
-		info := t.info
-		files, err := a.filesLocked(d)
-		sigs := signalsFor(t.held, d)
-		a.mu.Unlock()
-
-		if err == nil {
-			err = a.cfg.Deliverer.Apply(ctx, info, files)
-			if err == nil {
-				a.mu.Lock()
-				t.held = heldFiles(d)
-				a.mu.Unlock()
-				err = a.signal(ctx, info, sigs)
-			}
-		}
-		ack := &cofferv1.Applied{ContainerId: info.ID, Generation: d.Generation}
-		if err != nil {
-			ack.Error = err.Error()
-			a.log.Error("delivery failed", "container", info.Name, "id", info.ID, "err", err)
-		} else {
-			a.log.Debug("delivered", "container", info.Name, "files", len(files), "generation", d.Generation)
-		}
-		a.mu.Lock()
-		a.appliedCnt++
-		a.enqueueLocked(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Applied{Applied: ack}})
-		a.mu.Unlock()
 	}
+}
+
+// step applies t's newest wanted state once, and reports false (t no
+// longer busy) when there was none to apply; err is the Deliverer's.
+func (a *Agent) step(ctx context.Context, t *target) (more bool, err error) {
+	a.mu.Lock()
+	d := t.want
+	// A container reported before its process exists (Prepare) waits
+	// for its pid: StartNow or the runtime's Started brings it.
+	if d == nil || t.gone || t.info.PID == 0 {
+		t.busy = false
+		if t.gone {
+			a.dropTargetLocked(t)
+		}
+		a.mu.Unlock()
+		return false, nil
+	}
+	// The reference moves from want to current.
+	t.want = nil
+	old := t.current
+	t.current = d
+	a.unrefLocked(old)
+	info := t.info
+	files, err := a.filesLocked(d)
+	sigs := signalsFor(t.held, d)
+	a.mu.Unlock()
+
+	if err == nil {
+		err = a.cfg.Deliverer.Apply(ctx, info, files)
+		if err == nil {
+			a.mu.Lock()
+			t.held = heldFiles(d)
+			a.mu.Unlock()
+			err = a.signal(ctx, info, sigs)
+		}
+	}
+	ack := &cofferv1.Applied{ContainerId: info.ID, Generation: d.Generation}
+	if err != nil {
+		ack.Error = err.Error()
+		a.log.Error("delivery failed", "container", info.Name, "id", info.ID, "err", err)
+	} else {
+		a.log.Debug("delivered", "container", info.Name, "files", len(files), "generation", d.Generation)
+	}
+	a.mu.Lock()
+	a.appliedCnt++
+	a.enqueueLocked(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Applied{Applied: ack}})
+	a.mu.Unlock()
+	return true, err
 }
 
 // heldFiles is what a container holds once d is applied: secret and

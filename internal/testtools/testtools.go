@@ -1,6 +1,6 @@
 // Package testtools finds the heavy test tools that scripts/test-tools.sh
-// builds once into a cache directory outside the repository (Vault, etcd),
-// for tests that run them as real servers.
+// builds once into a cache directory outside the repository (Vault, etcd,
+// containerd), for tests that run them as real servers.
 //
 // A test that needs a tool calls Path; when the tool is missing the test
 // is skipped with a message saying how to build it, or fails when
@@ -19,6 +19,9 @@ const (
 	VaultVersion = "v1.21.1"
 	EtcdVersion  = "v3.6.16"
 	HelmVersion  = "v3.22.0"
+	// ContainerdVersion: containerd, containerd-shim-runc-v2 and ctr (NRI
+	// on by default; runc comes from Debian).
+	ContainerdVersion = "v2.2.9"
 )
 
 // Dir is the cache directory: $COFFER_TOOLS, or /var/cache/coffer-tools.
@@ -35,6 +38,8 @@ const (
 	Etcd    = "etcd"
 	Etcdctl = "etcdctl"
 	Helm    = "helm"
+	// Containerd is the containerd binary; its shim and ctr sit beside it.
+	Containerd = "containerd"
 )
 
 // Path returns the path of a tool's binary, or skips (fails under
@@ -49,6 +54,8 @@ func Path(t testing.TB, tool string) string {
 		p, script = filepath.Join(Dir(), "etcd-"+EtcdVersion, tool), "etcd"
 	case Helm:
 		p, script = filepath.Join(Dir(), "helm-"+HelmVersion, "helm"), "helm"
+	case Containerd:
+		p, script = filepath.Join(Dir(), "containerd-"+ContainerdVersion, tool), "containerd"
 	default:
 		t.Fatalf("testtools: unknown tool %q", tool)
 	}
