@@ -112,12 +112,13 @@ func TestDeliveryRotationRevocation(t *testing.T) {
 		return strings.Contains(s.srv.MustCLI(t, "", "audit", "ls", "--action", "delivery.remove"), "delivery.remove")
 	})
 
-	// Leak check over everything: Docker's data root, the server's data
-	// dir, the agent's state dir, temp dirs, docker inspect, the logs.
+	// Leak check over everything: Docker's data root (its temp dir
+	// included), the server's data dir, the agent's state dir and every
+	// process's temp dir (TMPDIR, inside s.dir), docker inspect, the logs.
 	s.srv.Stop()
 	s.agent.Stop()
 	for _, v := range []string{v1, v2} {
-		for _, root := range []string{"/var/lib/docker", s.dir, os.TempDir()} {
+		for _, root := range []string{"/var/lib/docker", s.dir} {
 			if hits := grepTree(root, v); len(hits) > 0 {
 				t.Errorf("value found on disk: %v", hits)
 			}

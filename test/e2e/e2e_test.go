@@ -39,6 +39,14 @@ func newStack(t *testing.T, serverArgs ...string) *stack {
 	d := dockertest.Require(t)
 	d.Image(t)
 	dir := t.TempDir()
+	// The server's, the agent's and the CLI's temporary files go into the
+	// test's own dir, which the leak checks search (searching all of /tmp,
+	// which other jobs share, takes minutes on a busy machine).
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TMPDIR", tmp)
 	s := &stack{t: t, docker: d, dir: dir, label: "e2e-" + randID()}
 	s.srv = testkit.StartServer(t, filepath.Join(dir, "server"), serverArgs...)
 	join := strings.TrimSpace(s.srv.MustCLI(t, "", "token", "create", "--role", "agent", "--ttl", "10m"))
