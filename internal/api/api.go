@@ -63,6 +63,9 @@ type Config struct {
 	// Links resolves links to upstream keystores and reports their
 	// health; nil on a server without keystores.
 	Links Linker
+	// Dynamic links secrets to upstreams that issue credentials per
+	// container (type vault-dynamic); nil on a server without any.
+	Dynamic DynamicLinker
 }
 
 // Server is the HTTP handler.

@@ -46,6 +46,9 @@ func (s *Server) linkSecret(r *request) (int, any, error) {
 		return 0, nil, fmt.Errorf("%w: \"from\" (UPSTREAM:ITEM[#KEY]) is required", errBadRequest)
 	}
 	r.note("from", req.From)
+	if s.cfg.Dynamic != nil && s.cfg.Dynamic.Handles(req.From) {
+		return s.linkDynamic(r, name, dry, req.From)
+	}
 	if s.cfg.Links == nil {
 		return 0, nil, errNoKeystores
 	}

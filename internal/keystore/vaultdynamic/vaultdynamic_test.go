@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -81,6 +82,9 @@ func TestIssueRenewRevokeAgainstRealPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	ca, cb := decode(t, a), decode(t, b)
+	if roles := e.pg.Roles(t, pgtest.RolePrefix); !slices.Contains(roles, ca.Username) || !slices.Contains(roles, cb.Username) {
+		t.Fatalf("roles %v lack the issued users", roles)
+	}
 	if a.ID == b.ID || ca.Username == cb.Username || ca.Password == cb.Password {
 		t.Fatal("two issues gave the same lease or credentials")
 	}

@@ -181,13 +181,13 @@ func ConfigureVault(t testing.TB, vs *vaulttest.Server, s *Server, role, ttl, ma
 		"password":          s.Password,
 		"allowed_roles":     "*",
 		"verify_connection": true,
+		"username_template": RolePrefix + `{{random 20 | lowercase}}`,
 	}); err != nil {
 		t.Fatalf("database/config/pg: %v", err)
 	}
 	if _, err := vs.Root.Logical().Write("database/roles/"+role, map[string]any{
 		"db_name":             "pg",
 		"creation_statements": []string{`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`},
-		"username_template":   RolePrefix + `{{random 20 | lowercase}}`,
 		"default_ttl":         ttl,
 		"max_ttl":             maxTTL,
 	}); err != nil {
