@@ -42,6 +42,7 @@ import (
 	"coffer/internal/catalog"
 	"coffer/internal/keystore"
 	"coffer/internal/secret"
+	"coffer/internal/store"
 )
 
 // Catalog is what the Manager needs of the catalog.
@@ -74,6 +75,12 @@ type Config struct {
 	// (default 1,000): an agent that reports more containers gets no more
 	// credentials, and that is audited.
 	MaxPerAgent int
+	// Store, if set, remembers lease ids (never credentials) so that the
+	// leases of a previous run are revoked after a restart (persist.go).
+	Store store.Backend
+	// LeftoverGrace is how long a lease of a previous run is kept for a
+	// container that has not come back (default 10 minutes).
+	LeftoverGrace time.Duration
 }
 
 // Manager is safe for concurrent use. It implements broker.Leases.
@@ -92,6 +99,9 @@ type Manager struct {
 	perAgent map[string]int
 	refused  map[string]bool   // agent → an over-limit refusal is audited
 	upErr    map[string]string // upstream → why its last issue failed ("" ok)
+	// leftovers are leases of a previous run by entryKey, each told the id
+	// of the lease that replaces it (persist.go).
+	leftovers map[string][]chan string
 }
 
 var _ broker.Leases = (*Manager)(nil)
@@ -146,11 +156,15 @@ func New(cfg Config) *Manager {
 	if cfg.MaxPerAgent <= 0 {
 		cfg.MaxPerAgent = 1000
 	}
+	if cfg.LeftoverGrace <= 0 {
+		cfg.LeftoverGrace = 10 * time.Minute
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Manager{
 		cfg: cfg, log: cfg.Logger, ctx: ctx, stop: stop,
 		links: map[string]catalog.Link{}, leases: map[string]*entry{}, byCtr: map[string]map[string]*entry{},
 		perAgent: map[string]int{}, refused: map[string]bool{}, upErr: map[string]string{},
+		leftovers: map[string][]chan string{},
 	}
 }
 
@@ -158,11 +172,15 @@ func New(cfg Config) *Manager {
 // replaced (Broker.LeaseChanged).
 func (m *Manager) SetNotify(f func(containerID string)) { m.notify.Store(&f) }
 
-// Load reads the dynamic linked secrets from the catalog.
+// Load reads the dynamic linked secrets from the catalog, and the leases
+// of a previous run from the store.
 func (m *Manager) Load(ctx context.Context) error {
 	metas, err := m.cfg.Catalog.Linked(ctx)
 	if err != nil {
 		return fmt.Errorf("dynamic linked secrets: %w", err)
+	}
+	if err := m.loadLeftovers(ctx); err != nil {
+		return fmt.Errorf("leases of the previous run: %w", err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -448,6 +466,7 @@ func (m *Manager) issueRetrying(ctx context.Context, e *entry, is keystore.Issue
 				}
 				return nil, false
 			}
+			m.remember(e, cur)
 			d := m.detailsOf(e, "lease_id", cur.id, "version", strconv.FormatUint(cur.version, 10), "ttl", l.TTL.String())
 			if prev != nil {
 				d["replaces"] = prev.id
@@ -489,6 +508,7 @@ func (m *Manager) install(e *entry, cur *issued, v secret.Value) bool {
 	zeroLocked(e)
 	cur.version = versions.Add(1)
 	delete(m.upErr, e.upstream)
+	m.replacedLocked(e, cur.id)
 	e.id, e.version, e.value, e.expires = cur.id, cur.version, v, cur.expires
 	return true
 }
@@ -521,6 +541,7 @@ func (m *Manager) keep(ctx context.Context, e *entry, is keystore.Issuer, cur *i
 		case err == nil:
 			failing, wait = false, m.cfg.RetryMin
 			cur.expires = time.Now().Add(ttl)
+			m.remember(e, cur)
 			if ttl < cur.ttl/2 {
 				m.log.Info("lease near its max TTL; issuing a new one", "lease_id", cur.id, "container", e.holder.Container)
 				return true
@@ -567,7 +588,10 @@ func (m *Manager) revoke(e *entry, is keystore.Issuer, l *issued, reason string)
 		time.Sleep(jitter(wait))
 		wait = min(2*wait, m.cfg.RetryMax)
 	}
-	d := m.detailsOf(e, "lease_id", l.id, "version", strconv.FormatUint(l.version, 10), "reason", reason)
+	d := m.detailsOf(e, "lease_id", l.id, "reason", reason)
+	if l.version != 0 {
+		d["version"] = strconv.FormatUint(l.version, 10)
+	}
 	result := audit.ResultOK
 	if attempts > 1 {
 		d["attempts"] = strconv.Itoa(attempts)
@@ -579,7 +603,11 @@ func (m *Manager) revoke(e *entry, is keystore.Issuer, l *issued, reason string)
 			d["outcome"] = "expired at its TTL"
 		}
 		m.log.Error("revoking a lease failed", "lease_id", l.id, "container", e.holder.Container, "err", err)
-	} else {
+	}
+	if err == nil || !time.Now().Before(l.expires) {
+		m.forget(l.id)
+	}
+	if err == nil {
 		m.log.Info("lease revoked", "lease_id", l.id, "container", e.holder.Container, "id", e.holder.ContainerID, "reason", reason)
 	}
 	m.record(audit.Event{Actor: "keystore:" + e.upstream, Action: "lease.revoke", Object: "container:" + e.holder.ContainerID, Result: result, Details: d})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,8 @@ import (
 	"coffer/internal/broker"
 	"coffer/internal/catalog"
 	"coffer/internal/keystore"
+	"coffer/internal/store"
+	"coffer/internal/store/bolt"
 )
 
 // fakeIssuer issues {"password","username"} leases and records renewals
@@ -553,5 +556,60 @@ func TestProbe(t *testing.T) {
 	}
 	if !f.m.Handles("dyn:database/creds/app") || f.m.Handles("vault:x") {
 		t.Fatal("Handles")
+	}
+}
+
+// After a restart the leases of the previous run (remembered by id in the
+// store, never with their credentials) are revoked: once their container
+// holds a new lease, or after LeftoverGrace if it does not come back.
+func TestLeftoversRevokedAfterRestart(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	is := newIssuer(time.Hour)
+	tweak := func(c *Config) { c.Store = st; c.LeftoverGrace = 300 * time.Millisecond }
+	f1 := setup(t, is, tweak)
+	f1.waitLease(t, "c1", "payments/db")
+	f1.waitLease(t, "c2", "payments/db")
+	_, old1 := f1.m.Peek("c1", "payments/db")
+	_, old2 := f1.m.Peek("c2", "payments/db")
+	if err := f1.m.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if is.liveCount() != 2 {
+		t.Fatal("close revoked")
+	}
+	var raw []string
+	st.View(context.Background(), func(tx store.Tx) error {
+		return tx.List("lease/", func(k string, v []byte) error { raw = append(raw, string(v)); return nil })
+	})
+	if len(raw) != 2 || strings.Contains(strings.Join(raw, ""), "SECRET-pw") {
+		t.Fatalf("lease records: %v", raw)
+	}
+
+	f2 := setup(t, is, tweak) // the restarted server
+	f2.waitLease(t, "c1", "payments/db")
+	_, new1 := f2.m.Peek("c1", "payments/db")
+	eventually(t, "c1's old lease revoked once it has a new one", func() bool { return is.isRevoked(old1) })
+	eventually(t, "c2's lease revoked: c2 did not come back", func() bool { return is.isRevoked(old2) })
+	if is.isRevoked(new1) {
+		t.Fatal("the new lease was revoked")
+	}
+	eventually(t, "audited", func() bool {
+		e := f2.aud.find("lease.revoke", audit.ResultOK, old1)
+		return e != nil && e.Details["reason"] == "server restarted; replaced by lease "+new1 && e.Details["container_id"] == "c1"
+	})
+	eventually(t, "audited", func() bool {
+		e := f2.aud.find("lease.revoke", audit.ResultOK, old2)
+		return e != nil && e.Details["reason"] == "server restarted; its container did not come back"
+	})
+	raw = nil
+	st.View(context.Background(), func(tx store.Tx) error {
+		return tx.List("lease/", func(k string, v []byte) error { raw = append(raw, k); return nil })
+	})
+	if len(raw) != 1 || raw[0] != "lease/"+new1 {
+		t.Fatalf("records after: %v", raw)
 	}
 }

@@ -183,7 +183,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		log.Info("bootstrap admin token written", "path", tokenPath)
 		fmt.Fprintf(os.Stderr, "coffer-server: bootstrap admin token written to %s\n", tokenPath)
 	}
-	if lm, s.iss, err = openLeases(ctx, cfg, cat, s.audit, log); err != nil {
+	if lm, s.iss, err = openLeases(ctx, cfg, s.st, cat, s.audit, log); err != nil {
 		return nil, err
 	}
 	s.leases = lm
