@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/hashicorp/vault/api"
 
@@ -116,6 +117,11 @@ func (is *Issuer) ValidateItem(item string) error {
 	}
 	if len(item) > 1024 || strings.ContainsAny(item, "?#%\\*+ ") {
 		return fmt.Errorf("%w: vault-dynamic item %q: no '?', '#', '%%', '\\', '*', '+' or spaces, at most 1024 bytes", keystore.ErrInvalidRef, item)
+	}
+	for i, r := range item {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("%w: vault-dynamic item has a control character at byte %d", keystore.ErrInvalidRef, i)
+		}
 	}
 	for _, seg := range strings.Split(item, "/") {
 		if seg == "" || seg == "." || seg == ".." {

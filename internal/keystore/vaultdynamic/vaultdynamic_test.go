@@ -217,3 +217,29 @@ func TestConfigRefusesKVMount(t *testing.T) {
 		t.Fatal("no auth accepted")
 	}
 }
+
+func FuzzValidateItem(f *testing.F) {
+	for _, s := range []string{"database/creds/app", "sys/x", "a//b", "a/../b", "/a/b", "a/b/", "a b/c", "\x00/x"} {
+		f.Add(s)
+	}
+	is := &Issuer{name: "x"}
+	f.Fuzz(func(t *testing.T, item string) {
+		if is.ValidateItem(item) != nil {
+			return
+		}
+		for _, r := range item {
+			if r < 0x20 || r == 0x7f {
+				t.Fatalf("accepted a control character in %q", item)
+			}
+		}
+		segs := strings.Split(item, "/")
+		if len(segs) < 2 || strings.ContainsAny(item, "?#%\\*+ ") || segs[0] == "sys" || segs[0] == "auth" {
+			t.Fatalf("accepted %q", item)
+		}
+		for _, s := range segs {
+			if s == "" || s == "." || s == ".." {
+				t.Fatalf("accepted %q", item)
+			}
+		}
+	})
+}
