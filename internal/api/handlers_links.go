@@ -46,7 +46,7 @@ func (s *Server) linkSecret(r *request) (int, any, error) {
 		return 0, nil, fmt.Errorf("%w: \"from\" (UPSTREAM:ITEM[#KEY]) is required", errBadRequest)
 	}
 	r.note("from", req.From)
-	if s.cfg.Dynamic != nil && s.cfg.Dynamic.Handles(req.From) {
+	if s.cfg.Dynamic != nil && (s.cfg.Dynamic.Handles(req.From) || s.cfg.Links == nil) {
 		return s.linkDynamic(r, name, dry, req.From)
 	}
 	if s.cfg.Links == nil {

@@ -56,6 +56,9 @@ func (c *Catalog) LinkDynamic(ctx context.Context, name string, l Link, author s
 			}
 		}
 		meta.Versions = []VersionMeta{}
+		// The link itself gets the next version number (it has no value):
+		// numbering goes on, and a (name, version) pair is never reused.
+		meta.Current++
 		meta.Link = &l
 		meta.Updated = now
 		if err := putJSON(tx, secretKey(name), meta); err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,7 +102,9 @@ func (s Issuers) ParseRef(str string) (Ref, Issuer, error) {
 	}
 	is, ok := s[r.Upstream]
 	if !ok {
-		return Ref{}, nil, fmt.Errorf("%w: upstream %q does not issue credentials", ErrInvalidRef, r.Upstream)
+		names := slices.Sorted(maps.Keys(s))
+		return Ref{}, nil, fmt.Errorf("%w: upstream %q is not configured as an upstream that issues credentials (configured: %s)",
+			ErrInvalidRef, r.Upstream, strings.Join(names, ", "))
 	}
 	if err := is.ValidateItem(r.Item); err != nil {
 		var ke *Error
