@@ -155,3 +155,36 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A stolen agent key cannot mint credentials outside its scope, nor for a
+// container another agent holds: no lease is even asked for.
+func TestDynamicSecretNeedToKnow(t *testing.T) {
+	ls := &fakeLeases{dynamic: map[string]bool{"db/dyn": true}, leases: map[string]uint64{}, asked: map[string]int{}}
+	r := newRig(t, func(c *Config) { c.Leases = ls }, nil)
+	r.bind(binding("dyn", "db/dyn", "app=web"))
+	a := r.dial(r.enroll("node-a", nil, ""))
+	a.report(ctrInfo("c1", web))
+	a.waitFiles("c1", "")
+	ls.issue(r.b, "c1", 7)
+	a.waitFiles("c1", "dyn=db/dyn@7")
+
+	scoped := r.dial(r.enroll("node-s", nil, "other/"))
+	scoped.report(ctrInfo("s1", web))
+	scoped.waitFiles("s1", "")
+	b := r.dial(r.enroll("node-b", nil, ""))
+	b.report(ctrInfo("c1", web)) // agent A's container
+	b.report(ctrInfo("b1", nil))
+	b.waitFiles("b1", "")
+	ls.mu.Lock()
+	asked := ls.asked["s1"]
+	ls.mu.Unlock()
+	if asked != 0 {
+		t.Fatal("a lease was asked for a container whose agent's scope excludes the secret")
+	}
+	if fs, ok := b.files("c1"); ok || len(b.received()) != 0 {
+		t.Fatalf("agent B got another agent's container's lease: %v", fs)
+	}
+	if got := ls.releases(); len(got) != 0 {
+		t.Fatalf("a refused report released A's lease: %v", got)
+	}
+}

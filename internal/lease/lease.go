@@ -111,7 +111,7 @@ var _ broker.Leases = (*Manager)(nil)
 // either).
 var versions atomic.Uint64
 
-func init() { versions.Store(uint64(time.Now().Unix()) << 24) }
+func init() { versions.Store(uint64(time.Now().Unix()) << 20) } // < 2^53: exact in JSON numbers too
 
 // entry is one container's lease of one upstream item, shared by the
 // container's secrets linked to that item.
@@ -212,6 +212,10 @@ func (m *Manager) Changed(ch catalog.Change) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	old, had := m.links[ch.Secret]
+	relinked := ""
+	if err == nil && meta.Link != nil {
+		relinked = meta.Link.From
+	}
 	if now != nil {
 		m.links[ch.Secret] = *now
 	} else {
@@ -219,8 +223,8 @@ func (m *Manager) Changed(ch catalog.Change) {
 	}
 	if had && (now == nil || now.Upstream != old.Upstream || now.Item != old.Item || now.Key != old.Key) {
 		reason := "secret unlinked or deleted"
-		if now != nil {
-			reason = "secret relinked to " + now.From
+		if relinked != "" {
+			reason = "secret relinked to " + relinked
 		}
 		for _, e := range slices.Collect(maps.Values(m.leases)) {
 			if _, ok := e.secrets[ch.Secret]; ok {
