@@ -124,6 +124,13 @@ path "sys/leases/revoke" { capabilities = ["update"] }
 		return m.Link.Dynamic && m.Pending == 0 && len(leases) == 3
 	})
 
+	show := s.srv.MustCLI(t, "", "secret", "show", "payments/db")
+	for _, want := range []string{"Linked:   vault-dynamic:database/creds/app", "dynamic: each container gets its own lease", "State:    ok", "LEASE", "database/creds/app/"} {
+		if !strings.Contains(show, want) {
+			t.Fatalf("secret show lacks %q:\n%s", want, show)
+		}
+	}
+
 	// Values cannot be written through Coffer.
 	if _, errOut, code := s.srv.CLI(t, "x", "secret", "put", "payments/db"); code != 6 || !strings.Contains(errOut, "linked to vault-dynamic:database/creds/app") {
 		t.Fatalf("put on a dynamic secret: exit %d: %s", code, errOut)
@@ -199,7 +206,7 @@ path "sys/leases/revoke" { capabilities = ["update"] }
 
 	// The credentials were nowhere they must not be.
 	auditOut = s.srv.MustCLI(t, "", "audit", "ls", "-o", "json")
-	show := s.srv.MustCLI(t, "", "keystore", "ls")
+	show += s.srv.MustCLI(t, "", "keystore", "ls")
 	for _, cr := range got {
 		for where, text := range map[string]string{"server logs": s.srv.Logs(), "agent logs": s.agent.Logs(), "audit": auditOut, "CLI": show} {
 			if strings.Contains(text, cr.Password) {
