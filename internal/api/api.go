@@ -158,6 +158,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, d+"\n")
 		}
 	}
+	if s.cfg.Dynamic != nil {
+		for _, d := range s.cfg.Dynamic.Degraded() {
+			io.WriteString(w, d+"\n")
+		}
+	}
 }
 
 // request is what a handler sees of an authenticated request.

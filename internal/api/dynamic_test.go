@@ -160,6 +160,10 @@ func TestLinkDynamic(t *testing.T) {
 		t.Errorf("Vault unreachable: %d %s", code, body)
 	}
 	is.refuse = nil
+	var ups []map[string]any
+	if code := e.json(e.admin, "GET", "/v1/keystores", nil, &ups); code != 200 || len(ups) != 1 || ups[0]["name"] != "dyn" || ups[0]["state"] != "ok" {
+		t.Fatalf("keystores: %d %v", code, ups)
+	}
 	if code, _ := e.do(e.admin, "GET", "/v1/secrets/payments/db", ""); code != 404 {
 		t.Fatal("refused links stored something")
 	}

@@ -18,6 +18,9 @@ type DynamicLinker interface {
 	// Probe checks a reference by issuing one lease and revoking it.
 	Probe(ctx context.Context, from string) (catalog.Link, error)
 	LinkState(l catalog.Link) linker.LinkStatus
+	// Status and Degraded report the issuing upstreams' health.
+	Status() []linker.UpstreamStatus
+	Degraded() []string
 }
 
 // linkDynamic links a secret to an upstream path that issues credentials:

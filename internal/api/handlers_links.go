@@ -115,10 +115,14 @@ func (s *Server) listKeystores(r *request) (int, any, error) {
 	if _, err := params(r); err != nil {
 		return 0, nil, err
 	}
-	if s.cfg.Links == nil {
-		return http.StatusOK, []linker.UpstreamStatus{}, nil
+	out := []linker.UpstreamStatus{}
+	if s.cfg.Links != nil {
+		out = s.cfg.Links.Status()
 	}
-	return http.StatusOK, s.cfg.Links.Status(), nil
+	if s.cfg.Dynamic != nil {
+		out = append(out, s.cfg.Dynamic.Status()...)
+	}
+	return http.StatusOK, out, nil
 }
 
 // keystoreStatus maps keystore errors: a reference or item that cannot be

@@ -421,13 +421,16 @@ func TestIssueRetriedWithBackoff(t *testing.T) {
 		t.Fatal("lease before issue")
 	}
 	eventually(t, "degraded", func() bool {
-		return f.m.LinkState(catalog.Link{Upstream: "dyn"}).State == "degraded"
+		return f.m.LinkState(catalog.Link{Upstream: "dyn"}).State == "degraded" && len(f.m.Degraded()) == 1
 	})
+	if st := f.m.Status(); len(st) != 1 || st[0].Name != "dyn" || st[0].Linked != 1 {
+		t.Fatalf("%+v", st)
+	}
 	f.waitLease(t, "c1", "payments/db")
 	if n := f.aud.count("lease.issue", audit.ResultError); n != 1 {
 		t.Fatalf("%d lease.issue failures audited, want 1", n)
 	}
-	if st := f.m.LinkState(catalog.Link{Upstream: "dyn"}); st.State != "ok" {
+	if st := f.m.LinkState(catalog.Link{Upstream: "dyn"}); st.State != "ok" || len(f.m.Degraded()) != 0 {
 		t.Fatalf("%+v", st)
 	}
 }

@@ -2,6 +2,8 @@ package lease
 
 import (
 	"context"
+	"maps"
+	"slices"
 
 	"coffer/internal/catalog"
 	"coffer/internal/keystore"
@@ -60,4 +62,39 @@ func (m *Manager) LinkState(lk catalog.Link) linker.LinkStatus {
 		return linker.LinkStatus{State: "degraded", Error: e}
 	}
 	return linker.LinkStatus{State: "ok"}
+}
+
+// Status reports every issuing upstream's health, by name: degraded while
+// issuing from it fails; linked_items counts the dynamic secrets linked to
+// it.
+func (m *Manager) Status() []linker.UpstreamStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	linked := map[string]map[string]bool{}
+	for _, lk := range m.links {
+		if linked[lk.Upstream] == nil {
+			linked[lk.Upstream] = map[string]bool{}
+		}
+		linked[lk.Upstream][lk.Item] = true
+	}
+	out := []linker.UpstreamStatus{}
+	for _, name := range slices.Sorted(maps.Keys(m.cfg.Issuers)) {
+		st := linker.UpstreamStatus{Name: name, State: "ok", Linked: len(linked[name])}
+		if e := m.upErr[name]; e != "" {
+			st.State, st.Error = "degraded", e
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// Degraded lists, one line each, the issuing upstreams that are degraded.
+func (m *Manager) Degraded() []string {
+	var out []string
+	for _, s := range m.Status() {
+		if s.State == "degraded" {
+			out = append(out, "upstream "+s.Name+" degraded: "+s.Error)
+		}
+	}
+	return out
 }
