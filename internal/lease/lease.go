@@ -78,6 +78,10 @@ type Config struct {
 	// Store, if set, remembers lease ids (never credentials) so that the
 	// leases of a previous run are revoked after a restart (persist.go).
 	Store store.Backend
+	// Owner names this server among several that share one store (its
+	// records are its own; a restart handles only those). "" for a single
+	// server.
+	Owner string
 	// LeftoverGrace is how long a lease of a previous run is kept for a
 	// container that has not come back (default 10 minutes).
 	LeftoverGrace time.Duration

@@ -592,6 +592,14 @@ func TestLeftoversRevokedAfterRestart(t *testing.T) {
 		t.Fatalf("lease records: %v", raw)
 	}
 
+	// A server sharing the store under another name leaves them alone.
+	other := setup(t, is, func(c *Config) { tweak(c); c.Owner = "server-b" })
+	time.Sleep(400 * time.Millisecond) // past LeftoverGrace
+	if is.isRevoked(old1) || is.isRevoked(old2) {
+		t.Fatal("another server revoked this one's leases")
+	}
+	other.m.Close(context.Background())
+
 	f2 := setup(t, is, tweak) // the restarted server
 	f2.waitLease(t, "c1", "payments/db")
 	_, new1 := f2.m.Peek("c1", "payments/db")

@@ -28,6 +28,7 @@ type record struct {
 	Name      string    `json:"container"`
 	Agent     string    `json:"agent"`
 	Expires   time.Time `json:"expires"`
+	Owner     string    `json:"owner,omitempty"` // Config.Owner of the server that holds it
 }
 
 func (m *Manager) remember(e *entry, l *issued) {
@@ -35,7 +36,7 @@ func (m *Manager) remember(e *entry, l *issued) {
 		return
 	}
 	b, _ := json.Marshal(record{ID: l.id, Upstream: e.upstream, Item: e.item, Container: e.holder.ContainerID,
-		Name: e.holder.Container, Agent: e.holder.Agent, Expires: l.expires.UTC()})
+		Name: e.holder.Container, Agent: e.holder.Agent, Expires: l.expires.UTC(), Owner: m.cfg.Owner})
 	if err := m.cfg.Store.Update(context.Background(), func(tx store.Tx) error { return tx.Put(recordPrefix+l.id, b) }); err != nil {
 		m.log.Error("remembering a lease failed; after a restart it ends at its TTL", "lease_id", l.id, "err", err)
 	}
@@ -60,7 +61,9 @@ func (m *Manager) loadLeftovers(ctx context.Context) error {
 	err := m.cfg.Store.View(ctx, func(tx store.Tx) error {
 		return tx.List(recordPrefix, func(_ string, v []byte) error {
 			var r record
-			if json.Unmarshal(v, &r) == nil && r.ID != "" {
+			// Only this server's: with several servers on one store, the
+			// others' leases are theirs to keep.
+			if json.Unmarshal(v, &r) == nil && r.ID != "" && r.Owner == m.cfg.Owner {
 				recs = append(recs, r)
 			}
 			return nil
