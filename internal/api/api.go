@@ -66,6 +66,9 @@ type Config struct {
 	Links Linker
 	// Incident is the lockdown state; nil: no lockdown possible (tests).
 	Incident *incident.State
+	// Dynamic links secrets to upstreams that issue credentials per
+	// container (type vault-dynamic); nil on a server without any.
+	Dynamic DynamicLinker
 }
 
 // Server is the HTTP handler.
@@ -164,6 +167,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	// still serves every container the last value. It is reported.
 	if s.cfg.Links != nil {
 		for _, d := range s.cfg.Links.Degraded() {
+			io.WriteString(w, d+"\n")
+		}
+	}
+	if s.cfg.Dynamic != nil {
+		for _, d := range s.cfg.Dynamic.Degraded() {
 			io.WriteString(w, d+"\n")
 		}
 	}

@@ -46,6 +46,9 @@ func (s *Server) linkSecret(r *request) (int, any, error) {
 		return 0, nil, fmt.Errorf("%w: \"from\" (UPSTREAM:ITEM[#KEY]) is required", errBadRequest)
 	}
 	r.note("from", req.From)
+	if s.cfg.Dynamic != nil && (s.cfg.Dynamic.Handles(req.From) || s.cfg.Links == nil) {
+		return s.linkDynamic(r, name, dry, req.From)
+	}
 	if s.cfg.Links == nil {
 		return 0, nil, errNoKeystores
 	}
@@ -112,10 +115,14 @@ func (s *Server) listKeystores(r *request) (int, any, error) {
 	if _, err := params(r); err != nil {
 		return 0, nil, err
 	}
-	if s.cfg.Links == nil {
-		return http.StatusOK, []linker.UpstreamStatus{}, nil
+	out := []linker.UpstreamStatus{}
+	if s.cfg.Links != nil {
+		out = s.cfg.Links.Status()
 	}
-	return http.StatusOK, s.cfg.Links.Status(), nil
+	if s.cfg.Dynamic != nil {
+		out = append(out, s.cfg.Dynamic.Status()...)
+	}
+	return http.StatusOK, out, nil
 }
 
 // keystoreStatus maps keystore errors: a reference or item that cannot be

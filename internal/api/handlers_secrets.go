@@ -245,13 +245,20 @@ func (s *Server) showSecret(r *request) (int, any, error) {
 	}
 	if s.cfg.Broker != nil {
 		for _, h := range s.cfg.Broker.Rollout(name) {
-			v.Holders = append(v.Holders, HolderView{Holder: h, UpstreamVersion: upstream[h.Version]})
+			hv := HolderView{Holder: h, UpstreamVersion: upstream[h.Version]}
+			if meta.Link != nil && meta.Link.Dynamic {
+				hv.UpstreamVersion = s.cfg.Broker.LeaseOf(h.ContainerID, name) // its own lease
+			}
+			v.Holders = append(v.Holders, hv)
 			if h.Pending {
 				v.Pending++
 			}
 		}
 	}
-	if meta.Link != nil && s.cfg.Links != nil {
+	if meta.Link != nil && meta.Link.Dynamic && s.cfg.Dynamic != nil {
+		st := s.cfg.Dynamic.LinkState(*meta.Link)
+		v.LinkStatus = &st
+	} else if meta.Link != nil && s.cfg.Links != nil {
 		st := s.cfg.Links.LinkState(*meta.Link)
 		v.LinkStatus = &st
 	}

@@ -69,6 +69,9 @@ type Config struct {
 	// container reports (see DefaultReportBurst); zero means the default.
 	ReportBurst int
 	ReportRate  float64 // tokens a second
+	// Leases, if set, gives each container its own value of dynamic
+	// linked secrets (see leases.go).
+	Leases Leases
 }
 
 // Broker is safe for concurrent use.
@@ -221,6 +224,8 @@ func (b *Broker) unindex(c *ctr) {
 
 // regrant recomputes c's grants from set and updates the secret index.
 func (b *Broker) regrant(c *ctr, set *policy.Set) {
+	old := c.grants
+	defer func() { b.releaseLeases(c, old, c.grants, ReleaseUngranted) }()
 	b.unindex(c)
 	t := policy.Target{
 		Labels: c.info.Labels, ImageLabels: c.info.ImageLabels, HostLabels: c.host.labels,
@@ -275,8 +280,18 @@ func scoped(set *policy.Set, t policy.Target, grants []policy.Grant, scope strin
 // left out, and that is recorded as a failed send.
 func (b *Broker) push(c *ctr) {
 	var files []*cofferv1.FileRef
+	var dyn map[string]secret.Value // lease values of dynamic secrets, by secret
 	for _, g := range c.grants {
-		v := b.currentVersion(g.Secret)
+		v, val, isDyn := b.leaseFor(c, g.Secret)
+		switch {
+		case !isDyn:
+			v = b.currentVersion(g.Secret)
+		case v != 0:
+			if dyn == nil {
+				dyn = map[string]secret.Value{}
+			}
+			dyn[g.Secret] = val
+		}
 		if v == 0 {
 			continue
 		}
@@ -301,7 +316,7 @@ func (b *Broker) push(c *ctr) {
 	var vals []*cofferv1.SecretValue
 	var kept []*cofferv1.FileRef
 	for _, f := range files {
-		v, err := b.value(verKey{f.Secret, f.Version})
+		v, err := b.fileValue(verKey{f.Secret, f.Version}, dyn)
 		if err != nil {
 			b.log.Error("cannot open secret for delivery", "secret", f.Secret, "version", f.Version, "err", err)
 			continue
@@ -384,8 +399,8 @@ func (b *Broker) Rollout(name string) []Holder {
 				h.Rotation = g.Rotation
 			}
 		}
-		if want := b.currentVersion(name); want != 0 && h.Version != want && (h.Rotation != policy.RotationNone || h.Version == 0) {
-			h.Pending = true
+		if want, dynamic := b.wantVersion(c, name); want != 0 && h.Version != want && (h.Rotation != policy.RotationNone || h.Version == 0) || dynamic && want == 0 {
+			h.Pending = true // a dynamic secret's holder waits for its own lease, not for a current version
 		}
 		out = append(out, h)
 	}
@@ -424,14 +439,15 @@ func (b *Broker) Disconnect(agent string) {
 	}
 	if h := b.hosts[agent]; h != nil {
 		for _, c := range h.containers {
-			b.dropLocked(c)
+			b.dropLocked(c, ReleaseRemoved)
 		}
 		delete(b.hosts, agent)
 	}
 }
 
-// dropLocked forgets container c.
-func (b *Broker) dropLocked(c *ctr) {
+// dropLocked forgets container c (reason: why, for its leases).
+func (b *Broker) dropLocked(c *ctr, reason string) {
+	b.releaseLeases(c, c.grants, nil, reason)
 	b.unindex(c)
 	if b.containers[c.info.Id] == c {
 		delete(b.containers, c.info.Id)

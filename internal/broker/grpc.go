@@ -254,7 +254,7 @@ func (b *Broker) stopped(agent, id string) {
 		return
 	}
 	c := h.containers[id]
-	b.dropLocked(c)
+	b.dropLocked(c, ReleaseStopped)
 	h.bucket.give(time.Now(), b.cfg.ReportRate, float64(b.cfg.ReportBurst))
 	b.mu.Unlock()
 	for _, f := range c.applied {

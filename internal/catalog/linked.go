@@ -24,6 +24,10 @@ type Link struct {
 	Upstream string `json:"upstream"`      // configured upstream name
 	Item     string `json:"item"`          // item in the upstream's terms
 	Key      string `json:"key,omitempty"` // JSON key picked from the item; "" for the whole item
+	// Dynamic is set for a link to an upstream that issues credentials
+	// (type vault-dynamic): no value is stored, every container gets its
+	// own lease (see LinkDynamic and package lease).
+	Dynamic bool `json:"dynamic,omitempty"`
 	// Revoked, when set, says why the upstream no longer serves the item
 	// (deleted, disabled, access lost): the secret is then delivered to no
 	// container until the item is back. The reason names the upstream and

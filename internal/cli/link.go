@@ -14,6 +14,7 @@ type link struct {
 	Upstream  string    `json:"upstream"`
 	Item      string    `json:"item"`
 	Key       string    `json:"key,omitempty"`
+	Dynamic   bool      `json:"dynamic,omitempty"` // a lease per container (type vault-dynamic)
 	Revoked   string    `json:"revoked,omitempty"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
 }

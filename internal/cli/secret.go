@@ -266,12 +266,17 @@ func showSecret(w io.Writer, o *output, m secretMeta) error {
 		if m.Link.Key != "" {
 			fmt.Fprintf(w, ", key %q", m.Link.Key)
 		}
+		if m.Link.Dynamic {
+			fmt.Fprint(w, "; dynamic: each container gets its own lease")
+		}
 		fmt.Fprintln(w, ")")
 		switch {
 		case m.Link.Revoked != "":
 			fmt.Fprintf(w, "State:    revoked at %s: %s\n", m.Link.RevokedAt.Format(time.RFC3339), m.Link.Revoked)
 		case m.LinkStatus != nil && m.LinkStatus.Error != "":
 			fmt.Fprintf(w, "State:    %s (containers keep the last value): %s\n", m.LinkStatus.State, m.LinkStatus.Error)
+		case m.LinkStatus != nil && m.LinkStatus.Checked.IsZero():
+			fmt.Fprintf(w, "State:    %s\n", m.LinkStatus.State)
 		case m.LinkStatus != nil:
 			fmt.Fprintf(w, "State:    %s, checked %s\n", m.LinkStatus.State, m.LinkStatus.Checked.Format(time.RFC3339))
 		}
@@ -315,6 +320,9 @@ func showSecret(w io.Writer, o *output, m secretMeta) error {
 	header := []string{"  HOST", "CONTAINER", "ID", "VERSION", "STATE"}
 	if m.Link != nil {
 		header = []string{"  HOST", "CONTAINER", "ID", "VERSION", "UPSTREAM VERSION", "STATE"}
+	}
+	if m.Link != nil && m.Link.Dynamic {
+		header[4] = "LEASE"
 	}
 	if len(rows) > 0 {
 		o.print(w, nil, header, indent(rows))

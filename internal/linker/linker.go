@@ -156,6 +156,9 @@ func (l *Linker) load(ctx context.Context) error {
 	links := make(map[string]link, len(metas))
 	items := map[string]map[string]bool{}
 	for _, m := range metas {
+		if m.Link.Dynamic {
+			continue // a lease per container (package lease): nothing to poll
+		}
 		lk := link{Link: *m.Link}
 		if len(m.Versions) > 0 && m.Link.Revoked == "" {
 			lk.version = m.Versions[0].Upstream

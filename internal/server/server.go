@@ -27,6 +27,7 @@ import (
 	"coffer/internal/identity"
 	"coffer/internal/incident"
 	"coffer/internal/keystore"
+	"coffer/internal/lease"
 	"coffer/internal/linker"
 	"coffer/internal/seal"
 	"coffer/internal/store"
@@ -47,6 +48,8 @@ type Server struct {
 	Broker *broker.Broker
 	links  *linker.Linker // nil without keystores
 	ks     keystore.Set
+	leases *lease.Manager // nil without issuing upstreams (vault-dynamic)
+	iss    keystore.Issuers
 
 	handshakeTimeout time.Duration // TLS handshake from accept; tests shorten it
 }
@@ -140,12 +143,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	var b *broker.Broker
 	var lk *linker.Linker
+	var lm *lease.Manager
 	// The catalog checks the master key against the store before the audit
 	// trail may seal its MAC key under it.
 	cat, err := catalog.Open(ctx, catalog.Config{
 		Store: s.st, Key: s.ring, MaxVersions: cfg.MaxVersions, MaxValueSize: cfg.MaxValueSize, Logger: log,
 		DeletedRetention: cfg.DeletedRetention,
 		OnChange: func(ch catalog.Change) {
+			if lm != nil {
+				lm.Changed(ch) // first: the broker asks it which secrets are dynamic
+			}
 			b.Changed(ch)
 			if lk != nil {
 				lk.Changed(ch)
@@ -177,7 +184,19 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		log.Info("bootstrap admin token written", "path", tokenPath)
 		fmt.Fprintf(os.Stderr, "coffer-server: bootstrap admin token written to %s\n", tokenPath)
 	}
-	b = broker.New(broker.Config{Catalog: cat, Audit: s.audit, Agents: fl, Logger: log})
+	if lm, s.iss, err = openLeases(ctx, cfg, s.st, cat, s.audit, log); err != nil {
+		return nil, err
+	}
+	s.leases = lm
+	bcfg := broker.Config{Catalog: cat, Audit: s.audit, Agents: fl, Logger: log}
+	var dynamic api.DynamicLinker
+	if lm != nil {
+		bcfg.Leases, dynamic = lm, lm
+	}
+	b = broker.New(bcfg)
+	if lm != nil {
+		lm.SetNotify(b.LeaseChanged)
+	}
 	s.Broker = b
 	inc, err := incident.Open(ctx, s.st)
 	if err != nil {
@@ -205,7 +224,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: s.audit, CAPEM: ca.CertPEM,
 		MaxValueSize: cfg.MaxValueSize, Logger: log, GRPC: gs,
 		Ready: func(ctx context.Context) error { return s.st.View(ctx, func(store.Tx) error { return nil }) },
-		Links: links, Incident: inc,
+		Links: links, Incident: inc, Dynamic: dynamic,
 	})
 	tlsCfg := identity.ServerTLSConfig(cert, ca)
 	// Reissue the server certificate in place as it nears expiry.
@@ -279,6 +298,12 @@ func (s *Server) Run(ctx context.Context) error {
 	if cerr := s.Broker.Close(cctx); cerr != nil {
 		s.log.Error("shutting down", "err", cerr)
 	}
+	if s.leases != nil {
+		// Leases are not revoked: the containers keep running.
+		if cerr := s.leases.Close(cctx); cerr != nil {
+			s.log.Error("shutting down", "err", cerr)
+		}
+	}
 	stopRewrap()
 	s.close()
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, grpc.ErrServerStopped) {
@@ -290,6 +315,9 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) close() {
 	if s.ks != nil {
 		s.ks.Close()
+	}
+	if s.iss != nil {
+		s.iss.Close()
 	}
 	if s.audit != nil {
 		s.audit.Close()

@@ -15,6 +15,7 @@ import (
 	"coffer/internal/keystore/ccp"
 	"coffer/internal/keystore/conjur"
 	"coffer/internal/keystore/vault"
+	"coffer/internal/keystore/vaultdynamic"
 )
 
 // List returns the built-in upstream types.
@@ -25,6 +26,7 @@ func List() []keystore.Builtin {
 		ccp.Builtin(),
 		conjur.Builtin(),
 		vault.Builtin(),
+		vaultdynamic.Builtin(),
 	}
 }
 
@@ -54,12 +56,34 @@ func (c *Config) UnmarshalYAML(n *yaml.Node) error {
 func (c Config) Open(logger *slog.Logger, hashKey []byte) (keystore.Set, error) {
 	set := keystore.Set{}
 	for _, u := range c.Upstreams {
+		if u.IsIssuer() {
+			continue // see OpenIssuers
+		}
 		ks, err := u.Open(logger, hashKey)
 		if err != nil {
 			set.Close()
 			return nil, fmt.Errorf("keystores.%s: %w", u.Name, err)
 		}
 		set[u.Name] = ks
+	}
+	return set, nil
+}
+
+// OpenIssuers opens every configured upstream that issues credentials
+// (type vault-dynamic), which Open leaves out. It reads credential files
+// but does no network I/O.
+func (c Config) OpenIssuers(logger *slog.Logger) (keystore.Issuers, error) {
+	set := keystore.Issuers{}
+	for _, u := range c.Upstreams {
+		if !u.IsIssuer() {
+			continue
+		}
+		is, err := u.OpenIssuer(keystore.Options{Logger: logger})
+		if err != nil {
+			set.Close()
+			return nil, fmt.Errorf("keystores.%s: %w", u.Name, err)
+		}
+		set[u.Name] = is
 	}
 	return set, nil
 }

@@ -106,7 +106,7 @@ keystores:
 func TestConfigErrors(t *testing.T) {
 	for doc, want := range map[string]string{
 		"keystores:\n  v:\n    type: vault\n    address: https://x\n    token_file: t\n    approle: {role_id_file: r, secret_id_file: s}\n": "exactly one",
-		"keystores:\n  v:\n    type: hashicorp\n":                                                 `type "hashicorp" is unknown (one of aws-secrets-manager, azure-key-vault, conjur, cyberark-ccp, vault)`,
+		"keystores:\n  v:\n    type: hashicorp\n":                                                 `type "hashicorp" is unknown (one of aws-secrets-manager, azure-key-vault, conjur, cyberark-ccp, vault, vault-dynamic)`,
 		"keystores:\n  a:\n    type: aws-secrets-manager\n    region: eu-west-1\n    regoin: x\n": `unknown key "regoin"`,
 		"keystores:\n  z:\n    type: azure-key-vault\n    vault_url: http://x\n":                  `vault_url "http://x"`,
 	} {
