@@ -22,6 +22,10 @@ var (
 	buildOnce sync.Once
 	binDir    string
 	buildErr  error
+	// baseTmp is the temp dir when the package starts: a test may point
+	// TMPDIR at its own dir, which goes when it ends, before later tests
+	// use the binaries.
+	baseTmp = os.TempDir()
 )
 
 // Bin returns the path of a freshly built Coffer binary ("coffer",
@@ -31,7 +35,7 @@ func Bin(t testing.TB, name string) string {
 	buildOnce.Do(func() {
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..")
-		binDir, buildErr = os.MkdirTemp("", "coffer-bin-")
+		binDir, buildErr = os.MkdirTemp(baseTmp, "coffer-bin-")
 		if buildErr != nil {
 			return
 		}
