@@ -161,7 +161,7 @@ func (f *Fleet) Enroll(ctx context.Context, name string, csrDER []byte, addr str
 		return nil, err
 	}
 	a.Serials = []string{serial}
-	if err := f.save(ctx, a); err != nil {
+	if err := f.create(ctx, a); err != nil {
 		return nil, err
 	}
 	f.mu.Lock()
