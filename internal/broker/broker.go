@@ -259,7 +259,10 @@ func scoped(set *policy.Set, t policy.Target, grants []policy.Grant, scope strin
 func (b *Broker) push(c *ctr) {
 	var files []*cofferv1.FileRef
 	for _, g := range c.grants {
-		v := b.currentVersion(g.Secret)
+		v, ok := b.versionFor(g.Secret)
+		if !ok {
+			return // the store is away: the container keeps what it has
+		}
 		if v == 0 {
 			continue
 		}
@@ -279,6 +282,9 @@ func (b *Broker) push(c *ctr) {
 		v, err := b.value(verKey{f.Secret, f.Version})
 		if err != nil {
 			b.log.Error("cannot open secret for delivery", "secret", f.Secret, "version", f.Version, "err", err)
+			if storeAway(err) {
+				return // the container keeps what it has; Resync sends it when the store is back
+			}
 			continue
 		}
 		if !s.fits(f.Secret, len(v)) {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"coffer/internal/store/etcd"
 )
 
 // Config is coffer-server's configuration, from flags or a YAML file.
@@ -28,7 +30,18 @@ type Config struct {
 	// DeletedRetention is how long a deleted secret can be restored
 	// (coffer secret undelete) before its versions are destroyed.
 	DeletedRetention time.Duration `yaml:"deleted_retention"`
+	// Store is where secrets, bindings, tokens and agents live: "bolt"
+	// (default, one file in the data dir) or "etcd" (shared by several
+	// servers; see docs/ha.md), configured by Etcd.
+	Store string      `yaml:"store"`
+	Etcd  etcd.Config `yaml:"etcd"`
 }
+
+// Store types.
+const (
+	StoreBolt = "bolt"
+	StoreEtcd = "etcd"
+)
 
 // Defaults returns the default configuration.
 func Defaults() Config {
@@ -41,6 +54,7 @@ func Defaults() Config {
 		LogLevel:         "info",
 		Seal:             SealConfig{Type: SealLocal},
 		DeletedRetention: 7 * 24 * time.Hour,
+		Store:            StoreBolt,
 	}
 }
 
@@ -73,6 +87,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: agent_cert_ttl %s: must be 10m to 2160h", c.AgentCertTTL)
 	case c.DeletedRetention < time.Minute || c.DeletedRetention > 365*24*time.Hour:
 		return fmt.Errorf("config: deleted_retention %s: must be 1m to 8760h", c.DeletedRetention)
+	}
+	switch c.Store {
+	case StoreBolt, "":
+		if len(c.Etcd.Endpoints) > 0 || c.Etcd.Prefix != "" || c.Etcd.CAFile != "" || c.Etcd.CertFile != "" || c.Etcd.KeyFile != "" {
+			return fmt.Errorf("config: etcd options are set but store is %q: set store: etcd (--store etcd)", StoreBolt)
+		}
+	case StoreEtcd:
+		if len(c.Etcd.Endpoints) == 0 {
+			return fmt.Errorf("config: store etcd: etcd.endpoints is empty: give the client URLs of the etcd members (--etcd-endpoints http://127.0.0.1:2379,...)")
+		}
+	default:
+		return fmt.Errorf("config: store %q: must be %s or %s", c.Store, StoreBolt, StoreEtcd)
 	}
 	if err := c.Seal.validate(c.MasterKeyFile); err != nil {
 		return fmt.Errorf("config: %w", err)

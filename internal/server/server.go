@@ -28,6 +28,7 @@ import (
 	"coffer/internal/seal"
 	"coffer/internal/store"
 	"coffer/internal/store/bolt"
+	"coffer/internal/store/etcd"
 )
 
 // Server is a running coffer-server.
@@ -42,6 +43,11 @@ type Server struct {
 	grpc   *grpc.Server
 	cat    *catalog.Catalog
 	Broker *broker.Broker
+
+	// On a shared store (etcd) only:
+	feed       *feed         // the store's watch, feeding caches and broker
+	health     *storeHealth  // the store's health, pinged in the background
+	stopAnchor chan struct{} // closed at shutdown: the audit anchor stops waiting for the store
 
 	handshakeTimeout time.Duration // TLS handshake from accept; tests shorten it
 }
@@ -98,28 +104,77 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}()
 
 	storePath := filepath.Join(cfg.DataDir, storeFile)
-	_, statErr := os.Stat(storePath)
-	fresh := errors.Is(statErr, os.ErrNotExist)
-	var err error
-	if s.ring, err = openSeal(ctx, cfg, fresh, log); err != nil {
+	var (
+		fresh  bool
+		shared *etcd.Backend // the store, when it is shared by several servers
+		err    error
+	)
+	if cfg.Store == StoreEtcd {
+		if shared, fresh, err = openEtcd(ctx, cfg, log); err != nil {
+			return nil, err
+		}
+		s.st = shared
+	} else {
+		_, statErr := os.Stat(storePath)
+		fresh = errors.Is(statErr, os.ErrNotExist)
+	}
+	var sharedStore store.Backend
+	if shared != nil {
+		sharedStore = shared
+	}
+	if s.ring, err = openSeal(ctx, cfg, fresh, sharedStore, log); err != nil {
 		return nil, err
 	}
-	// Assigned only on success: a nil *bolt.Backend in the interface would
-	// not be nil, and close would call it.
-	st, err := bolt.Open(storePath)
+	if shared == nil {
+		// Assigned only on success: a nil *bolt.Backend in the interface would
+		// not be nil, and close would call it.
+		st, err := bolt.Open(storePath)
+		if err != nil {
+			return nil, err
+		}
+		s.st = st
+	}
+	if err := checkStoreSeal(ctx, s.st, s.ring, storeWhere(cfg), log); err != nil {
+		return nil, err
+	}
+	var b *broker.Broker
+	onChange := func(ch catalog.Change) { b.Changed(ch) }
+	if shared != nil {
+		onChange = nil // the broker hears of every change, this server's too, from the store's watch
+	}
+	// The catalog checks the master key against the store (sealing the
+	// canary on a new store) before the CA and the audit trail may seal
+	// their keys under it.
+	cat, err := catalog.Open(ctx, catalog.Config{
+		Store: s.st, Key: s.ring, MaxVersions: cfg.MaxVersions, MaxValueSize: cfg.MaxValueSize, Logger: log,
+		DeletedRetention: cfg.DeletedRetention,
+		OnChange:         onChange,
+	})
 	if err != nil {
 		return nil, err
 	}
-	s.st = st
-	if err := checkStoreSeal(ctx, s.st, s.ring, cfg.DataDir, log); err != nil {
-		return nil, err
-	}
-	ca, created, err := identity.LoadOrCreateCA(cfg.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("CA: %w", err)
-	}
-	if created {
-		log.Info("created the Coffer CA", "ca", filepath.Join(cfg.DataDir, "ca.pem"))
+	s.cat = cat
+	var ca *identity.CA
+	anchor := audit.StoreAnchor{Store: s.st, Master: s.ring}
+	var auditAnchor audit.Anchor = anchor
+	if shared != nil {
+		if ca, err = joinCluster(ctx, s.st, s.ring, cfg, log); err != nil {
+			return nil, err
+		}
+		if anchor.Server, err = serverID(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("server id: %w", err)
+		}
+		s.stopAnchor = make(chan struct{})
+		auditAnchor = patientAnchor{StoreAnchor: anchor, stop: s.stopAnchor, log: log}
+		s.health = &storeHealth{p: shared, log: log}
+	} else {
+		var created bool
+		if ca, created, err = identity.LoadOrCreateCA(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("CA: %w", err)
+		}
+		if created {
+			log.Info("created the Coffer CA", "ca", filepath.Join(cfg.DataDir, "ca.pem"))
+		}
 	}
 	cert, err := ca.LoadOrIssueServerCert(cfg.DataDir, sansFor(cfg), serverCertTTL)
 	if err != nil {
@@ -133,23 +188,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	var b *broker.Broker
-	// The catalog checks the master key against the store before the audit
-	// trail may seal its MAC key under it.
-	cat, err := catalog.Open(ctx, catalog.Config{
-		Store: s.st, Key: s.ring, MaxVersions: cfg.MaxVersions, MaxValueSize: cfg.MaxValueSize, Logger: log,
-		DeletedRetention: cfg.DeletedRetention,
-		OnChange:         func(ch catalog.Change) { b.Changed(ch) },
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.cat = cat
 	// The trail's head and MAC key live in the store, the key sealed under
 	// the master key: a trail cut or rewritten while the server was
-	// stopped is refused here, before anything else is written.
+	// stopped is refused here, before anything else is written. On a
+	// shared store each server keeps its own trail, anchored under its id.
 	s.audit, err = audit.Open(filepath.Join(cfg.DataDir, auditFile), audit.Options{
-		Logger: log, Anchor: audit.StoreAnchor{Store: s.st, Master: s.ring}, Reanchor: cfg.AuditReanchor,
+		Logger: log, Anchor: auditAnchor, Reanchor: cfg.AuditReanchor,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("audit trail: %w", err)
@@ -163,6 +207,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	b = broker.New(broker.Config{Catalog: cat, Audit: s.audit, Agents: fl, Logger: log})
 	s.Broker = b
+	if shared != nil {
+		s.feed = &feed{w: shared, cat: cat, tokens: tokens, fleet: fl, broker: b, log: log}
+		s.health.back = b.Resync // what could not be sent while the store was away
+	}
 
 	// Per-connection buffers of 8 KiB instead of 32 KiB: an agent's stream
 	// carries small messages, and a server holds thousands of them.
@@ -175,7 +223,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	handler := api.New(api.Config{
 		Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: s.audit, CAPEM: ca.CertPEM,
 		MaxValueSize: cfg.MaxValueSize, Logger: log, GRPC: gs,
-		Ready: func(ctx context.Context) error { return s.st.View(ctx, func(store.Tx) error { return nil }) },
+		Ready: s.ready,
 	})
 	tlsCfg := identity.ServerTLSConfig(cert, ca)
 	// Reissue the server certificate in place as it nears expiry.
@@ -185,8 +233,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	tlsCfg.Certificates, tlsCfg.GetCertificate = nil, getCert
 	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+	var h http.Handler = handler
+	if s.health != nil {
+		h = s.health.guard(handler)
+	}
 	s.http = &http.Server{
-		Handler:           handler,
+		Handler:           h,
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
@@ -218,6 +270,15 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errc <- s.http.Serve(people) }()
 	go func() { errc <- s.grpc.Serve(agents) }()
 	stopRewrap := s.startRewrap()
+	bg, stopBG := context.WithCancel(context.Background())
+	bgDone := make(chan struct{}, 2)
+	if s.feed != nil {
+		go func() { s.feed.run(bg); bgDone <- struct{}{} }()
+		go func() { s.health.run(bg); bgDone <- struct{}{} }()
+	} else {
+		bgDone <- struct{}{}
+		bgDone <- struct{}{}
+	}
 	var err error
 	select {
 	case err = <-errc:
@@ -240,6 +301,9 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Error("shutting down", "err", cerr)
 	}
 	stopRewrap()
+	stopBG()
+	<-bgDone
+	<-bgDone
 	s.close()
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, grpc.ErrServerStopped) {
 		err = nil
@@ -248,6 +312,9 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func (s *Server) close() {
+	if s.stopAnchor != nil {
+		close(s.stopAnchor)
+	}
 	if s.audit != nil {
 		s.audit.Close()
 	}
@@ -265,4 +332,12 @@ func sansFor(cfg Config) []string {
 		sans = append(sans, host)
 	}
 	return sans
+}
+
+// ready is /readyz: the store serves (on etcd: a quorum read now).
+func (s *Server) ready(ctx context.Context) error {
+	if s.health != nil {
+		return s.health.check(ctx)
+	}
+	return s.st.View(ctx, func(store.Tx) error { return nil })
 }
