@@ -52,6 +52,9 @@ type Config struct {
 	Fleet        *fleet.Fleet
 	Broker       *broker.Broker
 	Audit        Auditor
+	// AuditServers lists the audit chains of an installation whose servers
+	// share a store (GET /v1/audit/servers); nil: one server, this one.
+	AuditServers func(context.Context) ([]AuditServer, error)
 	CAPEM        []byte
 	MaxValueSize int
 	Logger       *slog.Logger
@@ -109,6 +112,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("GET /v1/audit", s.authed("audit.query", authz.AuditRead, s.queryAudit))
 	m.HandleFunc("GET /v1/audit/verify", s.authed("audit.verify", authz.AuditRead, s.verifyAudit))
 	m.HandleFunc("GET /v1/audit/head", s.authed("audit.head", authz.AuditRead, s.auditHead))
+	m.HandleFunc("GET /v1/audit/servers", s.authed("audit.servers", authz.AuditRead, s.auditServers))
 
 	m.HandleFunc("GET /v1/agents", s.authed("agent.list", authz.AgentRead, s.listAgents))
 	m.HandleFunc("DELETE /v1/agents/{name...}", s.authed("agent.revoke", authz.AgentManage, s.revokeAgent))

@@ -10,11 +10,14 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"coffer/internal/api"
+	"coffer/internal/audit"
 	"coffer/internal/identity"
 	"coffer/internal/seal"
 	"coffer/internal/store"
@@ -267,4 +270,101 @@ func randomID() string {
 	b := make([]byte, 8)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// serverRecord is a server's registration at serversPrefix+id.
+type serverRecord struct {
+	ID         string    `json:"id"`
+	Address    string    `json:"address"`
+	Started    time.Time `json:"started"`
+	ReplacedBy string    `json:"replaced_by,omitempty"`
+}
+
+const serversPrefix = "servers/"
+
+// advertised is the address other servers' clients reach this one at:
+// cfg.Advertise, or the listening address when its host is a specific one,
+// or the host's name with the port.
+func advertised(cfg Config, ln net.Addr) string {
+	if cfg.Advertise != "" {
+		return cfg.Advertise
+	}
+	host, port, err := net.SplitHostPort(ln.String())
+	if err != nil {
+		return ln.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// register records this server (id, address) in the store, and marks the
+// servers registered before at the same address as replaced by it: their
+// audit chains were in a data dir this server no longer has.
+func register(ctx context.Context, st store.Backend, id, addr string) error {
+	return st.Update(ctx, func(tx store.Tx) error {
+		var others []serverRecord
+		err := tx.List(serversPrefix, func(_ string, v []byte) error {
+			var r serverRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("%w: %v", store.ErrCorrupt, err)
+			}
+			if r.ID != id && r.Address == addr && r.ReplacedBy == "" {
+				others = append(others, r)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, r := range others {
+			r.ReplacedBy = id
+			b, _ := json.Marshal(r)
+			if err := tx.Put(serversPrefix+r.ID, b); err != nil {
+				return err
+			}
+		}
+		b, _ := json.Marshal(serverRecord{ID: id, Address: addr, Started: time.Now().UTC()})
+		return tx.Put(serversPrefix+id, b)
+	})
+}
+
+// auditServers lists the installation's servers and the heads of their
+// audit chains as anchored in the store.
+func auditServers(ctx context.Context, st store.Backend, self string, selfHead audit.Head) ([]api.AuditServer, error) {
+	var out []api.AuditServer
+	err := st.View(ctx, func(tx store.Tx) error {
+		out = nil
+		var recs []serverRecord
+		if err := tx.List(serversPrefix, func(_ string, v []byte) error {
+			var r serverRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("%w: %v", store.ErrCorrupt, err)
+			}
+			recs = append(recs, r)
+			return nil
+		}); err != nil {
+			return err
+		}
+		for _, r := range recs {
+			as := api.AuditServer{ID: r.ID, Address: r.Address, Self: r.ID == self, ReplacedBy: r.ReplacedBy}
+			if as.Self {
+				as.Head = selfHead
+			} else if v, err := tx.Get(audit.ServersPrefix + r.ID + "/head"); err == nil {
+				var m audit.Mark
+				if err := json.Unmarshal(v, &m); err != nil {
+					return fmt.Errorf("audit head of server %s: %w: %v", r.ID, store.ErrCorrupt, err)
+				}
+				as.Head = m.Head
+			} else if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			out = append(out, as)
+		}
+		return nil
+	})
+	return out, err
 }

@@ -35,6 +35,11 @@ type Config struct {
 	// servers; see docs/ha.md), configured by Etcd.
 	Store string      `yaml:"store"`
 	Etcd  etcd.Config `yaml:"etcd"`
+	// Advertise is the host:port at which clients reach this server, as
+	// listed to them among the installation's servers (store etcd);
+	// default: the listening address, or the host name and its port when
+	// it listens on all addresses.
+	Advertise string `yaml:"advertise"`
 }
 
 // Store types.

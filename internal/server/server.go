@@ -48,6 +48,7 @@ type Server struct {
 	feed       *feed         // the store's watch, feeding caches and broker
 	health     *storeHealth  // the store's health, pinged in the background
 	stopAnchor chan struct{} // closed at shutdown: the audit anchor stops waiting for the store
+	id         string        // this server's id among those sharing the store
 
 	handshakeTimeout time.Duration // TLS handshake from accept; tests shorten it
 }
@@ -193,8 +194,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// stopped is refused here, before anything else is written. On a
 	// shared store each server keeps its own trail, anchored under its id.
 	s.audit, err = audit.Open(filepath.Join(cfg.DataDir, auditFile), audit.Options{
-		Logger: log, Anchor: auditAnchor, Reanchor: cfg.AuditReanchor,
+		Logger: log, Anchor: auditAnchor, Reanchor: cfg.AuditReanchor, Server: anchor.Server,
 	})
+	s.id = anchor.Server
 	if err != nil {
 		return nil, fmt.Errorf("audit trail: %w", err)
 	}
@@ -223,7 +225,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	handler := api.New(api.Config{
 		Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: s.audit, CAPEM: ca.CertPEM,
 		MaxValueSize: cfg.MaxValueSize, Logger: log, GRPC: gs,
-		Ready: s.ready,
+		Ready: s.ready, AuditServers: s.auditServers,
 	})
 	tlsCfg := identity.ServerTLSConfig(cert, ca)
 	// Reissue the server certificate in place as it nears expiry.
@@ -249,6 +251,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, err
+	}
+	if shared != nil {
+		if err := register(ctx, s.st, anchor.Server, advertised(cfg, s.ln.Addr())); err != nil {
+			return nil, fmt.Errorf("register the server: %w", err)
+		}
 	}
 	ok = true
 	return s, nil
@@ -340,4 +347,13 @@ func (s *Server) ready(ctx context.Context) error {
 		return s.health.check(ctx)
 	}
 	return s.st.View(ctx, func(store.Tx) error { return nil })
+}
+
+// auditServers lists the audit chains of the servers sharing the store;
+// nil for a single server.
+func (s *Server) auditServers(ctx context.Context) ([]api.AuditServer, error) {
+	if s.feed == nil {
+		return []api.AuditServer{{Address: s.Addr(), Head: s.audit.Head(), Self: true}}, nil
+	}
+	return auditServers(ctx, s.st, s.id, s.audit.Head())
 }
