@@ -52,9 +52,6 @@ type Config struct {
 	Fleet        *fleet.Fleet
 	Broker       *broker.Broker
 	Audit        Auditor
-	// AuditServers lists the audit chains of an installation whose servers
-	// share a store (GET /v1/audit/servers); nil: one server, this one.
-	AuditServers func(context.Context) ([]AuditServer, error)
 	CAPEM        []byte
 	MaxValueSize int
 	Logger       *slog.Logger
@@ -63,6 +60,9 @@ type Config struct {
 	GRPC http.Handler
 	// Ready reports whether the server can serve (store and audit usable).
 	Ready func(context.Context) error
+	// AuditServers lists the audit chains of an installation whose servers
+	// share a store (GET /v1/audit/servers); nil: one server, this one.
+	AuditServers func(context.Context) ([]AuditServer, error)
 }
 
 // Server is the HTTP handler.
