@@ -33,6 +33,15 @@ func (f *Fleet) create(ctx context.Context, a Agent) error {
 	})
 }
 
+// mustBeEnrolled is ErrUnknownAgent when the store holds no record of name.
+func mustBeEnrolled(tx store.Tx, name string) error {
+	_, err := tx.Get(agentKey(name))
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("agent %s: %w", name, ErrUnknownAgent)
+	}
+	return err
+}
+
 // Apply brings the fleet up to date with a change of an agent record that
 // another server committed to a shared store (key under Prefix). It
 // reports whether the agent was removed, so that the caller closes its

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -98,4 +99,46 @@ func csr(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return der
+}
+
+// An agent removed on server A stays removed: server B, whose cache still
+// holds it, cannot renew its certificate or record its use, which wrote the
+// record back blindly before and brought the agent back everywhere.
+func TestRemovedAgentCannotBeRenewedBackOnAnotherServer(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{})
+	ctx := context.Background()
+	ca, _, err := identity.LoadOrCreateCA(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := fleet.Open(ctx, fleet.Config{Store: open(t, c, nil), CA: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := a.Enroll(ctx, "node-1", csr(t), "", func(context.Context) (fleet.Admission, error) { return fleet.Admission{}, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bStore := open(t, c, nil)
+	b, err := fleet.Open(ctx, fleet.Config{Store: bStore, CA: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Remove(ctx, "node-1"); err != nil {
+		t.Fatal(err)
+	}
+	serial := fmt.Sprintf("%x", cert.SerialNumber.Bytes())
+	if _, err := b.Renew(ctx, "node-1", serial, csr(t)); !errors.Is(err, fleet.ErrUnknownAgent) {
+		t.Fatalf("renewal on B of an agent removed on A = %v, want ErrUnknownAgent", err)
+	}
+	if _, err := b.Verify(cert); err == nil {
+		t.Fatal("B verified (and recorded the use of) a certificate of an agent removed on A")
+	}
+	if again, err := fleet.Open(ctx, fleet.Config{Store: bStore, CA: ca}); err != nil || len(again.List()) != 0 {
+		t.Fatalf("the removed agent is back in the store: %v, %v", again.List(), err)
+	}
 }
