@@ -93,7 +93,7 @@ and server certificate, and a bootstrap admin token written to
 	f.StringVar(&cfg.Etcd.CertFile, "etcd-cert", cfg.Etcd.CertFile, "with --store etcd: client certificate for etcd")
 	f.StringVar(&cfg.Etcd.KeyFile, "etcd-key", cfg.Etcd.KeyFile, "with --store etcd: client key for etcd (mode 0600)")
 	f.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "with --store etcd: host:port at which clients reach this server (default: the listening address)")
-	cmd.AddCommand(rewrapCommand(&cfg))
+	cmd.AddCommand(rewrapCommand(&cfg), migrateCommand(&cfg))
 	f.DurationVar(&cfg.DeletedRetention, "deleted-retention", cfg.DeletedRetention, "how long a deleted secret can be restored before it is purged (1m to 8760h)")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "coffer-server:", err)

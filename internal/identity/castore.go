@@ -34,3 +34,7 @@ func ParseCA(certPEMBytes, keyPEMBytes []byte) (*CA, error) {
 	}
 	return &CA{Cert: cert, Key: key, CertPEM: certPEM(cert.Raw)}, nil
 }
+
+// KeyPEM returns the CA's private key as PKCS#8 PEM, for keeping it
+// elsewhere (sealed); the caller must clear it.
+func (ca *CA) KeyPEM() ([]byte, error) { return keyPEM(ca.Key) }
