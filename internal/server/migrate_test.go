@@ -41,6 +41,14 @@ func TestMigrateBoltToEtcd(t *testing.T) {
 	if st.Copied == 0 || st.Copied != st.Keys || st.Already {
 		t.Fatalf("first run: %+v", st)
 	}
+	// An interrupted run (here: the last keys and the mark missing) goes on.
+	c.Etcdctl(t, "del", "moved/d/meta/migrated")
+	c.Etcdctl(t, "del", "--prefix", "moved/d/tomb/")
+	c.Etcdctl(t, "del", "--prefix", "moved/d/token/")
+	st, err = Migrate(ctx, to, cfg.DataDir, nil)
+	if err != nil || st.Already || st.Copied != 1 {
+		t.Fatalf("run after an interruption: %+v, %v", st, err)
+	}
 	before := keysUnder(t, c, "moved")
 	st, err = Migrate(ctx, to, cfg.DataDir, nil)
 	if err != nil || !st.Already || st.Copied != 0 {
