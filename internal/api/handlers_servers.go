@@ -24,6 +24,10 @@ type AuditServer struct {
 // AuditServersResponse is GET /v1/audit/servers's answer.
 type AuditServersResponse struct {
 	Servers []AuditServer `json:"servers"`
+	// CAPEM is the installation's CA: a client that asks the other
+	// servers trusts only certificates it signed, so that an address
+	// planted in the store cannot collect its token.
+	CAPEM string `json:"ca_pem"`
 }
 
 // auditServers lists the installation's audit chains, so that a client
@@ -33,11 +37,11 @@ func (s *Server) auditServers(r *request) (int, any, error) {
 		return 0, nil, err
 	}
 	if s.cfg.AuditServers == nil {
-		return http.StatusOK, AuditServersResponse{Servers: []AuditServer{{Address: r.Host, Head: s.cfg.Audit.Head(), Self: true}}}, nil
+		return http.StatusOK, AuditServersResponse{Servers: []AuditServer{{Address: r.Host, Head: s.cfg.Audit.Head(), Self: true}}, CAPEM: string(s.cfg.CAPEM)}, nil
 	}
 	list, err := s.cfg.AuditServers(r.Context())
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusOK, AuditServersResponse{Servers: list}, nil
+	return http.StatusOK, AuditServersResponse{Servers: list, CAPEM: string(s.cfg.CAPEM)}, nil
 }

@@ -1,9 +1,12 @@
 package cli
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"sort"
 	"strings"
@@ -18,6 +21,8 @@ type auditServer struct {
 	Head       audit.Head `json:"head"`
 	Self       bool       `json:"self"`
 	ReplacedBy string     `json:"replaced_by,omitempty"`
+
+	peers *http.Client // trusts the installation's CA only
 }
 
 // auditChains returns the installation's audit chains when its servers
@@ -26,6 +31,7 @@ type auditServer struct {
 func auditChains(cl *client) ([]auditServer, error) {
 	var r struct {
 		Servers []auditServer `json:"servers"`
+		CAPEM   string        `json:"ca_pem"`
 	}
 	err := cl.do("GET", "/v1/audit/servers", nil, &r)
 	var ae *apiError
@@ -38,6 +44,18 @@ func auditChains(cl *client) ([]auditServer, error) {
 	if len(r.Servers) <= 1 {
 		return nil, nil
 	}
+	// The other servers must show a certificate of the installation's CA,
+	// whatever this client trusts otherwise: the addresses come from the
+	// store, and the token goes to them.
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(r.CAPEM)) {
+		return nil, errors.New("GET /v1/audit/servers: no CA certificate in the answer")
+	}
+	peers := &http.Client{Timeout: cl.http.Timeout, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool}, ForceAttemptHTTP2: true}}
+	for i := range r.Servers {
+		r.Servers[i].peers = peers
+	}
 	return r.Servers, nil
 }
 
@@ -49,6 +67,7 @@ func (s auditServer) at(cl *client) *client {
 	}
 	c := *cl
 	c.base = "https://" + s.Address
+	c.http = s.peers
 	return &c
 }
 

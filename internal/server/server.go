@@ -254,6 +254,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	if shared != nil {
 		if err := register(ctx, s.st, anchor.Server, advertised(cfg, s.ln.Addr())); err != nil {
+			s.ln.Close()
 			return nil, fmt.Errorf("register the server: %w", err)
 		}
 	}
