@@ -234,3 +234,5 @@ func waitFor(t *testing.T, within time.Duration, what string, ok func() bool) ti
 	}
 	return time.Since(start)
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
