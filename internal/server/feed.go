@@ -66,13 +66,20 @@ func (f *feed) bindings(ctx context.Context, cs []store.Change, reset bool) {
 		f.broker.Resync()
 		return
 	}
+	// The broker regrants every container on any binding change, from the
+	// whole set: once for all the changes of one commit (coffer apply
+	// writes many) is enough.
+	var last *catalog.Change
 	for _, c := range cs {
 		ch, err := f.cat.RefreshBinding(ctx, c.Key[len(catalog.BindingPrefix):])
 		if err != nil {
 			f.log.Error("watch: binding change", "key", c.Key, "err", err)
 			continue
 		}
-		f.broker.Changed(ch)
+		last = &ch
+	}
+	if last != nil {
+		f.broker.Changed(*last)
 	}
 }
 

@@ -31,6 +31,15 @@ func TestChangesThroughAReachAnAgentOnB(t *testing.T) {
 	waitValue(t, a, "c1", "api-key", "k1", 2*time.Second)
 	c.must(0, "DELETE", "/v1/bindings/web-key", nil, nil)
 	waitValue(t, a, "c1", "api-key", "", 2*time.Second)
+	// An apply of several bindings in one transaction through C.
+	c.put(2, "app/cert", "c1")
+	c.put(2, "app/key", "k1")
+	c.must(2, "POST", "/v1/apply", map[string]any{"bindings": []map[string]string{
+		{"name": "web-cert", "secret": "app/cert", "selector": "app=web"},
+		{"name": "web-tls-key", "secret": "app/key", "selector": "app=web"},
+	}}, nil)
+	waitValue(t, a, "c1", "cert", "c1", 2*time.Second)
+	waitValue(t, a, "c1", "key", "k1", 2*time.Second)
 	// Deleting the secret on C revokes it on B's container.
 	c.must(2, "DELETE", "/v1/secrets/app/db", nil, nil)
 	waitValue(t, a, "c1", "db", "", 2*time.Second)
