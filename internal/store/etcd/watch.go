@@ -58,7 +58,7 @@ func (b *Backend) Watch(ctx context.Context, prefix string, fn func([]store.Chan
 			fn(nil, true)
 		}
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		ch := b.cli.Watch(wctx, key, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithPrevKV())
+		ch := b.cli.Watch(wctx, key, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 		for resp := range ch {
 			if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
 				b.cfg.Logger.Warn("etcd store: watch history compacted while away; reloading", "from", rev+1, "compacted", resp.CompactRevision)
