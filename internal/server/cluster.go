@@ -93,6 +93,10 @@ func openEtcd(ctx context.Context, cfg Config, log *slog.Logger) (*etcd.Backend,
 		st.Close()
 		return nil, false, fmt.Errorf("%s: read: %w", storeWhere(cfg), err)
 	}
+	if !hasCanary && cfg.EtcdJoin {
+		st.Close()
+		return nil, false, fmt.Errorf("%s is empty: nothing to join (etcd_join is set: wrong --etcd-endpoints or --etcd-prefix?); nothing was changed", storeWhere(cfg))
+	}
 	mine, err := os.ReadFile(filepath.Join(cfg.DataDir, installationFile))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

@@ -35,6 +35,10 @@ type Config struct {
 	// servers; see docs/ha.md), configured by Etcd.
 	Store string      `yaml:"store"`
 	Etcd  etcd.Config `yaml:"etcd"`
+	// EtcdJoin makes a server on etcd join an existing installation only:
+	// an empty prefix (a wrong --etcd-prefix or endpoints for a new data
+	// dir) is then an error instead of a new installation.
+	EtcdJoin bool `yaml:"etcd_join"`
 	// Advertise is the host:port at which clients reach this server, as
 	// listed to them among the installation's servers (store etcd);
 	// default: the listening address, or the host name and its port when
@@ -95,7 +99,7 @@ func (c *Config) Validate() error {
 	}
 	switch c.Store {
 	case StoreBolt, "":
-		if len(c.Etcd.Endpoints) > 0 || c.Etcd.Prefix != "" || c.Etcd.CAFile != "" || c.Etcd.CertFile != "" || c.Etcd.KeyFile != "" {
+		if len(c.Etcd.Endpoints) > 0 || c.EtcdJoin || c.Etcd.Prefix != "" || c.Etcd.CAFile != "" || c.Etcd.CertFile != "" || c.Etcd.KeyFile != "" {
 			return fmt.Errorf("config: etcd options are set but store is %q: set store: etcd (--store etcd)", StoreBolt)
 		}
 	case StoreEtcd:

@@ -256,6 +256,8 @@ func TestEtcdStartRefusals(t *testing.T) {
 	otherPrefix.DataDir = a.cfg.DataDir // a's data dir pointed at a prefix that is not a's
 	unreachable := etcdConfig(t, c, "inst", key)
 	unreachable.Etcd.Endpoints = []string{"http://127.0.0.1:1"}
+	joinEmpty := etcdConfig(t, c, "empty", key)
+	joinEmpty.EtcdJoin = true
 	boltDir := etcdConfig(t, c, "inst", key)
 	os.MkdirAll(boltDir.DataDir, 0o700)
 	os.WriteFile(filepath.Join(boltDir.DataDir, storeFile), nil, 0o600)
@@ -268,6 +270,7 @@ func TestEtcdStartRefusals(t *testing.T) {
 		{"another installation's data dir", otherPrefix, "belongs to Coffer installation"},
 		{"unreachable", unreachable, "connection refused"},
 		{"bolt data dir", boltDir, "holds a bolt store"},
+		{"join an empty prefix", joinEmpty, "nothing to join"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(context.Background(), tc.cfg, nil)
@@ -277,8 +280,10 @@ func TestEtcdStartRefusals(t *testing.T) {
 			if got := afterA(); fmt.Sprint(got) != fmt.Sprint(before) {
 				t.Fatalf("etcd changed: %v, was %v", got, before)
 			}
-			if keys := keysUnder(t, c, "other"); len(keys) > 0 {
-				t.Fatalf("keys written under another prefix: %v", keys)
+			for _, p := range []string{"other", "empty"} {
+				if keys := keysUnder(t, c, p); len(keys) > 0 {
+					t.Fatalf("keys written under prefix %s: %v", p, keys)
+				}
 			}
 		})
 	}
