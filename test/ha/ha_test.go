@@ -3,6 +3,7 @@ package ha
 import (
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -198,4 +199,53 @@ func TestEtcdQuorumLoss(t *testing.T) {
 func (c *cluster) readyz(i int) (int, string) {
 	code, b := c.api(i, "GET", "/readyz", nil)
 	return code, string(b)
+}
+
+// Without quorum, an agent whose server is killed fails over to a server
+// that has not cached its values and cannot read them from etcd: its
+// containers keep their files (before, that server sent a state without
+// the files it could not read, and the agent removed them), and get their
+// state once quorum is back.
+func TestFailoverWithoutQuorumKeepsFiles(t *testing.T) {
+	// Reads fail after etcd.request_timeout: 2 s instead of 10.
+	conf := filepath.Join(t.TempDir(), "server.yaml")
+	if err := os.WriteFile(conf, []byte("etcd:\n  request_timeout: 2s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := newCluster(t, 2, "--config", conf)
+	c.put(0, "app/db", "v1")
+	c.bind(0, "web-db", "app/db", "app=web")
+	a := c.startAgent("node-1", 0, c.addrs())
+	a.startContainer("c1", map[string]string{"app": "web"})
+	waitValue(t, a, "c1", "db", "v1", 10*time.Second)
+	on := c.serverOf(a)
+	other := 1 - on
+
+	m := c.etcd.Members
+	for _, i := range []int{0, 1} {
+		if err := m[i].Kill(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "/readyz to say 503", func() bool { code, _ := c.readyz(other); return code == http.StatusServiceUnavailable })
+	c.servers[on].proc.Kill()
+	waitFor(t, 10*time.Second, "the agent to fail over", func() bool { return c.serverOf(a) == other })
+	time.Sleep(4 * time.Second) // the server's reads of the values have failed by now
+	if f, ok := a.d.Files("c1")["db"]; !ok || string(f.Value) != "v1" {
+		t.Fatalf("after a failover without quorum the container holds %q (present %v), want v1", f.Value, ok)
+	}
+
+	for _, i := range []int{0, 1} {
+		if err := m[i].Restart(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.etcd.WaitHealthy(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "writes to be accepted again", func() bool {
+		code, _ := c.api(other, "PUT", "/v1/secrets/app/db", map[string]string{"value": "djI="}) // v2
+		return code == http.StatusOK || code == http.StatusCreated
+	})
+	waitValue(t, a, "c1", "db", "v2", 2*time.Second)
 }

@@ -39,6 +39,7 @@ type cluster struct {
 	servers []*server
 	token   string // the bootstrap admin token (from the first server)
 	caPEM   []byte
+	extra   []string // more coffer-server arguments
 }
 
 // server is one coffer-server process.
@@ -48,12 +49,12 @@ type server struct {
 	dataDir string
 }
 
-func newCluster(t *testing.T, n int) *cluster {
+func newCluster(t *testing.T, n int, extra ...string) *cluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts etcd and coffer-server processes")
 	}
-	c := &cluster{t: t, etcd: etcdtest.Start(t, etcdtest.Options{Members: 3})}
+	c := &cluster{t: t, etcd: etcdtest.Start(t, etcdtest.Options{Members: 3}), extra: extra}
 	c.key = filepath.Join(t.TempDir(), "master.key")
 	if _, err := seal.CreateKeyFile(c.key); err != nil {
 		t.Fatal(err)
@@ -81,9 +82,9 @@ func newCluster(t *testing.T, n int) *cluster {
 func (c *cluster) start(i int) {
 	c.t.Helper()
 	s := c.servers[i]
-	s.proc = testkit.Start(c.t, testkit.Bin(c.t, "coffer-server"), "--store", "etcd",
-		"--etcd-endpoints", strings.Join(c.etcd.Endpoints(), ","), "--etcd-prefix", "ha",
-		"--data-dir", s.dataDir, "--master-key-file", c.key, "--listen", s.addr, "--log-level", "warn")
+	args := append([]string{"--store", "etcd", "--etcd-endpoints", strings.Join(c.etcd.Endpoints(), ","), "--etcd-prefix", "ha",
+		"--data-dir", s.dataDir, "--master-key-file", c.key, "--listen", s.addr, "--log-level", "warn"}, c.extra...)
+	s.proc = testkit.Start(c.t, testkit.Bin(c.t, "coffer-server"), args...)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if conn, err := net.Dial("tcp", s.addr); err == nil {
