@@ -55,14 +55,14 @@ type Config struct {
 	CAPEM        []byte
 	MaxValueSize int
 	Logger       *slog.Logger
+	// AuditServers lists the audit chains of an installation whose servers
+	// share a store (GET /v1/audit/servers); nil: one server, this one.
+	AuditServers func(context.Context) ([]AuditServer, error)
 	// GRPC, if set, serves requests with an application/grpc content type
 	// (the agents' channel) on the same listener.
 	GRPC http.Handler
 	// Ready reports whether the server can serve (store and audit usable).
 	Ready func(context.Context) error
-	// AuditServers lists the audit chains of an installation whose servers
-	// share a store (GET /v1/audit/servers); nil: one server, this one.
-	AuditServers func(context.Context) ([]AuditServer, error)
 }
 
 // Server is the HTTP handler.

@@ -34,6 +34,10 @@ const (
 
 var caKeyAAD = []byte("coffer/ca-key/v1")
 
+// EtcdConfig is the etcd section of the configuration (store etcd): the
+// etcd store's own options (docs/ha.md).
+type EtcdConfig = etcd.Config
+
 // installation is the record at installationKey.
 type installation struct {
 	ID      string    `json:"id"`

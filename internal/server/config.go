@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-
-	"coffer/internal/store/etcd"
 )
 
 // Config is coffer-server's configuration, from flags or a YAML file.
@@ -22,6 +20,19 @@ type Config struct {
 	MaxValueSize  int           `yaml:"max_value_size"`
 	AgentCertTTL  time.Duration `yaml:"agent_cert_ttl"`
 	LogLevel      string        `yaml:"log_level"`
+	// Store is where secrets, bindings, tokens and agents live: "bolt"
+	// (default, one file in the data dir) or "etcd" (shared by several
+	// servers; see docs/ha.md), configured by Etcd. EtcdJoin makes a
+	// server on etcd join an existing installation only: an empty prefix
+	// (a wrong --etcd-prefix or endpoints for a new data dir) is then an
+	// error instead of a new installation. Advertise is the host:port at
+	// which clients reach this server, as listed to them among the
+	// installation's servers; default: the listening address, or the host
+	// name and its port when it listens on all addresses.
+	Store     string     `yaml:"store"`
+	Etcd      EtcdConfig `yaml:"etcd"`
+	EtcdJoin  bool       `yaml:"etcd_join"`
+	Advertise string     `yaml:"advertise"`
 	// AuditReanchor accepts, for one start after an investigation, an
 	// audit trail that ends before the head anchored in the store (records
 	// cut, or the file moved aside): the loss is logged and recorded as
@@ -30,20 +41,6 @@ type Config struct {
 	// DeletedRetention is how long a deleted secret can be restored
 	// (coffer secret undelete) before its versions are destroyed.
 	DeletedRetention time.Duration `yaml:"deleted_retention"`
-	// Store is where secrets, bindings, tokens and agents live: "bolt"
-	// (default, one file in the data dir) or "etcd" (shared by several
-	// servers; see docs/ha.md), configured by Etcd.
-	Store string      `yaml:"store"`
-	Etcd  etcd.Config `yaml:"etcd"`
-	// EtcdJoin makes a server on etcd join an existing installation only:
-	// an empty prefix (a wrong --etcd-prefix or endpoints for a new data
-	// dir) is then an error instead of a new installation.
-	EtcdJoin bool `yaml:"etcd_join"`
-	// Advertise is the host:port at which clients reach this server, as
-	// listed to them among the installation's servers (store etcd);
-	// default: the listening address, or the host name and its port when
-	// it listens on all addresses.
-	Advertise string `yaml:"advertise"`
 }
 
 // Store types.
