@@ -22,7 +22,11 @@ type feed struct {
 	tokens *authn.Tokens
 	fleet  *fleet.Fleet
 	broker *broker.Broker
-	log    *slog.Logger
+	// changed is told of every secret and binding change, as the
+	// catalog's OnChange hook is on bolt (the broker's Changed, and
+	// whatever else listens).
+	changed func(catalog.Change)
+	log     *slog.Logger
 }
 
 // run watches until ctx ends.
@@ -53,7 +57,7 @@ func (f *feed) secrets(_ context.Context, cs []store.Change, reset bool) {
 			continue
 		}
 		if ok {
-			f.broker.Changed(ch)
+			f.changed(ch)
 		}
 	}
 }
@@ -79,7 +83,7 @@ func (f *feed) bindings(ctx context.Context, cs []store.Change, reset bool) {
 		last = &ch
 	}
 	if last != nil {
-		f.broker.Changed(*last)
+		f.changed(*last)
 	}
 }
 

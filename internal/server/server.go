@@ -139,9 +139,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	var b *broker.Broker
-	onChange := func(ch catalog.Change) { b.Changed(ch) }
+	// changed hears of every committed change: from the catalog's hook on
+	// bolt, from the store's watch on etcd (every server's changes, this
+	// one's too, in commit order).
+	changed := func(ch catalog.Change) { b.Changed(ch) }
+	onChange := changed
 	if shared != nil {
-		onChange = nil // the broker hears of every change, this server's too, from the store's watch
+		onChange = nil
 	}
 	// The catalog checks the master key against the store (sealing the
 	// canary on a new store) before the CA and the audit trail may seal
@@ -210,7 +214,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	b = broker.New(broker.Config{Catalog: cat, Audit: s.audit, Agents: fl, Logger: log})
 	s.Broker = b
 	if shared != nil {
-		s.feed = &feed{w: shared, cat: cat, tokens: tokens, fleet: fl, broker: b, log: log}
+		s.feed = &feed{w: shared, cat: cat, tokens: tokens, fleet: fl, broker: b, changed: changed, log: log}
 		s.health.back = b.Resync // what could not be sent while the store was away
 	}
 
