@@ -23,6 +23,9 @@ type fanoutOpts struct {
 	Settle      time.Duration
 	EnrollConc  int
 	Timeout     time.Duration
+	// Servers > 1 runs that many coffer-servers on one etcd member, the
+	// agents spread over them, every write through the first.
+	Servers int
 }
 
 const (
@@ -45,11 +48,22 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 		return nil, err
 	}
 	defer cleanup()
-	srv, err := o.startServer(ctx, dir)
-	if err != nil {
-		return nil, err
+	var srv *serverProc
+	if o.Servers > 1 {
+		cl, err := o.startCluster(ctx, dir, o.Servers)
+		if err != nil {
+			return nil, err
+		}
+		defer cl.Stop()
+		srv = cl.servers[0]
+		rep.note("%d coffer-servers (pids %s) on one etcd member, agents spread over them, writes through the first; CPU and RSS figures are the first server's", o.Servers, cl.pids())
+	} else {
+		srv, err = o.startServer(ctx, dir)
+		if err != nil {
+			return nil, err
+		}
+		defer srv.Stop()
 	}
-	defer srv.Stop()
 	total := o.Agents * o.Containers
 	o.logf("server %s (pid %d); %d agents x %d containers", srv.Addr, srv.Pid(), o.Agents, o.Containers)
 
@@ -157,7 +171,7 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 	}
 	stopProfile := o.profileStart(srv)
 	u0, _ := usageOf(srv.Pid())
-	var rot, rotSent []time.Duration
+	var rot, rotSent, rotSame, rotCross, rotSameSent, rotCrossSent []time.Duration
 	version := uint64(1)
 	for r := range o.Rotations {
 		want := version + 1
@@ -176,12 +190,27 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 		}
 		version = want
 		rot, rotSent = append(rot, a...), append(rotSent, b...)
+		if o.Servers > 1 {
+			for i := range a { // in container order
+				if (i/o.Containers)%o.Servers == 0 {
+					rotSame, rotSameSent = append(rotSame, a[i]), append(rotSameSent, b[i])
+				} else {
+					rotCross, rotCrossSent = append(rotCross, a[i]), append(rotCrossSent, b[i])
+				}
+			}
+		}
 	}
 	u1, _ := usageOf(srv.Pid())
 	phase("rotations")
 	n := fmt.Sprintf("(%d x %d)", o.Rotations, total)
 	rep.addLatency(summarize("rotation: PUT returned -> new value in container "+n, rot), "p99 <= 1000 ms")
 	rep.addLatency(summarize("rotation: PUT sent -> new value in container "+n, rotSent), "")
+	if o.Servers > 1 {
+		rep.addLatency(summarize("rotation: PUT returned -> new value, agents on the server written to", rotSame), "")
+		rep.addLatency(summarize("rotation: PUT returned -> new value, agents on the other servers (etcd watch)", rotCross), "p99 <= 250 ms")
+		rep.addLatency(summarize("rotation: PUT sent -> new value, agents on the server written to", rotSameSent), "")
+		rep.addLatency(summarize("rotation: PUT sent -> new value, agents on the other servers (etcd watch)", rotCrossSent), "")
+	}
 	if o.Rotations > 0 {
 		rep.addFigure("server CPU per rotation (incl. acks and audit)", (u1.CPUSeconds-u0.CPUSeconds)/float64(o.Rotations), "s", "")
 	}

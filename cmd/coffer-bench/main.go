@@ -219,7 +219,8 @@ func fanoutCmd(ctx context.Context) *cobra.Command {
 		Use:   "fanout",
 		Short: "Simulated agents: enrollment, start, rotation and revocation fan-out, server CPU and RSS",
 		Example: `  coffer-bench fanout                                  # 1,000 agents x 10 containers, 20 rotations
-  coffer-bench fanout --agents 50 --containers 10 --rotations 5 --revocations 2`,
+  coffer-bench fanout --agents 50 --containers 10 --rotations 5 --revocations 2
+  coffer-bench fanout --servers 3                      # three servers on etcd, agents spread over them`,
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			rep, err := runFanout(ctx, o)
@@ -240,5 +241,6 @@ func fanoutCmd(ctx context.Context) *cobra.Command {
 	f.DurationVar(&o.Settle, "settle", 500*time.Millisecond, "pause after each round, for acknowledgements and audit to drain")
 	f.IntVar(&o.EnrollConc, "enroll-concurrency", 32, "agents enrolling at once")
 	f.DurationVar(&o.Timeout, "timeout", 2*time.Minute, "longest wait for one round")
+	f.IntVar(&o.Servers, "servers", 1, "coffer-servers: more than 1 runs them on one etcd member (the etcd of scripts/test-tools.sh), agents spread over them, writes through the first")
 	return cmd
 }

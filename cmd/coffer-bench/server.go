@@ -32,10 +32,13 @@ type serverProc struct {
 	// AgentAddr is where agents connect: Addr, or the experimental native
 	// gRPC listener (--native-grpc).
 	AgentAddr string
-	Dir       string
-	CAPEM     []byte
-	token     string
-	hc        *http.Client
+	// AgentAddrs, if set, spread the agents: agent i connects to
+	// AgentAddrs[i % len] (fanout --servers).
+	AgentAddrs []string
+	Dir        string
+	CAPEM      []byte
+	token      string
+	hc         *http.Client
 }
 
 // freeAddr returns a loopback address whose port was free a moment ago.
@@ -60,6 +63,19 @@ func startServer(ctx context.Context, bin, dir string, env []string, extra ...st
 
 // startServerAt is startServer on addr, logging to dir/logName.
 func startServerAt(ctx context.Context, bin, dir, addr, logName string, env []string, extra ...string) (*serverProc, error) {
+	s, err := launchServer(ctx, bin, dir, addr, logName, env, extra...)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.connect(); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// launchServer starts the server and waits until it listens.
+func launchServer(ctx context.Context, bin, dir, addr, logName string, env []string, extra ...string) (*serverProc, error) {
 	data := filepath.Join(dir, "server")
 	logf, err := os.Create(filepath.Join(dir, logName))
 	if err != nil {
@@ -92,10 +108,6 @@ func startServerAt(ctx context.Context, bin, dir, addr, logName string, env []st
 			s.Stop()
 			return nil, errors.New("coffer-server did not listen within 30s")
 		}
-	}
-	if err := s.connect(); err != nil {
-		s.Stop()
-		return nil, err
 	}
 	return s, nil
 }

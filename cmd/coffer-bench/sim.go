@@ -141,8 +141,12 @@ func startAgents(ctx context.Context, srv *serverProc, dir string, certs []tls.C
 	agents := make([]*simAgent, len(certs))
 	for i, cert := range certs {
 		a := &simAgent{name: agentName(i), rt: fake.New(), done: make(chan struct{})}
+		addr := srv.AgentAddr
+		if len(srv.AgentAddrs) > 0 {
+			addr = srv.AgentAddrs[i%len(srv.AgentAddrs)]
+		}
 		a.ag = agent.New(agent.Config{
-			Server: srv.AgentAddr, CAPEM: srv.CAPEM, Cert: cert,
+			Server: addr, CAPEM: srv.CAPEM, Cert: cert,
 			StateDir:  filepath.Join(dir, "agents", strconv.Itoa(i)),
 			Runtime:   a.rt,
 			Deliverer: memory.New(memory.Config{OnApply: onApply}),

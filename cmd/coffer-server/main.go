@@ -49,6 +49,9 @@ and server certificate, and a bootstrap admin token written to
   coffer-server --listen 127.0.0.1:7443 --san coffer.example.com
   coffer-server --version
   coffer-server --config server.yaml --seal vault-transit   # master key in Vault Transit
+  coffer-server --store etcd --etcd-endpoints https://etcd-1:2379,https://etcd-2:2379,https://etcd-3:2379 \
+      --etcd-ca etcd-ca.pem --etcd-cert coffer.pem --etcd-key coffer-key.pem \
+      --data-dir /var/lib/coffer --master-key-file /etc/coffer/master.key   # several servers, docs/ha.md
   coffer-server rewrap --config new.yaml --from-config old.yaml`,
 		Version:           version.Get().String(),
 		SilenceUsage:      true,
@@ -70,7 +73,7 @@ and server certificate, and a bootstrap admin token written to
 	}
 	cmd.SetVersionTemplate("coffer-server {{.Version}}\n")
 	f := cmd.PersistentFlags()
-	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, seal, max_versions, max_value_size, agent_cert_ttl, deleted_retention, log_level, audit_reanchor)")
+	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, seal, store, etcd, etcd_join, advertise, max_versions, max_value_size, agent_cert_ttl, deleted_retention, log_level, audit_reanchor)")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the store, CA, audit trail and keys")
 	f.StringVar(&cfg.MasterKeyFile, "master-key-file", cfg.MasterKeyFile, "master key file of the local seal (default <data-dir>/master.key)")
 	f.StringVar(&cfg.Seal.Type, "seal", cfg.Seal.Type, "where the master key is: local, vault-transit, aws-kms or azure-kv (the KMS options are in the config's seal section)")
@@ -83,7 +86,15 @@ and server certificate, and a bootstrap admin token written to
 	f.IntVar(&cfg.MaxValueSize, "max-value-size", cfg.MaxValueSize, "largest secret value in bytes")
 	f.DurationVar(&cfg.AgentCertTTL, "agent-cert-ttl", cfg.AgentCertTTL, "lifetime of agent certificates")
 	f.BoolVar(&cfg.AuditReanchor, "audit-reanchor", cfg.AuditReanchor, "for one start after an investigation: accept an audit trail that ends before the head anchored in the store (the loss is recorded)")
-	cmd.AddCommand(rewrapCommand(&cfg))
+	f.StringVar(&cfg.Store, "store", cfg.Store, "where the data lives: bolt (one file in the data dir) or etcd (shared by several servers, see docs/ha.md)")
+	f.StringSliceVar(&cfg.Etcd.Endpoints, "etcd-endpoints", cfg.Etcd.Endpoints, "with --store etcd: client URLs of the etcd members, comma-separated")
+	f.StringVar(&cfg.Etcd.Prefix, "etcd-prefix", cfg.Etcd.Prefix, "with --store etcd: this installation's key prefix in etcd (default coffer)")
+	f.StringVar(&cfg.Etcd.CAFile, "etcd-ca", cfg.Etcd.CAFile, "with --store etcd: CA bundle of the etcd members' certificates")
+	f.StringVar(&cfg.Etcd.CertFile, "etcd-cert", cfg.Etcd.CertFile, "with --store etcd: client certificate for etcd")
+	f.StringVar(&cfg.Etcd.KeyFile, "etcd-key", cfg.Etcd.KeyFile, "with --store etcd: client key for etcd (mode 0600)")
+	f.BoolVar(&cfg.EtcdJoin, "etcd-join", cfg.EtcdJoin, "with --store etcd: only join an existing installation; an empty prefix is an error")
+	f.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "with --store etcd: host:port at which clients reach this server (default: the listening address)")
+	cmd.AddCommand(rewrapCommand(&cfg), migrateCommand(&cfg))
 	f.DurationVar(&cfg.DeletedRetention, "deleted-retention", cfg.DeletedRetention, "how long a deleted secret can be restored before it is purged (1m to 8760h)")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "coffer-server:", err)

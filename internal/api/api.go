@@ -56,6 +56,9 @@ type Config struct {
 	CAPEM        []byte
 	MaxValueSize int
 	Logger       *slog.Logger
+	// AuditServers lists the audit chains of an installation whose servers
+	// share a store (GET /v1/audit/servers); nil: one server, this one.
+	AuditServers func(context.Context) ([]AuditServer, error)
 	// GRPC, if set, serves requests with an application/grpc content type
 	// (the agents' channel) on the same listener.
 	GRPC http.Handler
@@ -122,6 +125,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("GET /v1/audit", s.authed("audit.query", authz.AuditRead, s.queryAudit))
 	m.HandleFunc("GET /v1/audit/verify", s.authed("audit.verify", authz.AuditRead, s.verifyAudit))
 	m.HandleFunc("GET /v1/audit/head", s.authed("audit.head", authz.AuditRead, s.auditHead))
+	m.HandleFunc("GET /v1/audit/servers", s.authed("audit.servers", authz.AuditRead, s.auditServers))
 
 	m.HandleFunc("GET /v1/agents", s.authed("agent.list", authz.AgentRead, s.listAgents))
 	m.HandleFunc("DELETE /v1/agents/{name...}", s.authed("agent.revoke", authz.AgentManage, s.revokeAgent))
@@ -299,6 +303,8 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, store.ErrCorrupt):
 		return http.StatusInternalServerError
+	case errors.Is(err, store.ErrUnavailable):
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }

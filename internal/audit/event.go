@@ -34,9 +34,13 @@ type Event struct {
 	Result  string            `json:"result"`            // "ok", "denied", "error", "invalid", ...
 	Source  string            `json:"source,omitempty"`  // client address
 	Details map[string]string `json:"details,omitempty"` // ids, versions, container names; never values
-	Prev    string            `json:"prev"`              // hex hash of the previous record ("" for the first)
-	Hash    string            `json:"hash"`              // hex SHA-256 over Prev and the canonical encoding of this record without Hash and MAC
-	MAC     string            `json:"mac,omitempty"`     // hex HMAC-SHA-256 of Hash under the trail's audit key ("" in records from before MACs)
+	// Server is the id of the server whose trail holds the record, when
+	// several servers share one store (each keeps its own chain); "" for
+	// a single server.
+	Server string `json:"server,omitempty"`
+	Prev   string `json:"prev"`          // hex hash of the previous record ("" for the first)
+	Hash   string `json:"hash"`          // hex SHA-256 over Prev and the canonical encoding of this record without Hash and MAC
+	MAC    string `json:"mac,omitempty"` // hex HMAC-SHA-256 of Hash under the trail's audit key ("" in records from before MACs)
 }
 
 // Head identifies the last record of a chain. The zero Head is an empty chain.
@@ -59,6 +63,7 @@ type body struct {
 	Result  string            `json:"result"`
 	Source  string            `json:"source,omitempty"`
 	Details map[string]string `json:"details,omitempty"`
+	Server  string            `json:"server,omitempty"`
 	Prev    string            `json:"prev"`
 }
 
@@ -66,7 +71,7 @@ type body struct {
 func canonical(e *Event) ([]byte, error) {
 	return json.Marshal(body{
 		Seq: e.Seq, Time: e.Time, Actor: e.Actor, Action: e.Action, Object: e.Object,
-		Result: e.Result, Source: e.Source, Details: e.Details, Prev: e.Prev,
+		Result: e.Result, Source: e.Source, Details: e.Details, Server: e.Server, Prev: e.Prev,
 	})
 }
 

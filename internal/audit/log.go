@@ -39,6 +39,9 @@ type Options struct {
 	// Anchor, if set, keeps the trail's MAC key and head outside the file
 	// (see Open); nil: no MACs, and nothing outside the file.
 	Anchor Anchor
+	// Server, if set, is written into every record (Event.Server): the
+	// id of the server whose trail this is, among several sharing a store.
+	Server string
 	// Reanchor lets Open accept a trail that ends before its anchored head
 	// (or is missing): after an investigation, to carry on with what is
 	// left or with a new file. The loss is logged and recorded as the
@@ -60,6 +63,7 @@ type Log struct {
 	write func([]byte) (int, error)
 	sync  func() error
 
+	server  string // Options.Server
 	anchor  Anchor // nil: none
 	key     []byte // MAC key; nil without an Anchor; zeroed by Close
 	macFrom uint64 // first seq that carries a MAC
@@ -206,6 +210,7 @@ func open(path string, f *os.File, opts Options, a loaded) (*Log, error) {
 		write:   f.Write,
 		sync:    f.Sync,
 		anchor:  opts.Anchor,
+		server:  opts.Server,
 		key:     a.key,
 		macFrom: a.mark.MACFrom,
 		head:    head,
@@ -330,6 +335,7 @@ func (l *Log) Append(ctx context.Context, e Event) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
+	e.Server = l.server
 	p := &pending{e: e, out: make(chan struct{})}
 	l.mu.Lock()
 	switch {

@@ -23,9 +23,26 @@ var keyAAD = []byte("coffer/audit/key/v1")
 // master key (seal.Seal, its own data key, associated data
 // "coffer/audit/key/v1") at "audit/key", and the Mark as JSON at
 // "audit/head". Each Save is one store transaction.
+//
+// With Server set, the key and head are those of that server's own chain,
+// at "audit/servers/<Server>/key" and "audit/servers/<Server>/head": on a
+// store shared by several servers each keeps its own trail and anchors it
+// under its own keys.
 type StoreAnchor struct {
 	Store  store.Backend
 	Master seal.KeyWrapper
+	Server string
+}
+
+// ServersPrefix is the store prefix of the per-server anchors.
+const ServersPrefix = "audit/servers/"
+
+// keys returns the store keys of the sealed MAC key and of the Mark.
+func (a StoreAnchor) keys() (key, head string) {
+	if a.Server == "" {
+		return anchorKeyKey, anchorHeadKey
+	}
+	return ServersPrefix + a.Server + "/key", ServersPrefix + a.Server + "/head"
 }
 
 var _ Anchor = StoreAnchor{}
@@ -34,6 +51,7 @@ var _ Anchor = StoreAnchor{}
 // key that does not open under Master, is an error.
 func (a StoreAnchor) Load(ctx context.Context) ([]byte, Mark, error) {
 	var rawKey, rawHead []byte
+	anchorKeyKey, anchorHeadKey := a.keys()
 	err := a.Store.View(ctx, func(tx store.Tx) error {
 		for k, dst := range map[string]*[]byte{anchorKeyKey: &rawKey, anchorHeadKey: &rawHead} {
 			v, err := tx.Get(k)
@@ -93,6 +111,7 @@ func (a StoreAnchor) Save(ctx context.Context, key []byte, m Mark) error {
 			return err
 		}
 	}
+	anchorKeyKey, anchorHeadKey := a.keys()
 	return a.Store.Update(ctx, func(tx store.Tx) error {
 		if sealedKey != nil {
 			if _, err := tx.Get(anchorKeyKey); !errors.Is(err, store.ErrNotFound) {

@@ -116,6 +116,18 @@ const MaxJoinTTL = 7 * 24 * time.Hour
 // Create makes a new token and returns it (the only time it is visible) with
 // its record. Agent join tokens are one-time and must have a TTL.
 func (t *Tokens) Create(ctx context.Context, o CreateOptions) (string, Token, error) {
+	plain, rec, err := t.newRecord(o)
+	if err != nil {
+		return "", Token{}, err
+	}
+	if err := t.put(ctx, rec); err != nil {
+		return "", Token{}, err
+	}
+	return plain, rec, nil
+}
+
+// newRecord checks o and makes a new token and its record, storing nothing.
+func (t *Tokens) newRecord(o CreateOptions) (string, Token, error) {
 	if _, err := authz.ParseRole(string(o.Role)); err != nil {
 		return "", Token{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
@@ -156,9 +168,6 @@ func (t *Tokens) Create(ctx context.Context, o CreateOptions) (string, Token, er
 	}
 	if o.TTL > 0 {
 		rec.Expires = now.Add(o.TTL)
-	}
-	if err := t.put(ctx, rec); err != nil {
-		return "", Token{}, err
 	}
 	return plain, rec, nil
 }
@@ -257,10 +266,39 @@ func (t *Tokens) ConsumeJoin(ctx context.Context, plain string) (Token, error) {
 	rec.Used = true
 	t.byID[rec.ID] = rec
 	t.mu.Unlock()
-	if err := t.put(ctx, rec); err != nil {
+	// Spent in the store by a compare-and-swap: on a store shared by
+	// several servers another one may have spent it (or it was revoked)
+	// since this server's cache saw it.
+	if err := t.consume(ctx, rec); err != nil {
 		return Token{}, err
 	}
 	return rec, nil
+}
+
+// consume marks rec used in the store, in a transaction that finds it
+// there, unused: else ErrUnauthenticated.
+func (t *Tokens) consume(ctx context.Context, rec Token) error {
+	return t.st.Update(ctx, func(tx store.Tx) error {
+		v, err := tx.Get(tokenKey(rec.ID))
+		if errors.Is(err, store.ErrNotFound) {
+			return ErrUnauthenticated
+		}
+		if err != nil {
+			return err
+		}
+		var s stored
+		if err := json.Unmarshal(v, &s); err != nil {
+			return fmt.Errorf("%s: %w: %v", tokenKey(rec.ID), store.ErrCorrupt, err)
+		}
+		if s.Used {
+			return ErrUnauthenticated
+		}
+		b, err := json.Marshal(stored{Token: rec, Hash: rec.Hash})
+		if err != nil {
+			return err
+		}
+		return tx.Put(tokenKey(rec.ID), b)
+	})
 }
 
 // List returns all token records, newest first.
@@ -282,6 +320,9 @@ func (t *Tokens) Lookup(id string) (Token, bool) {
 	rec, ok := t.byID[id]
 	return rec, ok
 }
+
+// errFound stops a List at its first key.
+var errFound = errors.New("found")
 
 // ErrNotFound is returned by Revoke for an unknown id.
 var ErrNotFound = errors.New("no such token")
@@ -313,10 +354,36 @@ func (t *Tokens) Bootstrap(ctx context.Context, path string) (bool, error) {
 	if n > 0 {
 		return false, nil
 	}
-	plain, _, err := t.Create(ctx, CreateOptions{Role: authz.Admin, Description: "bootstrap admin", CreatedBy: "system"})
+	plain, rec, err := t.newRecord(CreateOptions{Role: authz.Admin, Description: "bootstrap admin", CreatedBy: "system"})
 	if err != nil {
 		return false, err
 	}
+	// Stored only if the store holds no token, checked in the same
+	// transaction: of several servers starting on one empty shared store,
+	// one makes the bootstrap token.
+	made := false
+	err = t.st.Update(ctx, func(tx store.Tx) error {
+		made = false
+		err := tx.List("token/", func(string, []byte) error { return errFound })
+		switch {
+		case errors.Is(err, errFound):
+			return nil
+		case err != nil:
+			return err
+		}
+		b, err := json.Marshal(stored{Token: rec, Hash: rec.Hash})
+		if err != nil {
+			return err
+		}
+		made = true
+		return tx.Put(tokenKey(rec.ID), b)
+	})
+	if err != nil || !made {
+		return false, err
+	}
+	t.mu.Lock()
+	t.byID[rec.ID] = rec
+	t.mu.Unlock()
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return false, fmt.Errorf("write bootstrap admin token: %w", err)

@@ -285,7 +285,10 @@ func (b *Broker) push(c *ctr) {
 		v, val, isDyn := b.leaseFor(c, g.Secret)
 		switch {
 		case !isDyn:
-			v = b.currentVersion(g.Secret)
+			var ok bool
+			if v, ok = b.versionFor(g.Secret); !ok {
+				return // the store is away: the container keeps what it has
+			}
 		case v != 0:
 			if dyn == nil {
 				dyn = map[string]secret.Value{}
@@ -319,6 +322,9 @@ func (b *Broker) push(c *ctr) {
 		v, err := b.fileValue(verKey{f.Secret, f.Version}, dyn)
 		if err != nil {
 			b.log.Error("cannot open secret for delivery", "secret", f.Secret, "version", f.Version, "err", err)
+			if storeAway(err) {
+				return // the container keeps what it has; Resync sends it when the store is back
+			}
 			continue
 		}
 		if !s.fits(f.Secret, len(v)) {

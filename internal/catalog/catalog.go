@@ -138,7 +138,11 @@ func (c *Catalog) checkKey(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("seal canary: %w", err)
 		}
-		return c.cfg.Store.Update(ctx, func(tx store.Tx) error { return putJSON(tx, canaryKey, env) })
+		err = c.cfg.Store.Update(ctx, func(tx store.Tx) error { return putCanary(tx, env) })
+		if errors.Is(err, errCanaryExists) {
+			return c.checkKey(ctx) // another server sealed it first: check against that one
+		}
+		return err
 	case err != nil:
 		return fmt.Errorf("read canary: %w", err)
 	}

@@ -34,7 +34,13 @@ func newAuditLsCmd(c *conn) *cobra.Command {
 an exact name or a prefix ending in '*' (delivery.*, secret:payments/*). A
 scoped token sees only records about secrets within its scope, and --limit
 counts only those. Page back through a long trail with --before SEQ (the
-smallest seq of the previous page).`,
+smallest seq of the previous page).
+
+With several servers on one etcd store, each server keeps its own chain
+(records carry the server's id): ls asks every server for its records and
+merges them in time order, --limit counting over all of them; a server it
+cannot reach is named and the exit code is 1. --before pages each chain by
+its own seq; --follow follows the server asked only.`,
 		Example: `  coffer audit ls --since 24h
   coffer audit ls --secret payments/db-password -o json
   coffer audit ls --actor agent:node-1 --action 'delivery.*' --limit 50
@@ -70,7 +76,16 @@ smallest seq of the previous page).`,
 				q.Set("before", fmt.Sprint(before))
 			}
 			var evs []audit.Event
-			if err := cl.do("GET", "/v1/audit?"+q.Encode(), nil, &evs); err != nil {
+			var chains []auditServer
+			if !follow {
+				if chains, err = auditChains(cl); err != nil {
+					return err
+				}
+			}
+			var missing error
+			if len(chains) > 0 {
+				evs, missing = mergedAudit(cl, chains, q, limit)
+			} else if err := cl.do("GET", "/v1/audit?"+q.Encode(), nil, &evs); err != nil {
 				return err
 			}
 			if !follow {
@@ -78,7 +93,10 @@ smallest seq of the previous page).`,
 				for _, e := range evs {
 					rows = append(rows, auditRow(e))
 				}
-				return o.print(cmd.OutOrStdout(), evs, auditHeader, rows)
+				if err := o.print(cmd.OutOrStdout(), evs, auditHeader, rows); err != nil {
+					return err
+				}
+				return missing
 			}
 			return followAudit(cmd, cl, q, evs, o.format)
 		},
@@ -242,7 +260,13 @@ must also still contain that record: a head kept elsewhere catches a cut
 tail or a rewritten history up to it. Exit 0 when intact, 1 when tampered.
 
 -o json prints {"ok", "records", "head", "error"} (the server's answer, or
-the same object for --file) on stdout, also when the check fails.`,
+the same object for --file) on stdout, also when the check fails.
+
+With several servers on one etcd store (without --head), every server's
+chain is verified by that server, up to the head its last commit anchored
+in etcd; -o json then prints one such object per chain, with "server". A
+server that cannot be reached, or whose chain was lost with its data dir,
+fails the check. --head checks the chain of the server asked.`,
 		Example: `  coffer audit verify
   coffer audit verify --head 1042:9c1d0f5e...
   coffer audit verify --head /secure/coffer-head-2026-05-01.json
@@ -282,6 +306,15 @@ the same object for --file) on stdout, also when the check fails.`,
 			if err != nil {
 				return err
 			}
+			if through == nil {
+				chains, err := auditChains(cl)
+				if err != nil {
+					return err
+				}
+				if len(chains) > 0 {
+					return verifyChains(w, &o, cl, chains)
+				}
+			}
 			path := "/v1/audit/verify"
 			if through != nil {
 				path += "?head=" + url.QueryEscape(through.String())
@@ -301,6 +334,7 @@ the same object for --file) on stdout, also when the check fails.`,
 
 // verifyResult is GET /v1/audit/verify's answer.
 type verifyResult struct {
+	Server  string `json:"server,omitempty"` // the chain's server, with several
 	OK      bool   `json:"ok"`
 	Records uint64 `json:"records"`
 	Head    string `json:"head"`

@@ -105,8 +105,14 @@ func Open(ctx context.Context, cfg Config) (*Fleet, error) {
 	return f, nil
 }
 
+// save stores a changed record of an enrolled agent, only if the store
+// still holds one: on a store shared by several servers, a renewal here
+// must not bring back an agent another server removed meanwhile.
 func (f *Fleet) save(ctx context.Context, a Agent) error {
 	return f.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		if err := mustBeEnrolled(tx, a.Name); err != nil {
+			return err
+		}
 		b, err := json.Marshal(a)
 		if err != nil {
 			return err
@@ -161,7 +167,7 @@ func (f *Fleet) Enroll(ctx context.Context, name string, csrDER []byte, addr str
 		return nil, err
 	}
 	a.Serials = []string{serial}
-	if err := f.save(ctx, a); err != nil {
+	if err := f.create(ctx, a); err != nil {
 		return nil, err
 	}
 	f.mu.Lock()

@@ -95,13 +95,32 @@ func createCA(dir, certPath, keyPath string, now time.Time) (*CA, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create CA: %w", err)
 	}
+	ca, kp, err := newCA(now)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(kp)
+	// Key first: a crash in between leaves a lone key, which LoadOrCreateCA
+	// reports rather than replaces.
+	if err := writeFile(keyPath, kp, 0o600, true); err != nil {
+		return nil, fmt.Errorf("write CA key: %w", err)
+	}
+	if err := writeFile(certPath, ca.CertPEM, 0o644, true); err != nil {
+		return nil, fmt.Errorf("write CA certificate: %w", err)
+	}
+	return ca, nil
+}
+
+// newCA makes a new CA in memory; it returns its key as PKCS#8 PEM too,
+// which the caller must clear.
+func newCA(now time.Time) (*CA, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("create CA key: %w", err)
+		return nil, nil, fmt.Errorf("create CA key: %w", err)
 	}
 	serial, err := randomSerial()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
@@ -115,27 +134,17 @@ func createCA(dir, certPath, keyPath string, now time.Time) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, fmt.Errorf("create CA certificate: %w", err)
+		return nil, nil, fmt.Errorf("create CA certificate: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("create CA certificate: %w", err)
+		return nil, nil, fmt.Errorf("create CA certificate: %w", err)
 	}
 	kp, err := keyPEM(key)
 	if err != nil {
-		return nil, fmt.Errorf("create CA key: %w", err)
+		return nil, nil, fmt.Errorf("create CA key: %w", err)
 	}
-	defer clear(kp)
-	// Key first: a crash in between leaves a lone key, which LoadOrCreateCA
-	// reports rather than replaces.
-	if err := writeFile(keyPath, kp, 0o600, true); err != nil {
-		return nil, fmt.Errorf("write CA key: %w", err)
-	}
-	cp := certPEM(der)
-	if err := writeFile(certPath, cp, 0o644, true); err != nil {
-		return nil, fmt.Errorf("write CA certificate: %w", err)
-	}
-	return &CA{Cert: cert, Key: key, CertPEM: cp}, nil
+	return &CA{Cert: cert, Key: key, CertPEM: certPEM(der)}, kp, nil
 }
 
 // SignAgentCSR issues a client certificate for agent agentName to the key

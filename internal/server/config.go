@@ -22,6 +22,19 @@ type Config struct {
 	MaxValueSize  int           `yaml:"max_value_size"`
 	AgentCertTTL  time.Duration `yaml:"agent_cert_ttl"`
 	LogLevel      string        `yaml:"log_level"`
+	// Store is where secrets, bindings, tokens and agents live: "bolt"
+	// (default, one file in the data dir) or "etcd" (shared by several
+	// servers; see docs/ha.md), configured by Etcd. EtcdJoin makes a
+	// server on etcd join an existing installation only: an empty prefix
+	// (a wrong --etcd-prefix or endpoints for a new data dir) is then an
+	// error instead of a new installation. Advertise is the host:port at
+	// which clients reach this server, as listed to them among the
+	// installation's servers; default: the listening address, or the host
+	// name and its port when it listens on all addresses.
+	Store     string     `yaml:"store"`
+	Etcd      EtcdConfig `yaml:"etcd"`
+	EtcdJoin  bool       `yaml:"etcd_join"`
+	Advertise string     `yaml:"advertise"`
 	// AuditReanchor accepts, for one start after an investigation, an
 	// audit trail that ends before the head anchored in the store (records
 	// cut, or the file moved aside): the loss is logged and recorded as
@@ -36,6 +49,12 @@ type Config struct {
 	Keystores builtin.Config `yaml:"keystores"`
 }
 
+// Store types.
+const (
+	StoreBolt = "bolt"
+	StoreEtcd = "etcd"
+)
+
 // Defaults returns the default configuration.
 func Defaults() Config {
 	return Config{
@@ -47,6 +66,7 @@ func Defaults() Config {
 		LogLevel:         "info",
 		Seal:             SealConfig{Type: SealLocal},
 		DeletedRetention: 7 * 24 * time.Hour,
+		Store:            StoreBolt,
 	}
 }
 
@@ -79,6 +99,18 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("config: agent_cert_ttl %s: must be 10m to 2160h", c.AgentCertTTL)
 	case c.DeletedRetention < time.Minute || c.DeletedRetention > 365*24*time.Hour:
 		return fmt.Errorf("config: deleted_retention %s: must be 1m to 8760h", c.DeletedRetention)
+	}
+	switch c.Store {
+	case StoreBolt, "":
+		if len(c.Etcd.Endpoints) > 0 || c.EtcdJoin || c.Etcd.Prefix != "" || c.Etcd.CAFile != "" || c.Etcd.CertFile != "" || c.Etcd.KeyFile != "" {
+			return fmt.Errorf("config: etcd options are set but store is %q: set store: etcd (--store etcd)", StoreBolt)
+		}
+	case StoreEtcd:
+		if len(c.Etcd.Endpoints) == 0 {
+			return fmt.Errorf("config: store etcd: etcd.endpoints is empty: give the client URLs of the etcd members (--etcd-endpoints http://127.0.0.1:2379,...)")
+		}
+	default:
+		return fmt.Errorf("config: store %q: must be %s or %s", c.Store, StoreBolt, StoreEtcd)
 	}
 	if err := c.Seal.validate(c.MasterKeyFile); err != nil {
 		return fmt.Errorf("config: %w", err)

@@ -17,7 +17,7 @@ import (
 // container its own lease of the secrets linked to them. Nil without such
 // upstreams. Lease ids (never credentials) are remembered in st, so that
 // a restarted server revokes the leases of its previous run.
-func openLeases(ctx context.Context, cfg Config, st store.Backend, cat *catalog.Catalog, trail *audit.Log, log *slog.Logger) (*lease.Manager, keystore.Issuers, error) {
+func openLeases(ctx context.Context, cfg Config, st store.Backend, cat *catalog.Catalog, trail *audit.Log, owner string, log *slog.Logger) (*lease.Manager, keystore.Issuers, error) {
 	iss, err := cfg.Keystores.OpenIssuers(log)
 	if err != nil {
 		return nil, nil, fmt.Errorf("config: %w", err)
@@ -28,7 +28,7 @@ func openLeases(ctx context.Context, cfg Config, st store.Backend, cat *catalog.
 	for name := range iss {
 		log.Info("keystore upstream configured (issues a lease per container)", "upstream", name)
 	}
-	lm := lease.New(lease.Config{Issuers: iss, Catalog: cat, Audit: trail, Logger: log, Store: st})
+	lm := lease.New(lease.Config{Issuers: iss, Catalog: cat, Audit: trail, Logger: log, Store: st, Owner: owner})
 	if err := lm.Load(ctx); err != nil {
 		iss.Close()
 		return nil, nil, err

@@ -26,8 +26,9 @@ const probeTimeout = 30 * time.Second
 // Ring. A local primary key file is created only for a fresh data dir; a
 // KMS key is tried once (wrap and unwrap a throw-away data key) so that a
 // key that cannot be used is an error at start. With a KMS no key file is
-// read or written.
-func openSeal(ctx context.Context, cfg Config, fresh bool, log *slog.Logger) (*seal.Ring, error) {
+// read or written. shared is the store when it is not the data dir's bolt
+// file (etcd), nil otherwise.
+func openSeal(ctx context.Context, cfg Config, fresh bool, shared store.Backend, log *slog.Logger) (*seal.Ring, error) {
 	sc := cfg.Seal
 	var opened []seal.KeyWrapper
 	fail := func(err error) (*seal.Ring, error) {
@@ -48,9 +49,15 @@ func openSeal(ctx context.Context, cfg Config, fresh bool, log *slog.Logger) (*s
 	if sc.Type == SealLocal && !fresh {
 		if _, err := os.Stat(keyFile); errors.Is(err, os.ErrNotExist) {
 			// A store sealed with a KMS, started with the default seal?
-			if canary := peekCanary(ctx, filepath.Join(cfg.DataDir, storeFile)); canary != "" && !isLocalKeyID(canary) {
+			var canary string
+			if shared != nil {
+				_, canary, _ = catalog.SealStatus(ctx, shared)
+			} else {
+				canary = peekCanary(ctx, filepath.Join(cfg.DataDir, storeFile))
+			}
+			if canary != "" && !isLocalKeyID(canary) {
 				return fail(fmt.Errorf("master key: the store in %s was sealed with master key %s, but the server is configured with a local master key file (%s, which does not exist): "+
-					"configure the seal section (--seal %s) for that key; nothing was changed", cfg.DataDir, canary, keyFile, strings.SplitN(canary, ":", 2)[0]))
+					"configure the seal section (--seal %s) for that key; nothing was changed", storeWhere(cfg), canary, keyFile, strings.SplitN(canary, ":", 2)[0]))
 			}
 		}
 	}
@@ -222,7 +229,7 @@ func RewrapStore(ctx context.Context, cfg Config, inPlace bool, log *slog.Logger
 	if _, err := os.Stat(storePath); err != nil {
 		return catalog.RewrapStats{}, nil, fmt.Errorf("rewrap: no store in %s: %w", cfg.DataDir, err)
 	}
-	ring, err := openSeal(ctx, cfg, false, log)
+	ring, err := openSeal(ctx, cfg, false, nil, log)
 	if err != nil {
 		return catalog.RewrapStats{}, nil, err
 	}

@@ -32,6 +32,7 @@ import (
 	"coffer/internal/seal"
 	"coffer/internal/store"
 	"coffer/internal/store/bolt"
+	"coffer/internal/store/etcd"
 )
 
 // Server is a running coffer-server.
@@ -50,6 +51,12 @@ type Server struct {
 	ks     keystore.Set
 	leases *lease.Manager // nil without issuing upstreams (vault-dynamic)
 	iss    keystore.Issuers
+
+	// On a shared store (etcd) only:
+	feed       *feed         // the store's watch, feeding caches and broker
+	health     *storeHealth  // the store's health, pinged in the background
+	stopAnchor chan struct{} // closed at shutdown: the audit anchor stops waiting for the store
+	id         string        // this server's id among those sharing the store
 
 	handshakeTimeout time.Duration // TLS handshake from accept; tests shorten it
 }
@@ -106,28 +113,96 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}()
 
 	storePath := filepath.Join(cfg.DataDir, storeFile)
-	_, statErr := os.Stat(storePath)
-	fresh := errors.Is(statErr, os.ErrNotExist)
-	var err error
-	if s.ring, err = openSeal(ctx, cfg, fresh, log); err != nil {
+	var (
+		fresh  bool
+		shared *etcd.Backend // the store, when it is shared by several servers
+		err    error
+	)
+	if cfg.Store == StoreEtcd {
+		if shared, fresh, err = openEtcd(ctx, cfg, log); err != nil {
+			return nil, err
+		}
+		s.st = shared
+	} else {
+		_, statErr := os.Stat(storePath)
+		fresh = errors.Is(statErr, os.ErrNotExist)
+	}
+	var sharedStore store.Backend
+	if shared != nil {
+		sharedStore = shared
+	}
+	if s.ring, err = openSeal(ctx, cfg, fresh, sharedStore, log); err != nil {
 		return nil, err
 	}
-	// Assigned only on success: a nil *bolt.Backend in the interface would
-	// not be nil, and close would call it.
-	st, err := bolt.Open(storePath)
+	if shared == nil {
+		// Assigned only on success: a nil *bolt.Backend in the interface would
+		// not be nil, and close would call it.
+		st, err := bolt.Open(storePath)
+		if err != nil {
+			return nil, err
+		}
+		s.st = st
+	}
+	if err := checkStoreSeal(ctx, s.st, s.ring, storeWhere(cfg), log); err != nil {
+		return nil, err
+	}
+	var b *broker.Broker
+	var lk *linker.Linker
+	var lm *lease.Manager
+	// changed hears of every committed change: from the catalog's hook on
+	// bolt, from the store's watch on etcd (every server's changes, this
+	// one's too, in commit order).
+	changed := func(ch catalog.Change) {
+		if lm != nil {
+			lm.Changed(ch) // first: the broker asks it which secrets are dynamic
+		}
+		b.Changed(ch)
+		if lk != nil {
+			lk.Changed(ch)
+		}
+	}
+	onChange := changed
+	if shared != nil {
+		onChange = nil
+	}
+	// The catalog checks the master key against the store (sealing the
+	// canary on a new store) before the CA and the audit trail may seal
+	// their keys under it.
+	cat, err := catalog.Open(ctx, catalog.Config{
+		Store: s.st, Key: s.ring, MaxVersions: cfg.MaxVersions, MaxValueSize: cfg.MaxValueSize, Logger: log,
+		DeletedRetention: cfg.DeletedRetention,
+		OnChange:         onChange,
+	})
 	if err != nil {
 		return nil, err
 	}
-	s.st = st
-	if err := checkStoreSeal(ctx, s.st, s.ring, cfg.DataDir, log); err != nil {
+	s.cat = cat
+	ks, intervals, err := openKeystores(ctx, cfg, s.st, s.ring, log)
+	if err != nil {
 		return nil, err
 	}
-	ca, created, err := identity.LoadOrCreateCA(cfg.DataDir)
-	if err != nil {
-		return nil, fmt.Errorf("CA: %w", err)
-	}
-	if created {
-		log.Info("created the Coffer CA", "ca", filepath.Join(cfg.DataDir, "ca.pem"))
+	s.ks = ks
+	var ca *identity.CA
+	anchor := audit.StoreAnchor{Store: s.st, Master: s.ring}
+	var auditAnchor audit.Anchor = anchor
+	if shared != nil {
+		if ca, err = joinCluster(ctx, s.st, s.ring, cfg, log); err != nil {
+			return nil, err
+		}
+		if anchor.Server, err = serverID(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("server id: %w", err)
+		}
+		s.stopAnchor = make(chan struct{})
+		auditAnchor = patientAnchor{StoreAnchor: anchor, stop: s.stopAnchor, log: log}
+		s.health = &storeHealth{p: shared, log: log}
+	} else {
+		var created bool
+		if ca, created, err = identity.LoadOrCreateCA(cfg.DataDir); err != nil {
+			return nil, fmt.Errorf("CA: %w", err)
+		}
+		if created {
+			log.Info("created the Coffer CA", "ca", filepath.Join(cfg.DataDir, "ca.pem"))
+		}
 	}
 	cert, err := ca.LoadOrIssueServerCert(cfg.DataDir, sansFor(cfg), serverCertTTL)
 	if err != nil {
@@ -141,39 +216,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	var b *broker.Broker
-	var lk *linker.Linker
-	var lm *lease.Manager
-	// The catalog checks the master key against the store before the audit
-	// trail may seal its MAC key under it.
-	cat, err := catalog.Open(ctx, catalog.Config{
-		Store: s.st, Key: s.ring, MaxVersions: cfg.MaxVersions, MaxValueSize: cfg.MaxValueSize, Logger: log,
-		DeletedRetention: cfg.DeletedRetention,
-		OnChange: func(ch catalog.Change) {
-			if lm != nil {
-				lm.Changed(ch) // first: the broker asks it which secrets are dynamic
-			}
-			b.Changed(ch)
-			if lk != nil {
-				lk.Changed(ch)
-			}
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.cat = cat
-	ks, intervals, err := openKeystores(ctx, cfg, s.st, s.ring, log)
-	if err != nil {
-		return nil, err
-	}
-	s.ks = ks
 	// The trail's head and MAC key live in the store, the key sealed under
 	// the master key: a trail cut or rewritten while the server was
-	// stopped is refused here, before anything else is written.
+	// stopped is refused here, before anything else is written. On a
+	// shared store each server keeps its own trail, anchored under its id.
 	s.audit, err = audit.Open(filepath.Join(cfg.DataDir, auditFile), audit.Options{
-		Logger: log, Anchor: audit.StoreAnchor{Store: s.st, Master: s.ring}, Reanchor: cfg.AuditReanchor,
+		Logger: log, Anchor: auditAnchor, Reanchor: cfg.AuditReanchor, Server: anchor.Server,
 	})
+	s.id = anchor.Server
 	if err != nil {
 		return nil, fmt.Errorf("audit trail: %w", err)
 	}
@@ -184,7 +234,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		log.Info("bootstrap admin token written", "path", tokenPath)
 		fmt.Fprintf(os.Stderr, "coffer-server: bootstrap admin token written to %s\n", tokenPath)
 	}
-	if lm, s.iss, err = openLeases(ctx, cfg, s.st, cat, s.audit, log); err != nil {
+	if lm, s.iss, err = openLeases(ctx, cfg, s.st, cat, s.audit, anchor.Server, log); err != nil {
 		return nil, err
 	}
 	s.leases = lm
@@ -211,6 +261,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		lk = linker.New(linker.Config{Keystores: ks, Intervals: intervals, Catalog: cat, Audit: s.audit, Logger: log})
 		s.links, links = lk, lk
 	}
+	if shared != nil {
+		s.feed = &feed{w: shared, cat: cat, tokens: tokens, fleet: fl, broker: b, changed: changed, log: log}
+		s.health.back = b.Resync // what could not be sent while the store was away
+	}
 
 	// Per-connection buffers of 8 KiB instead of 32 KiB: an agent's stream
 	// carries small messages, and a server holds thousands of them.
@@ -223,7 +277,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	handler := api.New(api.Config{
 		Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: s.audit, CAPEM: ca.CertPEM,
 		MaxValueSize: cfg.MaxValueSize, Logger: log, GRPC: gs,
-		Ready: func(ctx context.Context) error { return s.st.View(ctx, func(store.Tx) error { return nil }) },
+		Ready: s.ready, AuditServers: s.auditServers,
 		Links: links, Incident: inc, Dynamic: dynamic,
 	})
 	tlsCfg := identity.ServerTLSConfig(cert, ca)
@@ -234,8 +288,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	tlsCfg.Certificates, tlsCfg.GetCertificate = nil, getCert
 	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+	var h http.Handler = handler
+	if s.health != nil {
+		h = s.health.guard(handler)
+	}
 	s.http = &http.Server{
-		Handler:           handler,
+		Handler:           h,
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
@@ -246,6 +304,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	if s.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, err
+	}
+	if shared != nil {
+		if err := register(ctx, s.st, anchor.Server, advertised(cfg, s.ln.Addr())); err != nil {
+			s.ln.Close()
+			return nil, fmt.Errorf("register the server: %w", err)
+		}
 	}
 	ok = true
 	return s, nil
@@ -276,6 +340,15 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}
 	}()
+	bg, stopBG := context.WithCancel(context.Background())
+	bgDone := make(chan struct{}, 2)
+	if s.feed != nil {
+		go func() { s.feed.run(bg); bgDone <- struct{}{} }()
+		go func() { s.health.run(bg); bgDone <- struct{}{} }()
+	} else {
+		bgDone <- struct{}{}
+		bgDone <- struct{}{}
+	}
 	var err error
 	select {
 	case err = <-errc:
@@ -305,6 +378,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	stopRewrap()
+	stopBG()
+	<-bgDone
+	<-bgDone
 	s.close()
 	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, grpc.ErrServerStopped) {
 		err = nil
@@ -318,6 +394,9 @@ func (s *Server) close() {
 	}
 	if s.iss != nil {
 		s.iss.Close()
+	}
+	if s.stopAnchor != nil {
+		close(s.stopAnchor)
 	}
 	if s.audit != nil {
 		s.audit.Close()
@@ -336,4 +415,21 @@ func sansFor(cfg Config) []string {
 		sans = append(sans, host)
 	}
 	return sans
+}
+
+// ready is /readyz: the store serves (on etcd: a quorum read now).
+func (s *Server) ready(ctx context.Context) error {
+	if s.health != nil {
+		return s.health.check(ctx)
+	}
+	return s.st.View(ctx, func(store.Tx) error { return nil })
+}
+
+// auditServers lists the audit chains of the servers sharing the store;
+// nil for a single server.
+func (s *Server) auditServers(ctx context.Context) ([]api.AuditServer, error) {
+	if s.feed == nil {
+		return []api.AuditServer{{Address: s.Addr(), Head: s.audit.Head(), Self: true}}, nil
+	}
+	return auditServers(ctx, s.st, s.id, s.audit.Head())
 }

@@ -266,11 +266,15 @@ func (b *Backend) rpcCtx(ctx context.Context) (context.Context, context.CancelFu
 }
 
 // timeoutErr says which timeout expired when a request ran out of
-// RequestTimeout (the caller's context being still alive).
+// RequestTimeout (the caller's context being still alive), and marks the
+// errors of a cluster that cannot serve with store.ErrUnavailable.
 func (b *Backend) timeoutErr(err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded {
-		return fmt.Errorf("no answer from etcd (%s) within request_timeout %s: %w",
-			strings.Join(b.cfg.Endpoints, ","), b.cfg.RequestTimeout, err)
+		return fmt.Errorf("%w: no answer from etcd (%s) within request_timeout %s: %w",
+			store.ErrUnavailable, strings.Join(b.cfg.Endpoints, ","), b.cfg.RequestTimeout, err)
+	}
+	if isUnavailable(err) {
+		return fmt.Errorf("%w: etcd (%s): %w", store.ErrUnavailable, strings.Join(b.cfg.Endpoints, ","), err)
 	}
 	return err
 }
