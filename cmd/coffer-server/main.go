@@ -70,7 +70,7 @@ and server certificate, and a bootstrap admin token written to
 	}
 	cmd.SetVersionTemplate("coffer-server {{.Version}}\n")
 	f := cmd.PersistentFlags()
-	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, seal, max_versions, max_value_size, agent_cert_ttl, deleted_retention, log_level, audit_reanchor)")
+	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, seal, max_versions, max_value_size, agent_cert_ttl, deleted_retention, log_level, audit_reanchor, ldap: docs/ldap.md)")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the store, CA, audit trail and keys")
 	f.StringVar(&cfg.MasterKeyFile, "master-key-file", cfg.MasterKeyFile, "master key file of the local seal (default <data-dir>/master.key)")
 	f.StringVar(&cfg.Seal.Type, "seal", cfg.Seal.Type, "where the master key is: local, vault-transit, aws-kms or azure-kv (the KMS options are in the config's seal section)")

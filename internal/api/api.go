@@ -60,6 +60,8 @@ type Config struct {
 	GRPC http.Handler
 	// Ready reports whether the server can serve (store and audit usable).
 	Ready func(context.Context) error
+	// Login, if set, enables directory logins (POST /v1/login).
+	Login *Login
 }
 
 // Server is the HTTP handler.
@@ -68,6 +70,7 @@ type Server struct {
 	log      *slog.Logger
 	mux      *http.ServeMux
 	throttle *throttle
+	users    *throttle // failed logins per user
 }
 
 // New builds the handler.
@@ -78,7 +81,7 @@ func New(cfg Config) *Server {
 	if cfg.MaxValueSize <= 0 {
 		cfg.MaxValueSize = 1 << 20
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), throttle: newThrottle(5, time.Minute)}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), throttle: newThrottle(5, time.Minute), users: newThrottle(5, time.Minute)}
 	m := s.mux
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	m.HandleFunc("GET /readyz", s.readyz)
@@ -114,6 +117,8 @@ func New(cfg Config) *Server {
 	m.HandleFunc("DELETE /v1/agents/{name...}", s.authed("agent.revoke", authz.AgentManage, s.revokeAgent))
 	m.HandleFunc("POST /v1/enroll", s.enroll)
 	m.HandleFunc("GET /v1/whoami", s.authed("token.whoami", "", s.whoami))
+	m.HandleFunc("POST /v1/login", s.login)
+	m.HandleFunc("POST /v1/logout", s.authed("session.logout", "", s.logout))
 	return s
 }
 
@@ -147,7 +152,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 // request is what a handler sees of an authenticated request.
 type request struct {
 	*http.Request
-	p      authz.Principal
+	p      authz.Principal // as seen for action (authz.Principal.For)
+	tok    authn.Token     // the caller's token record
 	action authz.Action
 	object string            // audited object, set by the handler
 	detail map[string]string // audited details, set by the handler (ids, versions; never values)
@@ -189,7 +195,7 @@ func (s *Server) authed(auditAction string, action authz.Action, h handlerFunc) 
 			return
 		}
 		s.throttle.ok(src)
-		r := &request{Request: hr, p: tok.Principal(), action: action}
+		r := &request{Request: hr, p: tok.Principal().For(action), tok: tok, action: action}
 		code, body, err := h(r)
 		result := "ok"
 		if err != nil {

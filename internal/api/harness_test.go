@@ -31,6 +31,7 @@ type env struct {
 	t      *testing.T
 	dir    string
 	srv    *httptest.Server
+	h      http.Handler // srv's handler (spec-checked), for requests from chosen addresses
 	admin  string
 	tokens *authn.Tokens
 	audit  *audit.Log
@@ -40,7 +41,7 @@ type env struct {
 	responses bytes.Buffer // every response body, for leak checks
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, opts ...func(*api.Config)) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -79,15 +80,20 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	b = broker.New(broker.Config{Catalog: cat, Audit: aud, Agents: fl, Logger: log})
-	h := api.New(api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: aud, CAPEM: ca.CertPEM, Logger: log})
+	cfg := api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: aud, CAPEM: ca.CertPEM, Logger: log}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	h := api.New(cfg)
 	// Every response is checked against openapi.yaml (openapi_check_test.go).
-	srv := httptest.NewServer(specCheck(t, h))
+	checked := specCheck(t, h)
+	srv := httptest.NewServer(checked)
 	t.Cleanup(srv.Close)
 	admin, _, err := tokens.Create(ctx, authn.CreateOptions{Role: authz.Admin, CreatedBy: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, dir: dir, srv: srv, admin: admin, tokens: tokens, audit: alog, logs: logs}
+	return &env{t: t, dir: dir, srv: srv, h: checked, admin: admin, tokens: tokens, audit: alog, logs: logs}
 }
 
 // token makes a token of a role and scope.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"coffer/internal/directory/ldap"
 )
 
 // Config is coffer-server's configuration, from flags or a YAML file.
@@ -28,6 +30,8 @@ type Config struct {
 	// DeletedRetention is how long a deleted secret can be restored
 	// (coffer secret undelete) before its versions are destroyed.
 	DeletedRetention time.Duration `yaml:"deleted_retention"`
+	// LDAP, if set, enables directory logins (POST /v1/login); docs/ldap.md.
+	LDAP *ldap.Config `yaml:"ldap"`
 }
 
 // Defaults returns the default configuration.
@@ -76,6 +80,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Seal.validate(c.MasterKeyFile); err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	if c.LDAP != nil {
+		if err := c.LDAP.Validate(); err != nil {
+			return fmt.Errorf("config: ldap: %w", err)
+		}
 	}
 	return nil
 }

@@ -172,10 +172,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		grpc.ConnectionTimeout(handshakeTimeout), grpc.KeepaliveParams(agentKeepalive), grpc.KeepaliveEnforcementPolicy(agentPingPolicy))
 	s.grpc = gs
 	cofferv1.RegisterAgentServiceServer(gs, b.Service())
+	login, err := ldapLogin(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	handler := api.New(api.Config{
 		Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: s.audit, CAPEM: ca.CertPEM,
 		MaxValueSize: cfg.MaxValueSize, Logger: log, GRPC: gs,
 		Ready: func(ctx context.Context) error { return s.st.View(ctx, func(store.Tx) error { return nil }) },
+		Login: login,
 	})
 	tlsCfg := identity.ServerTLSConfig(cert, ca)
 	// Reissue the server certificate in place as it nears expiry.

@@ -155,11 +155,11 @@ func (c *Config) Validate() error {
 			return bad("disabled_filter %q: %v", c.DisabledFilter, err)
 		}
 	}
-	if c.NestedGroups {
-		if c.GroupFilter != "" {
+	if nested := "(member:" + InChainRule + ":={dn})"; c.NestedGroups {
+		if c.GroupFilter != "" && c.GroupFilter != nested {
 			return bad("nested_groups: sets the group filter itself; remove group_filter")
 		}
-		c.GroupFilter = "(member:" + InChainRule + ":={dn})"
+		c.GroupFilter = nested
 	}
 	if c.GroupFilter != "" {
 		if c.GroupBase == "" {
