@@ -148,6 +148,7 @@ func (s *Server) login(w http.ResponseWriter, hr *http.Request) {
 		return
 	}
 	s.throttle.ok(src)
+	s.users.ok(userKey)
 	ev := audit.Event{Actor: principal, Action: "session.login", Object: "token:" + rec.ID, Result: "ok", Source: src,
 		Details: map[string]string{"groups": strings.Join(groups, "; "), "expires": rec.Expires.Format(time.RFC3339)}}
 	if s.record(ctx, ev) != nil {

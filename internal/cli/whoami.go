@@ -50,6 +50,11 @@ token itself is never printed.`,
 			if scope == "" {
 				scope = "(all names)"
 			}
+			if me.Session != "" && len(me.Grants) > 1 {
+				// Role and scope only summarize a session's grants.
+				me.Role += " (the widest of the grants below)"
+				scope = "each grant's own (below)"
+			}
 			server := cl.base
 			if cl.target.context != "" {
 				server += fmt.Sprintf(" (context %s)", cl.target.context)
