@@ -90,8 +90,7 @@ func (s *Server) login(w http.ResponseWriter, hr *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	user := strings.ToLower(req.Username)
-	principal := lc.Source + ":" + user
+	principal := lc.Source + ":" + directory.CanonicalUser(req.Username)
 	userKey := "user:" + principal
 	if wait := s.users.blocked(userKey); wait > 0 {
 		tooMany(w, wait)

@@ -13,6 +13,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/text/unicode/norm"
+
 	"coffer/internal/authz"
 )
 
@@ -61,7 +63,7 @@ func ReasonOf(err error) string {
 
 // Identity is an authenticated person.
 type Identity struct {
-	User   string   // the login name, lower-cased: principals are "ldap:" + User
+	User   string   // the entry's name (CanonicalUser): principals are "ldap:" + User
 	DN     string   // the entry's distinguished name
 	Groups []string // DNs of the groups the directory says they are in
 }
@@ -70,6 +72,15 @@ type Identity struct {
 // caller zeroes it afterwards.
 type Directory interface {
 	Authenticate(ctx context.Context, user string, password []byte) (Identity, error)
+}
+
+// CanonicalUser is a login name as Coffer compares it (principals,
+// throttles): NFKC, lower-cased, spaces trimmed and runs of them made one,
+// close to how LDAP matches names (caseIgnoreMatch ignores case and
+// insignificant spaces), so that spelling a name differently makes neither
+// another person nor a fresh throttle bucket.
+func CanonicalUser(user string) string {
+	return strings.Join(strings.Fields(strings.ToLower(norm.NFKC.String(user))), " ")
 }
 
 // MaxUser and MaxPassword bound what is sent to a directory.

@@ -77,12 +77,18 @@ func TestActiveDirectory(t *testing.T) {
 	if _, err := d.Authenticate(ctx, "eve", []byte(ldaptest.ADAccounts[2].Password)); directory.ReasonOf(err) != directory.ReasonDisabled {
 		t.Errorf("disabled, no filter: %v", err)
 	}
-	// UPN logins.
+	// UPN logins: still named by sAMAccountName, unless user_attribute
+	// says otherwise.
 	upn := nested
 	upn.UserFilter = "(userPrincipalName={user})"
 	d = newDir(t, upn)
-	if id, err := d.Authenticate(ctx, "bob@corp.coffer.test", []byte(ldaptest.ADAccounts[1].Password)); err != nil || id.User != "bob@corp.coffer.test" {
+	if id, err := d.Authenticate(ctx, "Bob@corp.coffer.test", []byte(ldaptest.ADAccounts[1].Password)); err != nil || id.User != "bob" {
 		t.Errorf("UPN: %+v %v", id, err)
+	}
+	upn.UserAttribute = "userPrincipalName"
+	d = newDir(t, upn)
+	if id, err := d.Authenticate(ctx, "Bob@corp.coffer.test", []byte(ldaptest.ADAccounts[1].Password)); err != nil || id.User != "bob@corp.coffer.test" {
+		t.Errorf("UPN named by UPN: %+v %v", id, err)
 	}
 	ad.Stop()
 	if _, err := d.Authenticate(ctx, "bob@corp.coffer.test", []byte(ldaptest.ADAccounts[1].Password)); !errors.Is(err, directory.ErrUnavailable) {

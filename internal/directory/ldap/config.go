@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -67,6 +68,10 @@ type Config struct {
 	// UserFilter finds the user's entry; {user} is the escaped login name.
 	// Default (uid={user}), or (sAMAccountName={user}) with schema ad.
 	UserFilter string `yaml:"user_filter"`
+	// UserAttribute of the user's entry names the person in principals
+	// (ldap:<value>, lower-cased), whatever spelling they logged in with.
+	// Default uid, or sAMAccountName with schema ad.
+	UserAttribute string `yaml:"user_attribute"`
 	// DisabledFilter, matched against the user's entry, refuses the login.
 	// Default (pwdAccountLockedTime=*), or the ACCOUNTDISABLE bit with
 	// schema ad; "none" turns the check off.
@@ -136,6 +141,18 @@ func (c *Config) Validate() error {
 		if c.Schema == SchemaAD {
 			c.UserFilter = "(sAMAccountName={user})"
 		}
+	}
+	if c.UserAttribute == "" {
+		c.UserAttribute = "uid"
+		if c.Schema == SchemaAD {
+			c.UserAttribute = "sAMAccountName"
+		}
+	}
+	if !attrName.MatchString(c.UserAttribute) {
+		return bad("user_attribute %q: an attribute name", c.UserAttribute)
+	}
+	if c.GroupAttribute != "" && !attrName.MatchString(c.GroupAttribute) {
+		return bad("group_attribute %q: an attribute name", c.GroupAttribute)
 	}
 	if !strings.Contains(c.UserFilter, "{user}") {
 		return bad("user_filter %q: must contain {user}", c.UserFilter)
@@ -223,6 +240,8 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+var attrName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]{0,63}$`)
 
 // checkFilter compiles f with its placeholders filled.
 func checkFilter(f string) error {

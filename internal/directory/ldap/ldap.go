@@ -123,9 +123,9 @@ func (d *Directory) Authenticate(ctx context.Context, user string, password []by
 	defer done()
 	timeLimit := max(1, int(d.cfg.Timeout/time.Second))
 	subst := strings.NewReplacer("{user}", goldap.EscapeFilter(user))
-	attrs := []string{"1.1"}
+	attrs := []string{d.cfg.UserAttribute}
 	if d.cfg.GroupFilter == "" {
-		attrs = []string{d.cfg.GroupAttribute}
+		attrs = append(attrs, d.cfg.GroupAttribute)
 	}
 	res, err := conn.Search(goldap.NewSearchRequest(d.cfg.UserBase, goldap.ScopeWholeSubtree, goldap.NeverDerefAliases,
 		2, timeLimit, false, subst.Replace(d.cfg.UserFilter), attrs, nil))
@@ -164,7 +164,13 @@ func (d *Directory) Authenticate(ctx context.Context, user string, password []by
 		d.log.Warn("ldap: user bind refused", "user", user, "code", le.ResultCode)
 		return directory.Identity{}, directory.Refused(directory.ReasonWrongPassword)
 	}
-	id := directory.Identity{User: strings.ToLower(user), DN: entry.DN}
+	// The person is named by the entry, not by how they spelled it: "Alice",
+	// " alice" and "alice" are one person, one principal.
+	name := entry.GetAttributeValue(d.cfg.UserAttribute)
+	if name == "" {
+		name = user
+	}
+	id := directory.Identity{User: directory.CanonicalUser(name), DN: entry.DN}
 	if d.cfg.GroupFilter == "" {
 		id.Groups = entry.GetAttributeValues(d.cfg.GroupAttribute)
 		return id, nil

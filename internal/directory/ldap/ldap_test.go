@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
 	"coffer/internal/directory"
@@ -48,6 +49,7 @@ func TestAuthenticate(t *testing.T) {
 			}{
 				{"alice", ldaptest.Password("alice"), "", []string{ldaptest.PaymentsOps, ldaptest.Auditors, ldaptest.Developers}, 2},
 				{"ALICE", ldaptest.Password("alice"), "", []string{ldaptest.PaymentsOps, ldaptest.Auditors, ldaptest.Developers}, 2},
+				{" Alice  ", ldaptest.Password("alice"), "", []string{ldaptest.PaymentsOps, ldaptest.Auditors, ldaptest.Developers}, 2},
 				{"carol", ldaptest.Password("carol"), "", []string{ldaptest.PaymentsOps}, 1},
 				{"bob", ldaptest.Password("bob"), "", []string{ldaptest.Developers}, 0},
 				{"alice", "wrong", directory.ReasonWrongPassword, nil, 0},
@@ -86,7 +88,8 @@ func TestAuthenticate(t *testing.T) {
 				if !slices.Equal(got, want) {
 					t.Errorf("%q: groups %v, want %v", c.user, got, want)
 				}
-				if id.User != "alice" && id.User != c.user {
+				// Named by the entry's uid, however it was spelled.
+				if want := strings.ToLower(strings.TrimSpace(c.user)); id.User != want {
 					t.Errorf("%q: user %q", c.user, id.User)
 				}
 				if n := len(mapping.Grants(id.Groups)); n != c.grants {
