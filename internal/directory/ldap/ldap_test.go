@@ -151,3 +151,17 @@ func norm(t *testing.T, dns []string) {
 	}
 	slices.Sort(dns)
 }
+
+// A locked account is refused by slapd itself too (ppolicy), when the
+// disabled filter is turned off: the filter is a second lock, not the only
+// one, and the login never succeeds.
+func TestLockedWithoutFilter(t *testing.T) {
+	srv := ldaptest.Start(t)
+	cfg := srv.Config()
+	cfg.DisabledFilter = "none"
+	d := newDir(t, cfg)
+	_, err := d.Authenticate(context.Background(), "dave", []byte(ldaptest.Password("dave")))
+	if !errors.Is(err, directory.ErrInvalidCredentials) {
+		t.Fatalf("locked dave without the filter: %v", err)
+	}
+}

@@ -283,6 +283,7 @@ memberof-group-oc groupOfNames
 memberof-member-ad member
 memberof-memberof-ad memberOf
 overlay ppolicy
+ppolicy_default "cn=default,ou=policies,%[2]s"
 access to attrs=userPassword by self write by anonymous auth by * none
 access to * by dn.exact="%[3]s" manage by users read by * none
 `, dir, Base, AdminDN, AdminPW)
@@ -293,6 +294,10 @@ func baseLDIF() string {
 	fmt.Fprintf(&b, "dn: %s\nobjectClass: dcObject\nobjectClass: organization\no: coffer\ndc: coffer\n\n", Base)
 	fmt.Fprintf(&b, "dn: %s\nobjectClass: organizationalUnit\nou: people\n\n", People)
 	fmt.Fprintf(&b, "dn: %s\nobjectClass: organizationalUnit\nou: groups\n\n", GroupsBase)
+	// The password policy that makes slapd itself refuse a locked
+	// account's bind.
+	fmt.Fprintf(&b, "dn: ou=policies,%s\nobjectClass: organizationalUnit\nou: policies\n\n", Base)
+	fmt.Fprintf(&b, "dn: cn=default,ou=policies,%s\nobjectClass: applicationProcess\nobjectClass: pwdPolicy\ncn: default\npwdAttribute: userPassword\npwdLockout: TRUE\n\n", Base)
 	members := map[string][]string{}
 	for _, u := range Users {
 		dn := "uid=" + u.Name + "," + People
