@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -28,7 +29,32 @@ type Login struct {
 	Source string
 	// Timeout bounds one login's directory work; default 30s.
 	Timeout time.Duration
+	// MaxConcurrent bounds the logins waiting on the directory at once
+	// (default 32): a slow or hung directory ties up that many, not one
+	// goroutine and connection per request. Past it, 503.
+	MaxConcurrent int
+
+	slotsOnce sync.Once
+	slots     chan struct{}
 }
+
+func (l *Login) acquire() bool {
+	l.slotsOnce.Do(func() {
+		n := l.MaxConcurrent
+		if n <= 0 {
+			n = 32
+		}
+		l.slots = make(chan struct{}, n)
+	})
+	select {
+	case l.slots <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (l *Login) release() { <-l.slots }
 
 // LoginRequest is the body of POST /v1/login.
 type LoginRequest struct {
@@ -96,6 +122,12 @@ func (s *Server) login(w http.ResponseWriter, hr *http.Request) {
 		tooMany(w, wait)
 		return
 	}
+	if !lc.acquire() {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "too many logins in progress: try again in a moment")
+		return
+	}
+	defer lc.release()
 	timeout := lc.Timeout
 	if timeout <= 0 {
 		timeout = 30 * time.Second
