@@ -158,7 +158,10 @@ func (s *Server) login(w http.ResponseWriter, hr *http.Request) {
 	case err != nil:
 		s.log.Error("directory login failed", "user", principal, "err", err)
 		failed.Result, failed.Details = "error", map[string]string{"reason": "directory_unavailable"}
-		s.record(ctx, failed)
+		if s.record(ctx, failed) != nil {
+			writeError(w, http.StatusInternalServerError, "audit trail unavailable: request not confirmed")
+			return
+		}
 		writeError(w, http.StatusServiceUnavailable, "the directory is unavailable: try again later (existing sessions keep working)")
 		return
 	}

@@ -165,3 +165,44 @@ func TestLockedWithoutFilter(t *testing.T) {
 		t.Fatalf("locked dave without the filter: %v", err)
 	}
 }
+
+// A user filter that matches several entries refuses the login rather
+// than binding as whichever came first.
+func TestAmbiguousUser(t *testing.T) {
+	srv := ldaptest.Start(t)
+	cfg := srv.Config()
+	cfg.UserFilter = "(|(uid={user})(objectClass=inetOrgPerson))"
+	d := newDir(t, cfg)
+	_, err := d.Authenticate(context.Background(), "alice", []byte(ldaptest.Password("alice")))
+	if directory.ReasonOf(err) != directory.ReasonAmbiguous {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// New refuses a missing or empty bind password file and a bad CA file:
+// the server does not start with them.
+func TestNewRefuses(t *testing.T) {
+	dir := t.TempDir()
+	base := cldap.Config{URL: "ldaps://127.0.0.1:1", BindDN: "cn=x", UserBase: "dc=x",
+		Groups: ldaptest.Groups, BindPasswordFile: dir + "/missing"}
+	empty, notPEM := dir+"/empty", dir+"/ca.pem"
+	writeFile(t, empty, "\n")
+	writeFile(t, notPEM, "not a certificate")
+	pw := dir + "/pw"
+	writeFile(t, pw, "x")
+	for _, c := range []struct {
+		mut  func(*cldap.Config)
+		want string
+	}{
+		{func(*cldap.Config) {}, "bind_password_file"},
+		{func(c *cldap.Config) { c.BindPasswordFile = empty }, "empty"},
+		{func(c *cldap.Config) { c.BindPasswordFile, c.CAFile = pw, notPEM }, "ca_file"},
+		{func(c *cldap.Config) { c.BindPasswordFile, c.CAFile = pw, dir + "/nope.pem" }, "ca_file"},
+	} {
+		cfg := base
+		c.mut(&cfg)
+		if _, err := cldap.New(cfg, nil); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("New = %v, want an error naming %s", err, c.want)
+		}
+	}
+}
