@@ -197,7 +197,7 @@ func TestNewRefuses(t *testing.T) {
 		{func(*cldap.Config) {}, "bind_password_file"},
 		{func(c *cldap.Config) { c.BindPasswordFile = empty }, "empty"},
 		{func(c *cldap.Config) { c.BindPasswordFile, c.CAFile = pw, notPEM }, "ca_file"},
-		{func(c *cldap.Config) { c.BindPasswordFile, c.CAFile = pw, dir + "/nope.pem" }, "ca_file"},
+		{func(c *cldap.Config) { c.BindPasswordFile, c.CAFile = pw, dir+"/nope.pem" }, "ca_file"},
 	} {
 		cfg := base
 		c.mut(&cfg)
