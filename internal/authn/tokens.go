@@ -213,7 +213,7 @@ func (t *Tokens) CreateSession(ctx context.Context, o SessionOptions) (string, T
 	id, plain, sum := newSecret()
 	now := t.now().UTC()
 	rec := Token{
-		ID: id, Role: authz.WidestRole(grants), Scope: scope, Description: "login session",
+		ID: id, Role: authz.WidestRole(grants), Scope: scope, Description: "login session of " + o.User,
 		CreatedBy: o.User, Created: now, Expires: now.Add(o.TTL), Hash: sum,
 		User: o.User, Groups: slices.Clone(o.Groups), Grants: grants,
 	}

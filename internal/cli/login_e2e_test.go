@@ -113,6 +113,9 @@ func TestLoginE2E(t *testing.T) {
 	if !strings.Contains(out, `"actor": "ldap:alice"`) {
 		t.Fatalf("audit names %s", out)
 	}
+	if out := s.MustCLI(t, "", "token", "ls"); !strings.Contains(out, "login session of ldap:alice") {
+		t.Errorf("token ls does not show alice's session:\n%s", out)
+	}
 	// COFFER_TOKEN wins over the session.
 	admin := person{s: s, home: p.home, env: []string{"COFFER_TOKEN=" + s.Token}}
 	if out, _, _ := admin.run(t, "", "whoami"); !strings.Contains(out, "token:") || strings.Contains(out, "ldap:alice") {
