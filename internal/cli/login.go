@@ -222,8 +222,18 @@ coffer logout.`,
 			if err != nil {
 				return usageError(err)
 			}
+			old, oldErr := readSession(path)
 			if err := writeSession(path, session{token: out.Token, server: cl.base, user: out.User, expires: out.Expires}); err != nil {
 				return fmt.Errorf("save the session token: %w", err)
+			}
+			// The session this one replaces in the file ends now, rather
+			// than live on unseen until it expires (best effort).
+			if oldErr == nil && old.server == cl.base && old.token != out.Token {
+				prev := *cl
+				prev.token, prev.rec = old.token, nil
+				if err := prev.do("POST", "/v1/logout", nil, nil); err == nil {
+					c.warn("ended the previous session of %s", old.user)
+				}
 			}
 			out.Token = "" // saved, not printed
 			if o.structured() {

@@ -126,11 +126,18 @@ func TestLoginE2E(t *testing.T) {
 	if _, errOut, code := other.run(t, "", "whoami"); code != 2 || !strings.Contains(errOut, "no token") {
 		t.Fatalf("another server: %d %s", code, errOut)
 	}
+	// A new login ends the session it replaces in the file.
+	b, _ := os.ReadFile(path)
+	aliceTok := strings.SplitN(string(b), "\n", 2)[0]
 	// -o json: the answer without the token.
 	out, _, code = p.run(t, ldaptest.Password("carol")+"\n", "login", "--username", "carol", "--password-stdin", "-o", "json")
 	var ans map[string]any
 	if code != 0 || json.Unmarshal([]byte(out), &ans) != nil || ans["user"] != "ldap:carol" || ans["token"] != nil {
 		t.Fatalf("login -o json: %d %s", code, out)
+	}
+	oldAlice := person{s: s, home: p.home, env: []string{"COFFER_TOKEN=" + aliceTok}}
+	if _, _, code := oldAlice.run(t, "", "whoami"); code != 4 {
+		t.Errorf("alice's replaced session still works: exit %d", code)
 	}
 
 	// The directory goes down: logins fail with the reason, the session works.
@@ -143,7 +150,7 @@ func TestLoginE2E(t *testing.T) {
 	}
 
 	// Logout revokes it on the server and removes the file.
-	b, _ := os.ReadFile(path)
+	b, _ = os.ReadFile(path)
 	tok := strings.SplitN(string(b), "\n", 2)[0]
 	if out, errOut, code := p.run(t, "", "logout"); code != 0 || !strings.Contains(out, "Logged out ldap:carol") {
 		t.Fatalf("logout: %d %s %s", code, out, errOut)
