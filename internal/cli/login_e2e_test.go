@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"coffer/internal/directory/ldap/ldaptest"
 	"coffer/test/testkit"
@@ -83,6 +85,37 @@ func TestLoginE2E(t *testing.T) {
 	// Without a terminal the prompt is refused: --password-stdin says how.
 	if _, errOut, code := p.run(t, "", "login", "--username", "alice"); code != 2 || !strings.Contains(errOut, "--password-stdin") {
 		t.Fatalf("login without a terminal: %d %s", code, errOut)
+	}
+	// At a terminal (a pty from util-linux's script), the password is
+	// prompted for and not echoed.
+	if scriptBin, err := exec.LookPath("script"); err == nil {
+		cmd := exec.Command(scriptBin, "-qec", testkit.Bin(t, "coffer")+" login --username carol", "/dev/null")
+		cmd.Env = append(os.Environ(), "COFFER_ADDR=https://"+s.Addr, "COFFER_CACERT="+s.CA, "XDG_CONFIG_HOME="+p.home)
+		// The password is typed only once the prompt is up (echo is off
+		// from then on; what is typed earlier, a terminal echoes).
+		stdin, typed := io.Pipe()
+		cmd.Stdin = stdin
+		var buf syncBuffer
+		cmd.Stdout, cmd.Stderr = &buf, &buf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitOutput(t, &buf, "Password for carol:")
+		time.Sleep(100 * time.Millisecond) // the prompt is printed just before echo goes off
+		io.WriteString(typed, ldaptest.Password("carol")+"\n")
+		waitOutput(t, &buf, "Logged in as")
+		typed.Close() // exec's stdin copy ends: Wait can return
+		err := cmd.Wait()
+		out := buf.String()
+		if err != nil || !strings.Contains(out, "Password for carol:") || !strings.Contains(out, "Logged in as ldap:carol") {
+			t.Fatalf("login at a terminal: %v\n%s", err, out)
+		}
+		if strings.Contains(out, ldaptest.Password("carol")) {
+			t.Fatalf("the password was echoed:\n%s", out)
+		}
+		p.run(t, "", "logout")
+	} else {
+		t.Log("no util-linux script: the terminal prompt is not tested")
 	}
 	if _, errOut, code := p.run(t, "wrong\n", "login", "--username", "alice", "--password-stdin"); code != 4 || !strings.Contains(errOut, "invalid username or password") {
 		t.Fatalf("wrong password: %d %s", code, errOut)
