@@ -72,6 +72,8 @@ type Config struct {
 	// Dynamic links secrets to upstreams that issue credentials per
 	// container (type vault-dynamic); nil on a server without any.
 	Dynamic DynamicLinker
+	// Login, if set, enables directory logins (POST /v1/login).
+	Login *Login
 }
 
 // Server is the HTTP handler.
@@ -80,6 +82,7 @@ type Server struct {
 	log      *slog.Logger
 	mux      *http.ServeMux
 	throttle *throttle
+	users    *throttle // failed logins per user
 }
 
 // New builds the handler.
@@ -90,7 +93,7 @@ func New(cfg Config) *Server {
 	if cfg.MaxValueSize <= 0 {
 		cfg.MaxValueSize = 1 << 20
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), throttle: newThrottle(5, time.Minute)}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), throttle: newThrottle(5, time.Minute), users: newThrottle(5, time.Minute)}
 	m := s.mux
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	m.HandleFunc("GET /readyz", s.readyz)
@@ -139,6 +142,8 @@ func New(cfg Config) *Server {
 	m.HandleFunc("PUT /v1/incident/lockdown", s.authed("incident.lockdown", authz.AgentManage, s.declareLockdown))
 	m.HandleFunc("DELETE /v1/incident/lockdown", s.authed("incident.lift", authz.AgentManage, s.liftLockdown))
 	m.HandleFunc("GET /v1/incident/report", s.authed("incident.report", authz.AuditRead, s.incidentReport))
+	m.HandleFunc("POST /v1/login", s.login)
+	m.HandleFunc("POST /v1/logout", s.authed("session.logout", "", s.logout))
 	return s
 }
 
@@ -184,7 +189,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 // request is what a handler sees of an authenticated request.
 type request struct {
 	*http.Request
-	p      authz.Principal
+	p      authz.Principal // as seen for action (authz.Principal.For)
+	tok    authn.Token     // the caller's token record
 	action authz.Action
 	object string            // audited object, set by the handler
 	detail map[string]string // audited details, set by the handler (ids, versions; never values)
@@ -226,7 +232,7 @@ func (s *Server) authed(auditAction string, action authz.Action, h handlerFunc) 
 			return
 		}
 		s.throttle.ok(src)
-		r := &request{Request: hr, p: tok.Principal(), action: action}
+		r := &request{Request: hr, p: tok.Principal().For(action), tok: tok, action: action}
 		code, body, err := 0, any(nil), s.lockedOut(hr.Method, r.p)
 		if err == nil {
 			code, body, err = h(r)

@@ -181,7 +181,7 @@ func (s *Server) revokeVersion(r *request) (int, any, error) {
 // RevokeTokensRequest is the body of POST /v1/incident/revoke-tokens: the
 // tokens matching every given field are revoked.
 type RevokeTokensRequest struct {
-	Principal string `json:"principal,omitempty"`  // "token:<id>"
+	Principal string `json:"principal,omitempty"`  // "token:<id>", or a person's sessions: "ldap:alice"
 	Role      string `json:"role,omitempty"`       // every token of this role
 	Scope     string `json:"scope,omitempty"`      // every token whose scope lies within this one
 	CreatedBy string `json:"created_by,omitempty"` // every token this principal made
@@ -191,8 +191,9 @@ type RevokeTokensRequest struct {
 // RevokeTokensReport lists what was revoked.
 type RevokeTokensReport struct {
 	Revoked []string `json:"revoked"` // token ids
-	// KeptCaller is set when the caller's own token matched: it is kept,
-	// so that the admin is not locked out in the middle of an incident.
+	// KeptCaller is set when the caller's own token matched: it is kept
+	// (and, for a person, all of their sessions), so that the admin is not
+	// locked out in the middle of an incident.
 	KeptCaller bool `json:"kept_caller,omitempty"`
 }
 
@@ -225,7 +226,7 @@ func (s *Server) revokeTokens(r *request) (int, any, error) {
 	}
 	match := func(t authn.Token) bool {
 		switch {
-		case req.Principal != "" && "token:"+t.ID != req.Principal:
+		case req.Principal != "" && "token:"+t.ID != req.Principal && t.Principal().ID != req.Principal:
 			return false
 		case role != "" && t.Role != role:
 			return false
@@ -241,7 +242,7 @@ func (s *Server) revokeTokens(r *request) (int, any, error) {
 		if !match(t) {
 			continue
 		}
-		if "token:"+t.ID == r.p.ID {
+		if t.Principal().ID == r.p.ID {
 			out.KeptCaller = true
 			continue
 		}

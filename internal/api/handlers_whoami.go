@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"strings"
 	"time"
 
 	"coffer/internal/authz"
@@ -19,6 +18,12 @@ type WhoamiResponse struct {
 	Expires     time.Time  `json:"expires,omitzero"`
 	// Actions are the authorization actions the role grants (within Scope).
 	Actions []authz.Action `json:"actions"`
+	// Session, Groups and Grants describe a login session (ID ldap:alice):
+	// its token id, the groups mapped at login and what each allows (Role
+	// and Scope then only summarize Grants; Actions are those of any grant).
+	Session string        `json:"session,omitempty"`
+	Groups  []string      `json:"groups,omitempty"`
+	Grants  []authz.Grant `json:"grants,omitempty"`
 }
 
 // allActions lists every authorization action, for whoami.
@@ -32,8 +37,11 @@ var allActions = []authz.Action{
 func (s *Server) whoami(r *request) (int, any, error) {
 	r.object = r.p.ID
 	out := WhoamiResponse{ID: r.p.ID, Role: r.p.Role, Scope: r.p.Scope, Actions: []authz.Action{}}
-	if t, ok := s.cfg.Tokens.Lookup(strings.TrimPrefix(r.p.ID, "token:")); ok {
+	if t, ok := s.cfg.Tokens.Lookup(r.tok.ID); ok {
 		out.Description, out.CreatedBy, out.Created, out.Expires = t.Description, t.CreatedBy, t.Created, t.Expires
+		if t.Session() {
+			out.Session, out.Groups, out.Grants = t.ID, t.Groups, t.Grants
+		}
 	}
 	for _, a := range allActions {
 		if authz.Authorize(r.p, a, "") == nil {

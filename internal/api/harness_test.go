@@ -37,6 +37,7 @@ type env struct {
 	t      *testing.T
 	dir    string
 	srv    *httptest.Server
+	h      http.Handler // srv's handler (spec-checked), for requests from chosen addresses
 	admin  string
 	tokens *authn.Tokens
 	audit  *audit.Log
@@ -46,11 +47,14 @@ type env struct {
 	responses bytes.Buffer // every response body, for leak checks
 }
 
-func newEnv(t *testing.T) *env { t.Helper(); return newEnvWith(t, nil) }
+func newEnv(t *testing.T, opts ...func(*api.Config)) *env {
+	t.Helper()
+	return newEnvWith(t, nil, opts...)
+}
 
 // newEnvWith is newEnv with upstream keystores for linked secrets (their
 // linker running, polling every second).
-func newEnvWith(t *testing.T, ks keystore.Set) *env {
+func newEnvWith(t *testing.T, ks keystore.Set, opts ...func(*api.Config)) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -112,15 +116,20 @@ func newEnvWith(t *testing.T, ks keystore.Set) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := api.New(api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: aud, CAPEM: ca.CertPEM, Logger: log, Links: links, Incident: inc})
+	cfg := api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: aud, CAPEM: ca.CertPEM, Logger: log, Links: links, Incident: inc}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	h := api.New(cfg)
 	// Every response is checked against openapi.yaml (openapi_check_test.go).
-	srv := httptest.NewServer(specCheck(t, h))
+	checked := specCheck(t, h)
+	srv := httptest.NewServer(checked)
 	t.Cleanup(srv.Close)
 	admin, _, err := tokens.Create(ctx, authn.CreateOptions{Role: authz.Admin, CreatedBy: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, dir: dir, srv: srv, admin: admin, tokens: tokens, audit: alog, logs: logs}
+	return &env{t: t, dir: dir, srv: srv, h: checked, admin: admin, tokens: tokens, audit: alog, logs: logs}
 }
 
 // token makes a token of a role and scope.

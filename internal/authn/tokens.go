@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -47,14 +48,28 @@ type Token struct {
 	// labels (host selectors match them); the agent cannot change them.
 	AgentLabels map[string]string `json:"agent_labels,omitempty"`
 	Used        bool              `json:"used,omitempty"`
-	Hash        []byte            `json:"-"`
+	// User, Groups and Grants are set on a login session (CreateSession)
+	// only: User is the person's principal ("ldap:alice"), Groups the
+	// directory groups mapped at login, Grants what they allow. Role and
+	// Scope then only summarize Grants.
+	User   string        `json:"user,omitempty"`
+	Groups []string      `json:"groups,omitempty"`
+	Grants []authz.Grant `json:"grants,omitempty"`
+	Hash   []byte        `json:"-"`
 }
+
+// Session reports whether the token is a login session.
+func (t Token) Session() bool { return t.User != "" }
 
 // Expired reports whether the token has expired at now.
 func (t Token) Expired(now time.Time) bool { return !t.Expires.IsZero() && !now.Before(t.Expires) }
 
 // Principal returns the authz principal of the token.
+// A session's principal is its person, with the session's grants.
 func (t Token) Principal() authz.Principal {
+	if t.Session() {
+		return authz.Principal{ID: t.User, Role: t.Role, Scope: t.Scope, Grants: append([]authz.Grant{}, t.Grants...)}
+	}
 	return authz.Principal{ID: "token:" + t.ID, Role: t.Role, Scope: t.Scope}
 }
 
@@ -150,18 +165,11 @@ func (t *Tokens) newRecord(o CreateOptions) (string, Token, error) {
 			return "", Token{}, fmt.Errorf("%w: agent_labels: %w", ErrInvalid, err)
 		}
 	}
-	idb := make([]byte, 8)
-	sec := make([]byte, 32)
-	rand.Read(idb)
-	rand.Read(sec)
-	id := hex.EncodeToString(idb)
-	plain := tokenPrefix + id + "_" + base64.RawURLEncoding.EncodeToString(sec)
-	sum := sha256.Sum256(sec)
-	clear(sec)
+	id, plain, sum := newSecret()
 	now := t.now().UTC()
 	rec := Token{
 		ID: id, Role: o.Role, Scope: authz.NormalizeScope(o.Scope), Description: o.Description,
-		CreatedBy: o.CreatedBy, Created: now, OneTime: o.Role == authz.Agent, Hash: sum[:],
+		CreatedBy: o.CreatedBy, Created: now, OneTime: o.Role == authz.Agent, Hash: sum,
 	}
 	if len(o.AgentLabels) > 0 {
 		rec.AgentLabels = maps.Clone(o.AgentLabels)
@@ -170,6 +178,97 @@ func (t *Tokens) newRecord(o CreateOptions) (string, Token, error) {
 		rec.Expires = now.Add(o.TTL)
 	}
 	return plain, rec, nil
+}
+
+// SessionOptions describe a login session.
+type SessionOptions struct {
+	User   string // the principal, "ldap:alice"
+	Groups []string
+	Grants []authz.Grant // at least one
+	TTL    time.Duration // > 0
+}
+
+// CreateSession makes a login session token: like a token, stored hashed,
+// but it names a person and carries the grants of the groups they were in at
+// login, and it always expires. Expired sessions are deleted in the same
+// transaction, so that logins do not pile up records.
+func (t *Tokens) CreateSession(ctx context.Context, o SessionOptions) (string, Token, error) {
+	switch {
+	case o.User == "":
+		return "", Token{}, fmt.Errorf("%w: a session needs a user", ErrInvalid)
+	case o.TTL <= 0:
+		return "", Token{}, fmt.Errorf("%w: a session must expire", ErrInvalid)
+	case len(o.Grants) == 0:
+		return "", Token{}, fmt.Errorf("%w: a session needs at least one grant", ErrInvalid)
+	}
+	grants := make([]authz.Grant, 0, len(o.Grants))
+	for _, g := range o.Grants {
+		if r, err := authz.ParseRole(string(g.Role)); err != nil || r == authz.Agent {
+			return "", Token{}, fmt.Errorf("%w: session grant role %q", ErrInvalid, g.Role)
+		}
+		g.Scope = authz.NormalizeScope(g.Scope)
+		if !slices.Contains(grants, g) {
+			grants = append(grants, g)
+		}
+	}
+	// The record's scope summarizes: the one scope every grant shares, or
+	// "" (only an unscoped admin lists or revokes it) when they differ.
+	scope := grants[0].Scope
+	for _, g := range grants[1:] {
+		if g.Scope != scope {
+			scope = ""
+		}
+	}
+	id, plain, sum := newSecret()
+	now := t.now().UTC()
+	rec := Token{
+		ID: id, Role: authz.WidestRole(grants), Scope: scope, Description: "login session of " + o.User,
+		CreatedBy: o.User, Created: now, Expires: now.Add(o.TTL), Hash: sum,
+		User: o.User, Groups: slices.Clone(o.Groups), Grants: grants,
+	}
+	t.mu.Lock()
+	var expired []string
+	for id, r := range t.byID {
+		if r.Session() && r.Expired(now) {
+			expired = append(expired, id)
+		}
+	}
+	t.mu.Unlock()
+	err := t.st.Update(ctx, func(tx store.Tx) error {
+		for _, id := range expired {
+			if err := tx.Delete(tokenKey(id)); err != nil {
+				return err
+			}
+		}
+		b, err := json.Marshal(stored{Token: rec, Hash: rec.Hash})
+		if err != nil {
+			return err
+		}
+		return tx.Put(tokenKey(rec.ID), b)
+	})
+	if err != nil {
+		return "", Token{}, err
+	}
+	t.mu.Lock()
+	for _, id := range expired {
+		delete(t.byID, id)
+	}
+	t.byID[rec.ID] = rec
+	t.mu.Unlock()
+	return plain, rec, nil
+}
+
+// newSecret makes a token id, the token and the hash of its secret part.
+func newSecret() (id, plain string, sum []byte) {
+	idb := make([]byte, 8)
+	sec := make([]byte, 32)
+	rand.Read(idb)
+	rand.Read(sec)
+	id = hex.EncodeToString(idb)
+	plain = tokenPrefix + id + "_" + base64.RawURLEncoding.EncodeToString(sec)
+	h := sha256.Sum256(sec)
+	clear(sec)
+	return id, plain, h[:]
 }
 
 func (t *Tokens) put(ctx context.Context, rec Token) error {

@@ -106,6 +106,7 @@ func (c *conn) resolve() (target, error) {
 		f := os.Getenv("COFFER_TOKEN_FILE")
 		t.token, err = c.readTokenFile(f, "COFFER_TOKEN_FILE")
 		t.tokenFrom = "COFFER_TOKEN_FILE " + f
+	case c.loginSession(&t):
 	case cx.Token != "":
 		t.token, t.tokenFrom = strings.TrimSpace(cx.Token), fromCtx
 	case cx.TokenFile != "":
@@ -124,7 +125,10 @@ func (c *conn) readTokenFile(path, from string) (string, error) {
 	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
 		c.warn("token file %s has mode %04o: others on this machine may read it; chmod 600 %s", path, fi.Mode().Perm(), path)
 	}
-	tok := strings.TrimSpace(string(b))
+	// Lines after the first that start with '#' are comments (a login
+	// session file names its server and user in them).
+	tok, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n#")
+	tok = strings.TrimSpace(tok)
 	clear(b)
 	if tok == "" {
 		return "", usageError(fmt.Errorf("%s: %s is empty", from, path))

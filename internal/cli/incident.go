@@ -210,11 +210,12 @@ func newRevokeTokensCmd(c *conn) *cobra.Command {
 		Use:   "revoke-tokens --reason TEXT (--principal P | --role R | --scope S | --created-by P)",
 		Short: "Revoke every token of a person, a role or a scope at once",
 		Long: `Revoke every token that matches all the given filters: one principal
-(token:<id>), a role, a scope (every token whose scope lies within it), or
+(token:<id>, or ldap:alice for every directory session of that person), a role, a scope (every token whose scope lies within it), or
 every token a principal created. Your own token is kept.`,
 		Example: `  coffer incident revoke-tokens --scope payments/ --reason "payments laptop stolen"
   coffer incident revoke-tokens --created-by token:3f2a9c0d1e4b5a67 --reason "compromised admin"
-  coffer incident revoke-tokens --role operator --reason "rotate all operators"`,
+  coffer incident revoke-tokens --role operator --reason "rotate all operators"
+  coffer incident revoke-tokens --principal ldap:alice --reason "alice's laptop stolen"`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := requireReason(reason); err != nil {
@@ -248,7 +249,7 @@ every token a principal created. Your own token is kept.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&reason, "reason", "", "why (required; recorded in the audit trail)")
-	f.StringVar(&principal, "principal", "", "one token: token:<id>")
+	f.StringVar(&principal, "principal", "", "one token (token:<id>), or every session of a person (ldap:alice)")
 	f.StringVar(&role, "role", "", "every token of this role: admin, operator, auditor, viewer, agent")
 	f.StringVar(&scope, "scope", "", "every token whose scope lies within this one, e.g. payments/")
 	f.StringVar(&createdBy, "created-by", "", "every token this principal created, e.g. token:3f2a9c0d1e4b5a67")

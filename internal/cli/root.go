@@ -40,6 +40,7 @@ Connection, for every server command (flags > environment > context):
   --addr URL (alias --server host:port)   COFFER_ADDR    default https://127.0.0.1:7443
   --cacert FILE (alias --ca-cert)         COFFER_CACERT  the server's <data-dir>/ca.pem
   --token-file FILE, or --token TOKEN     COFFER_TOKEN_FILE, COFFER_TOKEN
+  (coffer login: a directory session)     $XDG_CONFIG_HOME/coffer/token, for its server
   --context NAME                          COFFER_CONTEXT a context of ` + configPathHelp + `
                                           (coffer config set-context / use-context)
 
@@ -55,7 +56,7 @@ Connection, for every server command (flags > environment > context):
 	root.SetGlobalNormalizationFunc(flagAliases)
 	c := &conn{errOut: errOut}
 	servers := []*cobra.Command{newSecretCmd(c), newBindCmd(c), newTokenCmd(c), newAuditCmd(c), newAgentCmd(c), newWhoamiCmd(c),
-		newRolloutCmd(c), newApplyCmd(c), newExportCmd(c), newKeystoreCmd(c), newIncidentCmd(c)}
+		newRolloutCmd(c), newApplyCmd(c), newExportCmd(c), newKeystoreCmd(c), newIncidentCmd(c), newLoginCmd(c), newLogoutCmd(c)}
 	for _, group := range servers {
 		c.flags(group) // connection flags belong to the commands that talk to a server
 		root.AddCommand(group)

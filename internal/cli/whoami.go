@@ -32,6 +32,9 @@ token itself is never printed.`,
 				Created     time.Time `json:"created"`
 				Expires     time.Time `json:"expires"`
 				Actions     []string  `json:"actions"`
+				Session     string    `json:"session,omitempty"`
+				Groups      []string  `json:"groups,omitempty"`
+				Grants      []grant   `json:"grants,omitempty"`
 			}
 			if err := cl.do("GET", "/v1/whoami", nil, &me); err != nil {
 				return err
@@ -47,6 +50,11 @@ token itself is never printed.`,
 			if scope == "" {
 				scope = "(all names)"
 			}
+			if me.Session != "" && len(me.Grants) > 1 {
+				// Role and scope only summarize a session's grants.
+				me.Role += " (the widest of the grants below)"
+				scope = "each grant's own (below)"
+			}
 			server := cl.base
 			if cl.target.context != "" {
 				server += fmt.Sprintf(" (context %s)", cl.target.context)
@@ -55,6 +63,17 @@ token itself is never printed.`,
 			fmt.Fprintf(w, "ID:       %s\nRole:     %s\nScope:    %s\nExpires:  %s\n", me.ID, me.Role, scope, exp)
 			if me.Description != "" {
 				fmt.Fprintf(w, "About:    %s\n", me.Description)
+			}
+			if me.Session != "" {
+				fmt.Fprintf(w, "Session:  %s (coffer logout ends it)\n", me.Session)
+				for i, g := range me.Grants {
+					label := "Grants:  "
+					if i > 0 {
+						label = "         "
+					}
+					fmt.Fprintf(w, "%s %s on %s\n", label, g.Role, orAll(g.Scope))
+				}
+				fmt.Fprintf(w, "Groups:   %s\n", dash(strings.Join(me.Groups, "; ")))
 			}
 			fmt.Fprintf(w, "Actions:  %s\nServer:   %s\nToken:    from %s\n", dash(strings.Join(me.Actions, ", ")), server, cl.target.tokenFrom)
 			return nil

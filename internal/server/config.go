@@ -9,6 +9,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"coffer/internal/keystore/builtin"
+	"coffer/internal/directory/ldap"
 )
 
 // Config is coffer-server's configuration, from flags or a YAML file.
@@ -47,6 +48,8 @@ type Config struct {
 	// (coffer secret link NAME --from UPSTREAM:ITEM[#KEY]); see
 	// docs/keystores.md.
 	Keystores builtin.Config `yaml:"keystores"`
+	// LDAP, if set, enables directory logins (POST /v1/login); docs/ldap.md.
+	LDAP *ldap.Config `yaml:"ldap"`
 }
 
 // Store types.
@@ -114,6 +117,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Seal.validate(c.MasterKeyFile); err != nil {
 		return fmt.Errorf("config: %w", err)
+	}
+	if c.LDAP != nil {
+		if err := c.LDAP.Validate(); err != nil {
+			return fmt.Errorf("config: ldap: %w", err)
+		}
 	}
 	return nil
 }

@@ -274,11 +274,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		grpc.ConnectionTimeout(handshakeTimeout), grpc.KeepaliveParams(agentKeepalive), grpc.KeepaliveEnforcementPolicy(agentPingPolicy))
 	s.grpc = gs
 	cofferv1.RegisterAgentServiceServer(gs, b.Service())
+	login, err := ldapLogin(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	handler := api.New(api.Config{
 		Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: s.audit, CAPEM: ca.CertPEM,
 		MaxValueSize: cfg.MaxValueSize, Logger: log, GRPC: gs,
 		Ready: s.ready, AuditServers: s.auditServers,
-		Links: links, Incident: inc, Dynamic: dynamic,
+		Links: links, Incident: inc, Dynamic: dynamic, Login: login,
 	})
 	tlsCfg := identity.ServerTLSConfig(cert, ca)
 	// Reissue the server certificate in place as it nears expiry.
