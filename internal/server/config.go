@@ -8,8 +8,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"coffer/internal/keystore/builtin"
 	"coffer/internal/directory/ldap"
+	"coffer/internal/keystore/builtin"
 )
 
 // Config is coffer-server's configuration, from flags or a YAML file.
