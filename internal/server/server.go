@@ -23,6 +23,7 @@ import (
 	"coffer/internal/authn"
 	"coffer/internal/broker"
 	"coffer/internal/catalog"
+	"coffer/internal/console"
 	"coffer/internal/fleet"
 	"coffer/internal/identity"
 	"coffer/internal/seal"
@@ -185,8 +186,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	tlsCfg.Certificates, tlsCfg.GetCertificate = nil, getCert
 	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+	// The web console at /ui/ calls the same API in-process (internal/console).
+	ui := console.New(console.Config{API: handler, MaxValueSize: cfg.MaxValueSize, Logger: log})
 	s.http = &http.Server{
-		Handler:           handler,
+		Handler:           console.Mount(handler, ui),
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
