@@ -135,7 +135,7 @@ func (c *Console) failAPI(w http.ResponseWriter, r *http.Request, s *sess, err e
 		msg := ae.Msg
 		switch ae.Status {
 		case http.StatusForbidden:
-			msg = "Permission denied: " + msg + ". Nothing was changed."
+			msg = "Permission denied: " + strings.TrimPrefix(msg, "permission denied: ") + ". Nothing was changed."
 		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusConflict, http.StatusNotFound, http.StatusGone:
 			msg += ". Nothing was changed."
 		}
