@@ -2,9 +2,9 @@ package console_test
 
 import (
 	"bytes"
-	"html"
 	"context"
 	"encoding/json"
+	"html"
 	"net/http"
 	"net/url"
 	"strings"
