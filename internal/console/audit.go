@@ -145,7 +145,9 @@ func (c *Console) auditVerify(s *sess, w http.ResponseWriter, r *http.Request) {
 		c.failAPI(w, r, s, err)
 		return
 	}
-	r.URL.RawQuery = ""
+	rest := r.URL.Query() // the page's filters, kept
+	rest.Del("head")
+	r.URL.RawQuery = rest.Encode()
 	c.auditRender(s, w, r, &v)
 }
 

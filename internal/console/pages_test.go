@@ -350,8 +350,8 @@ func TestAuditPage(t *testing.T) {
 	if !strings.Contains(ex.header.Get("Content-Disposition"), "attachment") || evs[0]["hash"] == "" {
 		t.Errorf("export headers %v / records %v", ex.header, evs[0])
 	}
-	v := b.get("/ui/audit/verify")
-	if !strings.Contains(v.body, "Chain verified") {
+	v := b.get("/ui/audit/verify?secret=app/db")
+	if !strings.Contains(v.body, "Chain verified") || strings.Contains(v.body, "secret:app/other") {
 		t.Errorf("verify:\n%s", v.body)
 	}
 	v = b.get("/ui/audit/verify?head=1:" + strings.Repeat("0", 64))
