@@ -118,7 +118,7 @@ func (s *sess) dead(now time.Time, idle time.Duration) bool {
 	return now.Sub(s.seen) >= idle
 }
 
-// errExpired and errNoSession say why get found no session.
+// sessionState says whether get found a live session.
 type sessionState int
 
 const (
@@ -155,12 +155,6 @@ func (t *sessions) remove(s *sess) {
 	if t.m[s.key] == s {
 		delete(t.m, s.key)
 	}
-}
-
-func (t *sessions) len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return len(t.m)
 }
 
 // sessionCookie is the cookie of a new session id (maxAge > 0) or the
