@@ -136,6 +136,9 @@ func TestPutRotateGenerateNeverEcho(t *testing.T) {
 	if strings.Contains(page.body, typed) {
 		t.Fatal("the value is on the page")
 	}
+	if list := b.get("/ui/secrets"); !strings.Contains(list.body, "<td>token:") || !strings.Contains(list.body, "none bound") {
+		t.Errorf("the list shows no author or rollout:\n%s", list.body)
+	}
 	fileValue := []byte("-----BEGIN KEY-----\nline two\r\n\x00\xff binary tail\n")
 	p := b.postMultipart("/ui/secrets/put", map[string]string{"csrf": tok, "name": "app/db", "source": "file"}, map[string][]byte{"file": fileValue})
 	if p.code != http.StatusSeeOther {

@@ -15,16 +15,45 @@ import (
 )
 
 type secretsView struct {
-	Secrets []catalog.SecretMeta
+	Secrets []secretRow
 	Deleted []catalog.SecretMeta
 	Scope   string
+	More    int // secrets listed without their details (over maxDetailed)
 }
+
+// secretRow is a listed secret with, for the first maxDetailed, its last
+// author and its rollout (from GET /v1/secrets/{name}: the list has no
+// versions).
+type secretRow struct {
+	catalog.SecretMeta
+	Author  string
+	Rollout *rollout
+}
+
+// maxDetailed bounds the secrets whose details the list page reads.
+const maxDetailed = 100
 
 func (c *Console) secretsPage(s *sess, w http.ResponseWriter, r *http.Request) {
 	var v secretsView
-	if _, err := c.as(s, r, call{method: http.MethodGet, path: "/v1/secrets"}, &v.Secrets); err != nil {
+	var list []catalog.SecretMeta
+	if _, err := c.as(s, r, call{method: http.MethodGet, path: "/v1/secrets"}, &list); err != nil {
 		c.failAPI(w, r, s, err)
 		return
+	}
+	for i, m := range list {
+		row := secretRow{SecretMeta: m}
+		if i < maxDetailed {
+			if d, err := c.showSecret(s, r, m.Name); err == nil {
+				ro := newRollout(d)
+				row.Rollout = &ro
+				if len(d.Versions) > 0 {
+					row.Author = d.Versions[0].Author
+				}
+			}
+		} else {
+			v.More++
+		}
+		v.Secrets = append(v.Secrets, row)
 	}
 	if _, err := c.as(s, r, call{method: http.MethodGet, path: "/v1/secrets", query: url.Values{"deleted": {"true"}}}, &v.Deleted); err != nil {
 		c.failAPI(w, r, s, err)
