@@ -14,8 +14,12 @@ import (
 // secrets the session may see (GET /v1/secrets, then each secret's
 // holders), so a scoped session sees only its scope's deliveries.
 type hostsView struct {
-	Hosts []hostRow
+	Hosts   []hostRow
+	Partial bool // more than maxHostSecrets secrets: only the first were read
 }
+
+// maxHostSecrets bounds the secrets whose holders the hosts page reads.
+const maxHostSecrets = 1000
 
 type hostRow struct {
 	api.AgentView
@@ -44,6 +48,10 @@ func (c *Console) hosts(s *sess, r *http.Request) (hostsView, error) {
 	if _, err := c.as(s, r, call{method: http.MethodGet, path: "/v1/secrets"}, &secrets); err != nil {
 		return hostsView{}, err
 	}
+	var out hostsView
+	if len(secrets) > maxHostSecrets {
+		secrets, out.Partial = secrets[:maxHostSecrets], true
+	}
 	byAgent := map[string]map[string]*containerRow{}
 	for _, m := range secrets {
 		v, err := c.showSecret(s, r, m.Name)
@@ -64,7 +72,6 @@ func (c *Console) hosts(s *sess, r *http.Request) (hostsView, error) {
 			row.Files = append(row.Files, heldFile{Secret: m.Name, Version: h.Version, Current: v.Current, Pending: h.Pending})
 		}
 	}
-	var out hostsView
 	for _, a := range agents {
 		row := hostRow{AgentView: a}
 		for _, ct := range byAgent[a.Name] {
