@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -70,12 +72,15 @@ func (g *gate) open() {
 	g.mu.Unlock()
 }
 
-func (g *gate) wait(context.Context) {
+func (g *gate) wait(ctx context.Context) {
 	g.mu.Lock()
 	h := g.hold
 	g.mu.Unlock()
 	if h != nil {
-		<-h
+		select {
+		case <-h:
+		case <-ctx.Done():
+		}
 	}
 }
 
@@ -159,7 +164,7 @@ func TestBrowser(t *testing.T) {
 	agentDone := make(chan struct{})
 	a := agent.New(agent.Config{Server: addr, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: d})
 	go func() { a.Run(actx); close(agentDone) }()
-	t.Cleanup(func() { stopAgent(); <-agentDone })
+	t.Cleanup(func() { g.open(); stopAgent(); <-agentDone })
 	rt.Start(container.Info{ID: "c0ffee01", Name: "web-1", Labels: map[string]string{"app": "web"}, Image: "registry.example.com/web:1.2", PID: 1})
 	rt.Start(container.Info{ID: "c0ffee02", Name: "worker-1", Labels: map[string]string{"app": "worker"}, PID: 2})
 	waitFor(t, ctx, "the agent to report its containers", func() bool {
@@ -316,10 +321,52 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("CSP violations or script errors in the pages: %s %v", problems, err)
 	}
 
+	// Other roles and scopes see the same server through their own eyes.
+	var viewer, scoped struct{ Token string }
+	apiCall(http.MethodPost, "/v1/tokens", `{"role":"viewer","ttl":"1h"}`, &viewer)
+	apiCall(http.MethodPost, "/v1/tokens", `{"role":"operator","scope":"other/*","ttl":"1h"}`, &scoped)
+	vh := pageAs(t, client, base, viewer.Token, "/ui/hosts")
+	if !strings.Contains(vh, "/ui/secrets/app/db-password") || !strings.Contains(vh, ">web-1<") || strings.Contains(vh, `action="/ui/secrets/put"`) {
+		t.Errorf("viewer's hosts page:\n%s", vh)
+	}
+	for _, p := range []string{"/ui/hosts", "/ui/secrets", "/ui/bindings"} {
+		if sh := pageAs(t, client, base, scoped.Token, p); strings.Contains(sh, "/ui/secrets/app/db-password") || strings.Contains(sh, ">web-1<") {
+			t.Errorf("an operator scoped to other/ sees app/ on %s:\n%s", p, sh)
+		}
+	}
+
 	// Logging out ends the session.
 	br.do(chromedp.Navigate(base+"/ui/secrets"), chromedp.WaitVisible("#secrets"), chromedp.Click(".who button"), chromedp.WaitVisible("#token"))
 	br.do(chromedp.Navigate(base+"/ui/secrets"), chromedp.WaitVisible("#token"))
 	t.Logf("browser test: %s", time.Since(start).Round(time.Millisecond))
+}
+
+// pageAs logs in with token (no browser: a Go client with a cookie jar)
+// and returns the page at path.
+func pageAs(t *testing.T, c *http.Client, base, token, path string) string {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	cl := *c
+	cl.Jar = jar
+	get := func(p string) string {
+		resp, err := cl.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	m := csrfField.FindStringSubmatch(get("/ui/login"))
+	if m == nil {
+		t.Fatal("no login form")
+	}
+	resp, err := cl.PostForm(base+"/ui/login", url.Values{"csrf": {m[1]}, "token": {token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return get(path)
 }
 
 // trapProblems runs before each page's own script.
