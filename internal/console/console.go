@@ -141,6 +141,10 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
 	if strings.HasPrefix(r.URL.Path, Prefix+"static/") {
 		h.Set("Cache-Control", "no-cache")
+		if strings.HasSuffix(r.URL.Path, "/") { // no directory listings
+			c.fail(w, r, nil, http.StatusNotFound, "No such page.")
+			return
+		}
 	} else {
 		h.Set("Cache-Control", "no-store")
 	}

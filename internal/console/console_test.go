@@ -17,6 +17,9 @@ func TestSecurityHeadersOnEveryAnswer(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	b := s.browser()
 	anon := []string{"/ui/login", "/ui/secrets", "/ui/nope", "/ui/static/app.js", "/ui/static/app.css", "/ui"}
+	if p := b.get("/ui/static/"); p.code != http.StatusNotFound || strings.Contains(p.body, ">app.js<") {
+		t.Errorf("static directory listing: %d", p.code)
+	}
 	for _, p := range anon {
 		checkHeaders(t, p, b.get(p))
 	}

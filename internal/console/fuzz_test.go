@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The form parser agrees with net/url on every body both accept, and
@@ -117,5 +118,21 @@ func TestAppendJSONString(t *testing.T) {
 	got := string(appendJSONString(nil, in))
 	if got != `"a\"b\\c\u0000\u000a\u003cé\u003e"` {
 		t.Errorf("%s", got)
+	}
+}
+
+// Sessions past their expiry leave the table (and their tokens memory) at
+// the next login, without waiting for the table to fill.
+func TestExpiredSessionsAreSwept(t *testing.T) {
+	tab := newSessions(100)
+	now := time.Now()
+	old := &sess{token: "t1", expires: now.Add(time.Minute), seen: now}
+	tab.add(old, now)
+	later := now.Add(2 * time.Minute)
+	tab.add(&sess{token: "t2", expires: later.Add(time.Hour), seen: later}, later)
+	tab.mu.Lock()
+	defer tab.mu.Unlock()
+	if _, ok := tab.m[old.key]; ok || len(tab.m) != 1 {
+		t.Errorf("%d sessions; the expired one kept: %v", len(tab.m), ok)
 	}
 }

@@ -63,9 +63,10 @@ func (s *sess) takeFlash() string {
 
 // sessions is the bounded session table.
 type sessions struct {
-	mu  sync.Mutex
-	max int
-	m   map[[32]byte]*sess
+	mu    sync.Mutex
+	max   int
+	m     map[[32]byte]*sess
+	swept time.Time // last sweep of expired sessions
 }
 
 func newSessions(max int) *sessions { return &sessions{max: max, m: map[[32]byte]*sess{}} }
@@ -77,14 +78,24 @@ func randomString() string {
 }
 
 // add stores s under a new random id and returns the id (the cookie's
-// value). Expired sessions are dropped first; if the table is still full,
-// the one closest to its expiry goes.
+// value). Sessions past their absolute expiry are dropped (at most once a
+// minute, and whenever the table is full), so that their tokens do not
+// stay in memory; if the table is still full, the session closest to its
+// expiry goes.
 func (t *sessions) add(s *sess, now time.Time) string {
 	id := randomString()
 	s.key = sha256.Sum256([]byte(id))
 	s.csrf = randomString()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if now.Sub(t.swept) >= time.Minute && len(t.m) < t.max {
+		t.swept = now
+		for k, o := range t.m {
+			if o.dead(now, 0) {
+				delete(t.m, k)
+			}
+		}
+	}
 	if len(t.m) >= t.max {
 		var oldest *sess
 		for k, o := range t.m {
