@@ -19,13 +19,15 @@ func (c *Console) session(w http.ResponseWriter, r *http.Request) *sess {
 		id = ck.Value
 	}
 	s, state := c.sessions.get(id, c.cfg.Now(), c.cfg.SessionIdle)
-	switch state {
-	case sessionOK:
+	switch {
+	case state == sessionOK:
 		return s
-	case sessionExpired:
-		c.toLogin(w, r, "Your session expired. Log in again; nothing was changed.")
+	case state == sessionExpired:
+		c.toLogin(w, r, "expired", "Your session expired. Log in again; nothing was changed.")
+	case id == "":
+		c.toLogin(w, r, "", "You are not logged in. Log in; nothing was changed.")
 	default:
-		c.toLogin(w, r, "You are not logged in (or your session ended). Log in again; nothing was changed.")
+		c.toLogin(w, r, "expired", "Your session has ended. Log in again; nothing was changed.")
 	}
 	return nil
 }

@@ -101,6 +101,10 @@ func TestSessionCookie(t *testing.T) {
 	if got := other.get("/ui/secrets"); got.code != http.StatusSeeOther || !strings.Contains(got.header.Get("Location"), "/ui/login") {
 		t.Errorf("forged session id: %d %s", got.code, got.header.Get("Location"))
 	}
+	// Without a cookie: the login page, with no talk of an expired session.
+	if got := s.browser().get("/ui/secrets"); got.header.Get("Location") != "/ui/login" {
+		t.Errorf("no session: %d %s", got.code, got.header.Get("Location"))
+	}
 	// Each login gets a new id (no fixation).
 	b2 := s.browser()
 	b2.login(s.admin)

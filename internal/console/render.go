@@ -127,7 +127,7 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, s *sess, code int
 // refused its token.
 func (c *Console) failAPI(w http.ResponseWriter, r *http.Request, s *sess, err error) {
 	if errors.Is(err, errSessionEnded) {
-		c.toLogin(w, r, "Your session has ended (its token expired or was revoked). Log in again; nothing was changed.")
+		c.toLogin(w, r, "expired", "Your session has ended (its token expired or was revoked). Log in again; nothing was changed.")
 		return
 	}
 	var ae *apiError
@@ -146,12 +146,17 @@ func (c *Console) failAPI(w http.ResponseWriter, r *http.Request, s *sess, err e
 	c.fail(w, r, s, http.StatusInternalServerError, "The server could not answer; see its log.")
 }
 
-// toLogin sends the browser to the login page with a message (a known
-// one, by key: nothing the client chose is reflected).
-func (c *Console) toLogin(w http.ResponseWriter, r *http.Request, msg string) {
+// toLogin sends a page load to the login page, with the message of key
+// (a known one: nothing the client chose is reflected), and answers
+// anything else with 401 and msg.
+func (c *Console) toLogin(w http.ResponseWriter, r *http.Request, key, msg string) {
 	http.SetCookie(w, sessionCookie(cookieName, "", -1))
 	if r.Method == http.MethodGet && r.Header.Get("X-Coffer-Fragment") == "" {
-		http.Redirect(w, r, Prefix+"login?m=expired", http.StatusSeeOther)
+		to := Prefix + "login"
+		if key != "" {
+			to += "?m=" + key
+		}
+		http.Redirect(w, r, to, http.StatusSeeOther)
 		return
 	}
 	c.render(w, nil, http.StatusUnauthorized, "error", "Session ended", errorPage{Status: http.StatusUnauthorized, Msg: msg, Back: Prefix + "login"})
