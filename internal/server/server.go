@@ -23,6 +23,7 @@ import (
 	"coffer/internal/authn"
 	"coffer/internal/broker"
 	"coffer/internal/catalog"
+	"coffer/internal/console"
 	"coffer/internal/fleet"
 	"coffer/internal/identity"
 	"coffer/internal/incident"
@@ -292,9 +293,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	tlsCfg.Certificates, tlsCfg.GetCertificate = nil, getCert
 	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
-	var h http.Handler = handler
+	// The web console at /ui/ calls the same API in-process (internal/console).
+	ui := console.New(console.Config{API: handler, MaxValueSize: cfg.MaxValueSize, Logger: log})
+	var h http.Handler = console.Mount(handler, ui)
 	if s.health != nil {
-		h = s.health.guard(handler)
+		h = s.health.guard(h)
 	}
 	s.http = &http.Server{
 		Handler:           h,
