@@ -64,13 +64,13 @@ func buildImage(t *testing.T, d *dockertest.Env, base, ref string) string {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..")
 	ctx := t.TempDir()
-	build := exec.Command("go", "build", "-trimpath", "-o", ctx+"/", "./cmd/coffer", "./examples/envapp", "./examples/reloadserver")
+	build := exec.Command("go", "build", "-trimpath", "-o", ctx+"/", "./cmd/coffer", "./examples/envapp", "./examples/reloadserver", "./examples/dsnapp")
 	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	df := "FROM " + base + "\nCOPY coffer envapp reloadserver /\n"
+	df := "FROM " + base + "\nCOPY coffer envapp reloadserver dsnapp /\n"
 	if err := os.WriteFile(filepath.Join(ctx, "Dockerfile"), []byte(df), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -225,4 +225,31 @@ func TestReloadServerOnSIGHUP(t *testing.T) {
 	})
 	s.srv.MustCLI(t, "", "rollout", "status", "examples/tls-key", "--timeout", "30s")
 	s.noValue(c, k1, k2)
+}
+
+// A DSN template: the URL is rendered on the server from two secrets
+// (a templated secret bound with --template-file), delivered as one file,
+// and put in the app's environment by coffer exec; rotating the password
+// re-renders the URL and coffer exec restarts the app with it.
+func TestDSNTemplateUnderCofferExec(t *testing.T) {
+	s := newStack(t)
+	p1, p2 := "ex-dsn-p1-"+randID(), "ex-dsn-p2/+"+randID() // the second needs URL escaping
+	s.srv.MustCLI(t, "app", "secret", "put", "examples/db-user")
+	s.srv.MustCLI(t, p1, "secret", "put", "examples/db-password")
+	tf := filepath.Join(t.TempDir(), "dsn.tmpl")
+	if err := os.WriteFile(tf, []byte(`postgres://{{ secret "examples/db-user" }}:{{ secret "examples/db-password" | urlquery }}@db.internal:5432/shop`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.srv.MustCLI(t, "", "bind", "create", "ex-dsn", "--template-file", tf, "--secret", "examples/db-url",
+		"--selector", "app=dsnapp", "--file", "db.url", "--rotation", "restart-process")
+	c := s.run("coffer-example-dsn-"+s.label, map[string]string{"app": "dsnapp"},
+		"/coffer", "exec", "--env", "DATABASE_URL=db.url", "--wait", "--timeout", "60s",
+		"--restart-on-change", "--grace", "5s", "--", "/dsnapp")
+	s.waitLog(c.ID, "connecting to db.internal:5432 as app with password "+fingerprint(p1))
+	s.srv.MustCLI(t, p2, "secret", "put", "examples/db-password")
+	s.waitLog(c.ID, "connecting to db.internal:5432 as app with password "+fingerprint(p2))
+	if show := s.srv.MustCLI(t, "", "secret", "show", "examples/db-url"); !strings.Contains(show, "rendered from examples/db-password, examples/db-user") {
+		t.Fatalf("secret show:\n%s", show)
+	}
+	s.noValue(c, p1, p2)
 }
