@@ -36,7 +36,7 @@ type incidentView struct {
 	Lockdown      string // what a lockdown action did
 
 	// Report is the chain of custody asked for (RSecret, RSince, RUntil).
-	Report                 *incident.Report
+	Report                  *incident.Report
 	RSecret, RSince, RUntil string
 }
 
