@@ -54,6 +54,7 @@ type stackOpts struct {
 	maxValue    int
 	maxSessions int
 	wrap        func(api http.Handler, tokens *authn.Tokens) http.Handler // replaces the API (LDAP tests)
+	login       *api.Login                                                // directory logins (real slapd tests)
 }
 
 func newStack(t *testing.T, o stackOpts) *stack {
@@ -101,7 +102,7 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		t.Fatal(err)
 	}
 	b = broker.New(broker.Config{Catalog: cat, Audit: alog, Agents: fl, Logger: log})
-	var h http.Handler = api.New(api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: alog, Incident: inc, CAPEM: ca.CertPEM, Logger: log, MaxValueSize: o.maxValue})
+	var h http.Handler = api.New(api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: alog, Incident: inc, Login: o.login, CAPEM: ca.CertPEM, Logger: log, MaxValueSize: o.maxValue})
 	if o.wrap != nil {
 		h = o.wrap(h, tokens)
 	}
