@@ -150,8 +150,3 @@ func (c *Console) auditVerify(s *sess, w http.ResponseWriter, r *http.Request) {
 	r.URL.RawQuery = rest.Encode()
 	c.auditRender(s, w, r, &v)
 }
-
-// incidentPage is a placeholder until the server has an incident API.
-func (c *Console) incidentPage(s *sess, w http.ResponseWriter, r *http.Request) {
-	c.render(w, s, http.StatusOK, "incident", "Incident", nil)
-}

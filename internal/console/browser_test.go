@@ -293,7 +293,11 @@ func TestBrowser(t *testing.T) {
 	br.do(chromedp.Navigate(base+"/ui/bindings"), chromedp.WaitVisible("#binding-list"),
 		chromedp.SendKeys(`#evaluate-form input[name="labels"]`, "app=web, env=prod"))
 	br.waitText("#evaluated", "app/db-password")
-	br.do(chromedp.Navigate(base+"/ui/incident"), chromedp.WaitVisible("#incident"))
+	br.do(chromedp.Navigate(base+"/ui/incident?secret=app/db-password"), chromedp.WaitVisible("#report"))
+	if v := br.text("#report-verified"); !strings.Contains(v, "verified") {
+		t.Errorf("custody report: %q", v)
+	}
+	br.clean("incident")
 	br.shot("incident")
 
 	// Nothing anywhere holds a value: every page's HTML as the server

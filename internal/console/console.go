@@ -188,6 +188,11 @@ func (c *Console) routes() {
 	m.HandleFunc("GET "+Prefix+"audit/verify", c.authed(c.auditVerify))
 
 	m.HandleFunc("GET "+Prefix+"incident", c.authed(c.incidentPage))
+	m.HandleFunc("POST "+Prefix+"incident/quarantine", c.post(smallForm, c.quarantinePost))
+	m.HandleFunc("POST "+Prefix+"incident/revoke-version", c.post(smallForm, c.revokeVersionPost))
+	m.HandleFunc("POST "+Prefix+"incident/revoke-tokens", c.post(smallForm, c.revokeTokensPost))
+	m.HandleFunc("POST "+Prefix+"incident/lockdown", c.post(smallForm, c.lockdownPost))
+	m.HandleFunc("POST "+Prefix+"incident/lift", c.post(smallForm, c.liftPost))
 
 	m.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
 		c.fail(w, r, nil, http.StatusNotFound, "No such page.")

@@ -26,6 +26,7 @@ import (
 	"coffer/internal/console"
 	"coffer/internal/fleet"
 	"coffer/internal/identity"
+	"coffer/internal/incident"
 	"coffer/internal/seal"
 	"coffer/internal/store/bolt"
 	"coffer/test/testkit"
@@ -39,6 +40,7 @@ type stack struct {
 	api    http.Handler
 	tokens *authn.Tokens
 	cat    *catalog.Catalog
+	fleet  *fleet.Fleet
 	admin  string
 	logs   *testkit.Buffer
 	ui     *console.Console
@@ -52,6 +54,7 @@ type stackOpts struct {
 	maxValue    int
 	maxSessions int
 	wrap        func(api http.Handler, tokens *authn.Tokens) http.Handler // replaces the API (LDAP tests)
+	login       *api.Login                                                // directory logins (real slapd tests)
 }
 
 func newStack(t *testing.T, o stackOpts) *stack {
@@ -94,12 +97,16 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	inc, err := incident.Open(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b = broker.New(broker.Config{Catalog: cat, Audit: alog, Agents: fl, Logger: log})
-	var h http.Handler = api.New(api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: alog, CAPEM: ca.CertPEM, Logger: log, MaxValueSize: o.maxValue})
+	var h http.Handler = api.New(api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: alog, Incident: inc, Login: o.login, CAPEM: ca.CertPEM, Logger: log, MaxValueSize: o.maxValue})
 	if o.wrap != nil {
 		h = o.wrap(h, tokens)
 	}
-	s := &stack{t: t, api: h, tokens: tokens, cat: cat, logs: logs, now: time.Now()}
+	s := &stack{t: t, api: h, tokens: tokens, cat: cat, fleet: fl, logs: logs, now: time.Now()}
 	s.ui = console.New(console.Config{API: h, MaxValueSize: o.maxValue, Logger: log, MaxSessions: o.maxSessions, Now: s.clock})
 	mounted := console.Mount(h, s.ui)
 	s.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -27,9 +28,27 @@ type loginView struct {
 func (c *Console) optional(r *http.Request) {
 	c.ldapOnce.Do(func() {
 		got := c.offers(r, "/v1/login", "/v1/logout")
-		c.ldap, c.logout = got[0], got[1]
+		c.ldap, c.logout = got[0] && c.loginConfigured(r), got[1]
 	})
 }
+
+// loginConfigured asks whether POST /v1/login, which the API lists, is
+// configured: without a directory it answers 404. The probe's body is
+// over the API's limit on a login, so that a configured API refuses it
+// (413) before reading it, counting it as an attempt or auditing it.
+func (c *Console) loginConfigured(r *http.Request) bool {
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "/v1/login", bytes.NewReader(make([]byte, loginProbe)))
+	if err != nil {
+		return false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	rec := &recorder{h: http.Header{}}
+	c.cfg.API.ServeHTTP(rec, req)
+	return rec.code != http.StatusNotFound
+}
+
+// loginProbe is larger than any login the API accepts.
+const loginProbe = 64 << 10
 
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 	if ck, err := r.Cookie(cookieName); err == nil {
