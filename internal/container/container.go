@@ -61,3 +61,31 @@ type Runtime interface {
 	// Inspect returns a running container's Info.
 	Inspect(ctx context.Context, id string) (Info, error)
 }
+
+// SendTo returns a function that sends an event on out, or reports false
+// once ctx is done: what a Runtime's Watch loop sends with.
+func SendTo(ctx context.Context, out chan<- Event) func(Event) bool {
+	return func(ev Event) bool {
+		select {
+		case out <- ev:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// Announce sends a Started event for each listed container, then Synced,
+// and returns the set of ids announced; ok is false if send gave up.
+func Announce(infos []Info, send func(Event) bool) (known map[string]bool, ok bool) {
+	known = make(map[string]bool, len(infos))
+	running := make([]string, 0, len(infos))
+	for _, info := range infos {
+		known[info.ID] = true
+		running = append(running, info.ID)
+		if !send(Event{Kind: Started, Info: info}) {
+			return nil, false
+		}
+	}
+	return known, send(Event{Kind: Synced, Running: running})
+}

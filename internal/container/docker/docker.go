@@ -232,16 +232,9 @@ func (r *Runtime) list(ctx context.Context) ([]container.Info, error) {
 // run sends a session's list, then its events, reconnecting when it breaks.
 func (r *Runtime) run(ctx context.Context, out chan<- container.Event, s *session) {
 	defer close(out)
-	send := func(ev container.Event) bool {
-		select {
-		case out <- ev:
-			return true
-		case <-ctx.Done():
-			return false
-		}
-	}
+	send := container.SendTo(ctx, out)
 	for {
-		known, ok := announce(s.started, send)
+		known, ok := container.Announce(s.started, send)
 		if !ok {
 			s.cancel()
 			return
@@ -256,21 +249,6 @@ func (r *Runtime) run(ctx context.Context, out chan<- container.Event, s *sessio
 			return
 		}
 	}
-}
-
-// announce sends a Started for each listed container, then Synced, and
-// returns the set of ids announced; ok is false if ctx ended.
-func announce(infos []container.Info, send func(container.Event) bool) (known map[string]bool, ok bool) {
-	known = make(map[string]bool, len(infos))
-	running := make([]string, 0, len(infos))
-	for _, info := range infos {
-		known[info.ID] = true
-		running = append(running, info.ID)
-		if !send(container.Event{Kind: container.Started, Info: info}) {
-			return nil, false
-		}
-	}
-	return known, send(container.Event{Kind: container.Synced, Running: running})
 }
 
 // follow turns a session's events into Started and Stopped until the stream
@@ -319,7 +297,7 @@ func (r *Runtime) follow(ctx context.Context, s *session, known map[string]bool,
 				return err
 			}
 			var ok bool
-			if known, ok = announce(infos, send); !ok {
+			if known, ok = container.Announce(infos, send); !ok {
 				return ctx.Err()
 			}
 		case err := <-s.errs:
