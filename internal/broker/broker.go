@@ -279,9 +279,19 @@ func scoped(set *policy.Set, t policy.Target, grants []policy.Grant, scope strin
 // message can leave; a value too large for the agent's receive limit is
 // left out, and that is recorded as a failed send.
 func (b *Broker) push(c *ctr) {
+	// Incident response first: a quarantined host's containers get nothing
+	// (not even a lease asked for), a freeze sends nothing new.
+	quarantined, hold := b.hold(c)
+	if hold {
+		return
+	}
+	grants := c.grants
+	if quarantined {
+		grants = nil
+	}
 	var files []*cofferv1.FileRef
 	var dyn map[string]secret.Value // lease values of dynamic secrets, by secret
-	for _, g := range c.grants {
+	for _, g := range grants {
 		v, val, isDyn := b.leaseFor(c, g.Secret)
 		switch {
 		case !isDyn:
@@ -304,11 +314,6 @@ func (b *Broker) push(c *ctr) {
 		files = append(files, &cofferv1.FileRef{Secret: g.Secret, Version: v, File: g.File, Mode: g.Mode, Uid: int32(g.UID), Gid: int32(g.GID), Rotation: g.Rotation})
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].File < files[j].File })
-	if quarantined, hold := b.hold(c); quarantined {
-		files = nil
-	} else if hold {
-		return
-	}
 	if c.gen > 0 && sameFiles(files, c.desired) {
 		return
 	}

@@ -14,6 +14,9 @@ type incidentState struct {
 	frozen      bool
 }
 
+// ReleaseQuarantined is why a quarantined host's leases are revoked.
+const ReleaseQuarantined = "host quarantined"
+
 // HeldFile is one file a container held when its host was quarantined.
 type HeldFile struct {
 	Secret  string `json:"secret"`
@@ -56,6 +59,7 @@ func (b *Broker) Quarantine(agent string) []HeldContainer {
 				}
 			}
 			out = append(out, hc)
+			b.releaseLeases(c, c.grants, nil, ReleaseQuarantined) // its dynamic credentials are revoked now
 			b.push(c)
 		}
 	}

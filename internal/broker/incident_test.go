@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 )
@@ -84,4 +85,32 @@ func TestFreezeHoldsDeliveriesUntilLifted(t *testing.T) {
 	r.b.Freeze(false)
 	a.waitFiles("c1", "db=app/db@2")
 	a.waitFiles("c2", "db=app/db@2")
+}
+
+// A quarantined host's dynamic credentials are revoked at once, and its
+// containers ask for no new lease while it is quarantined.
+func TestQuarantineRevokesLeasesAndAsksForNone(t *testing.T) {
+	ls := &fakeLeases{dynamic: map[string]bool{"db/dyn": true}, leases: map[string]uint64{}, asked: map[string]int{}}
+	r := newRig(t, func(c *Config) { c.Leases = ls }, nil)
+	r.bind(binding("dyn", "db/dyn", "app=web"))
+	a := r.dial(r.enroll("node-a", nil, ""))
+	a.report(ctrInfo("c1", web))
+	a.waitFiles("c1", "")
+	ls.issue(r.b, "c1", 1001)
+	a.waitFiles("c1", "dyn=db/dyn@1001")
+
+	r.b.Quarantine("node-a")
+	a.waitFiles("c1", "")
+	waitFor(t, "c1's lease released", func() bool { return slices.Contains(ls.releases(), "c1/db/dyn: "+ReleaseQuarantined) })
+	ls.mu.Lock()
+	before := ls.asked["c2"]
+	ls.mu.Unlock()
+	a.report(ctrInfo("c2", web))
+	a.waitFiles("c2", "")
+	ls.mu.Lock()
+	after := ls.asked["c2"]
+	ls.mu.Unlock()
+	if after != before {
+		t.Fatalf("a quarantined host's new container asked for a lease (%d times)", after-before)
+	}
 }
