@@ -118,12 +118,13 @@ func validateKey(key string) error {
 
 // quoteShort quotes s for an error message, cut to 80 bytes.
 func quoteShort(s string) string {
-	if len(s) > 80 {
-		cut := 80
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		return strconv.Quote(s[:cut]) + "..."
+	const max = 80 // bytes of the quoted text, escapes included
+	if q := strconv.Quote(s); len(q) <= max+2 {
+		return q
 	}
-	return strconv.Quote(s)
+	cut := min(len(s), max)
+	for cut > 0 && ((cut < len(s) && !utf8.RuneStart(s[cut])) || len(strconv.Quote(s[:cut])) > max+2) {
+		cut--
+	}
+	return strconv.Quote(s[:cut]) + "..."
 }
