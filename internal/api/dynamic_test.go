@@ -3,27 +3,12 @@ package api_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"coffer/internal/api"
-	"coffer/internal/audit"
-	"coffer/internal/authn"
-	"coffer/internal/authz"
-	"coffer/internal/broker"
-	"coffer/internal/catalog"
-	"coffer/internal/fleet"
-	"coffer/internal/identity"
 	"coffer/internal/keystore"
-	"coffer/internal/lease"
-	"coffer/internal/seal"
-	"coffer/internal/store/bolt"
-	"coffer/test/testkit"
 )
 
 const dynamicPassword = "dyn-s3cr3t-password"
@@ -81,62 +66,7 @@ func (m *memIssuer) liveCount() int {
 // newDynamicEnv is an API stack on real parts with a lease manager over is.
 func newDynamicEnv(t *testing.T, is keystore.Issuer) *env {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	logs := &testkit.Buffer{}
-	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	st, err := bolt.Open(filepath.Join(dir, "coffer.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	key, err := seal.CreateKeyFile(filepath.Join(dir, "master.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _, err := identity.LoadOrCreateCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	alog, err := audit.Open(filepath.Join(dir, "audit.log"), audit.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { alog.Close() })
-	tokens, err := authn.NewTokens(ctx, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fl, err := fleet.Open(ctx, fleet.Config{Store: st, CA: ca})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b *broker.Broker
-	var lm *lease.Manager
-	cat, err := catalog.Open(ctx, catalog.Config{Store: st, Key: key, Logger: log, MaxValueSize: 1 << 20, OnChange: func(c catalog.Change) {
-		if lm != nil {
-			lm.Changed(c)
-		}
-		b.Changed(c)
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lm = lease.New(lease.Config{Issuers: keystore.Issuers{"dyn": is}, Catalog: cat, Audit: alog, Logger: log, Store: st})
-	if err := lm.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lm.Close(context.Background()) })
-	b = broker.New(broker.Config{Catalog: cat, Audit: alog, Agents: fl, Logger: log, Leases: lm})
-	lm.SetNotify(b.LeaseChanged)
-	h := api.New(api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: alog, CAPEM: ca.CertPEM, Logger: log, Dynamic: lm})
-	srv := httptest.NewServer(specCheck(t, h))
-	t.Cleanup(srv.Close)
-	admin, _, err := tokens.Create(ctx, authn.CreateOptions{Role: authz.Admin, CreatedBy: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{t: t, dir: dir, srv: srv, admin: admin, tokens: tokens, audit: alog, logs: logs}
+	return newEnvWith(t, upstreams{issuers: keystore.Issuers{"dyn": is}})
 }
 
 func TestLinkDynamic(t *testing.T) {

@@ -26,6 +26,7 @@ import (
 	"coffer/internal/identity"
 	"coffer/internal/incident"
 	"coffer/internal/keystore"
+	"coffer/internal/lease"
 	"coffer/internal/linker"
 	"coffer/internal/seal"
 	"coffer/internal/store/bolt"
@@ -49,12 +50,19 @@ type env struct {
 
 func newEnv(t *testing.T, opts ...func(*api.Config)) *env {
 	t.Helper()
-	return newEnvWith(t, nil, opts...)
+	return newEnvWith(t, upstreams{}, opts...)
 }
 
-// newEnvWith is newEnv with upstream keystores for linked secrets (their
-// linker running, polling every second).
-func newEnvWith(t *testing.T, ks keystore.Set, opts ...func(*api.Config)) *env {
+// upstreams are the keystores (for linked secrets) and issuers (for
+// dynamic ones) an env's server brokers.
+type upstreams struct {
+	keystores keystore.Set
+	issuers   keystore.Issuers
+}
+
+// newEnvWith is newEnv with upstreams: the linker running over the
+// keystores (polling every second), a lease manager over the issuers.
+func newEnvWith(t *testing.T, up upstreams, opts ...func(*api.Config)) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -89,7 +97,11 @@ func newEnvWith(t *testing.T, ks keystore.Set, opts ...func(*api.Config)) *env {
 	}
 	var b *broker.Broker
 	var lk *linker.Linker
+	var lm *lease.Manager
 	cat, err := catalog.Open(ctx, catalog.Config{Store: st, Key: key, Logger: log, MaxValueSize: 1 << 20, OnChange: func(c catalog.Change) {
+		if lm != nil {
+			lm.Changed(c) // first: the broker asks it which secrets are dynamic
+		}
 		b.Changed(c)
 		if lk != nil {
 			lk.Changed(c)
@@ -98,9 +110,22 @@ func newEnvWith(t *testing.T, ks keystore.Set, opts ...func(*api.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b = broker.New(broker.Config{Catalog: cat, Audit: aud, Agents: fl, Logger: log})
+	bcfg := broker.Config{Catalog: cat, Audit: aud, Agents: fl, Logger: log}
+	var dynamic api.DynamicLinker
+	if up.issuers != nil {
+		lm = lease.New(lease.Config{Issuers: up.issuers, Catalog: cat, Audit: aud, Logger: log, Store: st})
+		if err := lm.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { lm.Close(context.Background()) })
+		bcfg.Leases, dynamic = lm, lm
+	}
+	b = broker.New(bcfg)
+	if lm != nil {
+		lm.SetNotify(b.LeaseChanged)
+	}
 	var links api.Linker
-	if ks != nil {
+	if ks := up.keystores; ks != nil {
 		intervals := map[string]time.Duration{}
 		for name := range ks {
 			intervals[name] = time.Second
@@ -116,7 +141,7 @@ func newEnvWith(t *testing.T, ks keystore.Set, opts ...func(*api.Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: aud, CAPEM: ca.CertPEM, Logger: log, Links: links, Incident: inc}
+	cfg := api.Config{Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: aud, CAPEM: ca.CertPEM, Logger: log, Links: links, Incident: inc, Dynamic: dynamic}
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -18,7 +18,7 @@ const upstreamValue = "upstream-s3cr3t-value"
 func TestLinkUnlinkAndWriteOnly(t *testing.T) {
 	mem := keystoretest.NewMemory("vault", 0)
 	mem.Set("payments/db", []byte(`{"user":"app","password":"`+upstreamValue+`"}`))
-	e := newEnvWith(t, keystore.Set{"vault": mem})
+	e := newEnvWith(t, upstreams{keystores: keystore.Set{"vault": mem}})
 
 	// A dry run reads and checks, changes nothing.
 	var plan map[string]any
@@ -101,7 +101,7 @@ func TestLinkBadInputChangesNothing(t *testing.T) {
 	mem := keystoretest.NewMemory("vault", 64)
 	mem.Set("payments/db", []byte(`{"password":"`+upstreamValue+`"}`))
 	mem.Set("payments/big", []byte(strings.Repeat("x", 100)))
-	e := newEnvWith(t, keystore.Set{"vault": mem})
+	e := newEnvWith(t, upstreams{keystores: keystore.Set{"vault": mem}})
 	if code, _ := e.do(e.admin, "PUT", "/v1/secrets/app/stored", `{"value":"eA=="}`); code != 201 {
 		t.Fatal(code)
 	}
@@ -148,7 +148,7 @@ func TestLinkBadInputChangesNothing(t *testing.T) {
 func TestLinkRBACAndScope(t *testing.T) {
 	mem := keystoretest.NewMemory("vault", 0)
 	mem.Set("payments/db", []byte("pw"))
-	e := newEnvWith(t, keystore.Set{"vault": mem})
+	e := newEnvWith(t, upstreams{keystores: keystore.Set{"vault": mem}})
 	viewer := e.token(authz.Viewer, "")
 	scoped := e.token(authz.Operator, "shop/")
 	if code, _ := e.do(viewer, "PUT", "/v1/links/payments/db", `{"from":"vault:payments/db"}`); code != 403 {
@@ -186,7 +186,7 @@ func TestLinkWithoutKeystores(t *testing.T) {
 func TestLinkedFollowsUpstreamAndReadyzShowsDegraded(t *testing.T) {
 	mem := keystoretest.NewMemory("vault", 0)
 	mem.Set("payments/db", []byte("v1"))
-	e := newEnvWith(t, keystore.Set{"vault": mem})
+	e := newEnvWith(t, upstreams{keystores: keystore.Set{"vault": mem}})
 	if code, _ := e.do(e.admin, "PUT", "/v1/links/payments/db", `{"from":"vault:payments/db"}`); code != 201 {
 		t.Fatal(code)
 	}
