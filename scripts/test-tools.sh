@@ -7,6 +7,8 @@
 #   helm    Helm v3.22.0              (lint and render deploy/helm)  ~3-15 min cold
 #   containerd  containerd, containerd-shim-runc-v2, ctr v2.2.9
 #           (containerd runtime and NRI tests; runc comes from Debian) ~3-4 min cold
+#   kube    kube-apiserver + kubelet v1.34.4 (the Kubernetes end-to-end
+#           tier and the server's API-server cross-check)        ~10-12 min cold
 #
 #   usage: scripts/test-tools.sh [vault|etcd|containerd|helm ...]   (default: all)
 #   prints nothing but progress; the binaries land in $COFFER_TOOLS (default
@@ -21,6 +23,7 @@ VAULT_VERSION=v1.21.1
 ETCD_VERSION=v3.6.16
 HELM_VERSION=v3.22.0
 CONTAINERD_VERSION=v2.2.9
+KUBE_VERSION=v1.34.4
 mkdir -p "$T"
 
 vault() {
@@ -84,10 +87,42 @@ containerd() {
 	mv "$dir.tmp" "$dir"
 }
 
-[ $# -gt 0 ] || set -- etcd vault containerd helm
+kube() {
+	local dir=$T/kube-$KUBE_VERSION
+	if [ -x "$dir/kube-apiserver" ] && [ -x "$dir/kubelet" ]; then return; fi
+	echo "test-tools: building kube-apiserver and kubelet $KUBE_VERSION into $dir (10-12 min, once)"
+	# k8s.io/kubernetes points its staging modules at ./staging with replace
+	# directives: build from a throwaway module that replaces each with its
+	# published version instead.
+	local b m minor
+	b=$(mktemp -d)
+	minor=${KUBE_VERSION#v1.}
+	minor=${minor%%.*}
+	(
+		set -e
+		cd "$b"
+		m=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
+		{
+			printf 'module kubebuild\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$KUBE_VERSION"
+			grep '=> ./staging' "$m" | awk -v v="v0.${KUBE_VERSION#v1.}" '{print "\t" $1 " => " $1 " " v}'
+			echo ')'
+		} >go.mod
+		printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "k8s.io/kubernetes/cmd/kube-apiserver"\n\t_ "k8s.io/kubernetes/cmd/kubelet"\n)\n' >tools.go
+		go mod tidy
+		local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1"
+		ld="$ld -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/client-go/pkg/version.gitVersion=$KUBE_VERSION"
+		mkdir -p "$dir.tmp"
+		CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "$ld" -o "$dir.tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+		CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "$ld" -o "$dir.tmp/kubelet" k8s.io/kubernetes/cmd/kubelet
+	) >"$T/kube-build.log" 2>&1 || { tail -30 "$T/kube-build.log" >&2; rm -rf "$b" "$dir.tmp"; return 1; }
+	rm -rf "$b" "$dir"
+	mv "$dir.tmp" "$dir"
+}
+
+[ $# -gt 0 ] || set -- etcd vault containerd helm kube
 for tool in "$@"; do
 	case $tool in
-	vault | etcd | containerd | helm) "$tool" ;;
-	*) echo "test-tools: unknown tool $tool (vault, etcd, containerd, helm)" >&2; exit 2 ;;
+	vault | etcd | containerd | helm | kube) "$tool" ;;
+	*) echo "test-tools: unknown tool $tool (vault, etcd, containerd, helm, kube)" >&2; exit 2 ;;
 	esac
 done
