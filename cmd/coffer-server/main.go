@@ -73,7 +73,7 @@ and server certificate, and a bootstrap admin token written to
 	}
 	cmd.SetVersionTemplate("coffer-server {{.Version}}\n")
 	f := cmd.PersistentFlags()
-	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, seal, store, etcd, etcd_join, advertise, max_versions, max_value_size, agent_cert_ttl, deleted_retention, log_level, audit_reanchor)")
+	f.StringVar(&configFile, "config", "", "YAML config file (keys: data_dir, listen, san, master_key_file, seal, store, etcd, etcd_join, advertise, kubernetes, max_versions, max_value_size, agent_cert_ttl, deleted_retention, log_level, audit_reanchor)")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the store, CA, audit trail and keys")
 	f.StringVar(&cfg.MasterKeyFile, "master-key-file", cfg.MasterKeyFile, "master key file of the local seal (default <data-dir>/master.key)")
 	f.StringVar(&cfg.Seal.Type, "seal", cfg.Seal.Type, "where the master key is: local, vault-transit, aws-kms or azure-kv (the KMS options are in the config's seal section)")
@@ -93,6 +93,7 @@ and server certificate, and a bootstrap admin token written to
 	f.StringVar(&cfg.Etcd.CertFile, "etcd-cert", cfg.Etcd.CertFile, "with --store etcd: client certificate for etcd")
 	f.StringVar(&cfg.Etcd.KeyFile, "etcd-key", cfg.Etcd.KeyFile, "with --store etcd: client key for etcd (mode 0600)")
 	f.BoolVar(&cfg.EtcdJoin, "etcd-join", cfg.EtcdJoin, "with --store etcd: only join an existing installation; an empty prefix is an error")
+	f.StringVar(&cfg.Kubernetes.Kubeconfig, "kubeconfig", cfg.Kubernetes.Kubeconfig, "a kubeconfig file (or in-cluster) with which the server reads the Kubernetes API server (docs/kubernetes.md)")
 	f.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "with --store etcd: host:port at which clients reach this server (default: the listening address)")
 	cmd.AddCommand(rewrapCommand(&cfg), migrateCommand(&cfg))
 	f.DurationVar(&cfg.DeletedRetention, "deleted-retention", cfg.DeletedRetention, "how long a deleted secret can be restored before it is purged (1m to 8760h)")

@@ -50,6 +50,16 @@ type Config struct {
 	Keystores builtin.Config `yaml:"keystores"`
 	// LDAP, if set, enables directory logins (POST /v1/login); docs/ldap.md.
 	LDAP *ldap.Config `yaml:"ldap"`
+	// Kubernetes, if its kubeconfig is set, lets the server read the
+	// cluster's API server (docs/kubernetes.md).
+	Kubernetes KubernetesConfig `yaml:"kubernetes"`
+}
+
+// KubernetesConfig is how the server reaches a Kubernetes API server.
+type KubernetesConfig struct {
+	// Kubeconfig is a kubeconfig file, or "in-cluster" for the
+	// ServiceAccount of the pod the server runs in; empty: none.
+	Kubeconfig string `yaml:"kubeconfig"`
 }
 
 // Store types.

@@ -1,6 +1,6 @@
 // Package testtools finds the heavy test tools that scripts/test-tools.sh
 // builds once into a cache directory outside the repository (Vault, etcd,
-// containerd), for tests that run them as real servers.
+// containerd, Helm, kube-apiserver and kubelet), for tests that run them as real servers.
 //
 // A test that needs a tool calls Path; when the tool is missing the test
 // is skipped with a message saying how to build it, or fails when
@@ -22,6 +22,9 @@ const (
 	// ContainerdVersion: containerd, containerd-shim-runc-v2 and ctr (NRI
 	// on by default; runc comes from Debian).
 	ContainerdVersion = "v2.2.9"
+	// KubeVersion: kube-apiserver and kubelet (the last line that runs on
+	// this machine's cgroup v1 without overrides).
+	KubeVersion = "v1.34.4"
 )
 
 // Dir is the cache directory: $COFFER_TOOLS, or /var/cache/coffer-tools.
@@ -40,6 +43,9 @@ const (
 	Helm    = "helm"
 	// Containerd is the containerd binary; its shim and ctr sit beside it.
 	Containerd = "containerd"
+	// KubeAPIServer and Kubelet are Kubernetes' own binaries.
+	KubeAPIServer = "kube-apiserver"
+	Kubelet       = "kubelet"
 )
 
 // Path returns the path of a tool's binary, or skips (fails under
@@ -56,6 +62,8 @@ func Path(t testing.TB, tool string) string {
 		p, script = filepath.Join(Dir(), "helm-"+HelmVersion, "helm"), "helm"
 	case Containerd:
 		p, script = filepath.Join(Dir(), "containerd-"+ContainerdVersion, tool), "containerd"
+	case KubeAPIServer, Kubelet:
+		p, script = filepath.Join(Dir(), "kube-"+KubeVersion, tool), "kube"
 	default:
 		t.Fatalf("testtools: unknown tool %q", tool)
 	}
