@@ -3,7 +3,7 @@
 # into a fixed cache directory outside the repository (never into go.mod):
 #
 #   vault   HashiCorp Vault v1.21.1   (keystore and Transit tests)  ~7-17 min cold on 2 cores
-#   etcd    etcd + etcdctl v3.6.16    (store and HA tests)           ~1-4 min cold
+#   etcd    etcd, etcdctl, etcdutl v3.6.16    (store and HA tests)           ~1-4 min cold
 #   helm    Helm v3.22.0              (lint and render deploy/helm)  ~3-15 min cold
 #   containerd  containerd, containerd-shim-runc-v2, ctr v2.2.9
 #           (containerd runtime and NRI tests; runc comes from Debian) ~3-4 min cold
@@ -12,7 +12,7 @@
 #
 #   usage: scripts/test-tools.sh [vault|etcd|containerd|helm ...]   (default: all)
 #   prints nothing but progress; the binaries land in $COFFER_TOOLS (default
-#   /var/cache/coffer-tools): vault-v1.21.1/vault, etcd-v3.6.16/{etcd,etcdctl}.
+#   /var/cache/coffer-tools): vault-v1.21.1/vault, etcd-v3.6.16/{etcd,etcdctl,etcdutl}.
 # Each build is skipped when its binary is already there, so a warm run takes
 # a second. Tests find the tools through the same variable (see
 # internal/testtools), and skip with a clear message when they are missing.
@@ -42,7 +42,7 @@ vault() {
 
 etcd() {
 	local dir=$T/etcd-$ETCD_VERSION
-	if [ -x "$dir/etcd" ] && [ -x "$dir/etcdctl" ]; then return; fi
+	if [ -x "$dir/etcd" ] && [ -x "$dir/etcdctl" ] && [ -x "$dir/etcdutl" ]; then return; fi
 	echo "test-tools: building etcd $ETCD_VERSION into $dir (1-4 min, once)"
 	# etcd's server module has replace directives, so `go install` refuses it:
 	# build it from a throwaway module instead.
@@ -51,10 +51,12 @@ etcd() {
 	(
 		cd "$b"
 		go mod init etcdbuild >/dev/null 2>&1
-		go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "go.etcd.io/etcd/etcdctl/v3@$ETCD_VERSION" >/dev/null 2>&1
+		go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" "go.etcd.io/etcd/etcdctl/v3@$ETCD_VERSION" \
+			"go.etcd.io/etcd/etcdutl/v3@$ETCD_VERSION" >/dev/null 2>&1
 		mkdir -p "$dir.tmp"
 		CGO_ENABLED=0 nice -n 10 go build -trimpath -o "$dir.tmp/etcd" go.etcd.io/etcd/server/v3
 		CGO_ENABLED=0 nice -n 10 go build -trimpath -o "$dir.tmp/etcdctl" go.etcd.io/etcd/etcdctl/v3
+		CGO_ENABLED=0 nice -n 10 go build -trimpath -o "$dir.tmp/etcdutl" go.etcd.io/etcd/etcdutl/v3
 	) >"$T/etcd-build.log" 2>&1 || { tail -30 "$T/etcd-build.log" >&2; rm -rf "$b" "$dir.tmp"; return 1; }
 	rm -rf "$b" "$dir"
 	mv "$dir.tmp" "$dir"

@@ -397,3 +397,61 @@ func tail(path string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// Snapshot saves a snapshot of the keyspace (etcdctl snapshot save, through
+// the first running member) to a file in the test's temp dir and returns
+// its path.
+func (c *Cluster) Snapshot(t testing.TB) string {
+	t.Helper()
+	var m *Member
+	for _, x := range c.Members {
+		if x.Running() {
+			m = x
+			break
+		}
+	}
+	if m == nil {
+		t.Fatal("etcdtest: no member running for a snapshot")
+	}
+	p := filepath.Join(t.TempDir(), "snapshot.db")
+	bin := testtools.Path(t, testtools.Etcdctl)
+	args := []string{"--endpoints", m.ClientURL, "--dial-timeout", "5s", "--command-timeout", "60s"}
+	if c.opts.TLS != nil {
+		args = append(args, "--cacert", c.opts.TLS.CertFile, "--cert", c.Client.Cert, "--key", c.Client.Key)
+	}
+	if out, err := exec.Command(bin, append(args, "snapshot", "save", p)...).CombinedOutput(); err != nil {
+		t.Fatalf("etcdctl snapshot save: %v: %s", err, out)
+	}
+	return p
+}
+
+// Restore replaces the data of a one-member cluster by a snapshot, as an
+// operator restores a backup (etcdutl snapshot restore into a new data
+// dir, then the member started on it), and waits until it is healthy.
+func (c *Cluster) Restore(t testing.TB, snapshot string) {
+	t.Helper()
+	if len(c.Members) != 1 {
+		t.Fatal("etcdtest: Restore is for a one-member cluster")
+	}
+	m := c.Members[0]
+	bin := testtools.Path(t, testtools.Etcdutl)
+	if err := m.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	restored := m.DataDir + ".restored"
+	out, err := exec.Command(bin, "snapshot", "restore", snapshot, "--data-dir", restored,
+		"--name", m.Name, "--initial-cluster", m.Name+"="+m.PeerURL,
+		"--initial-advertise-peer-urls", m.PeerURL, "--initial-cluster-token", "etcdtest-restored").CombinedOutput()
+	if err != nil {
+		t.Fatalf("etcdutl snapshot restore: %v: %s", err, out)
+	}
+	if err := os.RemoveAll(m.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(restored, m.DataDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Restart(); err != nil {
+		t.Fatalf("etcdtest: restart on the restored data: %v", err)
+	}
+}

@@ -40,6 +40,8 @@ const (
 	Vault   = "vault"
 	Etcd    = "etcd"
 	Etcdctl = "etcdctl"
+	// Etcdutl is etcd's offline tool (snapshot restore).
+	Etcdutl = "etcdutl"
 	Helm    = "helm"
 	// Containerd is the containerd binary; its shim and ctr sit beside it.
 	Containerd = "containerd"
@@ -56,7 +58,7 @@ func Path(t testing.TB, tool string) string {
 	switch tool {
 	case Vault:
 		p, script = filepath.Join(Dir(), "vault-"+VaultVersion, "vault"), "vault"
-	case Etcd, Etcdctl:
+	case Etcd, Etcdctl, Etcdutl:
 		p, script = filepath.Join(Dir(), "etcd-"+EtcdVersion, tool), "etcd"
 	case Helm:
 		p, script = filepath.Join(Dir(), "helm-"+HelmVersion, "helm"), "helm"
