@@ -142,6 +142,7 @@ func New(cfg Config) *Server {
 	m.HandleFunc("PUT /v1/incident/lockdown", s.authed("incident.lockdown", authz.AgentManage, s.declareLockdown))
 	m.HandleFunc("DELETE /v1/incident/lockdown", s.authed("incident.lift", authz.AgentManage, s.liftLockdown))
 	m.HandleFunc("GET /v1/incident/report", s.authed("incident.report", authz.AuditRead, s.incidentReport))
+	m.HandleFunc("GET /v1/login", s.loginMethods)
 	m.HandleFunc("POST /v1/login", s.login)
 	m.HandleFunc("POST /v1/logout", s.authed("session.logout", "", s.logout))
 	return s

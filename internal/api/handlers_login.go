@@ -72,6 +72,21 @@ type LoginResponse struct {
 	Expires time.Time     `json:"expires"`
 }
 
+// LoginMethods is the answer of GET /v1/login: how people may log in here.
+type LoginMethods struct {
+	// Directory is true when POST /v1/login takes a directory username
+	// and password (an ldap: section is configured).
+	Directory bool `json:"directory"`
+}
+
+// loginMethods answers GET /v1/login, without authentication: a login
+// page must know whether to ask for a password before anyone logged in.
+// It says nothing of the directory beyond that it is configured.
+func (s *Server) loginMethods(w http.ResponseWriter, _ *http.Request) {
+	lc := s.cfg.Login
+	writeJSON(w, http.StatusOK, LoginMethods{Directory: lc != nil && lc.Directory != nil})
+}
+
 // loginFailed is the one answer to a wrong password, an unknown or
 // disabled user and a user in no mapped group.
 const loginFailed = "invalid username or password, or no access"

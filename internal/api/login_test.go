@@ -71,6 +71,10 @@ func put(e *env, tok, name string) int {
 
 func TestLogin(t *testing.T) {
 	e, _ := loginEnv(t)
+	// Anyone may ask whether directory logins are on (a login page does).
+	if code, body := e.do("", "GET", "/v1/login", ""); code != http.StatusOK || !strings.Contains(body, `"directory": true`) {
+		t.Fatalf("GET /v1/login: %d %q", code, body)
+	}
 
 	// alice is in two mapped groups (operator on payments/, auditor) and
 	// one unmapped one.
@@ -291,5 +295,8 @@ func TestLoginNotConfigured(t *testing.T) {
 	e := newEnv(t)
 	if code, body := e.do("", "POST", "/v1/login", loginBody("alice", "x")); code != http.StatusNotFound || !strings.Contains(body, "ldap") {
 		t.Fatalf("%d %s", code, body)
+	}
+	if code, body := e.do("", "GET", "/v1/login", ""); code != http.StatusOK || !strings.Contains(body, `"directory": false`) {
+		t.Fatalf("GET /v1/login without a directory: %d %q", code, body)
 	}
 }

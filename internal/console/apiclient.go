@@ -126,24 +126,3 @@ func escapePath(name string) string {
 	}
 	return strings.Join(parts, "/")
 }
-
-// offers reports whether the API's OpenAPI document lists path (an
-// optional route, such as POST /v1/login, that another part of the server
-// may or may not provide).
-func (con *Console) offers(r *http.Request, paths ...string) []bool {
-	out := make([]bool, len(paths))
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, "/v1/openapi.yaml", http.NoBody)
-	if err != nil {
-		return out
-	}
-	rec := &recorder{h: http.Header{}}
-	con.cfg.API.ServeHTTP(rec, req)
-	if rec.code != 0 && rec.code != http.StatusOK {
-		return out
-	}
-	doc := rec.body.String()
-	for i, p := range paths {
-		out[i] = strings.Contains(doc, "\n  "+p+":")
-	}
-	return out
-}

@@ -3,7 +3,7 @@
 // binary, over the REST API.
 //
 // The console holds no authority of its own. A person logs in with a
-// bearer token (or, where the API offers POST /v1/login, a directory
+// bearer token (or, where the API takes directory logins, GET /v1/login, a directory
 // username and password); the console keeps that token in a server-side
 // session table and calls the REST API in-process with it for everything
 // it shows or changes. Roles, scopes, validation and the audit trail are
@@ -71,8 +71,7 @@ type Console struct {
 	loginKey []byte // HMAC key of the login form's CSRF token
 
 	ldapOnce sync.Once
-	ldap     bool // the API offers POST /v1/login
-	logout   bool // the API offers POST /v1/logout
+	ldap     bool // the API takes directory logins (GET /v1/login)
 }
 
 // New builds the console.

@@ -1,7 +1,6 @@
 package console
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -24,31 +23,24 @@ type loginView struct {
 	Message string
 }
 
-// optional finds once which optional login routes the API offers.
+// optional finds once whether the API takes directory logins (GET
+// /v1/login). An API that does not answer it (an older server) has none.
 func (c *Console) optional(r *http.Request) {
 	c.ldapOnce.Do(func() {
-		got := c.offers(r, "/v1/login", "/v1/logout")
-		c.ldap, c.logout = got[0] && c.loginConfigured(r), got[1]
+		req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, "/v1/login", http.NoBody)
+		if err != nil {
+			return
+		}
+		rec := &recorder{h: http.Header{}}
+		c.cfg.API.ServeHTTP(rec, req)
+		var m struct {
+			Directory bool `json:"directory"`
+		}
+		if rec.code == http.StatusOK && json.Unmarshal(rec.body.Bytes(), &m) == nil {
+			c.ldap = m.Directory
+		}
 	})
 }
-
-// loginConfigured asks whether POST /v1/login, which the API lists, is
-// configured: without a directory it answers 404. The probe's body is
-// over the API's limit on a login, so that a configured API refuses it
-// (413) before reading it, counting it as an attempt or auditing it.
-func (c *Console) loginConfigured(r *http.Request) bool {
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "/v1/login", bytes.NewReader(make([]byte, loginProbe)))
-	if err != nil {
-		return false
-	}
-	req.Header.Set("Content-Type", "application/json")
-	rec := &recorder{h: http.Header{}}
-	c.cfg.API.ServeHTTP(rec, req)
-	return rec.code != http.StatusNotFound
-}
-
-// loginProbe is larger than any login the API accepts.
-const loginProbe = 64 << 10
 
 func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
 	if ck, err := r.Cookie(cookieName); err == nil {
@@ -189,10 +181,10 @@ func appendJSONString(dst, b []byte) []byte {
 }
 
 // logoutPost ends the session; a token that came from a directory login
-// is revoked through POST /v1/logout (when the API offers it).
+// is revoked through POST /v1/logout.
 func (c *Console) logoutPost(s *sess, _ *form, w http.ResponseWriter, r *http.Request) {
 	c.sessions.remove(s)
-	if s.viaLDAP && c.logout {
+	if s.viaLDAP {
 		if _, err := c.do(r, call{method: http.MethodPost, path: "/v1/logout", token: s.token}, nil); err != nil {
 			c.log.Warn("console: logout: revoking the session token failed", "principal", s.who.ID, "err", err)
 		}
