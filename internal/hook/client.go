@@ -66,7 +66,8 @@ func Run(stdin io.Reader, stderr io.Writer, socket string, timeout time.Duration
 	defer cancel()
 	r, err := Ask(ctx, socket, st)
 	if err != nil {
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		var ne net.Error
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
 			err = fmt.Errorf("%w: no answer within %v", ErrUnreachable, timeout)
 		}
 		if st.Required() {
