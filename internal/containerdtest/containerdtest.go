@@ -629,6 +629,9 @@ type Container struct {
 	// CreateOnly creates the container and does not start it: the CRI
 	// reports it CONTAINER_CREATED, as while its createRuntime hook runs.
 	CreateOnly bool
+	// ReadOnlyRoot mounts the container's root file system read-only
+	// (the pod spec's readOnlyRootFilesystem).
+	ReadOnlyRoot bool
 }
 
 // RunContainer creates and starts a container in pod p and returns its id.
@@ -676,6 +679,7 @@ func (d *Daemon) TryRunContainer(t testing.TB, p PodRef, c Container) (string, e
 		LogPath:     logPath(c.Name, c.Attempt),
 		Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
 			NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE},
+			ReadonlyRootfs:   c.ReadOnlyRoot,
 		}},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

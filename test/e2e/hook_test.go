@@ -57,12 +57,11 @@ func TestContainerdHook(t *testing.T) {
 	labels := map[string]string{"coffer.test": label, "app": "web"}
 	// The first instruction reports the file's size, never its value (the
 	// log is on the host's disk), and the mount's options.
-	present := []string{"sh", "-c", "test -s /run/coffer/db-password && echo PRESENT $(wc -c < /run/coffer/db-password) || echo MISSING; grep ' /run/coffer ' /proc/self/mountinfo || echo NOMOUNT; sleep 3600"}
+	present := []string{"sh", "-c", "test -s /run/coffer/db-password && echo PRESENT $(wc -c < /run/coffer/db-password) || echo MISSING; grep ' /run/coffer ' /proc/self/mountinfo || echo NOMOUNT; echo DONE; sleep 3600"}
 	firstLine := func(p containerdtest.PodRef, attempt uint32) string {
 		t.Helper()
 		s.eventually("first instruction's output", 30*time.Second, func() bool {
-			out := d.Log(t, p, "web", attempt)
-			return strings.Contains(out, "PRESENT") || strings.Contains(out, "MISSING")
+			return strings.Contains(d.Log(t, p, "web", attempt), "DONE")
 		})
 		return d.Log(t, p, "web", attempt)
 	}
@@ -89,6 +88,13 @@ func TestContainerdHook(t *testing.T) {
 	}
 	if mi, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mi), "/run/coffer") {
 		t.Errorf("the container's tmpfs shows in the host's mount table:\n%s", mi)
+	}
+	// On a read-only root file system too: no delivery after the start
+	// could create the directory there, so this sees the hook's work only.
+	ro := d.RunPod(t, containerdtest.Pod{Namespace: "shop", Name: "ro-" + label, Labels: labels})
+	d.RunContainer(t, ro, containerdtest.Container{Name: "web", Cmd: present, ReadOnlyRoot: true})
+	if out := firstLine(ro, 0); !strings.Contains(out, fmt.Sprintf("PRESENT %d", len(v1))) {
+		t.Errorf("on a read-only root, the first instruction did not see its file: %q", out)
 	}
 	// A pod of another namespace with the same labels: no file, no mount.
 	other := d.RunPod(t, containerdtest.Pod{Namespace: "other", Name: "web-" + label, Labels: labels})
