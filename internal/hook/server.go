@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -194,6 +195,11 @@ func (s *Server) serveConn(ctx context.Context, conn *net.UnixConn) {
 	reply.V = wireVersion
 	b, _ := json.Marshal(reply)
 	_, _ = conn.Write(b)
+	// Read what an oversized request still sends (bounded, within the
+	// deadline), so closing does not reset the connection before the
+	// caller has read the answer.
+	_ = conn.CloseWrite()
+	_, _ = io.Copy(io.Discard, io.LimitReader(conn, 4*maxRequestBytes))
 }
 
 // peerUID is the uid of the process at the other end of conn.

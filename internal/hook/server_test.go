@@ -4,9 +4,11 @@ import (
 	"context"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,5 +178,60 @@ func TestServerRefusesForgedPID(t *testing.T) {
 	}
 	if r := ask(State{ID: testID, PID: sleeper.Pid, Annotations: map[string]string{RequireAnnotation: "true"}}); r.Start {
 		t.Errorf("unknown container of a pod that requires its secrets: %+v", r)
+	}
+}
+
+// Bad requests get an answer that names the problem, and change nothing;
+// a caller that is not root gets nothing but a refusal, even where the
+// socket's mode would let it connect.
+func TestServerBadRequests(t *testing.T) {
+	ag := &fakeAgent{holds: true}
+	sock := startServer(t, ag, &fakeRuntime{err: containerd.ErrNotFound})
+	raw := func(payload string) Reply {
+		t.Helper()
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		go func() { c.Write([]byte(payload)); c.(*net.UnixConn).CloseWrite() }()
+		var r Reply
+		if err := readJSON(c, maxReplyBytes, &r); err != nil {
+			t.Fatalf("no reply: %v", err)
+		}
+		return r
+	}
+	for payload, want := range map[string]string{
+		"":            "bad request",
+		"\x00garbage": "bad request",
+		`{"v":1,"state":{"id":"` + strings.Repeat("a", maxRequestBytes) + `"}}`: "larger than",
+		`{"v":2,"state":{}}`:                              "protocol version",
+		`{"v":1,"state":{"id":"short","pid":5}}`:          `field "id"`,
+		`{"v":1,"state":{"id":"` + testID + `","pid":0}}`: `field "pid"`,
+	} {
+		if r := raw(payload); !strings.Contains(r.Message, want) || r.Ready || !r.Start {
+			t.Errorf("%.40q: %+v, want a message with %q", payload, r, want)
+		}
+	}
+	if ag.prepared != 0 {
+		t.Errorf("bad requests reached the agent: %d", ag.prepared)
+	}
+
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		t.Skip("python3 missing: the non-root caller is not tried")
+	}
+	os.Chmod(filepath.Dir(sock), 0o755)
+	os.Chmod(filepath.Dir(filepath.Dir(sock)), 0o755)
+	os.Chmod(sock, 0o666)
+	cmd := exec.Command(py, "-c", `import socket,sys
+s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(b'{"v":1,"state":{"id":"`+testID+`","pid":4242}}'); s.shutdown(socket.SHUT_WR)
+print(s.recv(65536).decode())`, sock)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "not root") {
+		t.Errorf("a non-root caller: %v %s", err, out)
 	}
 }
