@@ -7,7 +7,9 @@
 //
 // Two containerds can be used: Debian's 1.6 (/usr/bin/containerd, package
 // containerd) and 2.2.9 built by scripts/test-tools.sh containerd (found
-// through internal/testtools; it has NRI). Pods use the host's network
+// through internal/testtools; it has NRI), and Debian's 1.6 with an OCI
+// createRuntime hook in its base runtime spec (DebianHook, see Hooked: the
+// delivery path of nodes without NRI). Pods use the host's network
 // namespace (no CNI is needed) and are removed when the test ends.
 //
 // Tests skip when the process is not root or a binary is missing, and fail

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -95,6 +96,28 @@ func TestContainerdHook(t *testing.T) {
 	d.RunContainer(t, ro, containerdtest.Container{Name: "web", Cmd: present, ReadOnlyRoot: true})
 	if out := firstLine(ro, 0); !strings.Contains(out, fmt.Sprintf("PRESENT %d", len(v1))) {
 		t.Errorf("on a read-only root, the first instruction did not see its file: %q", out)
+	}
+	// Pods started at once (as after a node drain): each one's first
+	// instruction sees its file.
+	var wg sync.WaitGroup
+	burst := make([]containerdtest.PodRef, 5)
+	for i := range burst {
+		burst[i] = d.RunPod(t, containerdtest.Pod{Namespace: "shop", Name: fmt.Sprintf("burst-%d-%s", i, label), Labels: labels})
+	}
+	for _, p := range burst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := d.TryRunContainer(t, p, containerdtest.Container{Name: "web", Cmd: present, ReadOnlyRoot: true}); err != nil {
+				t.Errorf("burst: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, p := range burst {
+		if out := firstLine(p, 0); !strings.Contains(out, fmt.Sprintf("PRESENT %d", len(v1))) {
+			t.Errorf("pod %s of a burst: the first instruction did not see its file: %q", p.Config.GetMetadata().GetName(), out)
+		}
 	}
 	// A pod of another namespace with the same labels: no file, no mount.
 	other := d.RunPod(t, containerdtest.Pod{Namespace: "other", Name: "web-" + label, Labels: labels})
