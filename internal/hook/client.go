@@ -62,6 +62,9 @@ func Run(stdin io.Reader, stderr io.Writer, socket string, timeout time.Duration
 		fmt.Fprintf(stderr, "coffer-agent hook: %v\n", err)
 		return ExitUsage
 	}
+	if st.Sandbox() {
+		return ExitStart // a pod sandbox gets no files: nothing to ask
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	r, err := Ask(ctx, socket, st)

@@ -49,6 +49,7 @@ func TestRunExitCodes(t *testing.T) {
 		msg                 string
 	}{
 		{"bad stdin", "garbage", gone, ExitUsage, "bad OCI state"},
+		{"pod sandbox, agent down, pod requires", `{"id":"` + testID + `","pid":4242,"annotations":{"coffer/require-secrets":"true","io.kubernetes.cri-o.ContainerType":"sandbox"}}`, gone, ExitStart, ""},
 		{"agent down", state, gone, ExitStart, "starts without early delivery"},
 		{"agent down, pod requires", strict, gone, ExitRefuse, "coffer/require-secrets=true"},
 		{"ready", state, listenerAt(t, reply(`{"v":1,"start":true,"ready":true}`)), ExitStart, ""},

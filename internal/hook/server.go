@@ -243,6 +243,9 @@ func (s *Server) answer(ctx context.Context, conn *net.UnixConn) Reply {
 		return Reply{Start: !req.State.Required(), Message: err.Error()}
 	}
 	st := req.State
+	if st.Sandbox() {
+		return Reply{Start: true, Ready: true, Message: "a pod sandbox gets no files"}
+	}
 	unlock, ok := s.lock(ctx, st.ID)
 	if !ok {
 		return Reply{Start: !st.Required(), Message: "another hook for this container is still being served"}

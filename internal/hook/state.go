@@ -24,6 +24,8 @@ const (
 	AnnotationSandboxID     = "io.kubernetes.cri.sandbox-id"
 	AnnotationContainerName = "io.kubernetes.cri.container-name"
 	AnnotationContainerType = "io.kubernetes.cri.container-type"
+	// CRI-O's spelling of the container type.
+	annotationCRIOContainerType = "io.kubernetes.cri-o.ContainerType"
 )
 
 // idPattern is what a runtime's container id looks like (containerd and
@@ -46,6 +48,12 @@ type State struct {
 // its secrets (only the hook uses it, when it cannot ask the agent: the
 // agent reads the pod's annotations from the runtime).
 func (s State) Required() bool { return s.Annotations[RequireAnnotation] == "true" }
+
+// Sandbox reports whether the state is a pod sandbox's (the pause
+// container): CRI-O runs hooks.d hooks for it too; it never gets files.
+func (s State) Sandbox() bool {
+	return s.Annotations[AnnotationContainerType] == "sandbox" || s.Annotations[annotationCRIOContainerType] == "sandbox"
+}
 
 // ParseState reads one OCI state from r: at most MaxStateBytes, one JSON
 // object and nothing after it. Errors wrap ErrBadState and name the field.
