@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"time"
 
@@ -31,12 +32,22 @@ instruction, and exits:
 
 What it prints goes to stderr, which the runtime records when the hook
 fails. See docs/kubernetes.md.`,
-		Args: cobra.NoArgs,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				*exit = hook.ExitUsage
+				return fmt.Errorf("hook takes no arguments (the OCI state comes on stdin), got %q", args)
+			}
+			return nil
+		},
 		RunE: func(*cobra.Command, []string) error {
 			*exit = hook.Run(os.Stdin, os.Stderr, socket, timeout)
 			return nil
 		},
 	}
+	c.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		*exit = hook.ExitUsage // a misconfigured hook: exit 2, like bad input
+		return err
+	})
 	c.Flags().StringVar(&socket, "socket", hook.DefaultSocket, "the agent's hook socket (coffer-agent --hook-socket)")
 	c.Flags().DurationVar(&timeout, "timeout", hook.DefaultTimeout, "how long to wait for the agent before letting the container start (or refusing it, for a pod that requires its secrets)")
 	return c

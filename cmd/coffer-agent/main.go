@@ -169,6 +169,9 @@ second of any server being reachable again. All share one CA and one
 	f.StringToStringVar(&onlyLabels, "only-labels", nil, "serve only containers with all these labels, e.g. coffer.enable=true (default: every container)")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "coffer-agent:", err)
+		if exit != 0 {
+			return exit
+		}
 		return 1
 	}
 	return exit
