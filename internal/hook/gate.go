@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"sync"
+	"syscall"
 	"time"
 
 	"coffer/internal/container"
@@ -160,8 +162,11 @@ func (g *Gate) waitPivot(ctx context.Context, c container.Info, pre fileID) erro
 	deadline := time.Now().Add(g.PivotWait)
 	for {
 		cur, err := g.rootID(c.PID)
-		if err != nil || cur != pre {
-			return nil
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) || err == nil && cur != pre {
+			return nil // entered its root, or gone (the Deliverer reports it gone)
+		}
+		if err != nil {
+			return fmt.Errorf("hook: apply to %s: cannot tell whether its process entered its root: %w", c.ID, err)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("hook: apply to %s: its process has not entered its root %v after its hook answered", c.ID, g.PivotWait)

@@ -3,7 +3,9 @@ package hook
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,6 +101,21 @@ func TestGate(t *testing.T) {
 	g.leave("c3")
 	if err := g.Apply(ctx, container.Info{ID: "c3", PID: 300}, nil); err == nil {
 		t.Error("no error for a process that never entered its root")
+	}
+
+	// Its root unreadable: no delivery on a guess; gone: the Deliverer says so.
+	for _, c := range []struct {
+		err  error
+		want bool // Apply reaches the Deliverer
+	}{{syscall.EACCES, false}, {fs.ErrNotExist, true}, {syscall.ESRCH, true}} {
+		g.rootID = func(int) (fileID, error) { return fileID{}, c.err }
+		_ = g.enter("c4", 400, "/r", fileID{3, 4})
+		g.leave("c4")
+		n := len(rec.calls)
+		err := g.Apply(ctx, container.Info{ID: "c4", PID: 400}, nil)
+		if reached := len(rec.calls) > n; reached != c.want || (err == nil) != c.want {
+			t.Errorf("root unreadable with %v: reached %v, err %v", c.err, reached, err)
+		}
 	}
 }
 

@@ -32,6 +32,10 @@ func TestContainerdHook(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end with containerd")
 	}
+	// A delivery that missed the container's root before pivot_root would
+	// create the target directory in the host's /run.
+	_, err := os.Stat("/run/coffer")
+	hostHadDir := err == nil
 	agentBin := testkit.Bin(t, "coffer-agent")
 	d := containerdtest.Hooked(t, agentBin, "hook", "--socket", "{socket}", "--timeout", "5s")
 	dir := t.TempDir()
@@ -316,5 +320,8 @@ func TestContainerdHook(t *testing.T) {
 	}
 	if _, err := os.Stat(d.HookSocket); err == nil {
 		t.Error("the hook socket outlived the agent")
+	}
+	if _, err := os.Stat("/run/coffer"); err == nil && !hostHadDir {
+		t.Error("/run/coffer appeared on the host: a delivery went outside a container's root")
 	}
 }
