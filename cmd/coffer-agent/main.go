@@ -22,7 +22,9 @@ import (
 	"coffer/internal/container"
 	"coffer/internal/container/containerd"
 	"coffer/internal/container/docker"
+	"coffer/internal/deliver"
 	"coffer/internal/deliver/tmpfs"
+	"coffer/internal/hook"
 	"coffer/internal/nri"
 	"coffer/internal/version"
 )
@@ -34,7 +36,8 @@ func main() {
 
 func run() int {
 	var server, joinToken, caFile, stateDir, name, dockerHost, dir, logLevel string
-	var runtimeName, containerdSocket, nriSocket, nodeName string
+	var runtimeName, containerdSocket, nriSocket, nodeName, hookSocket string
+	exit := 0
 	var sizeMiB int
 	var onlyLabels map[string]string
 	hostname, _ := os.Hostname()
@@ -52,7 +55,9 @@ With --runtime containerd, selectors see a pod's labels plus the reserved
 keys k8s.namespace, k8s.pod and k8s.container, set from the runtime (a pod
 label with one of these keys, or k8s.serviceaccount, is ignored). On
 containerd 2.x the agent also registers an NRI plugin (--nri-socket) that
-writes a container's files before its first instruction; a pod annotated
+writes a container's files before its first instruction; where there is no
+NRI (containerd 1.6/1.7, CRI-O) the OCI createRuntime hook "coffer-agent
+hook" does the same through --hook-socket; a pod annotated
 coffer/require-secrets=true does not start without them (the kubelet
 retries). See docs/kubernetes.md.
 
@@ -114,7 +119,25 @@ second of any server being reachable again. All share one CA and one
 			v := version.Get()
 			log.Info("coffer-agent starting", "name", name, "server", server, "version", v.Version, "commit", v.Commit,
 				"runtime", runtimeName, "target_dir", dir, "node", nodeName)
-			ag := agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: d, Logger: log, OnlyLabels: onlyLabels})
+			var del deliver.Deliverer = d
+			var gate *hook.Gate
+			if ctrd != nil && hookSocket != "" {
+				gate = hook.NewGate(d, log)
+				del = gate
+			}
+			ag := agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: del, Logger: log, OnlyLabels: onlyLabels})
+			if gate != nil {
+				hs, err := hook.New(hook.Config{Socket: hookSocket, Agent: ag, Runtime: ctrd, Gate: gate, Logger: log})
+				if err != nil {
+					return fmt.Errorf("--hook-socket: %w", err)
+				}
+				defer hs.Close()
+				go func() {
+					if err := hs.Serve(ctx); err != nil {
+						log.Error("OCI hook socket failed; containers start without early delivery", "err", err)
+					}
+				}()
+			}
 			if ctrd != nil && nriSocket != "" {
 				plugin, err := nri.New(nri.Config{Socket: nriSocket, Dir: dir, SizeBytes: int64(sizeMiB) << 20, Agent: ag, Identity: ctrd, Logger: log})
 				if err != nil {
@@ -126,6 +149,7 @@ second of any server being reachable again. All share one CA and one
 		},
 	}
 	cmd.SetVersionTemplate("coffer-agent {{.Version}}\n")
+	cmd.AddCommand(hookCommand(&exit))
 	f := cmd.Flags()
 	f.SetNormalizeFunc(flagAliases)
 	f.StringVar(&server, "server", "127.0.0.1:7443", "coffer-server address host:port (or https://host:port), or several separated by commas; alias --addr")
@@ -137,6 +161,7 @@ second of any server being reachable again. All share one CA and one
 	f.StringVar(&dockerHost, "docker-host", "", "Docker engine address (default DOCKER_HOST or the local socket); --runtime docker only")
 	f.StringVar(&containerdSocket, "containerd-socket", containerd.DefaultSocket, "containerd's socket; --runtime containerd only")
 	f.StringVar(&nriSocket, "nri-socket", nri.DefaultSocket, "NRI socket for race-free first delivery (files written before the container's first instruction); empty: off; --runtime containerd only")
+	f.StringVar(&hookSocket, "hook-socket", hook.DefaultSocket, "unix socket (root-only, 0600) where the OCI createRuntime hook `coffer-agent hook` asks for race-free first delivery on containerd without NRI (1.6, 1.7) and CRI-O; empty: off; --runtime containerd only")
 	f.StringVar(&nodeName, "node-name", hostname, "this host's Kubernetes node name (logged; reserved for the server's API-server cross-check, not sent yet)")
 	f.StringVar(&dir, "target-dir", "/run/secrets", "directory inside containers where secrets land (default "+containerdTargetDir+" with --runtime containerd)")
 	f.IntVar(&sizeMiB, "tmpfs-size", 4, "size cap of the tmpfs in each container, MiB")
@@ -144,9 +169,12 @@ second of any server being reachable again. All share one CA and one
 	f.StringToStringVar(&onlyLabels, "only-labels", nil, "serve only containers with all these labels, e.g. coffer.enable=true (default: every container)")
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "coffer-agent:", err)
+		if exit != 0 {
+			return exit
+		}
 		return 1
 	}
-	return 0
+	return exit
 }
 
 // containerdTargetDir is the default target directory on containerd: a
@@ -159,7 +187,7 @@ const containerdTargetDir = "/run/coffer"
 func checkRuntimeFlags(f *pflag.FlagSet, runtimeName string) error {
 	switch runtimeName {
 	case "docker":
-		for _, fl := range []string{"containerd-socket", "nri-socket", "node-name"} {
+		for _, fl := range []string{"containerd-socket", "nri-socket", "node-name", "hook-socket"} {
 			if f.Changed(fl) {
 				return fmt.Errorf("--%s: only with --runtime containerd", fl)
 			}

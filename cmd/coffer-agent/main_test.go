@@ -38,11 +38,13 @@ func TestRuntimeFlags(t *testing.T) {
 		{"docker", []string{"containerd-socket"}, false},
 		{"docker", []string{"node-name"}, false},
 		{"containerd", []string{"docker-host"}, false},
+		{"containerd", []string{"hook-socket"}, true},
+		{"docker", []string{"hook-socket"}, false},
 		{"cri-o", nil, false},
 		{"", nil, false},
 	} {
 		f := pflag.NewFlagSet("t", pflag.ContinueOnError)
-		for _, n := range []string{"docker-host", "containerd-socket", "nri-socket", "node-name"} {
+		for _, n := range []string{"docker-host", "containerd-socket", "nri-socket", "node-name", "hook-socket"} {
 			f.String(n, "", "")
 		}
 		for _, n := range c.set {

@@ -7,7 +7,9 @@
 //
 // Two containerds can be used: Debian's 1.6 (/usr/bin/containerd, package
 // containerd) and 2.2.9 built by scripts/test-tools.sh containerd (found
-// through internal/testtools; it has NRI). Pods use the host's network
+// through internal/testtools; it has NRI), and Debian's 1.6 with an OCI
+// createRuntime hook in its base runtime spec (DebianHook, see Hooked: the
+// delivery path of nodes without NRI). Pods use the host's network
 // namespace (no CNI is needed) and are removed when the test ends.
 //
 // Tests skip when the process is not root or a binary is missing, and fail
@@ -69,6 +71,9 @@ func (k Kind) String() string {
 	if k == V2 {
 		return "containerd-" + testtools.ContainerdVersion
 	}
+	if k == DebianHook {
+		return "containerd-debian-hook"
+	}
 	return "containerd-debian"
 }
 
@@ -78,9 +83,13 @@ type Daemon struct {
 	Dir       string // everything the daemon writes, under a temporary directory
 	Socket    string // its gRPC socket
 	NRISocket string // its NRI socket (V2 only)
-	bin, ctr  string
-	CRI       runtimeapi.RuntimeServiceClient
-	conn      *grpc.ClientConn
+	// HookSocket is where a DebianHook daemon's createRuntime hook asks
+	// (the test's agent listens there); empty for other kinds.
+	HookSocket string
+	hook       []string // DebianHook: the hook's argv
+	bin, ctr   string
+	CRI        runtimeapi.RuntimeServiceClient
+	conn       *grpc.ClientConn
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -128,7 +137,7 @@ func Shared(t testing.TB, k Kind) *Daemon {
 	if err := failed[k]; err != nil {
 		t.Fatalf("containerdtest: %v (failed before)", err)
 	}
-	d, err := start(k, bin, ctr)
+	d, err := start(k, bin, ctr, nil)
 	if err != nil {
 		failed[k] = err
 		t.Fatalf("containerdtest: %v", err)
@@ -147,14 +156,20 @@ func StopShared() {
 	}
 }
 
-func start(k Kind, bin, ctr string) (*Daemon, error) {
+func start(k Kind, bin, ctr string, hook []string) (*Daemon, error) {
 	dir, err := os.MkdirTemp("", "coffer-ctrd-")
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{Kind: k, Dir: dir, Socket: filepath.Join(dir, "containerd.sock"), bin: bin, ctr: ctr}
+	d := &Daemon{Kind: k, Dir: dir, Socket: filepath.Join(dir, "containerd.sock"), bin: bin, ctr: ctr, hook: hook}
 	if k == V2 {
 		d.NRISocket = filepath.Join(dir, "nri.sock")
+	}
+	if k == DebianHook {
+		if err := d.writeHookSpec(); err != nil {
+			d.Close()
+			return nil, err
+		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(d.config()), 0o600); err != nil {
 		d.Close()
@@ -218,7 +233,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
+      runtime_type = "io.containerd.runc.v2"%[10]s
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         BinaryName = "/usr/sbin/runc"
         Root = %[7]q
@@ -227,7 +242,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     bin_dir = %[8]q
     conf_dir = %[8]q
 %[9]s`, filepath.Join(d.Dir, "root"), filepath.Join(d.Dir, "state"), d.Socket, d.Socket+".ttrpc",
-		filepath.Join(d.Dir, "opt"), PauseImage, filepath.Join(d.Dir, "runc"), filepath.Join(d.Dir, "cni"), nri)
+		filepath.Join(d.Dir, "opt"), PauseImage, filepath.Join(d.Dir, "runc"), filepath.Join(d.Dir, "cni"), nri, d.hookConfig())
 }
 
 // Start starts the daemon (again, after Stop) and waits until its CRI
@@ -613,6 +628,12 @@ type Container struct {
 	ImageByID, UserImage bool
 	Annotations          map[string]string
 	Attempt              uint32 // restart count: a container of the same name needs a new one
+	// CreateOnly creates the container and does not start it: the CRI
+	// reports it CONTAINER_CREATED, as while its createRuntime hook runs.
+	CreateOnly bool
+	// ReadOnlyRoot mounts the container's root file system read-only
+	// (the pod spec's readOnlyRootFilesystem).
+	ReadOnlyRoot bool
 }
 
 // RunContainer creates and starts a container in pod p and returns its id.
@@ -660,6 +681,7 @@ func (d *Daemon) TryRunContainer(t testing.TB, p PodRef, c Container) (string, e
 		LogPath:     logPath(c.Name, c.Attempt),
 		Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
 			NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE},
+			ReadonlyRootfs:   c.ReadOnlyRoot,
 		}},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -669,6 +691,9 @@ func (d *Daemon) TryRunContainer(t testing.TB, p PodRef, c Container) (string, e
 		return "", fmt.Errorf("create container %s: %w", c.Name, err)
 	}
 	id := resp.GetContainerId()
+	if c.CreateOnly {
+		return id, nil
+	}
 	if _, err := d.CRI.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
 		return id, fmt.Errorf("start container %s: %w", c.Name, err)
 	}

@@ -45,7 +45,8 @@ func testContainerdPods(t *testing.T, d *containerdtest.Daemon) {
 	s.agent = testkit.Start(t, testkit.Bin(t, "coffer-agent"), "--runtime", "containerd", "--containerd-socket", d.Socket,
 		"--server", s.srv.Addr, "--ca-cert", s.srv.CA, "--state-dir", filepath.Join(dir, "agent"), "--name", "k8s-node",
 		"--node-name", "node-1", "--log-level", "debug", "--only-labels", "coffer.test="+label, "--join-token", join,
-		"--nri-socket", d.NRISocket) // empty on 1.6: NRI off
+		"--nri-socket", d.NRISocket, // empty on 1.6: NRI off
+		"--hook-socket", filepath.Join(dir, "hook.sock")) // never the host's /run/coffer
 	s.eventually("agent connected", 20*time.Second, func() bool {
 		return strings.Contains(s.srv.MustCLI(t, "", "agent", "ls"), "connected")
 	})

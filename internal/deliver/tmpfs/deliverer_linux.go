@@ -63,13 +63,18 @@ func (d *Deliverer) Close() error {
 // ctx ends first, Apply returns ctx's error while the helper finishes the
 // request (the next Apply for the container waits for it).
 func (d *Deliverer) Apply(ctx context.Context, c container.Info, want []secret.File) error {
+	return d.apply(ctx, c, d.cfg.Dir, want)
+}
+
+// apply makes dir, a path in the container's mount namespace, hold want.
+func (d *Deliverer) apply(ctx context.Context, c container.Info, dir string, want []secret.File) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("tmpfs: apply to %s: %w", c.ID, err)
 	}
 	req := &request{
 		ID:          d.nextID.Add(1),
 		ContainerID: c.ID,
-		Dir:         d.cfg.Dir,
+		Dir:         dir,
 		SizeBytes:   uint64(d.cfg.SizeBytes),
 		Files:       make([]wireFile, 0, len(want)),
 	}
