@@ -1,0 +1,228 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"coffer/internal/api"
+	"coffer/internal/broker"
+	"coffer/internal/fleet"
+	"coffer/internal/store"
+)
+
+// Presence on a shared store (etcd): each server publishes the agents
+// connected to it, with their containers' rollout state (names and
+// version numbers, never a value), under one etcd key per agent,
+// "<prefix>/live/agents/<server id>/<agent>", all attached to one lease
+// of the server's, kept alive while it runs. Any server's rollout status
+// and agent ls merge them with its own broker's view (api.Cluster).
+//
+//   - Bounded writes: the broker's state is compared every presenceEvery
+//     with what was last written, and only the agents whose record
+//     changed are written, in transactions of at most presenceTxnOps keys
+//     and at most presenceMaxWrites keys a round; a rotation costs each
+//     server one write per agent it serves, however many containers and
+//     however many rotations within a round.
+//   - Gone with the server: a server killed stops renewing its lease, and
+//     etcd deletes its records presenceTTL later; a server shut down
+//     revokes its lease at once. A server whose lease lapsed (etcd away
+//     longer than the lease) takes a new one and writes everything again.
+const (
+	presenceDir       = "live/agents/"
+	presenceTTL       = 3 // seconds
+	presenceEvery     = 250 * time.Millisecond
+	presenceTxnOps    = 100
+	presenceMaxWrites = 1000
+)
+
+var _ api.Cluster = (*presence)(nil)
+
+// presence publishes this server's agents and reads the others'.
+type presence struct {
+	cli    *clientv3.Client
+	dir    string // Root()+presenceDir
+	self   string // this server's id
+	addr   string // this server's advertised address
+	broker *broker.Broker
+	fleet  *fleet.Fleet
+	log    *slog.Logger
+	txnOps int
+	// timeout bounds each etcd request.
+	timeout time.Duration
+	// every and ttl are presenceEvery and presenceTTL; tests shorten them.
+	every time.Duration
+	ttl   int64
+}
+
+func newPresence(cli *clientv3.Client, root, self, addr string, b *broker.Broker, fl *fleet.Fleet, maxTxnOps int, timeout time.Duration, log *slog.Logger) *presence {
+	ops := presenceTxnOps
+	if maxTxnOps > 0 && maxTxnOps < ops {
+		ops = maxTxnOps
+	}
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return &presence{cli: cli, dir: root + presenceDir, self: self, addr: addr, broker: b, fleet: fl, log: log, txnOps: ops,
+		timeout: timeout, every: presenceEvery, ttl: presenceTTL}
+}
+
+// Self implements api.Cluster.
+func (p *presence) Self() string { return p.addr }
+
+// Remote implements api.Cluster: one range read of every server's
+// records. Of two records of one agent (it moved from a server that died
+// to another, whose record is newer), the newest wins.
+func (p *presence) Remote(ctx context.Context) (map[string]broker.AgentPresence, error) {
+	rctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	resp, err := p.cli.Get(rctx, p.dir, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("%w: read the servers' agents from etcd: %v", store.ErrUnavailable, err)
+	}
+	out := map[string]broker.AgentPresence{}
+	newest := map[string][2]int64{}
+	for _, kv := range resp.Kvs {
+		server, agent, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), p.dir), "/")
+		if !ok || server == p.self || agent == "" {
+			continue
+		}
+		if n, seen := newest[agent]; seen && (kv.CreateRevision < n[0] || kv.CreateRevision == n[0] && kv.ModRevision < n[1]) {
+			continue
+		}
+		var ap broker.AgentPresence
+		if err := json.Unmarshal(kv.Value, &ap); err != nil {
+			p.log.Warn("presence: a server's record of an agent does not parse; ignored", "server", server, "agent", agent, "err", err)
+			continue
+		}
+		out[agent] = ap
+		newest[agent] = [2]int64{kv.CreateRevision, kv.ModRevision}
+	}
+	return out, nil
+}
+
+// run publishes until ctx ends, then revokes the lease (the records go at
+// once).
+func (p *presence) run(ctx context.Context) {
+	wait := func(d time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	for ctx.Err() == nil {
+		gctx, cancel := context.WithTimeout(ctx, p.timeout)
+		lease, err := p.cli.Grant(gctx, p.ttl)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Debug("presence: no lease yet", "err", err)
+			}
+			if !wait(time.Second) {
+				return
+			}
+			continue
+		}
+		p.publish(ctx, lease.ID)
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, _ = p.cli.Revoke(rctx, lease.ID) // gone already if it lapsed
+		cancel()
+		if !wait(p.every) {
+			return
+		}
+	}
+}
+
+// publish writes this server's agents under lease until ctx ends or the
+// lease is lost.
+func (p *presence) publish(ctx context.Context, lease clientv3.LeaseID) {
+	kctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ka, err := p.cli.KeepAlive(kctx, lease)
+	if err != nil {
+		return
+	}
+	written := map[string][]byte{} // what etcd holds under this lease
+	tick := time.NewTicker(p.every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-ka:
+			if !ok {
+				if ctx.Err() == nil {
+					p.log.Warn("presence: the lease on this server's agents lapsed (etcd away?); publishing them again")
+				}
+				return
+			}
+		case <-tick.C:
+			if err := p.flush(ctx, lease, written); err != nil && ctx.Err() == nil {
+				p.log.Debug("presence: write", "err", err)
+			}
+		}
+	}
+}
+
+// flush writes the agents whose record changed since the last flush and
+// deletes those no longer connected here.
+func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written map[string][]byte) error {
+	now := p.broker.Presence()
+	var addrs map[string]string
+	var ops []clientv3.Op
+	var keys []string
+	var vals [][]byte
+	for name, ap := range now {
+		if len(ops) >= presenceMaxWrites {
+			break // the rest next round
+		}
+		if addrs == nil {
+			addrs = map[string]string{}
+			for _, a := range p.fleet.List() {
+				addrs[a.Name] = a.Address
+			}
+		}
+		ap.Server, ap.Address = p.addr, addrs[name]
+		b, err := json.Marshal(ap)
+		if err != nil {
+			return err
+		}
+		if bytes.Equal(written[name], b) {
+			continue
+		}
+		ops = append(ops, clientv3.OpPut(p.dir+p.self+"/"+name, string(b), clientv3.WithLease(lease)))
+		keys, vals = append(keys, name), append(vals, b)
+	}
+	for name := range written {
+		if _, ok := now[name]; !ok && len(ops) < presenceMaxWrites {
+			ops = append(ops, clientv3.OpDelete(p.dir+p.self+"/"+name))
+			keys, vals = append(keys, name), append(vals, nil)
+		}
+	}
+	for len(ops) > 0 {
+		n := min(len(ops), p.txnOps)
+		rctx, cancel := context.WithTimeout(ctx, p.timeout)
+		_, err := p.cli.Txn(rctx).Then(ops[:n]...).Commit()
+		cancel()
+		if err != nil {
+			return err
+		}
+		for i, k := range keys[:n] {
+			if vals[i] == nil {
+				delete(written, k)
+			} else {
+				written[k] = vals[i]
+			}
+		}
+		ops, keys, vals = ops[n:], keys[n:], vals[n:]
+	}
+	return nil
+}
