@@ -47,6 +47,7 @@ type server struct {
 	proc    *testkit.Proc
 	addr    string
 	dataDir string
+	etcd    []string // its etcd endpoints when not all members' (a proxy)
 }
 
 func newCluster(t *testing.T, n int, extra ...string) *cluster {
@@ -64,17 +65,23 @@ func newCluster(t *testing.T, n int, extra ...string) *cluster {
 		c.servers = append(c.servers, s)
 		c.start(i)
 		if i == 0 {
-			tok, err := os.ReadFile(filepath.Join(s.dataDir, "admin.token"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.token = strings.TrimSpace(string(tok))
-			if c.caPEM, err = os.ReadFile(filepath.Join(s.dataDir, "ca.pem")); err != nil {
-				t.Fatal(err)
-			}
+			c.loadBootstrap(0)
 		}
 	}
 	return c
+}
+
+// loadBootstrap reads the admin token and CA of server i, the first.
+func (c *cluster) loadBootstrap(i int) {
+	c.t.Helper()
+	tok, err := os.ReadFile(filepath.Join(c.servers[i].dataDir, "admin.token"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.token = strings.TrimSpace(string(tok))
+	if c.caPEM, err = os.ReadFile(filepath.Join(c.servers[i].dataDir, "ca.pem")); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 // start (re)starts server i on its address and data dir and waits until it
@@ -82,7 +89,11 @@ func newCluster(t *testing.T, n int, extra ...string) *cluster {
 func (c *cluster) start(i int) {
 	c.t.Helper()
 	s := c.servers[i]
-	args := append([]string{"--store", "etcd", "--etcd-endpoints", strings.Join(c.etcd.Endpoints(), ","), "--etcd-prefix", "ha",
+	eps := c.etcd.Endpoints()
+	if s.etcd != nil {
+		eps = s.etcd
+	}
+	args := append([]string{"--store", "etcd", "--etcd-endpoints", strings.Join(eps, ","), "--etcd-prefix", "ha",
 		"--data-dir", s.dataDir, "--master-key-file", c.key, "--listen", s.addr, "--log-level", "warn"}, c.extra...)
 	s.proc = testkit.Start(c.t, testkit.Bin(c.t, "coffer-server"), args...)
 	deadline := time.Now().Add(30 * time.Second)
