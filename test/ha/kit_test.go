@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -88,24 +87,8 @@ func (c *cluster) loadBootstrap(i int) {
 // listens.
 func (c *cluster) start(i int) {
 	c.t.Helper()
-	s := c.servers[i]
-	eps := c.etcd.Endpoints()
-	if s.etcd != nil {
-		eps = s.etcd
-	}
-	args := append([]string{"--store", "etcd", "--etcd-endpoints", strings.Join(eps, ","), "--etcd-prefix", "ha",
-		"--data-dir", s.dataDir, "--master-key-file", c.key, "--listen", s.addr, "--log-level", "warn"}, c.extra...)
-	s.proc = testkit.Start(c.t, testkit.Bin(c.t, "coffer-server"), args...)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if conn, err := net.Dial("tcp", s.addr); err == nil {
-			conn.Close()
-			return
-		}
-		if s.proc.Exited() || time.Now().After(deadline) {
-			c.t.Fatalf("coffer-server %d did not start:\n%s", i, s.proc.Logs())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := c.restart(i); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
