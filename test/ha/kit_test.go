@@ -51,13 +51,22 @@ type server struct {
 
 func newCluster(t *testing.T, n int, extra ...string) *cluster {
 	t.Helper()
+	return newClusterKey(t, n, true, extra...)
+}
+
+// newClusterKey is newCluster; with keyFile false the servers get no
+// --master-key-file (their master key access is in extra: a KMS seal).
+func newClusterKey(t *testing.T, n int, keyFile bool, extra ...string) *cluster {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts etcd and coffer-server processes")
 	}
 	c := &cluster{t: t, etcd: etcdtest.Start(t, etcdtest.Options{Members: 3}), extra: extra}
-	c.key = filepath.Join(t.TempDir(), "master.key")
-	if _, err := seal.CreateKeyFile(c.key); err != nil {
-		t.Fatal(err)
+	if keyFile {
+		c.key = filepath.Join(t.TempDir(), "master.key")
+		if _, err := seal.CreateKeyFile(c.key); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i := range n {
 		s := &server{addr: testkit.FreeAddr(t), dataDir: filepath.Join(t.TempDir(), fmt.Sprintf("server-%d", i))}

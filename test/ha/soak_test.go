@@ -197,7 +197,10 @@ func (c *cluster) restart(i int) error {
 		eps = s.etcd
 	}
 	args := append([]string{"--store", "etcd", "--etcd-endpoints", strings.Join(eps, ","), "--etcd-prefix", "ha",
-		"--data-dir", s.dataDir, "--master-key-file", c.key, "--listen", s.addr, "--log-level", "warn"}, c.extra...)
+		"--data-dir", s.dataDir, "--listen", s.addr, "--log-level", "warn"}, c.extra...)
+	if c.key != "" {
+		args = append(args, "--master-key-file", c.key)
+	}
 	s.proc = testkit.Start(c.t, testkit.Bin(c.t, "coffer-server"), args...)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
