@@ -1,11 +1,11 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -150,7 +150,7 @@ func (p *presence) publish(ctx context.Context, lease clientv3.LeaseID) {
 	if err != nil {
 		return
 	}
-	written := map[string][]byte{} // what etcd holds under this lease
+	written := map[string]broker.AgentPresence{} // what etcd holds under this lease
 	tick := time.NewTicker(p.every)
 	defer tick.Stop()
 	for {
@@ -174,12 +174,12 @@ func (p *presence) publish(ctx context.Context, lease clientv3.LeaseID) {
 
 // flush writes the agents whose record changed since the last flush and
 // deletes those no longer connected here.
-func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written map[string][]byte) error {
+func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written map[string]broker.AgentPresence) error {
 	now := p.broker.Presence()
 	var addrs map[string]string
 	var ops []clientv3.Op
 	var keys []string
-	var vals [][]byte
+	var vals []*broker.AgentPresence
 	for name, ap := range now {
 		if len(ops) >= presenceMaxWrites {
 			break // the rest next round
@@ -191,15 +191,15 @@ func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written ma
 			}
 		}
 		ap.Server, ap.Address = p.addr, addrs[name]
+		if old, ok := written[name]; ok && samePresence(old, ap) {
+			continue
+		}
 		b, err := json.Marshal(ap)
 		if err != nil {
 			return err
 		}
-		if bytes.Equal(written[name], b) {
-			continue
-		}
 		ops = append(ops, clientv3.OpPut(p.dir+p.self+"/"+name, string(b), clientv3.WithLease(lease)))
-		keys, vals = append(keys, name), append(vals, b)
+		keys, vals = append(keys, name), append(vals, &ap)
 	}
 	for name := range written {
 		if _, ok := now[name]; !ok && len(ops) < presenceMaxWrites {
@@ -219,10 +219,18 @@ func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written ma
 			if vals[i] == nil {
 				delete(written, k)
 			} else {
-				written[k] = vals[i]
+				written[k] = *vals[i]
 			}
 		}
 		ops, keys, vals = ops[n:], keys[n:], vals[n:]
 	}
 	return nil
+}
+
+// samePresence reports whether two records are the same (both come
+// sorted from Broker.Presence).
+func samePresence(a, b broker.AgentPresence) bool {
+	return a.Server == b.Server && a.Address == b.Address && slices.EqualFunc(a.Containers, b.Containers, func(x, y broker.ContainerPresence) bool {
+		return x.ID == y.ID && x.Name == y.Name && slices.Equal(x.Secrets, y.Secrets)
+	})
 }
