@@ -59,7 +59,7 @@ func (s *Server) listAgents(r *request) (int, any, error) {
 			Labels: a.Labels, Scope: a.Scope}
 		v.Anomalies = anomalies[a.Name]
 		if p, ok := remote[a.Name]; ok && !v.Connected {
-			v.Connected, v.Containers, v.Server = true, len(p.Containers), p.Server
+			v.Connected, v.Containers, v.Server = true, len(p.Containers)+p.Omitted, p.Server
 			if p.Address != "" {
 				v.Address = p.Address
 			}

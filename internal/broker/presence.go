@@ -17,6 +17,9 @@ type AgentPresence struct {
 	Server     string              `json:"server,omitempty"`  // the address of the server it is connected to
 	Address    string              `json:"address,omitempty"` // the agent's remote address
 	Containers []ContainerPresence `json:"containers"`
+	// Omitted counts the containers left out of a record too large to
+	// publish (Containers is then empty).
+	Omitted int `json:"omitted,omitempty"`
 }
 
 // ContainerPresence is one container of an AgentPresence.

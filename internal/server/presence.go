@@ -27,9 +27,11 @@ import (
 //   - Bounded writes: the broker's state is compared every presenceEvery
 //     with what was last written, and only the agents whose record
 //     changed are written, in transactions of at most presenceTxnOps keys
-//     and at most presenceMaxWrites keys a round; a rotation costs each
-//     server one write per agent it serves, however many containers and
-//     however many rotations within a round.
+//     (and presenceTxnBytes) and at most presenceMaxWrites keys a round;
+//     a record over presenceMaxRecord is published without its containers
+//     (their count only), so that no agent can crowd out the others. A
+//     rotation costs each server one write per agent it serves, however
+//     many containers and however many rotations within a round.
 //   - Gone with the server: a server killed stops renewing its lease, and
 //     etcd deletes its records presenceTTL later; a server shut down
 //     revokes its lease at once. A server whose lease lapsed (etcd away
@@ -40,6 +42,8 @@ const (
 	presenceEvery     = 250 * time.Millisecond
 	presenceTxnOps    = 100
 	presenceMaxWrites = 1000
+	presenceMaxRecord = 256 << 10 // bytes; a larger record goes without its containers
+	presenceTxnBytes  = 512 << 10 // bytes a transaction, well inside etcd's 1.5 MiB request limit
 )
 
 var _ api.Cluster = (*presence)(nil)
@@ -176,12 +180,16 @@ func (p *presence) publish(ctx context.Context, lease clientv3.LeaseID) {
 // deletes those no longer connected here.
 func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written map[string]broker.AgentPresence) error {
 	now := p.broker.Presence()
+	type write struct {
+		name string
+		op   clientv3.Op
+		size int
+		rec  *broker.AgentPresence // nil: a deletion
+	}
+	var ws []write
 	var addrs map[string]string
-	var ops []clientv3.Op
-	var keys []string
-	var vals []*broker.AgentPresence
 	for name, ap := range now {
-		if len(ops) >= presenceMaxWrites {
+		if len(ws) >= presenceMaxWrites {
 			break // the rest next round
 		}
 		if addrs == nil {
@@ -191,38 +199,62 @@ func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written ma
 			}
 		}
 		ap.Server, ap.Address = p.addr, addrs[name]
-		if old, ok := written[name]; ok && samePresence(old, ap) {
+		old, had := written[name]
+		if had && samePresence(old, ap) {
 			continue
 		}
 		b, err := json.Marshal(ap)
 		if err != nil {
 			return err
 		}
-		ops = append(ops, clientv3.OpPut(p.dir+p.self+"/"+name, string(b), clientv3.WithLease(lease)))
-		keys, vals = append(keys, name), append(vals, &ap)
+		if len(b) > presenceMaxRecord {
+			// Thousands of containers, or an agent reporting huge names:
+			// published without its containers, so that it cannot crowd
+			// the others out of a transaction.
+			ap = broker.AgentPresence{Server: ap.Server, Address: ap.Address, Omitted: len(ap.Containers)}
+			if had && samePresence(old, ap) {
+				continue
+			}
+			if !had || old.Omitted == 0 {
+				p.log.Warn("presence: the agent's record is too large to publish; the other servers see it without its containers", "agent", name, "bytes", len(b), "containers", ap.Omitted)
+			}
+			if b, err = json.Marshal(ap); err != nil {
+				return err
+			}
+		}
+		key := p.dir + p.self + "/" + name
+		ws = append(ws, write{name, clientv3.OpPut(key, string(b), clientv3.WithLease(lease)), len(key) + len(b), &ap})
 	}
 	for name := range written {
-		if _, ok := now[name]; !ok && len(ops) < presenceMaxWrites {
-			ops = append(ops, clientv3.OpDelete(p.dir+p.self+"/"+name))
-			keys, vals = append(keys, name), append(vals, nil)
+		if _, ok := now[name]; !ok && len(ws) < presenceMaxWrites {
+			key := p.dir + p.self + "/" + name
+			ws = append(ws, write{name, clientv3.OpDelete(key), len(key), nil})
 		}
 	}
-	for len(ops) > 0 {
-		n := min(len(ops), p.txnOps)
+	for len(ws) > 0 {
+		n, size := 0, 0
+		for n < len(ws) && n < p.txnOps && (n == 0 || size+ws[n].size <= presenceTxnBytes) {
+			size += ws[n].size
+			n++
+		}
+		ops := make([]clientv3.Op, n)
+		for i := range n {
+			ops[i] = ws[i].op
+		}
 		rctx, cancel := context.WithTimeout(ctx, p.timeout)
-		_, err := p.cli.Txn(rctx).Then(ops[:n]...).Commit()
+		_, err := p.cli.Txn(rctx).Then(ops...).Commit()
 		cancel()
 		if err != nil {
 			return err
 		}
-		for i, k := range keys[:n] {
-			if vals[i] == nil {
-				delete(written, k)
+		for _, w := range ws[:n] {
+			if w.rec == nil {
+				delete(written, w.name)
 			} else {
-				written[k] = *vals[i]
+				written[w.name] = *w.rec
 			}
 		}
-		ops, keys, vals = ops[n:], keys[n:], vals[n:]
+		ws = ws[n:]
 	}
 	return nil
 }
@@ -230,7 +262,7 @@ func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written ma
 // samePresence reports whether two records are the same (both come
 // sorted from Broker.Presence).
 func samePresence(a, b broker.AgentPresence) bool {
-	return a.Server == b.Server && a.Address == b.Address && slices.EqualFunc(a.Containers, b.Containers, func(x, y broker.ContainerPresence) bool {
+	return a.Server == b.Server && a.Address == b.Address && a.Omitted == b.Omitted && slices.EqualFunc(a.Containers, b.Containers, func(x, y broker.ContainerPresence) bool {
 		return x.ID == y.ID && x.Name == y.Name && slices.Equal(x.Secrets, y.Secrets)
 	})
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"coffer/internal/container"
 )
 
 type holderJSON struct {
@@ -70,6 +72,12 @@ func TestRolloutAndAgentsAcrossServers(t *testing.T) {
 	for _, a := range []*simAgent{onB, onC, mover} {
 		waitValue(t, a, "c"+a.name[len("node-"):], "db", "s3cr3t-presence-v1", 10*time.Second)
 	}
+	// A hostile agent on C reports containers with huge names: its record
+	// would not fit in an etcd request; it must not keep C's other agents
+	// out of the answers.
+	big := c.startAgent("node-big", 2, c.servers[2].addr)
+	big.rt.Start(container.Info{ID: "big1", Name: strings.Repeat("x", 800<<10), PID: 1})
+	big.rt.Start(container.Info{ID: "big2", Name: strings.Repeat("y", 800<<10), PID: 1})
 
 	// Asked of A, which no agent is connected to.
 	holdsAll := func(want uint64, ids ...string) func() bool {
@@ -94,6 +102,10 @@ func TestRolloutAndAgentsAcrossServers(t *testing.T) {
 			t.Fatalf("agent ls through A: %s = %+v, want connected to %s with 1 container", name, a, c.servers[srv].addr)
 		}
 	}
+	waitFor(t, 5*time.Second, "A to list node-big on C with its 2 containers", func() bool {
+		a := c.agents(0)["node-big"]
+		return a.Connected && a.Server == c.servers[2].addr && a.Containers == 2
+	})
 
 	// A rotation through A: coffer rollout status asked of A waits for
 	// the containers on B and C.
