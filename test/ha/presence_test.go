@@ -171,3 +171,36 @@ func TestRolloutAndAgentsAcrossServers(t *testing.T) {
 		})
 	}
 }
+
+// An agent that leaves a server that stays up (its connection to A is cut,
+// it fails over to B): A still remembers its container, as it does for an
+// offline agent, but answers from B's record: the container shows once,
+// on the version it holds now, not pending (before, A counted it as
+// pending on the version it held when it left).
+func TestRolloutOfAnAgentThatMovedAway(t *testing.T) {
+	c := newCluster(t, 2)
+	c.put(0, "app/db", "v1")
+	c.bind(0, "web-db", "app/db", "app=web")
+	toA := newProxy(t, c.servers[0].addr)
+	toB := newProxy(t, c.servers[1].addr)
+	toB.setCut(true) // so that it starts on A
+	a := c.startAgent("node-1", 0, toA.ln.Addr().String()+","+toB.ln.Addr().String())
+	a.startContainer("c1", map[string]string{"app": "web"})
+	waitValue(t, a, "c1", "db", "v1", 10*time.Second)
+	waitFor(t, 5*time.Second, "the agent on A", func() bool { return a.Stats().Server == toA.ln.Addr().String() })
+	toB.setCut(false)
+	toA.setCut(true)
+	t0 := time.Now()
+	waitFor(t, 10*time.Second, "the agent to fail over to B", func() bool { return a.Stats().Connected && a.Stats().Server == toB.ln.Addr().String() })
+	t.Logf("failed over to B in %v", time.Since(t0).Round(time.Millisecond))
+	c.put(0, "app/db", "v2")
+	waitValue(t, a, "c1", "db", "v2", 2*time.Second)
+	waitFor(t, 5*time.Second, "A's rollout to show c1 on version 2, not pending", func() bool {
+		_, hs := c.holders(0, "app/db")
+		h, ok := hs["c1"]
+		return ok && len(hs) == 1 && h.Version == 2 && !h.Pending
+	})
+	if ag := c.agents(0)["node-1"]; !ag.Connected || ag.Server != c.servers[1].addr {
+		t.Fatalf("agent ls through A: %+v, want connected to B", ag)
+	}
+}
