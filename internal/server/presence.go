@@ -63,6 +63,17 @@ type presence struct {
 	// every and ttl are presenceEvery and presenceTTL; tests shorten them.
 	every time.Duration
 	ttl   int64
+	// failing is set from the first failure to the next success (one
+	// warning an outage); only run's goroutine uses it.
+	failing bool
+}
+
+// failed logs the first of a run of failures.
+func (p *presence) failed(what string, err error) {
+	if !p.failing {
+		p.failing = true
+		p.log.Warn("presence: cannot publish this server's agents; the other servers do not see them until it can", "step", what, "err", err)
+	}
 }
 
 func newPresence(cli *clientv3.Client, root, self, addr string, b *broker.Broker, fl *fleet.Fleet, maxTxnOps int, timeout time.Duration, log *slog.Logger) *presence {
@@ -128,7 +139,7 @@ func (p *presence) run(ctx context.Context) {
 		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
-				p.log.Debug("presence: no lease yet", "err", err)
+				p.failed("take a lease", err)
 			}
 			if !wait(time.Second) {
 				return
@@ -170,7 +181,10 @@ func (p *presence) publish(ctx context.Context, lease clientv3.LeaseID) {
 			}
 		case <-tick.C:
 			if err := p.flush(ctx, lease, written); err != nil && ctx.Err() == nil {
-				p.log.Debug("presence: write", "err", err)
+				p.failed("write", err)
+			} else if err == nil && p.failing {
+				p.failing = false
+				p.log.Info("presence: this server's agents are published again")
 			}
 		}
 	}
