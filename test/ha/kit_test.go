@@ -206,9 +206,9 @@ func waitValue(t *testing.T, a *simAgent, id, file, want string, within time.Dur
 	if err != nil {
 		got := "absent"
 		if f, ok := a.d.Files(id)[file]; ok {
-			got = fmt.Sprintf("%q", f.Value)
+			got = fmt.Sprintf("another value (version %d)", f.Version)
 		}
-		t.Fatalf("%s: container %s file %s: want %q within %v, have %s", a.name, id, file, want, within, got)
+		t.Fatalf("%s: container %s file %s: want %q within %v, have %s; agent %+v", a.name, id, file, want, within, got, a.Stats())
 	}
 }
 
