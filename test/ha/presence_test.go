@@ -102,6 +102,9 @@ func TestRolloutAndAgentsAcrossServers(t *testing.T) {
 			t.Fatalf("agent ls through A: %s = %+v, want connected to %s with 1 container", name, a, c.servers[srv].addr)
 		}
 	}
+	if out, errOut, code := c.cli(0, "agent", "ls"); code != 0 || !strings.Contains(out, "connected to "+c.servers[1].addr) {
+		t.Fatalf("coffer agent ls through A: exit %d:\n%s%s", code, out, errOut)
+	}
 	waitFor(t, 5*time.Second, "A to list node-big on C with its 2 containers", func() bool {
 		a := c.agents(0)["node-big"]
 		return a.Connected && a.Server == c.servers[2].addr && a.Containers == 2
