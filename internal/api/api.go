@@ -59,6 +59,9 @@ type Config struct {
 	// AuditServers lists the audit chains of an installation whose servers
 	// share a store (GET /v1/audit/servers); nil: one server, this one.
 	AuditServers func(context.Context) ([]AuditServer, error)
+	// Cluster, on servers sharing a store, tells of the agents connected
+	// to the other servers (rollout state, agent ls); nil: one server.
+	Cluster Cluster
 	// GRPC, if set, serves requests with an application/grpc content type
 	// (the agents' channel) on the same listener.
 	GRPC http.Handler

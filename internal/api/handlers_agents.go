@@ -19,6 +19,9 @@ type AgentView struct {
 	Containers int               `json:"containers"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	Scope      string            `json:"scope,omitempty"`
+	// Server is, on several servers sharing a store, the address of the
+	// server it is connected to.
+	Server string `json:"server,omitempty"`
 
 	// What the broker saw the agent do that a well-behaved agent does not:
 	// reports_limited, id_conflicts, last_anomaly, last_anomaly_reason.
@@ -33,6 +36,13 @@ func (s *Server) listAgents(r *request) (int, any, error) {
 	connected := map[string]bool{}
 	counts := map[string]int{}
 	anomalies := map[string]broker.Anomalies{}
+	var remote map[string]broker.AgentPresence // connected to other servers
+	if s.cfg.Cluster != nil {
+		var err error
+		if remote, err = s.cfg.Cluster.Remote(r.Context()); err != nil {
+			return 0, nil, err
+		}
+	}
 	if s.cfg.Broker != nil {
 		for _, n := range s.cfg.Broker.Connected() {
 			connected[n] = true
@@ -48,6 +58,14 @@ func (s *Server) listAgents(r *request) (int, any, error) {
 		v := AgentView{Name: a.Name, Address: a.Address, Enrolled: a.Enrolled, LastSeen: a.LastSeen, Connected: connected[a.Name], Containers: counts[a.Name],
 			Labels: a.Labels, Scope: a.Scope}
 		v.Anomalies = anomalies[a.Name]
+		if p, ok := remote[a.Name]; ok && !v.Connected {
+			v.Connected, v.Containers, v.Server = true, len(p.Containers)+p.Omitted, p.Server
+			if p.Address != "" {
+				v.Address = p.Address
+			}
+		} else if v.Connected && s.cfg.Cluster != nil {
+			v.Server = s.cfg.Cluster.Self()
+		}
 		if v.Connected {
 			v.LastSeen = time.Now().UTC()
 		}

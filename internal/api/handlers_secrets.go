@@ -244,7 +244,11 @@ func (s *Server) showSecret(r *request) (int, any, error) {
 		upstream[vm.Version] = vm.Upstream
 	}
 	if s.cfg.Broker != nil {
-		for _, h := range s.cfg.Broker.Rollout(name) {
+		holders, err := s.rollout(r.Context(), name)
+		if err != nil {
+			return 0, nil, err
+		}
+		for _, h := range holders {
 			hv := HolderView{Holder: h, UpstreamVersion: upstream[h.Version]}
 			if meta.Link != nil && meta.Link.Dynamic {
 				hv.UpstreamVersion = s.cfg.Broker.LeaseOf(h.ContainerID, name) // its own lease

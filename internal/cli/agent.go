@@ -27,6 +27,7 @@ func newAgentCmd(c *conn) *cobra.Command {
 				Containers int               `json:"containers"`
 				Labels     map[string]string `json:"labels,omitempty"`
 				Scope      string            `json:"scope,omitempty"`
+				Server     string            `json:"server,omitempty"`
 
 				ReportsLimited    uint64    `json:"reports_limited"`
 				IDConflicts       uint64    `json:"id_conflicts"`
@@ -45,6 +46,9 @@ func newAgentCmd(c *conn) *cobra.Command {
 				state := "offline"
 				if a.Connected {
 					state = "connected"
+					if a.Server != "" { // several servers: which one
+						state += " to " + a.Server
+					}
 				}
 				rows = append(rows, []string{a.Name, dash(a.Address), state, seen, fmt.Sprint(a.Containers), dash(policy.FormatLabels(a.Labels)), dash(a.Scope),
 					anomalies(a.IDConflicts, a.ReportsLimited, a.LastAnomaly, a.LastAnomalyReason)})

@@ -55,6 +55,7 @@ type Server struct {
 
 	// On a shared store (etcd) only:
 	feed       *feed         // the store's watch, feeding caches and broker
+	presence   *presence     // this server's agents published, the others' read
 	health     *storeHealth  // the store's health, pinged in the background
 	stopAnchor chan struct{} // closed at shutdown: the audit anchor stops waiting for the store
 	id         string        // this server's id among those sharing the store
@@ -279,10 +280,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	var cluster api.Cluster
+	if shared != nil {
+		s.presence = newPresence(shared.Client(), shared.Root(), anchor.Server, "", b, fl, cfg.Etcd.MaxTxnOps, cfg.Etcd.RequestTimeout, log)
+		cluster = s.presence
+	}
 	handler := api.New(api.Config{
 		Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: s.audit, CAPEM: ca.CertPEM,
 		MaxValueSize: cfg.MaxValueSize, Logger: log, GRPC: gs,
-		Ready: s.ready, AuditServers: s.auditServers,
+		Ready: s.ready, AuditServers: s.auditServers, Cluster: cluster,
 		Links: links, Incident: inc, Dynamic: dynamic, Login: login,
 	})
 	tlsCfg := identity.ServerTLSConfig(cert, ca)
@@ -313,7 +319,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if shared != nil {
-		if err := register(ctx, s.st, anchor.Server, advertised(cfg, s.ln.Addr())); err != nil {
+		s.presence.addr = advertised(cfg, s.ln.Addr())
+		if err := register(ctx, s.st, anchor.Server, s.presence.addr); err != nil {
 			s.ln.Close()
 			return nil, fmt.Errorf("register the server: %w", err)
 		}
@@ -348,11 +355,13 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	bg, stopBG := context.WithCancel(context.Background())
-	bgDone := make(chan struct{}, 2)
+	bgDone := make(chan struct{}, 3)
 	if s.feed != nil {
 		go func() { s.feed.run(bg); bgDone <- struct{}{} }()
 		go func() { s.health.run(bg); bgDone <- struct{}{} }()
+		go func() { s.presence.run(bg); bgDone <- struct{}{} }()
 	} else {
+		bgDone <- struct{}{}
 		bgDone <- struct{}{}
 		bgDone <- struct{}{}
 	}
@@ -386,6 +395,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	stopRewrap()
 	stopBG()
+	<-bgDone
 	<-bgDone
 	<-bgDone
 	s.close()

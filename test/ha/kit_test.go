@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -47,54 +46,58 @@ type server struct {
 	proc    *testkit.Proc
 	addr    string
 	dataDir string
+	etcd    []string // its etcd endpoints when not all members' (a proxy)
 }
 
 func newCluster(t *testing.T, n int, extra ...string) *cluster {
+	t.Helper()
+	return newClusterKey(t, n, true, extra...)
+}
+
+// newClusterKey is newCluster; with keyFile false the servers get no
+// --master-key-file (their master key access is in extra: a KMS seal).
+func newClusterKey(t *testing.T, n int, keyFile bool, extra ...string) *cluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts etcd and coffer-server processes")
 	}
 	c := &cluster{t: t, etcd: etcdtest.Start(t, etcdtest.Options{Members: 3}), extra: extra}
-	c.key = filepath.Join(t.TempDir(), "master.key")
-	if _, err := seal.CreateKeyFile(c.key); err != nil {
-		t.Fatal(err)
+	if keyFile {
+		c.key = filepath.Join(t.TempDir(), "master.key")
+		if _, err := seal.CreateKeyFile(c.key); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i := range n {
 		s := &server{addr: testkit.FreeAddr(t), dataDir: filepath.Join(t.TempDir(), fmt.Sprintf("server-%d", i))}
 		c.servers = append(c.servers, s)
 		c.start(i)
 		if i == 0 {
-			tok, err := os.ReadFile(filepath.Join(s.dataDir, "admin.token"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.token = strings.TrimSpace(string(tok))
-			if c.caPEM, err = os.ReadFile(filepath.Join(s.dataDir, "ca.pem")); err != nil {
-				t.Fatal(err)
-			}
+			c.loadBootstrap(0)
 		}
 	}
 	return c
+}
+
+// loadBootstrap reads the admin token and CA of server i, the first.
+func (c *cluster) loadBootstrap(i int) {
+	c.t.Helper()
+	tok, err := os.ReadFile(filepath.Join(c.servers[i].dataDir, "admin.token"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.token = strings.TrimSpace(string(tok))
+	if c.caPEM, err = os.ReadFile(filepath.Join(c.servers[i].dataDir, "ca.pem")); err != nil {
+		c.t.Fatal(err)
+	}
 }
 
 // start (re)starts server i on its address and data dir and waits until it
 // listens.
 func (c *cluster) start(i int) {
 	c.t.Helper()
-	s := c.servers[i]
-	args := append([]string{"--store", "etcd", "--etcd-endpoints", strings.Join(c.etcd.Endpoints(), ","), "--etcd-prefix", "ha",
-		"--data-dir", s.dataDir, "--master-key-file", c.key, "--listen", s.addr, "--log-level", "warn"}, c.extra...)
-	s.proc = testkit.Start(c.t, testkit.Bin(c.t, "coffer-server"), args...)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if conn, err := net.Dial("tcp", s.addr); err == nil {
-			conn.Close()
-			return
-		}
-		if s.proc.Exited() || time.Now().After(deadline) {
-			c.t.Fatalf("coffer-server %d did not start:\n%s", i, s.proc.Logs())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := c.restart(i); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
@@ -203,9 +206,9 @@ func waitValue(t *testing.T, a *simAgent, id, file, want string, within time.Dur
 	if err != nil {
 		got := "absent"
 		if f, ok := a.d.Files(id)[file]; ok {
-			got = fmt.Sprintf("%q", f.Value)
+			got = fmt.Sprintf("another value (version %d)", f.Version)
 		}
-		t.Fatalf("%s: container %s file %s: want %q within %v, have %s", a.name, id, file, want, within, got)
+		t.Fatalf("%s: container %s file %s: want %q within %v, have %s; agent %+v", a.name, id, file, want, within, got, a.Stats())
 	}
 }
 

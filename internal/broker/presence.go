@@ -1,0 +1,96 @@
+package broker
+
+import (
+	"slices"
+	"sort"
+
+	"coffer/internal/policy"
+)
+
+// AgentPresence is what a server knows of one agent connected to it: its
+// containers and, for each secret granted to them, the version each has
+// acknowledged. Servers sharing a store publish it so that any of them can
+// answer rollout status and agent ls for the whole installation (see
+// internal/server/presence.go). It holds names and version numbers, never
+// a value.
+type AgentPresence struct {
+	Server     string              `json:"server,omitempty"`  // the address of the server it is connected to
+	Address    string              `json:"address,omitempty"` // the agent's remote address
+	Containers []ContainerPresence `json:"containers"`
+	// Omitted counts the containers left out of a record too large to
+	// publish (Containers is then empty).
+	Omitted int `json:"omitted,omitempty"`
+}
+
+// ContainerPresence is one container of an AgentPresence.
+type ContainerPresence struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name,omitempty"`
+	Secrets []Holding `json:"secrets,omitempty"` // sorted by secret
+}
+
+// Holding is a container's state for one granted secret, as in Holder.
+type Holding struct {
+	Secret   string `json:"s"`
+	Version  uint64 `json:"v,omitempty"`
+	Pending  bool   `json:"p,omitempty"`
+	Rotation string `json:"r,omitempty"`
+}
+
+// Presence returns, by agent name, the agents with an open stream to this
+// broker and their containers' rollout state (sorted, so that an unchanged
+// state compares equal).
+func (b *Broker) Presence() map[string]AgentPresence {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string]AgentPresence, len(b.sessions))
+	for name := range b.sessions {
+		p := AgentPresence{Containers: []ContainerPresence{}}
+		if h := b.hosts[name]; h != nil {
+			for _, c := range h.containers {
+				cp := ContainerPresence{ID: c.info.Id, Name: c.info.Name}
+				for _, g := range c.grants {
+					hd := Holding{Secret: g.Secret, Rotation: g.Rotation, Pending: c.ackGen != c.gen}
+					for _, f := range c.applied {
+						if f.Secret == g.Secret {
+							hd.Version = f.Version
+						}
+					}
+					if want, dynamic := b.wantVersion(c, g.Secret); want != 0 && hd.Version != want && (hd.Rotation != policy.RotationNone || hd.Version == 0) || dynamic && want == 0 {
+						hd.Pending = true
+					}
+					cp.Secrets = append(cp.Secrets, hd)
+				}
+				sort.Slice(cp.Secrets, func(i, j int) bool { return cp.Secrets[i].Secret < cp.Secrets[j].Secret })
+				cp.Secrets = slices.CompactFunc(cp.Secrets, func(x, y Holding) bool { return x.Secret == y.Secret })
+				p.Containers = append(p.Containers, cp)
+			}
+		}
+		sort.Slice(p.Containers, func(i, j int) bool { return p.Containers[i].ID < p.Containers[j].ID })
+		out[name] = p
+	}
+	return out
+}
+
+// Holders lists the holders of secret name in p, as Rollout does for this
+// broker's own agents.
+func (p AgentPresence) Holders(agent, name string) []Holder {
+	var out []Holder
+	for _, c := range p.Containers {
+		i, ok := slices.BinarySearchFunc(c.Secrets, name, func(h Holding, s string) int {
+			switch {
+			case h.Secret < s:
+				return -1
+			case h.Secret > s:
+				return 1
+			}
+			return 0
+		})
+		if !ok {
+			continue
+		}
+		h := c.Secrets[i]
+		out = append(out, Holder{Agent: agent, ContainerID: c.ID, ContainerName: c.Name, Version: h.Version, Pending: h.Pending, Rotation: h.Rotation})
+	}
+	return out
+}
