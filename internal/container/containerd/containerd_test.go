@@ -179,6 +179,11 @@ func TestIdentity(t *testing.T) {
 		if got.Name != "evil/claims/sidecar" {
 			t.Errorf("Name = %q", got.Name)
 		}
+		// The pod the server checks against the API server: the sandbox's
+		// metadata, whatever its labels claim.
+		if p, want := got.Pod, (container.Pod{UID: evil.Config.GetMetadata().GetUid(), Namespace: "evil", Name: "claims", Container: "sidecar"}); p == nil || *p != want || want.UID == "" {
+			t.Errorf("hostile pod's Pod = %+v, want %+v", p, want)
+		}
 		// The kubelet passed the image id: the name comes from the CRI.
 		if got.Image != containerdtest.AppImage {
 			t.Errorf("Image by id = %q, want %q", got.Image, containerdtest.AppImage)
@@ -191,6 +196,9 @@ func TestIdentity(t *testing.T) {
 		want = map[string]string{"app": "web", "tier": "frontend", containerd.LabelNamespace: "shop", containerd.LabelPod: "web-1", containerd.LabelContainer: "nginx"}
 		if !equal(info.Labels, want) {
 			t.Errorf("Labels = %v, want %v", info.Labels, want)
+		}
+		if p, want := info.Pod, (container.Pod{UID: before.Config.GetMetadata().GetUid(), Namespace: "shop", Name: "web-1", Container: "nginx"}); p == nil || *p != want {
+			t.Errorf("Pod = %+v, want %+v", p, want)
 		}
 		if info.Image != containerdtest.AppImage {
 			t.Errorf("Image = %q, want %q", info.Image, containerdtest.AppImage)
