@@ -250,3 +250,41 @@ func TestNodeAgentWithoutVerifierIsTrusted(t *testing.T) {
 		t.Errorf("delivery record %v", d)
 	}
 }
+
+// A binding whose selector matches a container without labels (`!x`)
+// gives nothing to a container whose pod is held or refused: what it gets
+// does not hang on its labels being empty.
+func TestWithheldContainerMatchesNoBinding(t *testing.T) {
+	pods := &fakePods{pods: map[string]Pod{
+		"uid-b": {UID: "uid-b", Namespace: "shop", Name: "web-2", Node: "node-b", Labels: map[string]string{}, Containers: []string{"web"}},
+		"uid-a": {UID: "uid-a", Namespace: "shop", Name: "web-1", Node: "node-a", Labels: map[string]string{}, Containers: []string{"web"}},
+	}}
+	r := kubeRig(t, pods, nil)
+	r.put("any/thing", []byte("any-value"))
+	r.bind(binding("any", "any/thing", "!nothere"))
+	a := r.dial(r.enroll("node-a", nodeA, ""))
+	a.report(podCtr("held", "uid-none", "shop", "web-9", "web", nil))
+	a.report(podCtr("refused", "uid-b", "shop", "web-2", "web", nil))
+	a.report(podCtr("real", "uid-a", "shop", "web-1", "web", nil))
+	a.waitFiles("real", "thing=any/thing@1")
+	a.waitFiles("refused", "")
+	if fs, ok := a.files("held"); ok {
+		t.Fatalf("held container was sent %v", fs)
+	}
+	// Also when the binding comes after the reports.
+	r.bind(binding("any2", "any/thing", "!other"))
+	r.put("any/thing", []byte("any-value-2"))
+	a.waitFiles("real", "thing=any/thing@2")
+	a.waitFiles("refused", "")
+	if _, ok := a.files("held"); ok {
+		t.Fatal("held container was sent a state")
+	}
+	next, err := r.cat.Bindings().With(binding("any3", "any/other", "!zzz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	effects := r.b.Preview(next)
+	if len(effects) != 1 || effects[0].ContainerID != "real" {
+		t.Errorf("preview lists %+v", effects)
+	}
+}
