@@ -36,7 +36,8 @@ import (
 // containers claim are dropped before matching (a Docker host cannot claim
 // a namespace or a ServiceAccount). Without a PodVerifier, a node agent's
 // containers are matched on what the agent reports (documented: without
-// --kubeconfig, a node's root can invent pods).
+// --kubeconfig, a node's root can invent pods), less k8s.serviceaccount,
+// which only the API server can tell.
 
 // Label keys of the Kubernetes identity.
 const (
@@ -117,9 +118,16 @@ func (b *Broker) admitLocked(c *ctr, claim *cofferv1.Container) {
 		return
 	}
 	if b.cfg.Pods == nil {
+		// The agent's word, as before; but only the API server can tell a
+		// ServiceAccount (the runtime never knows it).
 		b.podIndexLocked(c, "")
 		c.kube.state = podStateOK
-		c.info = claim // today's behaviour: the agent's word
+		c.info = claim
+		if _, ok := claim.GetLabels()[LabelServiceAccount]; ok {
+			c.info = shallow(claim)
+			c.info.Labels = maps.Clone(claim.Labels)
+			delete(c.info.Labels, LabelServiceAccount)
+		}
 		return
 	}
 	ref := claim.GetPod()

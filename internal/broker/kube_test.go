@@ -237,14 +237,17 @@ func TestDockerHostCannotClaimKubernetesIdentity(t *testing.T) {
 }
 
 // Without a verifier (no kubeconfig), a node agent's containers are
-// matched on what it reports, as before.
+// matched on what it reports, as before, but for a ServiceAccount.
 func TestNodeAgentWithoutVerifierIsTrusted(t *testing.T) {
 	r := kubeRig(t, nil, nil)
 	r.put("shop/db", []byte("db-value"))
+	r.put("shop/sa", []byte("sa-value"))
 	r.bind(binding("shop", "shop/db", "app=web,k8s.namespace=shop"))
+	r.bind(binding("sa", "shop/sa", "k8s.serviceaccount=web-sa"))
 	a := r.dial(r.enroll("node-a", nodeA, ""))
-	a.report(podCtr("c1", "uid-x", "shop", "web-1", "web", map[string]string{"app": "web", LabelNamespace: "shop", LabelPod: "web-1"}))
-	a.waitFiles("c1", "db=shop/db@1")
+	a.report(podCtr("c1", "uid-x", "shop", "web-1", "web", map[string]string{"app": "web", LabelNamespace: "shop", LabelPod: "web-1",
+		LabelServiceAccount: "web-sa"}))
+	a.waitFiles("c1", "db=shop/db@1") // not the ServiceAccount's: only the API server can tell it
 	ev := r.waitAudit("delivery.send", 1, nil)
 	if d := ev[0].Details; d["namespace"] != "shop" || d["pod"] != "web-1" {
 		t.Errorf("delivery record %v", d)
