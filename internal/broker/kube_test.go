@@ -2,6 +2,7 @@ package broker
 
 import (
 	"maps"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -290,4 +291,49 @@ func TestWithheldContainerMatchesNoBinding(t *testing.T) {
 	if len(effects) != 1 || effects[0].ContainerID != "real" {
 		t.Errorf("preview lists %+v", effects)
 	}
+}
+
+// FuzzAdmit: whatever a node agent reports (any labels, any pod fields,
+// unicode or not), what selectors see of its container is the API
+// server's pod exactly, or nothing; and a Docker host's container never
+// carries a k8s.* label.
+func FuzzAdmit(f *testing.F) {
+	f.Add("uid-a", "shop", "web-1", "web", "k8s.namespace", "shop", true)
+	f.Add("uid-a", "shöp", "wéb-1", "☃", "app", "web", false)
+	f.Add("", "", "", "", "k8s.", "", true)
+	apiPod := Pod{UID: "uid-a", Namespace: "shop", Name: "web-1", Node: "node-a", ServiceAccount: "web-sa",
+		Labels: map[string]string{"app": "web"}, Containers: []string{"web"}}
+	want := map[string]string{"app": "web", LabelNamespace: "shop", LabelPod: "web-1", LabelContainer: "web", LabelServiceAccount: "web-sa"}
+	b := New(Config{Catalog: &fakeCatalog{}, Pods: &fakePods{pods: map[string]Pod{"uid-a": apiPod}}, PodGrace: time.Hour})
+	f.Fuzz(func(t *testing.T, uid, ns, name, container, k, v string, node bool) {
+		labels := map[string]string{}
+		if node {
+			labels[LabelNode] = "node-a"
+		}
+		h := &host{name: "a", labels: labels, containers: map[string]*ctr{}}
+		c := &ctr{agent: "a", host: h}
+		claim := &cofferv1.Container{Id: "c", Labels: map[string]string{k: v, LabelServiceAccount: v},
+			Pod: &cofferv1.Pod{Uid: uid, Namespace: ns, Name: name, Container: container}}
+		b.mu.Lock()
+		b.admitLocked(c, claim)
+		b.unpodLocked(c)
+		b.mu.Unlock()
+		got := c.info.Labels
+		switch {
+		case !node:
+			for key := range got {
+				if strings.HasPrefix(key, kubePrefix) {
+					t.Fatalf("a Docker host's container carries %q", key)
+				}
+			}
+		case c.withheld():
+			if len(got) != 0 {
+				t.Fatalf("a withheld container carries labels %v", got)
+			}
+		default:
+			if uid != "uid-a" || ns != "shop" || name != "web-1" || container != "web" || !maps.Equal(got, want) {
+				t.Fatalf("report %q %q %q %q admitted with labels %v", uid, ns, name, container, got)
+			}
+		}
+	})
 }
