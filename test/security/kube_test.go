@@ -122,6 +122,11 @@ func TestNodeAgentGetsOnlyPodsScheduledOnItsNode(t *testing.T) {
 			return e.Details["container_id"] == id && e.Details["reason"] == reason && e.Actor == "agent:node-a"
 		})
 	}
+	// Counted in the agent listing: (a) and the forged namespace (and (c)
+	// once past its 30 s grace).
+	if v := admin.Agents(t)["node-a"]; v.PodRefusals < 2 || !strings.HasPrefix(v.LastAnomalyReason, "pod_") {
+		t.Errorf("agent listing of node-a: %+v", v)
+	}
 	send := admin.WaitAudit(t, "delivery.send", 1, func(e audit.Event) bool { return e.Details["container_id"] == "d-real" })
 	if d := send[0].Details; d["namespace"] != "shop" || d["pod"] != "web-a" || d["serviceaccount"] != "web-sa" || d["container"] != "shop/web-a/web" {
 		t.Errorf("delivery record = %v", d)
