@@ -53,7 +53,10 @@ host's disk.
 
 With --runtime containerd, selectors see a pod's labels plus the reserved
 keys k8s.namespace, k8s.pod and k8s.container, set from the runtime (a pod
-label with one of these keys, or k8s.serviceaccount, is ignored). On
+label with one of these keys, or k8s.serviceaccount, is ignored). The
+server honours the k8s.* keys only for an agent enrolled with the host
+label k8s.node=NODE (--agent-labels on its join token); with --kubeconfig
+it confirms each pod with the API server and adds k8s.serviceaccount. On
 containerd 2.x the agent also registers an NRI plugin (--nri-socket) that
 writes a container's files before its first instruction; where there is no
 NRI (containerd 1.6/1.7, CRI-O) the OCI createRuntime hook "coffer-agent
@@ -162,7 +165,7 @@ second of any server being reachable again. All share one CA and one
 	f.StringVar(&containerdSocket, "containerd-socket", containerd.DefaultSocket, "containerd's socket; --runtime containerd only")
 	f.StringVar(&nriSocket, "nri-socket", nri.DefaultSocket, "NRI socket for race-free first delivery (files written before the container's first instruction); empty: off; --runtime containerd only")
 	f.StringVar(&hookSocket, "hook-socket", hook.DefaultSocket, "unix socket (root-only, 0600) where the OCI createRuntime hook `coffer-agent hook` asks for race-free first delivery on containerd without NRI (1.6, 1.7) and CRI-O; empty: off; --runtime containerd only")
-	f.StringVar(&nodeName, "node-name", hostname, "this host's Kubernetes node name (logged; reserved for the server's API-server cross-check, not sent yet)")
+	f.StringVar(&nodeName, "node-name", hostname, "this host's Kubernetes node name (logged only: the server checks pods against the agent's host label k8s.node, set at enrollment)")
 	f.StringVar(&dir, "target-dir", "/run/secrets", "directory inside containers where secrets land (default "+containerdTargetDir+" with --runtime containerd)")
 	f.IntVar(&sizeMiB, "tmpfs-size", 4, "size cap of the tmpfs in each container, MiB")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

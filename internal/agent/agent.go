@@ -425,7 +425,15 @@ func (a *Agent) enqueueLocked(m *cofferv1.AgentMessage) {
 func startedMsg(info container.Info) *cofferv1.AgentMessage {
 	return &cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Started{Started: &cofferv1.ContainerStarted{Container: &cofferv1.Container{
 		Id: info.ID, Name: info.Name, Labels: info.Labels, ImageLabels: info.ImageLabels, Image: info.Image, ImageDigest: info.ImageDigest,
+		Pod: podMsg(info.Pod),
 	}}}}
+}
+
+func podMsg(p *container.Pod) *cofferv1.Pod {
+	if p == nil {
+		return nil
+	}
+	return &cofferv1.Pod{Uid: p.UID, Namespace: p.Namespace, Name: p.Name, Container: p.Container}
 }
 
 // followRuntime mirrors runtime events into the agent's state and the stream.

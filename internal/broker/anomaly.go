@@ -58,6 +58,7 @@ const (
 type Anomalies struct {
 	ReportsLimited    uint64    `json:"reports_limited"`               // container reports delayed by the rate limit
 	IDConflicts       uint64    `json:"id_conflicts"`                  // reports of container ids another agent holds (refused)
+	PodRefusals       uint64    `json:"pod_refusals,omitempty"`        // node agent's containers the API server does not confirm (kube.go)
 	LastAnomaly       time.Time `json:"last_anomaly,omitzero"`         // when the last one happened
 	LastAnomalyReason string    `json:"last_anomaly_reason,omitempty"` // its reason (Reason*)
 }

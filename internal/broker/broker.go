@@ -72,6 +72,12 @@ type Config struct {
 	// Leases, if set, gives each container its own value of dynamic
 	// linked secrets (see leases.go).
 	Leases Leases
+	// Pods, if set (the server has a kubeconfig), confirms each container
+	// of a Kubernetes node agent against the API server (see kube.go);
+	// PodGrace is how long a container may wait for its pod before the
+	// wait is recorded (zero: DefaultPodGrace).
+	Pods     PodVerifier
+	PodGrace time.Duration
 }
 
 // Broker is safe for concurrent use.
@@ -93,6 +99,8 @@ type Broker struct {
 
 	aq  auditQueue    // delivery records on their way to the audit trail
 	inc incidentState // quarantined hosts, frozen deliveries (incident.go)
+
+	byPod map[string]map[*ctr]struct{} // node agents' containers by pod uid (kube.go)
 }
 
 type verKey struct {
@@ -110,6 +118,7 @@ type ctr struct {
 	applied []*cofferv1.FileRef // last acknowledged
 	ackGen  uint64
 	sentAt  time.Time
+	kube    kubeCtr // its pod, for a Kubernetes node agent (kube.go)
 }
 
 // New makes a Broker.
@@ -129,6 +138,7 @@ func New(cfg Config) *Broker {
 		hosts:      map[string]*host{},
 		containers: map[string]*ctr{},
 		bySecret:   map[string]map[*ctr]struct{}{},
+		byPod:      map[string]map[*ctr]struct{}{},
 		current:    map[string]uint64{},
 		values:     map[verKey]secret.Value{},
 	}
@@ -235,6 +245,9 @@ func (b *Broker) regrant(c *ctr, set *policy.Set) {
 		b.hookTarget(c.agent, t)
 	}
 	c.grants = set.Match(t)
+	if c.withheld() {
+		c.grants = nil // its pod is not confirmed by the API server (kube.go)
+	}
 	if c.host.scope != "" {
 		c.grants = scoped(set, t, c.grants, c.host.scope)
 	}
@@ -284,6 +297,9 @@ func (b *Broker) push(c *ctr) {
 	quarantined, hold := b.hold(c)
 	if hold {
 		return
+	}
+	if c.kube.state == podStateHeld && len(c.desired) == 0 {
+		return // its pod is not known yet: no state at all, not even an empty one (kube.go)
 	}
 	grants := c.grants
 	if quarantined {
@@ -460,6 +476,7 @@ func (b *Broker) Disconnect(agent string) {
 func (b *Broker) dropLocked(c *ctr, reason string) {
 	b.releaseLeases(c, c.grants, nil, reason)
 	b.unindex(c)
+	b.unpodLocked(c)
 	if b.containers[c.info.Id] == c {
 		delete(b.containers, c.info.Id)
 	}

@@ -238,7 +238,8 @@ func (b *Broker) started(sess *session, labels map[string]string, scope string, 
 		h.containers[info.Id] = c
 		b.containers[info.Id] = c
 	}
-	c.info = info
+	// c.info is what selectors see of it (kube.go).
+	b.admitLocked(c, info)
 	c.gen = 0 // a (re)started or re-reported container gets its full state again
 	b.regrant(c, b.cfg.Catalog.Bindings())
 	b.push(c)
@@ -311,7 +312,7 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 // deliveryEvent is the audit record of a delivery action on file f of
 // container info.
 func deliveryEvent(agent string, info *cofferv1.Container, action string, f *cofferv1.FileRef) audit.Event {
-	return audit.Event{
+	e := audit.Event{
 		Actor: "agent:" + agent, Action: action, Object: "secret:" + f.Secret, Result: "ok",
 		Details: map[string]string{
 			"secret": f.Secret, "version": fmt.Sprint(f.Version), "file": f.File,
@@ -319,6 +320,15 @@ func deliveryEvent(agent string, info *cofferv1.Container, action string, f *cof
 			"agent": agent,
 		},
 	}
+	// A pod's identity: the API server's when the server confirms node
+	// agents' pods, else the node agent's report; never a Docker host's
+	// (its k8s.* labels are dropped, see kube.go).
+	for k, key := range map[string]string{"namespace": LabelNamespace, "pod": LabelPod, "serviceaccount": LabelServiceAccount} {
+		if v, ok := info.GetLabels()[key]; ok {
+			e.Details[k] = clip(v)
+		}
+	}
+	return e
 }
 
 // clipLen bounds the text an agent chose (container ids, names, images,

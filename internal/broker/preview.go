@@ -43,6 +43,9 @@ func (b *Broker) Preview(set *policy.Set) []Effect {
 	b.mu.Lock()
 	snaps := make([]snap, 0, len(b.containers))
 	for _, c := range b.containers {
+		if c.withheld() {
+			continue // gets nothing whatever the bindings (kube.go)
+		}
 		snaps = append(snaps, snap{
 			agent: c.agent, id: c.info.Id, name: c.info.Name, scope: c.host.scope, grants: c.grants,
 			target: policy.Target{

@@ -28,6 +28,15 @@ type Info struct {
 	Image       string            // image reference as the container was created, e.g. "registry/x:1.2"
 	ImageDigest string            // "sha256:..." of the image (config digest or repo digest)
 	PID         int               // host pid of the container's init process; 0 if not running
+	Pod         *Pod              // its Kubernetes pod (containerd runtime); nil elsewhere
+}
+
+// Pod is a container's Kubernetes pod as the node's runtime knows it (the
+// CRI sandbox's metadata), and the container's name in the pod spec. The
+// server checks it against the API server (docs/kubernetes.md).
+type Pod struct {
+	UID, Namespace, Name string
+	Container            string
 }
 
 // EventKind says what happened to a container.

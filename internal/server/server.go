@@ -28,6 +28,7 @@ import (
 	"coffer/internal/identity"
 	"coffer/internal/incident"
 	"coffer/internal/keystore"
+	"coffer/internal/kube"
 	"coffer/internal/lease"
 	"coffer/internal/linker"
 	"coffer/internal/seal"
@@ -52,6 +53,7 @@ type Server struct {
 	ks     keystore.Set
 	leases *lease.Manager // nil without issuing upstreams (vault-dynamic)
 	iss    keystore.Issuers
+	pods   *kube.Pods // nil without a kubeconfig (kube.go)
 
 	// On a shared store (etcd) only:
 	feed       *feed         // the store's watch, feeding caches and broker
@@ -241,6 +243,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.leases = lm
 	bcfg := broker.Config{Catalog: cat, Audit: s.audit, Agents: fl, Logger: log}
+	if s.pods, err = openPods(cfg, log); err != nil {
+		return nil, err
+	} else if s.pods != nil {
+		bcfg.Pods = podVerifier{s.pods}
+	}
 	var dynamic api.DynamicLinker
 	if lm != nil {
 		bcfg.Leases, dynamic = lm, lm
@@ -250,6 +257,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		lm.SetNotify(b.LeaseChanged)
 	}
 	s.Broker = b
+	if err := s.startPods(ctx, b); err != nil {
+		return nil, err
+	}
 	inc, err := incident.Open(ctx, s.st)
 	if err != nil {
 		return nil, err
@@ -406,6 +416,9 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 func (s *Server) close() {
+	if s.pods != nil {
+		s.pods.Close()
+	}
 	if s.ks != nil {
 		s.ks.Close()
 	}

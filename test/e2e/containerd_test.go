@@ -40,7 +40,10 @@ func testContainerdPods(t *testing.T, d *containerdtest.Daemon) {
 	label := "e2e-" + randID()
 	s := &stack{t: t, dir: dir, label: label}
 	s.srv = testkit.StartServer(t, filepath.Join(dir, "server"))
-	join := strings.TrimSpace(s.srv.MustCLI(t, "", "token", "create", "--role", "agent", "--ttl", "10m"))
+	// A Kubernetes node agent (k8s.node): only its containers may carry
+	// the k8s.* identity (the server has no kubeconfig here, so it trusts
+	// the node's runtime).
+	join := strings.TrimSpace(s.srv.MustCLI(t, "", "token", "create", "--role", "agent", "--ttl", "10m", "--agent-labels", "k8s.node=node-1"))
 	// The agent serves only this test's pods: other tests share the daemon.
 	s.agent = testkit.Start(t, testkit.Bin(t, "coffer-agent"), "--runtime", "containerd", "--containerd-socket", d.Socket,
 		"--server", s.srv.Addr, "--ca-cert", s.srv.CA, "--state-dir", filepath.Join(dir, "agent"), "--name", "k8s-node",

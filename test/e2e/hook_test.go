@@ -42,7 +42,7 @@ func TestContainerdHook(t *testing.T) {
 	label := "e2e-" + randID()
 	s := &stack{t: t, dir: dir, label: label}
 	s.srv = testkit.StartServer(t, filepath.Join(dir, "server"))
-	join := strings.TrimSpace(s.srv.MustCLI(t, "", "token", "create", "--role", "agent", "--ttl", "10m"))
+	join := strings.TrimSpace(s.srv.MustCLI(t, "", "token", "create", "--role", "agent", "--ttl", "10m", "--agent-labels", "k8s.node=node-1"))
 	agentArgs := []string{"--runtime", "containerd", "--containerd-socket", d.Socket, "--hook-socket", d.HookSocket, "--nri-socket", "",
 		"--server", s.srv.Addr, "--ca-cert", s.srv.CA, "--state-dir", filepath.Join(dir, "agent"), "--name", "k8s-hook-node",
 		"--node-name", "node-1", "--log-level", "debug", "--only-labels", "coffer.test=" + label}

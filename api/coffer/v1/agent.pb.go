@@ -37,7 +37,14 @@ type Container struct {
 	// are the image author's, not the operator's: selectors see them only
 	// under the reserved key prefix "image.label/" (see package policy).
 	// `labels` never holds them.
-	ImageLabels   map[string]string `protobuf:"bytes,6,rep,name=image_labels,json=imageLabels,proto3" json:"image_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ImageLabels map[string]string `protobuf:"bytes,6,rep,name=image_labels,json=imageLabels,proto3" json:"image_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The Kubernetes pod the container belongs to, as the node's runtime
+	// says (containerd's CRI sandbox metadata); unset off Kubernetes. The
+	// server never trusts it as such: with a kubeconfig it delivers to a
+	// container of an agent labelled k8s.node only if the API server has a
+	// pod with this uid, namespace and name, bound to that node, with a
+	// container of that name (docs/kubernetes.md).
+	Pod           *Pod `protobuf:"bytes,7,opt,name=pod,proto3" json:"pod,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -114,6 +121,82 @@ func (x *Container) GetImageLabels() map[string]string {
 	return nil
 }
 
+func (x *Container) GetPod() *Pod {
+	if x != nil {
+		return x.Pod
+	}
+	return nil
+}
+
+// Pod is a container's Kubernetes pod and its name in the pod spec.
+type Pod struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Uid           string                 `protobuf:"bytes,1,opt,name=uid,proto3" json:"uid,omitempty"`
+	Namespace     string                 `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Container     string                 `protobuf:"bytes,4,opt,name=container,proto3" json:"container,omitempty"` // the container's name in the pod spec
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Pod) Reset() {
+	*x = Pod{}
+	mi := &file_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Pod) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Pod) ProtoMessage() {}
+
+func (x *Pod) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Pod.ProtoReflect.Descriptor instead.
+func (*Pod) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Pod) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *Pod) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Pod) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Pod) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
 type AgentMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -131,7 +214,7 @@ type AgentMessage struct {
 
 func (x *AgentMessage) Reset() {
 	*x = AgentMessage{}
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -143,7 +226,7 @@ func (x *AgentMessage) String() string {
 func (*AgentMessage) ProtoMessage() {}
 
 func (x *AgentMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[1]
+	mi := &file_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -156,7 +239,7 @@ func (x *AgentMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentMessage.ProtoReflect.Descriptor instead.
 func (*AgentMessage) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{1}
+	return file_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AgentMessage) GetMsg() isAgentMessage_Msg {
@@ -269,7 +352,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +364,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[2]
+	mi := &file_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +377,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{2}
+	return file_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Hello) GetVersion() string {
@@ -313,7 +396,7 @@ type ContainerStarted struct {
 
 func (x *ContainerStarted) Reset() {
 	*x = ContainerStarted{}
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -325,7 +408,7 @@ func (x *ContainerStarted) String() string {
 func (*ContainerStarted) ProtoMessage() {}
 
 func (x *ContainerStarted) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[3]
+	mi := &file_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -338,7 +421,7 @@ func (x *ContainerStarted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStarted.ProtoReflect.Descriptor instead.
 func (*ContainerStarted) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{3}
+	return file_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ContainerStarted) GetContainer() *Container {
@@ -357,7 +440,7 @@ type ContainerStopped struct {
 
 func (x *ContainerStopped) Reset() {
 	*x = ContainerStopped{}
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -369,7 +452,7 @@ func (x *ContainerStopped) String() string {
 func (*ContainerStopped) ProtoMessage() {}
 
 func (x *ContainerStopped) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[4]
+	mi := &file_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -382,7 +465,7 @@ func (x *ContainerStopped) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStopped.ProtoReflect.Descriptor instead.
 func (*ContainerStopped) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{4}
+	return file_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ContainerStopped) GetId() string {
@@ -402,7 +485,7 @@ type ContainerSync struct {
 
 func (x *ContainerSync) Reset() {
 	*x = ContainerSync{}
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +497,7 @@ func (x *ContainerSync) String() string {
 func (*ContainerSync) ProtoMessage() {}
 
 func (x *ContainerSync) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[5]
+	mi := &file_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +510,7 @@ func (x *ContainerSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerSync.ProtoReflect.Descriptor instead.
 func (*ContainerSync) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ContainerSync) GetRunning() []string {
@@ -450,7 +533,7 @@ type Applied struct {
 
 func (x *Applied) Reset() {
 	*x = Applied{}
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +545,7 @@ func (x *Applied) String() string {
 func (*Applied) ProtoMessage() {}
 
 func (x *Applied) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[6]
+	mi := &file_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +558,7 @@ func (x *Applied) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Applied.ProtoReflect.Descriptor instead.
 func (*Applied) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Applied) GetContainerId() string {
@@ -510,7 +593,7 @@ type AppliedBatch struct {
 
 func (x *AppliedBatch) Reset() {
 	*x = AppliedBatch{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +605,7 @@ func (x *AppliedBatch) String() string {
 func (*AppliedBatch) ProtoMessage() {}
 
 func (x *AppliedBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +618,7 @@ func (x *AppliedBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedBatch.ProtoReflect.Descriptor instead.
 func (*AppliedBatch) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AppliedBatch) GetApplied() []*Applied {
@@ -559,7 +642,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +654,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +667,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ServerMessage) GetMsg() isServerMessage_Msg {
@@ -661,7 +744,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +756,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +769,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Batch) GetValues() *Values {
@@ -714,7 +797,7 @@ type SecretValue struct {
 
 func (x *SecretValue) Reset() {
 	*x = SecretValue{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +809,7 @@ func (x *SecretValue) String() string {
 func (*SecretValue) ProtoMessage() {}
 
 func (x *SecretValue) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +822,7 @@ func (x *SecretValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretValue.ProtoReflect.Descriptor instead.
 func (*SecretValue) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SecretValue) GetSecret() string {
@@ -773,7 +856,7 @@ type Values struct {
 
 func (x *Values) Reset() {
 	*x = Values{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +868,7 @@ func (x *Values) String() string {
 func (*Values) ProtoMessage() {}
 
 func (x *Values) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +881,7 @@ func (x *Values) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Values.ProtoReflect.Descriptor instead.
 func (*Values) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Values) GetValues() []*SecretValue {
@@ -830,7 +913,7 @@ type FileRef struct {
 
 func (x *FileRef) Reset() {
 	*x = FileRef{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +925,7 @@ func (x *FileRef) String() string {
 func (*FileRef) ProtoMessage() {}
 
 func (x *FileRef) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +938,7 @@ func (x *FileRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRef.ProtoReflect.Descriptor instead.
 func (*FileRef) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FileRef) GetSecret() string {
@@ -919,7 +1002,7 @@ type Desired struct {
 
 func (x *Desired) Reset() {
 	*x = Desired{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1014,7 @@ func (x *Desired) String() string {
 func (*Desired) ProtoMessage() {}
 
 func (x *Desired) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1027,7 @@ func (x *Desired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Desired.ProtoReflect.Descriptor instead.
 func (*Desired) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Desired) GetContainerId() string {
@@ -977,7 +1060,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1072,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1085,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -1021,7 +1104,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1116,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1129,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RenewResponse) GetCertificate() []byte {
@@ -1060,20 +1143,26 @@ var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
-	"\vagent.proto\x12\tcoffer.v1\"\xe7\x02\n" +
+	"\vagent.proto\x12\tcoffer.v1\"\x89\x03\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x128\n" +
 	"\x06labels\x18\x03 \x03(\v2 .coffer.v1.Container.LabelsEntryR\x06labels\x12\x14\n" +
 	"\x05image\x18\x04 \x01(\tR\x05image\x12!\n" +
 	"\fimage_digest\x18\x05 \x01(\tR\vimageDigest\x12H\n" +
-	"\fimage_labels\x18\x06 \x03(\v2%.coffer.v1.Container.ImageLabelsEntryR\vimageLabels\x1a9\n" +
+	"\fimage_labels\x18\x06 \x03(\v2%.coffer.v1.Container.ImageLabelsEntryR\vimageLabels\x12 \n" +
+	"\x03pod\x18\a \x01(\v2\x0e.coffer.v1.PodR\x03pod\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
 	"\x10ImageLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd1\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"g\n" +
+	"\x03Pod\x12\x10\n" +
+	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1c\n" +
+	"\tcontainer\x18\x04 \x01(\tR\tcontainer\"\xd1\x02\n" +
 	"\fAgentMessage\x12(\n" +
 	"\x05hello\x18\x01 \x01(\v2\x10.coffer.v1.HelloH\x00R\x05hello\x127\n" +
 	"\astarted\x18\x02 \x01(\v2\x1b.coffer.v1.ContainerStartedH\x00R\astarted\x127\n" +
@@ -1146,54 +1235,56 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_agent_proto_goTypes = []any{
 	(*Container)(nil),        // 0: coffer.v1.Container
-	(*AgentMessage)(nil),     // 1: coffer.v1.AgentMessage
-	(*Hello)(nil),            // 2: coffer.v1.Hello
-	(*ContainerStarted)(nil), // 3: coffer.v1.ContainerStarted
-	(*ContainerStopped)(nil), // 4: coffer.v1.ContainerStopped
-	(*ContainerSync)(nil),    // 5: coffer.v1.ContainerSync
-	(*Applied)(nil),          // 6: coffer.v1.Applied
-	(*AppliedBatch)(nil),     // 7: coffer.v1.AppliedBatch
-	(*ServerMessage)(nil),    // 8: coffer.v1.ServerMessage
-	(*Batch)(nil),            // 9: coffer.v1.Batch
-	(*SecretValue)(nil),      // 10: coffer.v1.SecretValue
-	(*Values)(nil),           // 11: coffer.v1.Values
-	(*FileRef)(nil),          // 12: coffer.v1.FileRef
-	(*Desired)(nil),          // 13: coffer.v1.Desired
-	(*RenewRequest)(nil),     // 14: coffer.v1.RenewRequest
-	(*RenewResponse)(nil),    // 15: coffer.v1.RenewResponse
-	nil,                      // 16: coffer.v1.Container.LabelsEntry
-	nil,                      // 17: coffer.v1.Container.ImageLabelsEntry
+	(*Pod)(nil),              // 1: coffer.v1.Pod
+	(*AgentMessage)(nil),     // 2: coffer.v1.AgentMessage
+	(*Hello)(nil),            // 3: coffer.v1.Hello
+	(*ContainerStarted)(nil), // 4: coffer.v1.ContainerStarted
+	(*ContainerStopped)(nil), // 5: coffer.v1.ContainerStopped
+	(*ContainerSync)(nil),    // 6: coffer.v1.ContainerSync
+	(*Applied)(nil),          // 7: coffer.v1.Applied
+	(*AppliedBatch)(nil),     // 8: coffer.v1.AppliedBatch
+	(*ServerMessage)(nil),    // 9: coffer.v1.ServerMessage
+	(*Batch)(nil),            // 10: coffer.v1.Batch
+	(*SecretValue)(nil),      // 11: coffer.v1.SecretValue
+	(*Values)(nil),           // 12: coffer.v1.Values
+	(*FileRef)(nil),          // 13: coffer.v1.FileRef
+	(*Desired)(nil),          // 14: coffer.v1.Desired
+	(*RenewRequest)(nil),     // 15: coffer.v1.RenewRequest
+	(*RenewResponse)(nil),    // 16: coffer.v1.RenewResponse
+	nil,                      // 17: coffer.v1.Container.LabelsEntry
+	nil,                      // 18: coffer.v1.Container.ImageLabelsEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	16, // 0: coffer.v1.Container.labels:type_name -> coffer.v1.Container.LabelsEntry
-	17, // 1: coffer.v1.Container.image_labels:type_name -> coffer.v1.Container.ImageLabelsEntry
-	2,  // 2: coffer.v1.AgentMessage.hello:type_name -> coffer.v1.Hello
-	3,  // 3: coffer.v1.AgentMessage.started:type_name -> coffer.v1.ContainerStarted
-	4,  // 4: coffer.v1.AgentMessage.stopped:type_name -> coffer.v1.ContainerStopped
-	5,  // 5: coffer.v1.AgentMessage.sync:type_name -> coffer.v1.ContainerSync
-	6,  // 6: coffer.v1.AgentMessage.applied:type_name -> coffer.v1.Applied
-	7,  // 7: coffer.v1.AgentMessage.applied_batch:type_name -> coffer.v1.AppliedBatch
-	0,  // 8: coffer.v1.ContainerStarted.container:type_name -> coffer.v1.Container
-	6,  // 9: coffer.v1.AppliedBatch.applied:type_name -> coffer.v1.Applied
-	11, // 10: coffer.v1.ServerMessage.values:type_name -> coffer.v1.Values
-	13, // 11: coffer.v1.ServerMessage.desired:type_name -> coffer.v1.Desired
-	9,  // 12: coffer.v1.ServerMessage.batch:type_name -> coffer.v1.Batch
-	11, // 13: coffer.v1.Batch.values:type_name -> coffer.v1.Values
-	13, // 14: coffer.v1.Batch.desired:type_name -> coffer.v1.Desired
-	10, // 15: coffer.v1.Values.values:type_name -> coffer.v1.SecretValue
-	12, // 16: coffer.v1.Desired.files:type_name -> coffer.v1.FileRef
-	1,  // 17: coffer.v1.AgentService.Sync:input_type -> coffer.v1.AgentMessage
-	14, // 18: coffer.v1.AgentService.Renew:input_type -> coffer.v1.RenewRequest
-	8,  // 19: coffer.v1.AgentService.Sync:output_type -> coffer.v1.ServerMessage
-	15, // 20: coffer.v1.AgentService.Renew:output_type -> coffer.v1.RenewResponse
-	19, // [19:21] is the sub-list for method output_type
-	17, // [17:19] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	17, // 0: coffer.v1.Container.labels:type_name -> coffer.v1.Container.LabelsEntry
+	18, // 1: coffer.v1.Container.image_labels:type_name -> coffer.v1.Container.ImageLabelsEntry
+	1,  // 2: coffer.v1.Container.pod:type_name -> coffer.v1.Pod
+	3,  // 3: coffer.v1.AgentMessage.hello:type_name -> coffer.v1.Hello
+	4,  // 4: coffer.v1.AgentMessage.started:type_name -> coffer.v1.ContainerStarted
+	5,  // 5: coffer.v1.AgentMessage.stopped:type_name -> coffer.v1.ContainerStopped
+	6,  // 6: coffer.v1.AgentMessage.sync:type_name -> coffer.v1.ContainerSync
+	7,  // 7: coffer.v1.AgentMessage.applied:type_name -> coffer.v1.Applied
+	8,  // 8: coffer.v1.AgentMessage.applied_batch:type_name -> coffer.v1.AppliedBatch
+	0,  // 9: coffer.v1.ContainerStarted.container:type_name -> coffer.v1.Container
+	7,  // 10: coffer.v1.AppliedBatch.applied:type_name -> coffer.v1.Applied
+	12, // 11: coffer.v1.ServerMessage.values:type_name -> coffer.v1.Values
+	14, // 12: coffer.v1.ServerMessage.desired:type_name -> coffer.v1.Desired
+	10, // 13: coffer.v1.ServerMessage.batch:type_name -> coffer.v1.Batch
+	12, // 14: coffer.v1.Batch.values:type_name -> coffer.v1.Values
+	14, // 15: coffer.v1.Batch.desired:type_name -> coffer.v1.Desired
+	11, // 16: coffer.v1.Values.values:type_name -> coffer.v1.SecretValue
+	13, // 17: coffer.v1.Desired.files:type_name -> coffer.v1.FileRef
+	2,  // 18: coffer.v1.AgentService.Sync:input_type -> coffer.v1.AgentMessage
+	15, // 19: coffer.v1.AgentService.Renew:input_type -> coffer.v1.RenewRequest
+	9,  // 20: coffer.v1.AgentService.Sync:output_type -> coffer.v1.ServerMessage
+	16, // 21: coffer.v1.AgentService.Renew:output_type -> coffer.v1.RenewResponse
+	20, // [20:22] is the sub-list for method output_type
+	18, // [18:20] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1201,7 +1292,7 @@ func file_agent_proto_init() {
 	if File_agent_proto != nil {
 		return
 	}
-	file_agent_proto_msgTypes[1].OneofWrappers = []any{
+	file_agent_proto_msgTypes[2].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Started)(nil),
 		(*AgentMessage_Stopped)(nil),
@@ -1209,7 +1300,7 @@ func file_agent_proto_init() {
 		(*AgentMessage_Applied)(nil),
 		(*AgentMessage_AppliedBatch)(nil),
 	}
-	file_agent_proto_msgTypes[8].OneofWrappers = []any{
+	file_agent_proto_msgTypes[9].OneofWrappers = []any{
 		(*ServerMessage_Values)(nil),
 		(*ServerMessage_Desired)(nil),
 		(*ServerMessage_Batch)(nil),
@@ -1220,7 +1311,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

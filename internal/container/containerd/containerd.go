@@ -225,6 +225,7 @@ func (r *Runtime) info(ctx context.Context, c *runtimeapi.Container, pid uint32)
 		ImageDigest: imageDigest(c),
 		Image:       image,
 		PID:         int(p.GetPid()),
+		Pod:         podRef(pd, name),
 	}
 	im := r.image(ctx, info.ImageDigest)
 	info.ImageLabels = im.labels
@@ -251,7 +252,7 @@ func (r *Runtime) Pending(ctx context.Context, sandboxID, id, name, image string
 	if err != nil {
 		return container.Info{}, fmt.Errorf("containerd: pending %s: %w", clip(id), err)
 	}
-	info := container.Info{ID: id, Name: pd.namespace + "/" + pd.name + "/" + name, Labels: labelsOf(pd, name), Image: image, ImageLabels: map[string]string{}}
+	info := container.Info{ID: id, Name: pd.namespace + "/" + pd.name + "/" + name, Labels: labelsOf(pd, name), Image: image, ImageLabels: map[string]string{}, Pod: podRef(pd, name)}
 	if image != "" {
 		resp, err := r.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: image}})
 		if err == nil && resp.GetImage() != nil {

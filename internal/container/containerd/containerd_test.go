@@ -179,6 +179,11 @@ func TestIdentity(t *testing.T) {
 		if got.Name != "evil/claims/sidecar" {
 			t.Errorf("Name = %q", got.Name)
 		}
+		// The pod the server checks against the API server: the sandbox's
+		// metadata, whatever its labels claim.
+		if p, want := got.Pod, (container.Pod{UID: evil.Config.GetMetadata().GetUid(), Namespace: "evil", Name: "claims", Container: "sidecar"}); p == nil || *p != want || want.UID == "" {
+			t.Errorf("hostile pod's Pod = %+v, want %+v", p, want)
+		}
 		// The kubelet passed the image id: the name comes from the CRI.
 		if got.Image != containerdtest.AppImage {
 			t.Errorf("Image by id = %q, want %q", got.Image, containerdtest.AppImage)
@@ -191,6 +196,9 @@ func TestIdentity(t *testing.T) {
 		want = map[string]string{"app": "web", "tier": "frontend", containerd.LabelNamespace: "shop", containerd.LabelPod: "web-1", containerd.LabelContainer: "nginx"}
 		if !equal(info.Labels, want) {
 			t.Errorf("Labels = %v, want %v", info.Labels, want)
+		}
+		if p, want := info.Pod, (container.Pod{UID: before.Config.GetMetadata().GetUid(), Namespace: "shop", Name: "web-1", Container: "nginx"}); p == nil || *p != want {
+			t.Errorf("Pod = %+v, want %+v", p, want)
 		}
 		if info.Image != containerdtest.AppImage {
 			t.Errorf("Image = %q, want %q", info.Image, containerdtest.AppImage)
@@ -406,4 +414,27 @@ func equal(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// A container being created (as while its createRuntime hook runs) is
+// reported with its pod's uid, namespace and name: with --kubeconfig the
+// server confirms those with the API server, and a container without them
+// would be refused (and, for a pod that requires its secrets, started
+// without them).
+func TestCreatingCarriesThePod(t *testing.T) {
+	eachKind(t, func(t *testing.T, d *containerdtest.Daemon) {
+		rt := newRuntime(t, d, nil)
+		p := d.RunPod(t, containerdtest.Pod{Namespace: "shop", Name: "web-c", UID: "0b5e7c1e-0000-4000-8000-00000000c0de", Labels: map[string]string{"app": "web"}})
+		id := d.RunContainer(t, p, containerdtest.Container{Name: "app", CreateOnly: true})
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := rt.Creating(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := container.Pod{UID: "0b5e7c1e-0000-4000-8000-00000000c0de", Namespace: "shop", Name: "web-c", Container: "app"}
+		if c.Info.Pod == nil || *c.Info.Pod != want {
+			t.Fatalf("Creating's pod = %+v, want %+v", c.Info.Pod, want)
+		}
+	})
 }

@@ -89,6 +89,7 @@ func (r *Runtime) Creating(ctx context.Context, id string) (Creating, error) {
 		Labels:      labelsOf(pd, name),
 		ImageDigest: imageDigest(c),
 		Image:       image,
+		Pod:         podRef(pd, name),
 	}
 	im := r.image(ctx, info.ImageDigest)
 	info.ImageLabels = im.labels

@@ -9,6 +9,8 @@ import (
 	"unicode/utf8"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"coffer/internal/container"
 )
 
 // Reserved label keys. Selectors see a pod's own labels as they are, plus
@@ -20,10 +22,10 @@ const (
 	LabelNamespace = "k8s.namespace" // the pod's namespace
 	LabelPod       = "k8s.pod"       // the pod's name
 	LabelContainer = "k8s.container" // the container's name in the pod spec
-	// LabelServiceAccount is reserved but not set yet: the ServiceAccount
-	// is in no CRI label or metadata, and a pod's own token cannot be
-	// trusted unverified. A pod label with this key is dropped all the
-	// same, so no pod can claim a ServiceAccount.
+	// LabelServiceAccount is not set by the runtime: the ServiceAccount is
+	// in no CRI label or metadata. The server sets it from the API server's
+	// pod (with --kubeconfig, see internal/broker/kube.go). A pod label
+	// with this key is dropped all the same, so no pod can claim one.
 	LabelServiceAccount = "k8s.serviceaccount"
 )
 
@@ -102,6 +104,12 @@ func labelsOf(p pod, containerName string) map[string]string {
 	ls[LabelPod] = p.name
 	ls[LabelContainer] = containerName
 	return ls
+}
+
+// podRef is the pod of a container named containerName in pod p, for the
+// server's check against the API server.
+func podRef(p pod, containerName string) *container.Pod {
+	return &container.Pod{UID: p.uid, Namespace: p.namespace, Name: p.name, Container: containerName}
 }
 
 // checkField bounds one name.

@@ -146,6 +146,7 @@ type AgentView struct {
 	Containers        int       `json:"containers"`
 	ReportsLimited    uint64    `json:"reports_limited"`
 	IDConflicts       uint64    `json:"id_conflicts"`
+	PodRefusals       uint64    `json:"pod_refusals"`
 	LastAnomaly       time.Time `json:"last_anomaly"`
 	LastAnomalyReason string    `json:"last_anomaly_reason"`
 }
