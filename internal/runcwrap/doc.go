@@ -15,7 +15,8 @@
 // container's root.
 //
 // Fail-open by default. A container labelled coffer.require-secrets=true
-// (hook.RequireLabel, its own label) is fail-closed: the wrapper reads the
+// (hook.RequireLabel; its own label or, failing that, its image's) is
+// fail-closed: the wrapper reads the
 // label from the engine at create and writes the OCI annotation
 // coffer/require-secrets=true into the spec, so the hook refuses the start
 // when it cannot reach the agent, and the agent refuses it when it cannot

@@ -32,8 +32,8 @@ type Config struct {
 	// Self is the absolute path of coffer-agent, which the hook runs.
 	Self string
 	// Lookup reads a container the engine is starting
-	// (docker.Runtime.Creating): its own labels say whether it requires
-	// its secrets (hook.RequireLabel). An error wrapping ErrNotEngines
+	// (docker.Runtime.Creating): its labels say whether it requires its
+	// secrets (hook.RequiredByLabels). An error wrapping ErrNotEngines
 	// means the engine does not know it as being started.
 	Lookup func(ctx context.Context, id string) (container.Info, error)
 	// LookupTimeout bounds Lookup (default 2 s).
@@ -147,7 +147,7 @@ func prepare(cfg Config, call Call) error {
 	required := false
 	switch {
 	case err == nil:
-		required = info.Labels[hook.RequireLabel] == "true"
+		required = hook.RequiredByLabels(info)
 	case errors.Is(err, ErrNotEngines):
 	default:
 		return fmt.Errorf("container %s not started: cannot read its labels from the engine to tell whether it requires its secrets (label %s): %w", call.ID, hook.RequireLabel, err)

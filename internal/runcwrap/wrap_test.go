@@ -33,7 +33,7 @@ type harness struct {
 	stderr bytes.Buffer
 }
 
-func newHarness(t *testing.T, spec string, labels map[string]string, lookupErr error) *harness {
+func newHarness(t *testing.T, spec string, labels map[string]string, lookupErr error, imageLabels ...map[string]string) *harness {
 	t.Helper()
 	dir := t.TempDir()
 	h := &harness{bundle: filepath.Join(dir, "bundle")}
@@ -61,7 +61,11 @@ func newHarness(t *testing.T, spec string, labels map[string]string, lookupErr e
 			if _, ok := ctx.Deadline(); !ok {
 				t.Error("lookup without a deadline")
 			}
-			return container.Info{ID: id, Labels: labels}, lookupErr
+			info := container.Info{ID: id, Labels: labels}
+			if len(imageLabels) > 0 {
+				info.ImageLabels = imageLabels[0]
+			}
+			return info, lookupErr
 		},
 		Stderr: &h.stderr, Env: []string{"PATH=/usr/bin"}, Cwd: "/",
 		Exec: func(path string, argv, env []string) error {
@@ -116,18 +120,20 @@ const dockerSpec = `{"ociVersion":"1.0.2-dev","process":{"args":["sh","-c","cat 
 
 func TestRunCreate(t *testing.T) {
 	for name, tc := range map[string]struct {
-		labels   map[string]string
-		err      error
-		required bool
+		labels, image map[string]string
+		err           error
+		required      bool
 	}{
-		"plain":             {labels: map[string]string{"app": "web"}},
-		"required":          {labels: map[string]string{hook.RequireLabel: "true"}, required: true},
-		"required=false":    {labels: map[string]string{hook.RequireLabel: "false"}},
-		"not the engine's":  {err: ErrNotEngines},
-		"not being started": {err: errors.Join(ErrNotEngines, errors.New("running"))},
+		"image's label":                          {image: map[string]string{hook.RequireLabel: "true"}, required: true},
+		"operator's false over the image's true": {labels: map[string]string{hook.RequireLabel: "false"}, image: map[string]string{hook.RequireLabel: "true"}},
+		"plain":                                  {labels: map[string]string{"app": "web"}},
+		"required":                               {labels: map[string]string{hook.RequireLabel: "true"}, required: true},
+		"required=false":                         {labels: map[string]string{hook.RequireLabel: "false"}},
+		"not the engine's":                       {err: ErrNotEngines},
+		"not being started":                      {err: errors.Join(ErrNotEngines, errors.New("running"))},
 	} {
 		t.Run(name, func(t *testing.T) {
-			h := newHarness(t, dockerSpec, tc.labels, tc.err)
+			h := newHarness(t, dockerSpec, tc.labels, tc.err, tc.image)
 			if !h.run(t, h.create()) {
 				t.Fatalf("no exec: %s", h.stderr.String())
 			}
