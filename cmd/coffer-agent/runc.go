@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 
@@ -51,24 +52,25 @@ func runcCommand(exit *int) *cobra.Command {
 }
 
 func runcMain(c *cobra.Command, args []string) int {
+	cfg := runcwrap.Config{Stderr: os.Stderr}
+	var dockerHost string
+	f := pflag.NewFlagSet("runc", pflag.ContinueOnError)
+	f.SetOutput(io.Discard)
+	f.StringVar(&cfg.Runc, "runc", runcwrap.DefaultRunc, "the real runc (an absolute path)")
+	f.StringVar(&cfg.Socket, "hook-socket", hook.DefaultSocket, "the agent's hook socket (coffer-agent --hook-socket)")
+	f.DurationVar(&cfg.HookTimeout, "hook-timeout", hook.DefaultTimeout, "how long the hook waits for the agent")
+	f.StringVar(&dockerHost, "docker-host", "", "the Docker engine, for the container's coffer.require-secrets label (default DOCKER_HOST or the local socket)")
 	i := slices.Index(args, "--")
 	if i < 0 {
 		if slices.ContainsFunc(args, func(a string) bool { return a == "-h" || a == "--help" }) {
-			_ = c.Help()
+			fmt.Fprintf(c.OutOrStdout(), "%s\n\nUsage:\n  coffer-agent %s\n\nFlags:\n%s", runcLong, c.Use, f.FlagUsages())
 			return 0
 		}
 		fmt.Fprintln(os.Stderr, `coffer-runc: want "coffer-agent runc [flags] -- RUNC-ARGS..." (see coffer-agent runc --help)`)
 		return 2
 	}
-	cfg := runcwrap.Config{Stderr: os.Stderr}
-	var dockerHost string
-	f := pflag.NewFlagSet("runc", pflag.ContinueOnError)
-	f.SetOutput(os.Stderr)
-	f.StringVar(&cfg.Runc, "runc", runcwrap.DefaultRunc, "the real runc (an absolute path)")
-	f.StringVar(&cfg.Socket, "hook-socket", hook.DefaultSocket, "the agent's hook socket (coffer-agent --hook-socket)")
-	f.DurationVar(&cfg.HookTimeout, "hook-timeout", hook.DefaultTimeout, "how long the hook waits for the agent")
-	f.StringVar(&dockerHost, "docker-host", "", "the Docker engine, for the container's coffer.require-secrets label (default DOCKER_HOST or the local socket)")
 	if err := f.Parse(args[:i]); err != nil {
+		fmt.Fprintf(os.Stderr, "coffer-runc: %v (see coffer-agent runc --help)\n", err)
 		return 2
 	}
 	if f.NArg() > 0 {

@@ -95,15 +95,19 @@ func FuzzExtend(f *testing.F) {
 		if err != nil {
 			return
 		}
+		// Other hook kinds are kept as they were, whatever they hold
+		// (runc judges them).
 		var s struct {
-			Hooks       map[string][]Hook `json:"hooks"`
+			Hooks struct {
+				CreateRuntime []Hook `json:"createRuntime"`
+			} `json:"hooks"`
 			Annotations map[string]string `json:"annotations"`
 		}
 		if err := json.Unmarshal(out, &s); err != nil {
 			t.Fatalf("output is no spec: %v", err)
 		}
 		found := false
-		for _, h := range s.Hooks["createRuntime"] {
+		for _, h := range s.Hooks.CreateRuntime {
 			found = found || h.Path == ourHook().Path
 		}
 		if !found || s.Annotations["coffer/require-secrets"] != "true" {

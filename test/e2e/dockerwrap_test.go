@@ -147,6 +147,10 @@ func TestDockerRuntimeWrapper(t *testing.T) {
 	// Rotation reaches it; exec, kill, rm go through the wrapper.
 	s.srv.MustCLI(t, v2, "secret", "put", "shop/db-password")
 	s.waitContent(web.ID, "db-password", v2)
+	// The wrapper's own environment stays out of the container.
+	if env, err := d.Exec(t, web.ID, "cat", "/proc/1/environ"); err != nil || strings.Contains(env, "COFFER") {
+		t.Errorf("the container's environment: %q %v", env, err)
+	}
 	// A restart runs the hook again: its first instruction sees the file.
 	if _, err := d.Docker(t, "restart", "-t", "0", web.ID); err != nil {
 		t.Fatalf("docker restart through the wrapper: %v", err)
