@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"coffer/internal/container/docker"
 	"coffer/internal/dockertest"
 	"coffer/internal/hook"
 	"coffer/test/testkit"
@@ -49,21 +53,31 @@ func TestDockerRuntimeWrapper(t *testing.T) {
 	t.Setenv("TMPDIR", tmp)
 	socket := filepath.Join(dir, "hook", "hook.sock")
 	wrapper := filepath.Join(dir, "coffer-runc")
-	writeWrapper := func(host string) {
+	// A second runtime whose hook asks a socket of this test's (probe).
+	probeSocket := filepath.Join(dir, "probe", "hook.sock")
+	probeWrapper := filepath.Join(dir, "coffer-runc-probe")
+	writeWrapper := func(path, socket, host string) {
 		t.Helper()
 		script := fmt.Sprintf("#!/bin/sh\nexec %s runc --runc %s --hook-socket %s --hook-timeout 4s --docker-host %s -- \"$@\"\n", agentBin, realRunc, socket, host)
-		if err := os.WriteFile(wrapper+".new", []byte(script), 0o755); err != nil {
+		if err := os.WriteFile(path+".new", []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.Rename(wrapper+".new", wrapper); err != nil {
+		if err := os.Rename(path+".new", path); err != nil {
 			t.Fatal(err)
 		}
 	}
-	writeWrapper("unix:///nonexistent") // the daemon's address is known once it runs
-	daemon := dockertest.StartDaemonWithRuntimes(t, map[string]string{"coffer": wrapper})
-	writeWrapper(daemon.Host)
+	// The daemon's address is known once it runs.
+	writeWrapper(wrapper, socket, "unix:///nonexistent")
+	writeWrapper(probeWrapper, probeSocket, "unix:///nonexistent")
+	daemon := dockertest.StartDaemonWithRuntimes(t, map[string]string{"coffer": wrapper, "coffer-probe": probeWrapper})
+	writeWrapper(wrapper, socket, daemon.Host)
+	writeWrapper(probeWrapper, probeSocket, daemon.Host)
 	d := daemon.Env()
 	image := d.Image(t)
+
+	t.Run("the list answers while dockerd holds the container's lock", func(t *testing.T) {
+		probeStartLock(t, d, daemon.Host, probeSocket, image)
+	})
 
 	s := &stack{t: t, docker: d, dir: dir, label: "e2e-" + randID()}
 	s.srv = testkit.StartServer(t, filepath.Join(dir, "server"))
@@ -313,4 +327,74 @@ func TestDockerRuntimeWrapper(t *testing.T) {
 	if _, err := os.Stat(socket); err == nil {
 		t.Error("the hook socket outlived the agent")
 	}
+}
+
+// probeStartLock answers the hook of one `docker run --runtime
+// coffer-probe` itself: while the hook waits, dockerd holds the
+// container's lock (its start is under way), and the agent's way of
+// identifying the container, docker.Runtime.Creating (the list by id),
+// answers, where an inspect waits until it is given up.
+func probeStartLock(t *testing.T, d *dockertest.Env, host, socket, image string) {
+	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rt, err := docker.New(docker.Config{Host: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	type result struct {
+		id          string
+		creating    error
+		labels      map[string]string
+		inspect     error
+		inspectTook time.Duration
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		defer func() { done <- r }()
+		conn, err := ln.Accept()
+		if err != nil {
+			r.creating = err
+			return
+		}
+		defer conn.Close()
+		var req struct {
+			State hook.State `json:"state"`
+		}
+		if err := json.NewDecoder(conn).Decode(&req); err != nil {
+			r.creating = err
+			return
+		}
+		r.id = req.State.ID
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		info, err := rt.Creating(ctx, r.id)
+		cancel()
+		r.creating, r.labels = err, info.Labels
+		ctx, cancel = context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		start := time.Now()
+		_, r.inspect = rt.Inspect(ctx, r.id)
+		r.inspectTook = time.Since(start)
+		cancel()
+		_ = json.NewEncoder(conn).Encode(hook.Reply{V: 1, Start: true, Ready: true})
+	}()
+	name := "coffer-test-probe-" + randID()
+	t.Cleanup(func() { d.Remove(t, name) })
+	if _, err := d.Docker(t, "run", "-d", "--network", "none", "--runtime", "coffer-probe", "--name", name, "--label", "probe=yes", image, "sleep", "60"); err != nil {
+		t.Fatalf("docker run: %v", err)
+	}
+	r := <-done
+	if r.creating != nil || r.labels["probe"] != "yes" {
+		t.Fatalf("Creating during the start: %v %v", r.creating, r.labels)
+	}
+	if !errors.Is(r.inspect, context.DeadlineExceeded) {
+		t.Errorf("an inspect during the start returned (%v after %v): dockerd no longer holds the container's lock there, and this test proves nothing", r.inspect, r.inspectTook)
+	}
+	t.Logf("during the hook: the list answered; the inspect was given up after %v (%v)", r.inspectTook.Round(time.Millisecond), r.inspect)
 }
