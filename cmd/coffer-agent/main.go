@@ -124,13 +124,14 @@ second of any server being reachable again. All share one CA and one
 				"runtime", runtimeName, "target_dir", dir, "node", nodeName)
 			var del deliver.Deliverer = d
 			var gate *hook.Gate
-			if ctrd != nil && hookSocket != "" {
+			hookRT := hookRuntime(rt, ctrd, cmd.Flags().Changed("hook-socket"))
+			if hookRT != nil && hookSocket != "" {
 				gate = hook.NewGate(d, log)
 				del = gate
 			}
 			ag := agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: del, Logger: log, OnlyLabels: onlyLabels})
 			if gate != nil {
-				hs, err := hook.New(hook.Config{Socket: hookSocket, Agent: ag, Runtime: ctrd, Gate: gate, Logger: log})
+				hs, err := hook.New(hook.Config{Socket: hookSocket, Agent: ag, Runtime: hookRT, Gate: gate, Logger: log})
 				if err != nil {
 					return fmt.Errorf("--hook-socket: %w", err)
 				}
@@ -153,6 +154,7 @@ second of any server being reachable again. All share one CA and one
 	}
 	cmd.SetVersionTemplate("coffer-agent {{.Version}}\n")
 	cmd.AddCommand(hookCommand(&exit))
+	cmd.AddCommand(runcCommand(&exit))
 	f := cmd.Flags()
 	f.SetNormalizeFunc(flagAliases)
 	f.StringVar(&server, "server", "127.0.0.1:7443", "coffer-server address host:port (or https://host:port), or several separated by commas; alias --addr")
@@ -164,7 +166,7 @@ second of any server being reachable again. All share one CA and one
 	f.StringVar(&dockerHost, "docker-host", "", "Docker engine address (default DOCKER_HOST or the local socket); --runtime docker only")
 	f.StringVar(&containerdSocket, "containerd-socket", containerd.DefaultSocket, "containerd's socket; --runtime containerd only")
 	f.StringVar(&nriSocket, "nri-socket", nri.DefaultSocket, "NRI socket for race-free first delivery (files written before the container's first instruction); empty: off; --runtime containerd only")
-	f.StringVar(&hookSocket, "hook-socket", hook.DefaultSocket, "unix socket (root-only, 0600) where the OCI createRuntime hook `coffer-agent hook` asks for race-free first delivery on containerd without NRI (1.6, 1.7) and CRI-O; empty: off; --runtime containerd only")
+	f.StringVar(&hookSocket, "hook-socket", hook.DefaultSocket, "unix socket (root-only, 0600) where the OCI createRuntime hook `coffer-agent hook` asks for race-free first delivery on containerd without NRI (1.6, 1.7) and CRI-O; empty: off. With --runtime docker it is off unless given: the socket the runtime wrapper `coffer-agent runc` (docker run --runtime coffer) points its hook at")
 	f.StringVar(&nodeName, "node-name", hostname, "this host's Kubernetes node name (logged only: the server checks pods against the agent's host label k8s.node, set at enrollment)")
 	f.StringVar(&dir, "target-dir", "/run/secrets", "directory inside containers where secrets land (default "+containerdTargetDir+" with --runtime containerd)")
 	f.IntVar(&sizeMiB, "tmpfs-size", 4, "size cap of the tmpfs in each container, MiB")
@@ -190,7 +192,7 @@ const containerdTargetDir = "/run/coffer"
 func checkRuntimeFlags(f *pflag.FlagSet, runtimeName string) error {
 	switch runtimeName {
 	case "docker":
-		for _, fl := range []string{"containerd-socket", "nri-socket", "node-name", "hook-socket"} {
+		for _, fl := range []string{"containerd-socket", "nri-socket", "node-name"} {
 			if f.Changed(fl) {
 				return fmt.Errorf("--%s: only with --runtime containerd", fl)
 			}

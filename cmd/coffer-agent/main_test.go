@@ -39,7 +39,7 @@ func TestRuntimeFlags(t *testing.T) {
 		{"docker", []string{"node-name"}, false},
 		{"containerd", []string{"docker-host"}, false},
 		{"containerd", []string{"hook-socket"}, true},
-		{"docker", []string{"hook-socket"}, false},
+		{"docker", []string{"hook-socket"}, true}, // the runtime wrapper's socket (docker run --runtime coffer)
 		{"cri-o", nil, false},
 		{"", nil, false},
 	} {

@@ -20,14 +20,21 @@ type Daemon struct {
 	Dir  string // temporary directory holding everything
 	Host string // "unix://<Dir>/docker.sock"
 
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd   *exec.Cmd
+	done  chan struct{}
+	extra []string // further dockerd arguments
 }
 
 // StartDaemon starts a private dockerd, or skips t (even under
 // COFFER_REQUIRE_DOCKER=1, as the machine may not allow a second engine)
 // when that fails.
 func StartDaemon(t testing.TB) *Daemon {
+	t.Helper()
+	return startDaemon(t, nil)
+}
+
+// startDaemon is StartDaemon with further dockerd arguments.
+func startDaemon(t testing.TB, extra []string) *Daemon {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		Skip(t, "dockertest: private dockerd needs root")
@@ -41,7 +48,7 @@ func StartDaemon(t testing.TB) *Daemon {
 	if err != nil {
 		t.Skipf("dockertest: %v", err)
 	}
-	d := &Daemon{Dir: dir, Host: "unix://" + filepath.Join(dir, "docker.sock")}
+	d := &Daemon{Dir: dir, Host: "unix://" + filepath.Join(dir, "docker.sock"), extra: extra}
 	t.Cleanup(func() {
 		d.Stop(t)
 		// dockerd bind-mounts its data root onto itself.
@@ -73,6 +80,7 @@ func (d *Daemon) start() error {
 		"--bridge=none", "--iptables=false", "--ip6tables=false",
 		"--shutdown-timeout", "2",
 	)
+	cmd.Args = append(cmd.Args, d.extra...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
