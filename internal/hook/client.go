@@ -74,7 +74,7 @@ func Run(stdin io.Reader, stderr io.Writer, socket string, timeout time.Duration
 			err = fmt.Errorf("%w: no answer within %v", ErrUnreachable, timeout)
 		}
 		if st.Required() {
-			fmt.Fprintf(stderr, "coffer-agent hook: container %s not started: %v; its pod is annotated %s=true (the kubelet retries)\n", st.ID, err, RequireAnnotation)
+			fmt.Fprintf(stderr, "coffer-agent hook: container %s not started: %v; it requires its secrets (%s=true): it starts once they can be delivered (the kubelet retries; on Docker, start it again)\n", st.ID, err, RequireAnnotation)
 			return ExitRefuse
 		}
 		fmt.Fprintf(stderr, "coffer-agent hook: container %s starts without early delivery (its files follow once the agent serves it): %v\n", st.ID, err)

@@ -306,7 +306,7 @@ func (s *Server) prestart(st State) Reply {
 		}
 		log.Warn("hook: no delivery before the container's start", "why", msg, "required", required)
 		if required {
-			return Reply{Required: true, Message: msg + fmt.Sprintf(" (pod annotated %s=true; the kubelet retries)", RequireAnnotation)}
+			return Reply{Required: true, Message: msg + fmt.Sprintf(" (it requires its secrets, %s=true: the kubelet retries; on Docker, start it again)", RequireAnnotation)}
 		}
 		return Reply{Start: true, Message: msg + "; files follow after start"}
 	}
