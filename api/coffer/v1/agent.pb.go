@@ -37,7 +37,14 @@ type Container struct {
 	// are the image author's, not the operator's: selectors see them only
 	// under the reserved key prefix "image.label/" (see package policy).
 	// `labels` never holds them.
-	ImageLabels   map[string]string `protobuf:"bytes,6,rep,name=image_labels,json=imageLabels,proto3" json:"image_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	ImageLabels map[string]string `protobuf:"bytes,6,rep,name=image_labels,json=imageLabels,proto3" json:"image_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The files this agent process last wrote into the container (secret,
+	// version, file; the other fields unset), sent when a stream starts: a
+	// server that has not seen the container yet (it restarted, or took the
+	// agent over) keeps these versions for "none" bindings instead of
+	// sending the current one. Empty for a container the agent has not
+	// written to.
+	Held          []*FileRef `protobuf:"bytes,7,rep,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -110,6 +117,13 @@ func (x *Container) GetImageDigest() string {
 func (x *Container) GetImageLabels() map[string]string {
 	if x != nil {
 		return x.ImageLabels
+	}
+	return nil
+}
+
+func (x *Container) GetHeld() []*FileRef {
+	if x != nil {
+		return x.Held
 	}
 	return nil
 }
@@ -440,10 +454,17 @@ func (x *ContainerSync) GetRunning() []string {
 // Applied acknowledges that a container now holds Desired generation
 // `generation` (or could not, with error set).
 type Applied struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	Generation    uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
-	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Generation  uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Error       string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// What the container's process was started with, for each file whose
+	// content `coffer exec` put in its environment, as the agent matched the
+	// digests in coffer exec's record (package execstate) against what it
+	// wrote. Empty when the container has no record. The agent sends the
+	// same generation again when the process changes (coffer exec restarted
+	// it): a server updates the process state only.
+	Process       []*ProcessFile `protobuf:"bytes,4,rep,name=process,proto3" json:"process,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -499,6 +520,88 @@ func (x *Applied) GetError() string {
 	return ""
 }
 
+func (x *Applied) GetProcess() []*ProcessFile {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+// ProcessFile is the version of a file's secret a container's process runs
+// with.
+type ProcessFile struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	File   string                 `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Secret string                 `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	// 0: content the agent cannot name (older than what it remembers, or
+	// not what it wrote): not the file's current version.
+	Version uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// The process is supervised by coffer exec --restart-on-change, which
+	// restarts it when its files change; false: it keeps its environment for
+	// life (coffer exec without --restart-on-change).
+	Restarts      bool `protobuf:"varint,4,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessFile) Reset() {
+	*x = ProcessFile{}
+	mi := &file_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessFile) ProtoMessage() {}
+
+func (x *ProcessFile) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessFile.ProtoReflect.Descriptor instead.
+func (*ProcessFile) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ProcessFile) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *ProcessFile) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *ProcessFile) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ProcessFile) GetRestarts() bool {
+	if x != nil {
+		return x.Restarts
+	}
+	return false
+}
+
 // AppliedBatch is several Applied in one message, in order. An agent sends
 // it only to a server that announced the "batch" feature (see Batch).
 type AppliedBatch struct {
@@ -510,7 +613,7 @@ type AppliedBatch struct {
 
 func (x *AppliedBatch) Reset() {
 	*x = AppliedBatch{}
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +625,7 @@ func (x *AppliedBatch) String() string {
 func (*AppliedBatch) ProtoMessage() {}
 
 func (x *AppliedBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[7]
+	mi := &file_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +638,7 @@ func (x *AppliedBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedBatch.ProtoReflect.Descriptor instead.
 func (*AppliedBatch) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AppliedBatch) GetApplied() []*Applied {
@@ -559,7 +662,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +674,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +687,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ServerMessage) GetMsg() isServerMessage_Msg {
@@ -661,7 +764,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -673,7 +776,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -686,7 +789,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Batch) GetValues() *Values {
@@ -714,7 +817,7 @@ type SecretValue struct {
 
 func (x *SecretValue) Reset() {
 	*x = SecretValue{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -726,7 +829,7 @@ func (x *SecretValue) String() string {
 func (*SecretValue) ProtoMessage() {}
 
 func (x *SecretValue) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -739,7 +842,7 @@ func (x *SecretValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretValue.ProtoReflect.Descriptor instead.
 func (*SecretValue) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SecretValue) GetSecret() string {
@@ -773,7 +876,7 @@ type Values struct {
 
 func (x *Values) Reset() {
 	*x = Values{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +888,7 @@ func (x *Values) String() string {
 func (*Values) ProtoMessage() {}
 
 func (x *Values) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +901,7 @@ func (x *Values) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Values.ProtoReflect.Descriptor instead.
 func (*Values) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Values) GetValues() []*SecretValue {
@@ -830,7 +933,7 @@ type FileRef struct {
 
 func (x *FileRef) Reset() {
 	*x = FileRef{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -842,7 +945,7 @@ func (x *FileRef) String() string {
 func (*FileRef) ProtoMessage() {}
 
 func (x *FileRef) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -855,7 +958,7 @@ func (x *FileRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRef.ProtoReflect.Descriptor instead.
 func (*FileRef) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FileRef) GetSecret() string {
@@ -919,7 +1022,7 @@ type Desired struct {
 
 func (x *Desired) Reset() {
 	*x = Desired{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -931,7 +1034,7 @@ func (x *Desired) String() string {
 func (*Desired) ProtoMessage() {}
 
 func (x *Desired) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -944,7 +1047,7 @@ func (x *Desired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Desired.ProtoReflect.Descriptor instead.
 func (*Desired) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Desired) GetContainerId() string {
@@ -977,7 +1080,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1092,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1105,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -1021,7 +1124,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1136,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1149,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RenewResponse) GetCertificate() []byte {
@@ -1060,14 +1163,15 @@ var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
-	"\vagent.proto\x12\tcoffer.v1\"\xe7\x02\n" +
+	"\vagent.proto\x12\tcoffer.v1\"\x8f\x03\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x128\n" +
 	"\x06labels\x18\x03 \x03(\v2 .coffer.v1.Container.LabelsEntryR\x06labels\x12\x14\n" +
 	"\x05image\x18\x04 \x01(\tR\x05image\x12!\n" +
 	"\fimage_digest\x18\x05 \x01(\tR\vimageDigest\x12H\n" +
-	"\fimage_labels\x18\x06 \x03(\v2%.coffer.v1.Container.ImageLabelsEntryR\vimageLabels\x1a9\n" +
+	"\fimage_labels\x18\x06 \x03(\v2%.coffer.v1.Container.ImageLabelsEntryR\vimageLabels\x12&\n" +
+	"\x04held\x18\a \x03(\v2\x12.coffer.v1.FileRefR\x04held\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
@@ -1089,13 +1193,19 @@ const file_agent_proto_rawDesc = "" +
 	"\x10ContainerStopped\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\")\n" +
 	"\rContainerSync\x12\x18\n" +
-	"\arunning\x18\x01 \x03(\tR\arunning\"b\n" +
+	"\arunning\x18\x01 \x03(\tR\arunning\"\x94\x01\n" +
 	"\aApplied\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x02 \x01(\x04R\n" +
 	"generation\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"<\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x120\n" +
+	"\aprocess\x18\x04 \x03(\v2\x16.coffer.v1.ProcessFileR\aprocess\"o\n" +
+	"\vProcessFile\x12\x12\n" +
+	"\x04file\x18\x01 \x01(\tR\x04file\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x1a\n" +
+	"\brestarts\x18\x04 \x01(\bR\brestarts\"<\n" +
 	"\fAppliedBatch\x12,\n" +
 	"\aapplied\x18\x01 \x03(\v2\x12.coffer.v1.AppliedR\aapplied\"\x9d\x01\n" +
 	"\rServerMessage\x12+\n" +
@@ -1146,7 +1256,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_agent_proto_goTypes = []any{
 	(*Container)(nil),        // 0: coffer.v1.Container
 	(*AgentMessage)(nil),     // 1: coffer.v1.AgentMessage
@@ -1155,45 +1265,48 @@ var file_agent_proto_goTypes = []any{
 	(*ContainerStopped)(nil), // 4: coffer.v1.ContainerStopped
 	(*ContainerSync)(nil),    // 5: coffer.v1.ContainerSync
 	(*Applied)(nil),          // 6: coffer.v1.Applied
-	(*AppliedBatch)(nil),     // 7: coffer.v1.AppliedBatch
-	(*ServerMessage)(nil),    // 8: coffer.v1.ServerMessage
-	(*Batch)(nil),            // 9: coffer.v1.Batch
-	(*SecretValue)(nil),      // 10: coffer.v1.SecretValue
-	(*Values)(nil),           // 11: coffer.v1.Values
-	(*FileRef)(nil),          // 12: coffer.v1.FileRef
-	(*Desired)(nil),          // 13: coffer.v1.Desired
-	(*RenewRequest)(nil),     // 14: coffer.v1.RenewRequest
-	(*RenewResponse)(nil),    // 15: coffer.v1.RenewResponse
-	nil,                      // 16: coffer.v1.Container.LabelsEntry
-	nil,                      // 17: coffer.v1.Container.ImageLabelsEntry
+	(*ProcessFile)(nil),      // 7: coffer.v1.ProcessFile
+	(*AppliedBatch)(nil),     // 8: coffer.v1.AppliedBatch
+	(*ServerMessage)(nil),    // 9: coffer.v1.ServerMessage
+	(*Batch)(nil),            // 10: coffer.v1.Batch
+	(*SecretValue)(nil),      // 11: coffer.v1.SecretValue
+	(*Values)(nil),           // 12: coffer.v1.Values
+	(*FileRef)(nil),          // 13: coffer.v1.FileRef
+	(*Desired)(nil),          // 14: coffer.v1.Desired
+	(*RenewRequest)(nil),     // 15: coffer.v1.RenewRequest
+	(*RenewResponse)(nil),    // 16: coffer.v1.RenewResponse
+	nil,                      // 17: coffer.v1.Container.LabelsEntry
+	nil,                      // 18: coffer.v1.Container.ImageLabelsEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	16, // 0: coffer.v1.Container.labels:type_name -> coffer.v1.Container.LabelsEntry
-	17, // 1: coffer.v1.Container.image_labels:type_name -> coffer.v1.Container.ImageLabelsEntry
-	2,  // 2: coffer.v1.AgentMessage.hello:type_name -> coffer.v1.Hello
-	3,  // 3: coffer.v1.AgentMessage.started:type_name -> coffer.v1.ContainerStarted
-	4,  // 4: coffer.v1.AgentMessage.stopped:type_name -> coffer.v1.ContainerStopped
-	5,  // 5: coffer.v1.AgentMessage.sync:type_name -> coffer.v1.ContainerSync
-	6,  // 6: coffer.v1.AgentMessage.applied:type_name -> coffer.v1.Applied
-	7,  // 7: coffer.v1.AgentMessage.applied_batch:type_name -> coffer.v1.AppliedBatch
-	0,  // 8: coffer.v1.ContainerStarted.container:type_name -> coffer.v1.Container
-	6,  // 9: coffer.v1.AppliedBatch.applied:type_name -> coffer.v1.Applied
-	11, // 10: coffer.v1.ServerMessage.values:type_name -> coffer.v1.Values
-	13, // 11: coffer.v1.ServerMessage.desired:type_name -> coffer.v1.Desired
-	9,  // 12: coffer.v1.ServerMessage.batch:type_name -> coffer.v1.Batch
-	11, // 13: coffer.v1.Batch.values:type_name -> coffer.v1.Values
-	13, // 14: coffer.v1.Batch.desired:type_name -> coffer.v1.Desired
-	10, // 15: coffer.v1.Values.values:type_name -> coffer.v1.SecretValue
-	12, // 16: coffer.v1.Desired.files:type_name -> coffer.v1.FileRef
-	1,  // 17: coffer.v1.AgentService.Sync:input_type -> coffer.v1.AgentMessage
-	14, // 18: coffer.v1.AgentService.Renew:input_type -> coffer.v1.RenewRequest
-	8,  // 19: coffer.v1.AgentService.Sync:output_type -> coffer.v1.ServerMessage
-	15, // 20: coffer.v1.AgentService.Renew:output_type -> coffer.v1.RenewResponse
-	19, // [19:21] is the sub-list for method output_type
-	17, // [17:19] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	17, // 0: coffer.v1.Container.labels:type_name -> coffer.v1.Container.LabelsEntry
+	18, // 1: coffer.v1.Container.image_labels:type_name -> coffer.v1.Container.ImageLabelsEntry
+	13, // 2: coffer.v1.Container.held:type_name -> coffer.v1.FileRef
+	2,  // 3: coffer.v1.AgentMessage.hello:type_name -> coffer.v1.Hello
+	3,  // 4: coffer.v1.AgentMessage.started:type_name -> coffer.v1.ContainerStarted
+	4,  // 5: coffer.v1.AgentMessage.stopped:type_name -> coffer.v1.ContainerStopped
+	5,  // 6: coffer.v1.AgentMessage.sync:type_name -> coffer.v1.ContainerSync
+	6,  // 7: coffer.v1.AgentMessage.applied:type_name -> coffer.v1.Applied
+	8,  // 8: coffer.v1.AgentMessage.applied_batch:type_name -> coffer.v1.AppliedBatch
+	0,  // 9: coffer.v1.ContainerStarted.container:type_name -> coffer.v1.Container
+	7,  // 10: coffer.v1.Applied.process:type_name -> coffer.v1.ProcessFile
+	6,  // 11: coffer.v1.AppliedBatch.applied:type_name -> coffer.v1.Applied
+	12, // 12: coffer.v1.ServerMessage.values:type_name -> coffer.v1.Values
+	14, // 13: coffer.v1.ServerMessage.desired:type_name -> coffer.v1.Desired
+	10, // 14: coffer.v1.ServerMessage.batch:type_name -> coffer.v1.Batch
+	12, // 15: coffer.v1.Batch.values:type_name -> coffer.v1.Values
+	14, // 16: coffer.v1.Batch.desired:type_name -> coffer.v1.Desired
+	11, // 17: coffer.v1.Values.values:type_name -> coffer.v1.SecretValue
+	13, // 18: coffer.v1.Desired.files:type_name -> coffer.v1.FileRef
+	1,  // 19: coffer.v1.AgentService.Sync:input_type -> coffer.v1.AgentMessage
+	15, // 20: coffer.v1.AgentService.Renew:input_type -> coffer.v1.RenewRequest
+	9,  // 21: coffer.v1.AgentService.Sync:output_type -> coffer.v1.ServerMessage
+	16, // 22: coffer.v1.AgentService.Renew:output_type -> coffer.v1.RenewResponse
+	21, // [21:23] is the sub-list for method output_type
+	19, // [19:21] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1209,7 +1322,7 @@ func file_agent_proto_init() {
 		(*AgentMessage_Applied)(nil),
 		(*AgentMessage_AppliedBatch)(nil),
 	}
-	file_agent_proto_msgTypes[8].OneofWrappers = []any{
+	file_agent_proto_msgTypes[9].OneofWrappers = []any{
 		(*ServerMessage_Values)(nil),
 		(*ServerMessage_Desired)(nil),
 		(*ServerMessage_Batch)(nil),
@@ -1220,7 +1333,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
