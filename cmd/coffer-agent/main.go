@@ -23,6 +23,7 @@ import (
 	"coffer/internal/container/containerd"
 	"coffer/internal/container/docker"
 	"coffer/internal/deliver/tmpfs"
+	"coffer/internal/execstate"
 	"coffer/internal/nri"
 	"coffer/internal/version"
 )
@@ -114,7 +115,8 @@ second of any server being reachable again. All share one CA and one
 			v := version.Get()
 			log.Info("coffer-agent starting", "name", name, "server", server, "version", v.Version, "commit", v.Commit,
 				"runtime", runtimeName, "target_dir", dir, "node", nodeName)
-			ag := agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: d, Logger: log, OnlyLabels: onlyLabels})
+			ag := agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: d, Logger: log, OnlyLabels: onlyLabels,
+				ExecState: execstate.ProcReader{Dir: dir}})
 			if ctrd != nil && nriSocket != "" {
 				plugin, err := nri.New(nri.Config{Socket: nriSocket, Dir: dir, SizeBytes: int64(sizeMiB) << 20, Agent: ag, Identity: ctrd, Logger: log})
 				if err != nil {

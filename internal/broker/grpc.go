@@ -281,13 +281,19 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 		b.auditLater(info.Id, ev)
 		return
 	}
+	// The same generation again, nothing else changed: the agent reports
+	// that the container's process changed (coffer exec restarted it).
+	repeat := c.ackGen == c.gen && sameFiles(c.applied, c.desired)
+	c.process = processOf(c.desired, a.GetProcess())
 	before := c.applied
 	c.applied = c.desired
 	c.ackGen = c.gen
 	after := c.applied
 	sentAt := c.sentAt
 	b.mu.Unlock()
-	deliveryLatency.Observe(time.Since(sentAt).Seconds())
+	if !repeat {
+		deliveryLatency.Observe(time.Since(sentAt).Seconds())
+	}
 
 	old := map[string]*cofferv1.FileRef{}
 	for _, f := range before {
