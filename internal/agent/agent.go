@@ -81,6 +81,7 @@ type Agent struct {
 	server     string // the address of the current session
 	client     cofferv1.AgentServiceClient
 	appliedCnt uint64
+	sessionN   uint64 // counts streams: a state is acknowledged again only on its own (process.go)
 }
 
 type verKey struct {
@@ -314,6 +315,7 @@ func (a *Agent) session(ctx context.Context, tlsCfg *tls.Config, t dialTarget) (
 	send := make(chan *cofferv1.AgentMessage, 1024)
 	a.mu.Lock()
 	a.send = send
+	a.sessionN++
 	// Report everything the runtime runs; the server answers with the full
 	// desired state of each container.
 	msgs := []*cofferv1.AgentMessage{{Msg: &cofferv1.AgentMessage_Hello{Hello: &cofferv1.Hello{Version: "coffer-agent/1"}}}}

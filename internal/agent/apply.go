@@ -60,6 +60,7 @@ func (a *Agent) handleDesired(ctx context.Context, d *cofferv1.Desired) {
 		a.targets[d.ContainerId] = t
 	}
 	a.setWantLocked(t, d)
+	t.proc.wantSess = a.sessionN
 	if !t.busy {
 		t.busy = true
 		go a.work(ctx, t)
@@ -95,6 +96,7 @@ func (a *Agent) step(ctx context.Context, t *target) (more bool, err error) {
 	t.want = nil
 	old := t.current
 	t.current = d
+	t.proc.curSess = t.proc.wantSess
 	a.unrefLocked(old)
 	info := t.info
 	files, err := a.filesLocked(d)

@@ -49,6 +49,8 @@ type fileDigest struct {
 type procState struct {
 	digests    map[string][]fileDigest // by file, newest first
 	okGen      uint64                  // the generation last applied without error
+	wantSess   uint64                  // the stream the wanted state came on (Agent.sessionN)
+	curSess    uint64                  // the stream the current state came on
 	report     []*cofferv1.ProcessFile // last sent
 	watchUntil time.Time
 	logged     string // the last refusal of a record logged, once each
@@ -165,8 +167,8 @@ func (a *Agent) watchProcesses(ctx context.Context) {
 		a.mu.Lock()
 		for _, t := range a.targets {
 			d := t.current
-			if t.busy || t.gone || d == nil || t.proc.okGen != d.Generation {
-				continue // a worker will report; or the last apply failed
+			if t.busy || t.gone || d == nil || t.proc.okGen != d.Generation || t.proc.curSess != a.sessionN {
+				continue // a worker will report; or the last apply failed; or the state is another stream's
 			}
 			if now.After(t.proc.watchUntil) && !stale(t.proc.report, d) {
 				continue
@@ -178,7 +180,7 @@ func (a *Agent) watchProcesses(ctx context.Context) {
 			rep, logged := a.processReport(ctx, j.ref, j.d, j.digests, j.logged)
 			a.mu.Lock()
 			j.t.proc.logged = logged
-			if j.t.current == j.d && !j.t.busy && !sameReport(rep, j.t.proc.report) {
+			if j.t.current == j.d && !j.t.busy && j.t.proc.curSess == a.sessionN && !sameReport(rep, j.t.proc.report) {
 				j.t.proc.report = rep
 				a.enqueueLocked(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Applied{Applied: &cofferv1.Applied{
 					ContainerId: j.ref.id, Generation: j.d.Generation, Process: rep}}})
