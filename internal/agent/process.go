@@ -183,7 +183,7 @@ func (a *Agent) watchProcesses(ctx context.Context) {
 			if j.t.current == j.d && !j.t.busy && j.t.proc.curSess == a.sessionN && !sameReport(rep, j.t.proc.report) {
 				j.t.proc.report = rep
 				a.enqueueLocked(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Applied{Applied: &cofferv1.Applied{
-					ContainerId: j.ref.id, Generation: j.d.Generation, Process: rep}}})
+					ContainerId: j.ref.id, Generation: j.d.Generation, Process: rep, ProcessOnly: true}}})
 				a.log.Debug("process state changed", "container", j.ref.name, "generation", j.d.Generation)
 			}
 			a.mu.Unlock()

@@ -272,6 +272,11 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 		b.mu.Unlock()
 		return // stale ack: a newer state is on its way
 	}
+	if a.GetProcessOnly() { // the container's process changed, not its files
+		c.process = processOf(c.applied, a.GetProcess())
+		b.mu.Unlock()
+		return
+	}
 	info := c.info
 	if a.GetError() != "" {
 		b.mu.Unlock()
@@ -281,9 +286,6 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 		b.auditLater(info.Id, ev)
 		return
 	}
-	// The same generation again, nothing else changed: the agent reports
-	// that the container's process changed (coffer exec restarted it).
-	repeat := c.ackGen == c.gen && sameFiles(c.applied, c.desired)
 	c.process = processOf(c.desired, a.GetProcess())
 	before := c.applied
 	c.applied = c.desired
@@ -291,9 +293,7 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 	after := c.applied
 	sentAt := c.sentAt
 	b.mu.Unlock()
-	if !repeat {
-		deliveryLatency.Observe(time.Since(sentAt).Seconds())
-	}
+	deliveryLatency.Observe(time.Since(sentAt).Seconds())
 
 	old := map[string]*cofferv1.FileRef{}
 	for _, f := range before {

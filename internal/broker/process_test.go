@@ -115,6 +115,12 @@ func ackProcess(c *client, id string, gen uint64, p ...*cofferv1.ProcessFile) {
 	c.send(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Applied{Applied: &cofferv1.Applied{ContainerId: id, Generation: gen, Process: p}}})
 }
 
+// ackProcessOnly acknowledges gen again because the process changed.
+func ackProcessOnly(c *client, id string, gen uint64, p ...*cofferv1.ProcessFile) {
+	c.t.Helper()
+	c.send(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Applied{Applied: &cofferv1.Applied{ContainerId: id, Generation: gen, Process: p, ProcessOnly: true}}})
+}
+
 func proc(file, secret string, v uint64, restarts bool) *cofferv1.ProcessFile {
 	return &cofferv1.ProcessFile{File: file, Secret: secret, Version: v, Restarts: restarts}
 }
@@ -183,7 +189,7 @@ func TestRolloutShowsTheProcessState(t *testing.T) {
 	for i := range 1000 {
 		junk = append(junk, proc(fmt.Sprint("f", i), "app/db", 2, true), proc("db", "other/secret", 2, true))
 	}
-	ackProcess(a, "c1", gen, append(junk, proc("db", "app/db", 0, true), proc("db", "app/db", 2, true))...)
+	ackProcessOnly(a, "c1", gen, append(junk, proc("db", "app/db", 0, true), proc("db", "app/db", 2, true))...)
 	h := r.waitHolder("app/db", "c1", func(h Holder) bool {
 		return h.Process != nil && *h.Process == ProcessState{0, ProcessRestartPending}
 	})
@@ -191,22 +197,33 @@ func TestRolloutShowsTheProcessState(t *testing.T) {
 		t.Fatalf("holder %+v: a process on an unknown older content is pending", h)
 	}
 	// The process restarted: the same generation again.
-	ackProcess(a, "c1", gen, proc("db", "app/db", 2, true))
+	ackProcessOnly(a, "c1", gen, proc("db", "app/db", 2, true))
 	r.waitHolder("app/db", "c1", func(h Holder) bool {
 		return !h.Pending && h.Version == 2 && h.Process != nil && *h.Process == ProcessState{2, ProcessCurrent}
 	})
 	// An old generation's report changes nothing.
-	ackProcess(a, "c1", gen-1, proc("db", "app/db", 1, true))
+	ackProcessOnly(a, "c1", gen-1, proc("db", "app/db", 1, true))
 	time.Sleep(50 * time.Millisecond)
 	r.waitHolder("app/db", "c1", func(h Holder) bool { return h.Process != nil && h.Process.State == ProcessCurrent })
 	if n := len(r.aud.find("delivery.rotate", nil)); n != 1 {
-		t.Fatalf("%d delivery.rotate records for one rotation (repeated acknowledgements audited?)", n)
+		t.Fatalf("%d delivery.rotate records for one rotation (process-only acknowledgements audited?)", n)
+	}
+
+	// A process-only acknowledgement never acknowledges files: a new
+	// state stays pending until the agent applied it.
+	r.put("app/db", []byte("v3-value"))
+	a.waitFiles("c1", "db=app/db@3")
+	ackProcessOnly(a, "c1", a.generation("c1"), proc("db", "app/db", 2, true))
+	time.Sleep(50 * time.Millisecond)
+	if h := r.waitHolder("app/db", "c1", func(Holder) bool { return true }); !h.Pending || h.Version != 2 {
+		t.Fatalf("a process-only acknowledgement acknowledged the files: %+v", h)
+	}
+	if n := len(r.aud.find("delivery.rotate", nil)); n != 1 {
+		t.Fatalf("%d delivery.rotate records before the new state was applied", n)
 	}
 
 	// coffer exec without restarts: the process keeps the old environment
 	// for life. Shown, not pending.
-	r.put("app/db", []byte("v3-value"))
-	a.waitFiles("c1", "db=app/db@3")
 	ackProcess(a, "c1", a.generation("c1"), proc("db", "app/db", 2, false))
 	r.waitHolder("app/db", "c1", func(h Holder) bool {
 		return !h.Pending && h.Version == 3 && h.Process != nil && *h.Process == ProcessState{2, ProcessStale}

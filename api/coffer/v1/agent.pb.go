@@ -461,10 +461,14 @@ type Applied struct {
 	// What the container's process was started with, for each file whose
 	// content `coffer exec` put in its environment, as the agent matched the
 	// digests in coffer exec's record (package execstate) against what it
-	// wrote. Empty when the container has no record. The agent sends the
-	// same generation again when the process changes (coffer exec restarted
-	// it): a server updates the process state only.
-	Process       []*ProcessFile `protobuf:"bytes,4,rep,name=process,proto3" json:"process,omitempty"`
+	// wrote. Empty when the container has no record.
+	Process []*ProcessFile `protobuf:"bytes,4,rep,name=process,proto3" json:"process,omitempty"`
+	// Set when the agent acknowledges the same generation again because the
+	// process changed (coffer exec restarted it): the server updates the
+	// process state only, never the files' (a broker that counts generations
+	// from 1 again after a report must not take it for an acknowledgement
+	// of a newer state).
+	ProcessOnly   bool `protobuf:"varint,5,opt,name=process_only,json=processOnly,proto3" json:"process_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -525,6 +529,13 @@ func (x *Applied) GetProcess() []*ProcessFile {
 		return x.Process
 	}
 	return nil
+}
+
+func (x *Applied) GetProcessOnly() bool {
+	if x != nil {
+		return x.ProcessOnly
+	}
+	return false
 }
 
 // ProcessFile is the version of a file's secret a container's process runs
@@ -1193,14 +1204,15 @@ const file_agent_proto_rawDesc = "" +
 	"\x10ContainerStopped\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\")\n" +
 	"\rContainerSync\x12\x18\n" +
-	"\arunning\x18\x01 \x03(\tR\arunning\"\x94\x01\n" +
+	"\arunning\x18\x01 \x03(\tR\arunning\"\xb7\x01\n" +
 	"\aApplied\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x02 \x01(\x04R\n" +
 	"generation\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x120\n" +
-	"\aprocess\x18\x04 \x03(\v2\x16.coffer.v1.ProcessFileR\aprocess\"o\n" +
+	"\aprocess\x18\x04 \x03(\v2\x16.coffer.v1.ProcessFileR\aprocess\x12!\n" +
+	"\fprocess_only\x18\x05 \x01(\bR\vprocessOnly\"o\n" +
 	"\vProcessFile\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x18\n" +
