@@ -2,12 +2,10 @@ package execwrap
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
-
-	"golang.org/x/sys/unix"
+	"syscall"
 
 	"coffer/internal/execstate"
 )
@@ -32,12 +30,8 @@ func (s *Spec) record(pid int, restarts bool, e *environ) {
 var errNotTmpfs = errors.New("not a tmpfs: the record is written only into memory")
 
 func writeRecord(dir string, st execstate.State) error {
-	var fs unix.Statfs_t
-	if err := unix.Statfs(dir, &fs); err != nil {
-		return fmt.Errorf("%s: %w", dir, err)
-	}
-	if fs.Type != unix.TMPFS_MAGIC {
-		return fmt.Errorf("%s: %w", dir, errNotTmpfs)
+	if err := onTmpfs(dir); err != nil {
+		return err
 	}
 	data, err := execstate.Marshal(st)
 	if err != nil {
@@ -45,7 +39,7 @@ func writeRecord(dir string, st execstate.State) error {
 	}
 	tmp := filepath.Join(dir, execstate.Name+".tmp-"+strconv.Itoa(os.Getpid()))
 	_ = os.Remove(tmp) // left by an earlier process of ours with this pid
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
