@@ -38,8 +38,17 @@ const MaxSize = 64 << 10
 // MaxFiles bounds the files of a record.
 const MaxFiles = 256
 
-// ErrInvalid: a record that is not one (garbage, too large, a bad field).
-var ErrInvalid = errors.New("invalid coffer exec record")
+// Sentinel errors, returned wrapped.
+var (
+	// ErrInvalid: a record that is not one (garbage, too large, a bad
+	// field, not a regular file owned by root).
+	ErrInvalid = errors.New("invalid coffer exec record")
+	// ErrNoRecord: the container has no record (no coffer exec, one that
+	// could not write it, or not yet).
+	ErrNoRecord = errors.New("no coffer exec record")
+	// ErrGone: the process is not the container's any more.
+	ErrGone = errors.New("process gone")
+)
 
 // File is one file whose content is in the process's environment.
 type File struct {

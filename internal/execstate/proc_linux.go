@@ -14,13 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrNoRecord: the container has no record (no coffer exec, one that could
-// not write it, or not yet).
-var ErrNoRecord = errors.New("no coffer exec record")
-
-// ErrGone: the process is not the container's any more.
-var ErrGone = errors.New("process gone")
-
 // ProcReader reads a container's record through /proc/<pid>/root, from
 // the host: it needs root in the host's pid namespace, as the Deliverer.
 type ProcReader struct {
