@@ -358,21 +358,26 @@ func TestRolloutShowsTheProcessUnderCofferExec(t *testing.T) {
 	s.waitLog(c.ID, "started with DB_PASSWORD "+fingerprint(v4))
 	s.waitProcess("examples/proc-db", c.ID, 4, "v4 current")
 
-	// Forged records, written by root in the container: the agent (which
-	// watches the container for a while after each delivery) refuses each
-	// with its reason, once, and reports no process state.
+	// Forged records, written by root in the container and read by the
+	// agent right after the next delivery (before coffer exec restarts
+	// the child and writes a true one): each is refused with its reason.
+	cur := uint64(4)
 	for _, forge := range []struct{ what, sh, log string }{
 		{"garbage", "printf 'garbage\\000\\377' > /run/secrets/.coffer-exec", "not a JSON record"},
 		{"huge", "dd if=/dev/zero of=/run/secrets/.coffer-exec bs=1024 count=1024 2>/dev/null", "larger than"},
 		{"symlink", "ln -sf /etc/shadow /run/secrets/.coffer-exec", "is not a regular file"},
 	} {
+		s.waitProcess("examples/proc-db", c.ID, cur, fmt.Sprintf("v%d current", cur)) // the last restart is over
 		if out, err := s.docker.Docker(t, "exec", c.ID, "sh", "-c", "rm -f /run/secrets/.coffer-exec; "+forge.sh); err != nil {
 			t.Fatalf("%s: %v %s", forge.what, err, out)
 		}
+		v := "ex-proc-forge-" + randID()
+		s.srv.MustCLI(t, v, "secret", "put", "examples/proc-db")
+		cur++
 		s.eventually("the agent refusing the "+forge.what+" record", 60*time.Second, func() bool {
 			return strings.Contains(s.agent.Logs(), "coffer exec record in the container refused") && strings.Contains(s.agent.Logs(), forge.log)
 		})
-		s.waitProcess("examples/proc-db", c.ID, 4, "")
+		s.waitLog(c.ID, "started with DB_PASSWORD "+fingerprint(v))
 	}
 	if strings.Contains(s.agent.Logs(), "root:") {
 		t.Fatal("the host's shadow file in the agent's log")
@@ -381,7 +386,7 @@ func TestRolloutShowsTheProcessUnderCofferExec(t *testing.T) {
 	v5 := "ex-proc-v5-" + randID()
 	s.srv.MustCLI(t, v5, "secret", "put", "examples/proc-db")
 	s.waitLog(c.ID, "started with DB_PASSWORD "+fingerprint(v5))
-	s.waitProcess("examples/proc-db", c.ID, 5, "v5 current")
+	s.waitProcess("examples/proc-db", c.ID, cur+1, fmt.Sprintf("v%d current", cur+1))
 	s.noValue(c, v1, v2, v4, v5)
 	s.noValue(e, v1, v2, v4, v5)
 }

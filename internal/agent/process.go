@@ -29,8 +29,10 @@ type ExecStateReader interface {
 // Defaults of the process watch.
 const (
 	// processWatch is how long after an Apply the agent looks for a
-	// record that appears or changes (coffer exec --wait starts the
-	// process after the first delivery; a restart follows a rotation).
+	// record while it has none (coffer exec --wait starts the process
+	// after the first delivery). A process whose restart is pending is
+	// watched until it restarted; a current one, or one that never
+	// restarts, is looked at again on the next Apply only.
 	processWatch = 2 * time.Minute
 	// processPoll is how often it looks, while it watches.
 	processPoll = time.Second
@@ -170,7 +172,8 @@ func (a *Agent) watchProcesses(ctx context.Context) {
 			if t.busy || t.gone || d == nil || t.proc.okGen != d.Generation || t.proc.curSess != a.sessionN {
 				continue // a worker will report; or the last apply failed; or the state is another stream's
 			}
-			if now.After(t.proc.watchUntil) && !stale(t.proc.report, d) {
+			waiting := t.proc.report == nil && now.Before(t.proc.watchUntil)
+			if !waiting && !stale(t.proc.report, d) {
 				continue
 			}
 			jobs = append(jobs, job{t, containerRef{t.info.ID, t.info.Name, t.info.PID}, d, t.proc.digests, t.proc.logged})

@@ -138,9 +138,12 @@ func TestProcessStateReachesTheRollout(t *testing.T) {
 	r.waitHolder("app/db", "c1", "v2 current process v2 current")
 
 	// Hostile records: garbage is refused (logged once, nothing reported),
-	// a forged one misreports only this container's own process.
+	// a forged one misreports only this container's own process. (A
+	// current process is looked at again on the next delivery.)
 	recs.set("c1", []byte("\x00\xffgarbage-record"))
-	r.waitHolder("app/db", "c1", "v2 current")
+	r.put("app/db", "d3")
+	waitValue(t, d, "c1", "db", "d3")
+	r.waitHolder("app/db", "c1", "v3 current")
 	time.Sleep(2500 * time.Millisecond) // more polls of the same garbage
 	if n := strings.Count(logs.String(), "coffer exec record in the container refused"); n != 1 {
 		t.Fatalf("the refused record logged %d times:\n%s", n, logs.String())
@@ -149,9 +152,9 @@ func TestProcessStateReachesTheRollout(t *testing.T) {
 		t.Fatal("the record's content in the agent's log")
 	}
 	recs.set("c1", record(t, true, "db=not-what-the-agent-wrote", "other=x"))
-	r.waitHolder("app/db", "c1", "v2 pending process v0 restart-pending")
-	recs.set("c1", record(t, false, "db=d1")) // coffer exec without restarts, on the old value
-	r.waitHolder("app/db", "c1", "v2 current process v1 stale")
+	r.waitHolder("app/db", "c1", "v3 pending process v0 restart-pending")
+	recs.set("c1", record(t, false, "db=d1")) // coffer exec without restarts, on an old value
+	r.waitHolder("app/db", "c1", "v3 current process v1 stale")
 }
 
 // A none pin survives a server restart: the agent tells the new server
