@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -252,4 +253,140 @@ func TestDSNTemplateUnderCofferExec(t *testing.T) {
 		t.Fatalf("secret show:\n%s", show)
 	}
 	s.noValue(c, p1, p2)
+}
+
+// holderOf is container id's holder of secret in secret show -o json.
+func (s *stack) holderOf(secret, id string) (h struct {
+	Version uint64 `json:"version"`
+	Pending bool   `json:"pending"`
+	Process *struct {
+		Version uint64 `json:"version"`
+		State   string `json:"state"`
+	} `json:"process"`
+}) {
+	s.t.Helper()
+	var raw struct {
+		Holders []json.RawMessage `json:"holders"`
+	}
+	if err := json.Unmarshal([]byte(s.srv.MustCLI(s.t, "", "secret", "show", secret, "-o", "json")), &raw); err != nil {
+		s.t.Fatal(err)
+	}
+	for _, r := range raw.Holders {
+		var who struct {
+			ContainerID string `json:"container_id"`
+		}
+		json.Unmarshal(r, &who)
+		if who.ContainerID == id {
+			json.Unmarshal(r, &h)
+		}
+	}
+	return h
+}
+
+// waitProcess waits until container id's holder of secret shows its file
+// at version file and its process as want ("v1 current"; "" for none).
+func (s *stack) waitProcess(secret, id string, file uint64, want string) {
+	s.t.Helper()
+	s.eventually(fmt.Sprintf("%s holder %s: file v%d, process %q", secret, id[:12], file, want), 60*time.Second, func() bool {
+		h := s.holderOf(secret, id)
+		p := ""
+		if h.Process != nil {
+			p = fmt.Sprintf("v%d %s", h.Process.Version, h.Process.State)
+		}
+		return h.Version == file && p == want
+	})
+}
+
+// The rollout reports, end to end, when a container has the new file but
+// its process still runs with the old environment: envapp under coffer
+// exec --restart-on-change ignores SIGTERM, so after a rotation the file is
+// v2 and the process v1 (restart pending: secret show, bind ls, rollout
+// status wait) until coffer exec kills it after its grace period and starts
+// it with v2. A rotation to a value coffer exec cannot use (a NUL byte)
+// leaves the process on v2, reported as pending, until a good one. A
+// second container runs coffer exec without --restart-on-change: its
+// process keeps v1 for life (stale, not pending). Records forged inside a
+// container (garbage, huge, a symlink to a file of the host) are refused
+// by the agent with a logged reason, and misreport nothing.
+func TestRolloutShowsTheProcessUnderCofferExec(t *testing.T) {
+	s := newStack(t)
+	v1, v2, v4 := "ex-proc-v1-"+randID(), "ex-proc-v2-"+randID(), "ex-proc-v4-"+randID()
+	s.srv.MustCLI(t, v1, "secret", "put", "examples/proc-db")
+	s.srv.MustCLI(t, "", "bind", "create", "ex-proc", "--secret", "examples/proc-db", "--selector", "app=envapp-proc",
+		"--file", "db-password", "--rotation", "restart-process")
+	s.srv.MustCLI(t, "", "bind", "create", "ex-proc-exec", "--secret", "examples/proc-db", "--selector", "app=envapp-exec",
+		"--file", "db-password")
+	c := s.run("coffer-example-proc-"+s.label, map[string]string{"app": "envapp-proc"},
+		"/coffer", "exec", "--env", "DB_PASSWORD=db-password", "--wait", "--timeout", "60s",
+		"--restart-on-change", "--grace", "8s", "--", "/envapp", "--ignore-term")
+	e := s.run("coffer-example-proc-exec-"+s.label, map[string]string{"app": "envapp-exec"},
+		"/coffer", "exec", "--env", "DB_PASSWORD=db-password", "--wait", "--timeout", "60s", "--", "/envapp")
+	s.waitLog(c.ID, "started with DB_PASSWORD "+fingerprint(v1))
+	s.waitLog(e.ID, "started with DB_PASSWORD "+fingerprint(v1))
+	s.waitProcess("examples/proc-db", c.ID, 1, "v1 current")
+	s.waitProcess("examples/proc-db", e.ID, 1, "v1 current")
+
+	s.srv.MustCLI(t, v2, "secret", "put", "examples/proc-db")
+	s.waitLog(c.ID, "ignoring terminated")
+	s.waitProcess("examples/proc-db", c.ID, 2, "v1 restart-pending")
+	if h := s.holderOf("examples/proc-db", c.ID); !h.Pending {
+		t.Fatal("a container whose process has not restarted is not pending")
+	}
+	if show := s.srv.MustCLI(t, "", "secret", "show", "examples/proc-db"); !strings.Contains(show, "file v2 but process still on v1 (restart pending)") {
+		t.Fatalf("secret show:\n%s", show)
+	}
+	if ls := s.srv.MustCLI(t, "", "bind", "ls"); !strings.Contains(ls, "restart-process (1 restart pending)") {
+		t.Fatalf("bind ls:\n%s", ls)
+	}
+	if _, errOut, code := s.srv.CLI(t, "", "rollout", "status", "examples/proc-db", "--timeout", "1s"); code == 0 ||
+		!strings.Contains(errOut, "process still on v1 (restart pending)") {
+		t.Fatalf("rollout status during the grace period: exit %d: %s", code, errOut)
+	}
+	// coffer exec kills it after --grace and starts it with v2.
+	s.waitLog(c.ID, "started with DB_PASSWORD "+fingerprint(v2))
+	s.waitProcess("examples/proc-db", c.ID, 2, "v2 current")
+	s.waitProcess("examples/proc-db", e.ID, 2, "v1 stale")
+	if h := s.holderOf("examples/proc-db", e.ID); h.Pending {
+		t.Fatal("a process that keeps its environment for life is pending")
+	}
+	s.srv.MustCLI(t, "", "rollout", "status", "examples/proc-db", "--timeout", "30s")
+
+	// A restart that cannot happen: the new value holds a NUL byte.
+	s.srv.MustCLI(t, "bad\x00value", "secret", "put", "examples/proc-db")
+	s.waitProcess("examples/proc-db", c.ID, 3, "v2 restart-pending")
+	s.srv.MustCLI(t, v4, "secret", "put", "examples/proc-db")
+	s.waitLog(c.ID, "started with DB_PASSWORD "+fingerprint(v4))
+	s.waitProcess("examples/proc-db", c.ID, 4, "v4 current")
+
+	// Forged records, written by root in the container and read by the
+	// agent right after the next delivery (before coffer exec restarts
+	// the child and writes a true one): each is refused with its reason.
+	cur := uint64(4)
+	for _, forge := range []struct{ what, sh, log string }{
+		{"garbage", "printf 'garbage\\000\\377' > /run/secrets/.coffer-exec", "not a JSON record"},
+		{"huge", "dd if=/dev/zero of=/run/secrets/.coffer-exec bs=1024 count=1024 2>/dev/null", "larger than"},
+		{"symlink", "ln -sf /etc/shadow /run/secrets/.coffer-exec", "is not a regular file"},
+	} {
+		s.waitProcess("examples/proc-db", c.ID, cur, fmt.Sprintf("v%d current", cur)) // the last restart is over
+		if out, err := s.docker.Docker(t, "exec", c.ID, "sh", "-c", "rm -f /run/secrets/.coffer-exec; "+forge.sh); err != nil {
+			t.Fatalf("%s: %v %s", forge.what, err, out)
+		}
+		v := "ex-proc-forge-" + randID()
+		s.srv.MustCLI(t, v, "secret", "put", "examples/proc-db")
+		cur++
+		s.eventually("the agent refusing the "+forge.what+" record", 60*time.Second, func() bool {
+			return strings.Contains(s.agent.Logs(), "coffer exec record in the container refused") && strings.Contains(s.agent.Logs(), forge.log)
+		})
+		s.waitLog(c.ID, "started with DB_PASSWORD "+fingerprint(v))
+	}
+	if strings.Contains(s.agent.Logs(), "root:") {
+		t.Fatal("the host's shadow file in the agent's log")
+	}
+	// The next restart writes a true record again.
+	v5 := "ex-proc-v5-" + randID()
+	s.srv.MustCLI(t, v5, "secret", "put", "examples/proc-db")
+	s.waitLog(c.ID, "started with DB_PASSWORD "+fingerprint(v5))
+	s.waitProcess("examples/proc-db", c.ID, cur+1, fmt.Sprintf("v%d current", cur+1))
+	s.noValue(c, v1, v2, v4, v5)
+	s.noValue(e, v1, v2, v4, v5)
 }

@@ -24,6 +24,7 @@ import (
 	"coffer/internal/container/docker"
 	"coffer/internal/deliver"
 	"coffer/internal/deliver/tmpfs"
+	"coffer/internal/execstate"
 	"coffer/internal/hook"
 	"coffer/internal/nri"
 	"coffer/internal/version"
@@ -129,7 +130,8 @@ second of any server being reachable again. All share one CA and one
 				gate = hook.NewGate(d, log)
 				del = gate
 			}
-			ag := agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: del, Logger: log, OnlyLabels: onlyLabels})
+			ag := agent.New(agent.Config{Server: server, CAPEM: caPEM, Cert: cert, StateDir: stateDir, Runtime: rt, Deliverer: del, Logger: log, OnlyLabels: onlyLabels,
+				ExecState: execstate.ProcReader{Dir: dir}})
 			if gate != nil {
 				hs, err := hook.New(hook.Config{Socket: hookSocket, Agent: ag, Runtime: hookRT, Gate: gate, Logger: log})
 				if err != nil {

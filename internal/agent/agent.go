@@ -58,6 +58,10 @@ type Config struct {
 	// ValueGrace is how long a received value is kept before a container's
 	// desired state must refer to it (default 10s).
 	ValueGrace time.Duration
+	// ExecState, if set, reads coffer exec's record in each container, so
+	// acknowledgements tell which version its process runs with (see
+	// process.go); nil: not reported.
+	ExecState ExecStateReader
 }
 
 // Agent is one host's agent.
@@ -77,6 +81,7 @@ type Agent struct {
 	server     string // the address of the current session
 	client     cofferv1.AgentServiceClient
 	appliedCnt uint64
+	sessionN   uint64 // counts streams: a state is acknowledged again only on its own (process.go)
 }
 
 type verKey struct {
@@ -90,6 +95,7 @@ type target struct {
 	want    *cofferv1.Desired // newest desired state not yet applied
 	current *cofferv1.Desired // state being applied or last applied
 	held    map[string]verKey // by file: what the last successful Apply wrote (rotation contracts compare with it)
+	proc    procState         // its process's state (process.go)
 	busy    bool
 	gone    bool
 }
@@ -162,6 +168,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	go a.renew.Run(ctx)
 	go a.followRuntime(ctx, events)
+	go a.watchProcesses(ctx)
 	go func() {
 		t := time.NewTicker(a.cfg.ValueGrace)
 		defer t.Stop()
@@ -308,12 +315,15 @@ func (a *Agent) session(ctx context.Context, tlsCfg *tls.Config, t dialTarget) (
 	send := make(chan *cofferv1.AgentMessage, 1024)
 	a.mu.Lock()
 	a.send = send
+	a.sessionN++
 	// Report everything the runtime runs; the server answers with the full
 	// desired state of each container.
 	msgs := []*cofferv1.AgentMessage{{Msg: &cofferv1.AgentMessage_Hello{Hello: &cofferv1.Hello{Version: "coffer-agent/1"}}}}
 	var ids []string
 	for _, info := range a.running {
-		msgs = append(msgs, startedMsg(info))
+		m := startedMsg(info)
+		m.GetStarted().Container.Held = heldRefs(a.targets[info.ID]) // none pins survive a new server
+		msgs = append(msgs, m)
 		ids = append(ids, info.ID)
 	}
 	msgs = append(msgs, &cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Sync{Sync: &cofferv1.ContainerSync{Running: ids}}})

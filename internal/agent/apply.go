@@ -60,6 +60,7 @@ func (a *Agent) handleDesired(ctx context.Context, d *cofferv1.Desired) {
 		a.targets[d.ContainerId] = t
 	}
 	a.setWantLocked(t, d)
+	t.proc.wantSess = a.sessionN
 	if !t.busy {
 		t.busy = true
 		go a.work(ctx, t)
@@ -95,22 +96,31 @@ func (a *Agent) step(ctx context.Context, t *target) (more bool, err error) {
 	t.want = nil
 	old := t.current
 	t.current = d
+	t.proc.curSess = t.proc.wantSess
 	a.unrefLocked(old)
 	info := t.info
 	files, err := a.filesLocked(d)
 	sigs := signalsFor(t.held, d)
+	prevDigests, prevLogged := t.proc.digests, t.proc.logged
 	a.mu.Unlock()
 
+	var proc []*cofferv1.ProcessFile
+	logged := prevLogged
 	if err == nil {
 		err = a.cfg.Deliverer.Apply(ctx, info, files)
 		if err == nil {
+			digests := noteDigests(prevDigests, files)
 			a.mu.Lock()
 			t.held = heldFiles(d)
+			t.proc.digests = digests
 			a.mu.Unlock()
 			err = a.signal(ctx, info, sigs)
+			if err == nil {
+				proc, logged = a.processReport(ctx, containerRef{info.ID, info.Name, info.PID}, d, digests, prevLogged)
+			}
 		}
 	}
-	ack := &cofferv1.Applied{ContainerId: info.ID, Generation: d.Generation}
+	ack := &cofferv1.Applied{ContainerId: info.ID, Generation: d.Generation, Process: proc}
 	if err != nil {
 		ack.Error = err.Error()
 		a.log.Error("delivery failed", "container", info.Name, "id", info.ID, "err", err)
@@ -118,6 +128,10 @@ func (a *Agent) step(ctx context.Context, t *target) (more bool, err error) {
 		a.log.Debug("delivered", "container", info.Name, "files", len(files), "generation", d.Generation)
 	}
 	a.mu.Lock()
+	t.proc.logged = logged
+	if err == nil {
+		t.proc.okGen, t.proc.report, t.proc.watchUntil = d.Generation, proc, time.Now().Add(processWatch)
+	}
 	a.appliedCnt++
 	a.enqueueLocked(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Applied{Applied: ack}})
 	a.mu.Unlock()

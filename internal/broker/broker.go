@@ -116,6 +116,8 @@ type ctr struct {
 	gen     uint64
 	desired []*cofferv1.FileRef // last sent, sorted by file
 	applied []*cofferv1.FileRef // last acknowledged
+	// process is what its process runs with, as last acknowledged (process.go).
+	process []*cofferv1.ProcessFile
 	ackGen  uint64
 	sentAt  time.Time
 	kube    kubeCtr // its pod, for a Kubernetes node agent (kube.go)
@@ -375,9 +377,9 @@ func (b *Broker) push(c *ctr) {
 
 // pinned is the version of g's file for container c under the rotation
 // contract none: the version c was last sent of that secret in that file,
-// while it can still be opened; else current. The broker's memory is the
-// only record: a container the server has not seen yet (after a server
-// restart, or a restarted container) gets the current version.
+// while it can still be opened; else, for a file this broker never sent
+// it (after a server restart), the version its agent reports it holds
+// (heldPin); else current. A restarted container gets the current version.
 func (b *Broker) pinned(c *ctr, g policy.Grant, current uint64) uint64 {
 	for _, f := range c.desired {
 		if f.File == g.File && f.Secret == g.Secret && f.Version != current {
@@ -386,7 +388,7 @@ func (b *Broker) pinned(c *ctr, g policy.Grant, current uint64) uint64 {
 			}
 		}
 	}
-	return current
+	return b.heldPin(c, g, current)
 }
 
 func sameFiles(a, b []*cofferv1.FileRef) bool {
@@ -407,6 +409,10 @@ type Holder struct {
 	// secret ("" for file). Under none a container that holds a version is
 	// not pending: it keeps it by contract.
 	Rotation string `json:"rotation,omitempty"`
+	// Process is what the container's process runs with, when coffer exec
+	// put the secret in its environment (nil: not reported). A process
+	// whose restart is pending makes the holder pending.
+	Process *ProcessState `json:"process,omitempty"`
 }
 
 // Rollout lists the containers bound to a secret with the version each holds.
@@ -428,6 +434,9 @@ func (b *Broker) Rollout(name string) []Holder {
 		}
 		if want, dynamic := b.wantVersion(c, name); want != 0 && h.Version != want && (h.Rotation != policy.RotationNone || h.Version == 0) || dynamic && want == 0 {
 			h.Pending = true // a dynamic secret's holder waits for its own lease, not for a current version
+		}
+		if h.Process = processState(c, name); h.Process != nil && h.Process.State == ProcessRestartPending {
+			h.Pending = true // the file is new, its process not yet
 		}
 		out = append(out, h)
 	}

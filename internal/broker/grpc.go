@@ -273,6 +273,11 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 		b.mu.Unlock()
 		return // stale ack: a newer state is on its way
 	}
+	if a.GetProcessOnly() { // the container's process changed, not its files
+		c.process = processOf(c.applied, a.GetProcess())
+		b.mu.Unlock()
+		return
+	}
 	info := c.info
 	if a.GetError() != "" {
 		b.mu.Unlock()
@@ -282,6 +287,7 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 		b.auditLater(info.Id, ev)
 		return
 	}
+	c.process = processOf(c.desired, a.GetProcess())
 	before := c.applied
 	c.applied = c.desired
 	c.ackGen = c.gen

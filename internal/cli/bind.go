@@ -372,10 +372,11 @@ is stored), "secret deleted" when it is deleted (coffer secret undelete).`,
 				return err
 			}
 			st := statuses(cl)
+			restarts := restartsPending(cl, bs)
 			rows := [][]string{}
 			for _, b := range bs {
 				rows = append(rows, []string{b.Name, b.Secret, st(b.Secret), b.Selector, dash(b.Image), dash(b.Hosts), b.File,
-					policy.FormatMode(b.Mode), fmt.Sprintf("%d:%d", b.UID, b.GID), policy.RotationName(b.Rotation)})
+					policy.FormatMode(b.Mode), fmt.Sprintf("%d:%d", b.UID, b.GID), rotationCell(b, restarts)})
 			}
 			return o.print(cmd.OutOrStdout(), bs, []string{"NAME", "SECRET", "STATUS", "SELECTOR", "IMAGE", "HOSTS", "FILE", "MODE", "OWNER", "ROTATION"}, rows)
 		},

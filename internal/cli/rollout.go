@@ -134,6 +134,9 @@ not exist, or a --version it does not have yet, is an error at once.`,
 // and nothing pending, or, when a version was given (atLeast), that
 // version or a newer one.
 func holds(h holder, want uint64, atLeast bool) bool {
+	if h.Process != nil && h.Process.State == "restart-pending" {
+		return false // the file is there, its process not yet
+	}
 	if h.Rotation == policy.RotationNone && h.Version != 0 && !h.Pending {
 		return true // it keeps the version it was first given, by contract
 	}
@@ -154,7 +157,10 @@ func laggards(name string, want uint64, timeout time.Duration, lag []holder, n i
 		if h.Version != 0 {
 			held = fmt.Sprintf("version %d", h.Version)
 		}
-		if h.Pending {
+		switch {
+		case h.Process != nil && h.Process.State == "restart-pending":
+			held += processNote(h)
+		case h.Pending:
 			held += " (newer state sent, not acknowledged)"
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", h.Agent, h.ContainerName, short(h.ContainerID), held)

@@ -49,6 +49,8 @@ type holder struct {
 	Version       uint64 `json:"version"`
 	Pending       bool   `json:"pending"`
 	Upstream      string `json:"upstream_version,omitempty"`
+
+	Process *holderProcess `json:"process,omitempty"` // what its process runs with (process.go)
 }
 
 func newSecretCmd(c *conn) *cobra.Command {
@@ -307,6 +309,7 @@ func showSecret(w io.Writer, o *output, m secretMeta) error {
 		if h.Pending {
 			state = "pending" + rotationNote(h)
 		}
+		state += processNote(h)
 		row := []string{h.Agent, h.ContainerName, short(h.ContainerID), fmt.Sprint(h.Version), state}
 		if m.Link != nil {
 			up := h.Upstream

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"unsafe"
+
+	"coffer/internal/execstate"
 )
 
 // environ is a child's environment built from secret files. Its strings
@@ -21,6 +23,8 @@ type environ struct {
 	bufs  [][]byte // file contents and "NAME=value" strings
 	vars  []string // "NAME=value", aliasing bufs
 	names []string // the secret variables' names, sorted
+	// digests of the files read, for the record (see execstate)
+	digests []execstate.File
 }
 
 // Zero overwrites every buffer; the strings must not be used after.
@@ -29,6 +33,13 @@ func (e *environ) Zero() {
 		clear(b)
 	}
 	e.bufs, e.vars = nil, nil
+}
+
+// digest notes the digest of file's content b, once per file.
+func (e *environ) digest(file string, b []byte) {
+	if !slices.ContainsFunc(e.digests, func(d execstate.File) bool { return d.File == file }) {
+		e.digests = append(e.digests, execstate.File{File: file, SHA256: execstate.Digest(b)})
+	}
 }
 
 // alias returns b as a string without copying it.
@@ -76,6 +87,7 @@ func load(s *Spec) (_ *environ, err error) {
 			return nil, err
 		}
 		e.bufs = append(e.bufs, b)
+		e.digest(v.File, b)
 		if err := add(v.Name, "--env "+v.Name+"="+v.File, b); err != nil {
 			return nil, err
 		}
@@ -86,6 +98,7 @@ func load(s *Spec) (_ *environ, err error) {
 			return nil, err
 		}
 		e.bufs = append(e.bufs, b)
+		e.digest(f, b)
 		entries, err := ParseDotenv(b)
 		if err != nil {
 			return nil, fmt.Errorf("%w: --env-file %s: %w", ErrUsage, filepath.Join(s.Dir, f), err)

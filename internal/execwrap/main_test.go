@@ -45,6 +45,9 @@ func childMain(mode, out string) {
 		os.Exit(98)
 	}
 	pid := os.Getpid()
+	// Handlers first: a test signals the child as soon as it reads "start".
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM)
 	fmt.Fprintf(f, "start %d DB=%s A=%s B=%s\n", pid, os.Getenv("DB"), os.Getenv("A"), os.Getenv("B"))
 	if mode == "exit3" {
 		os.Exit(3)
@@ -56,8 +59,6 @@ func childMain(mode, out string) {
 		exec.Command("/bin/sh", "-c", "(sleep 0.2 &)").Run()
 		fmt.Fprintf(f, "orphaned %d\n", pid)
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM)
 	for sig := range sigs {
 		switch {
 		case sig == syscall.SIGHUP:

@@ -42,6 +42,7 @@ func Run(ctx context.Context, s *Spec) (code int, err error) {
 		return 1, err
 	}
 	s.Logger.Info("exec", "command", s.Argv[0], "variables", strings.Join(e.names, ","))
+	s.record(os.Getpid(), false, e)
 	err = syscall.Exec(path, s.Argv, childEnv(os.Environ(), e))
 	e.Zero()
 	return ExitCannotRun, fmt.Errorf("%w: exec %s: %w", ErrCommand, s.Argv[0], err)

@@ -80,6 +80,8 @@ type Spec struct {
 	Poll            time.Duration // how often files are looked at while waiting or watching
 	Argv            []string      // the command and its arguments
 	Logger          *slog.Logger  // the wrapper's own messages (never a value); nil discards
+
+	recordWarned bool // the last record could not be written, and that was said
 }
 
 // ParseEnv parses --env NAME=FILE.

@@ -136,6 +136,7 @@ func (sv *supervisor) start(e *environ) error {
 	}
 	sv.cur = &child{p: p, pid: p.Pid}
 	sv.s.Logger.Info("started", "command", sv.s.Argv[0], "pid", p.Pid, "variables", strings.Join(e.names, ","))
+	sv.s.record(p.Pid, true, e)
 	return nil
 }
 

@@ -44,7 +44,14 @@ type Container struct {
 	// container of an agent labelled k8s.node only if the API server has a
 	// pod with this uid, namespace and name, bound to that node, with a
 	// container of that name (docs/kubernetes.md).
-	Pod           *Pod `protobuf:"bytes,7,opt,name=pod,proto3" json:"pod,omitempty"`
+	Pod *Pod `protobuf:"bytes,7,opt,name=pod,proto3" json:"pod,omitempty"`
+	// The files this agent process last wrote into the container (secret,
+	// version, file; the other fields unset), sent when a stream starts: a
+	// server that has not seen the container yet (it restarted, or took the
+	// agent over) keeps these versions for "none" bindings instead of
+	// sending the current one. Empty for a container the agent has not
+	// written to.
+	Held          []*FileRef `protobuf:"bytes,8,rep,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -124,6 +131,13 @@ func (x *Container) GetImageLabels() map[string]string {
 func (x *Container) GetPod() *Pod {
 	if x != nil {
 		return x.Pod
+	}
+	return nil
+}
+
+func (x *Container) GetHeld() []*FileRef {
+	if x != nil {
+		return x.Held
 	}
 	return nil
 }
@@ -523,10 +537,21 @@ func (x *ContainerSync) GetRunning() []string {
 // Applied acknowledges that a container now holds Desired generation
 // `generation` (or could not, with error set).
 type Applied struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ContainerId   string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	Generation    uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
-	Error         string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Generation  uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Error       string                 `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// What the container's process was started with, for each file whose
+	// content `coffer exec` put in its environment, as the agent matched the
+	// digests in coffer exec's record (package execstate) against what it
+	// wrote. Empty when the container has no record.
+	Process []*ProcessFile `protobuf:"bytes,4,rep,name=process,proto3" json:"process,omitempty"`
+	// Set when the agent acknowledges the same generation again because the
+	// process changed (coffer exec restarted it): the server updates the
+	// process state only, never the files' (a broker that counts generations
+	// from 1 again after a report must not take it for an acknowledgement
+	// of a newer state).
+	ProcessOnly   bool `protobuf:"varint,5,opt,name=process_only,json=processOnly,proto3" json:"process_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -582,6 +607,95 @@ func (x *Applied) GetError() string {
 	return ""
 }
 
+func (x *Applied) GetProcess() []*ProcessFile {
+	if x != nil {
+		return x.Process
+	}
+	return nil
+}
+
+func (x *Applied) GetProcessOnly() bool {
+	if x != nil {
+		return x.ProcessOnly
+	}
+	return false
+}
+
+// ProcessFile is the version of a file's secret a container's process runs
+// with.
+type ProcessFile struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	File   string                 `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	Secret string                 `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	// 0: content the agent cannot name (older than what it remembers, or
+	// not what it wrote): not the file's current version.
+	Version uint64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	// The process is supervised by coffer exec --restart-on-change, which
+	// restarts it when its files change; false: it keeps its environment for
+	// life (coffer exec without --restart-on-change).
+	Restarts      bool `protobuf:"varint,4,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProcessFile) Reset() {
+	*x = ProcessFile{}
+	mi := &file_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProcessFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProcessFile) ProtoMessage() {}
+
+func (x *ProcessFile) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProcessFile.ProtoReflect.Descriptor instead.
+func (*ProcessFile) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ProcessFile) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *ProcessFile) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *ProcessFile) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ProcessFile) GetRestarts() bool {
+	if x != nil {
+		return x.Restarts
+	}
+	return false
+}
+
 // AppliedBatch is several Applied in one message, in order. An agent sends
 // it only to a server that announced the "batch" feature (see Batch).
 type AppliedBatch struct {
@@ -593,7 +707,7 @@ type AppliedBatch struct {
 
 func (x *AppliedBatch) Reset() {
 	*x = AppliedBatch{}
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +719,7 @@ func (x *AppliedBatch) String() string {
 func (*AppliedBatch) ProtoMessage() {}
 
 func (x *AppliedBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[8]
+	mi := &file_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +732,7 @@ func (x *AppliedBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedBatch.ProtoReflect.Descriptor instead.
 func (*AppliedBatch) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AppliedBatch) GetApplied() []*Applied {
@@ -642,7 +756,7 @@ type ServerMessage struct {
 
 func (x *ServerMessage) Reset() {
 	*x = ServerMessage{}
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -654,7 +768,7 @@ func (x *ServerMessage) String() string {
 func (*ServerMessage) ProtoMessage() {}
 
 func (x *ServerMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[9]
+	mi := &file_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -667,7 +781,7 @@ func (x *ServerMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerMessage.ProtoReflect.Descriptor instead.
 func (*ServerMessage) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ServerMessage) GetMsg() isServerMessage_Msg {
@@ -744,7 +858,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -756,7 +870,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[10]
+	mi := &file_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -769,7 +883,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Batch) GetValues() *Values {
@@ -797,7 +911,7 @@ type SecretValue struct {
 
 func (x *SecretValue) Reset() {
 	*x = SecretValue{}
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +923,7 @@ func (x *SecretValue) String() string {
 func (*SecretValue) ProtoMessage() {}
 
 func (x *SecretValue) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[11]
+	mi := &file_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +936,7 @@ func (x *SecretValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretValue.ProtoReflect.Descriptor instead.
 func (*SecretValue) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SecretValue) GetSecret() string {
@@ -856,7 +970,7 @@ type Values struct {
 
 func (x *Values) Reset() {
 	*x = Values{}
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +982,7 @@ func (x *Values) String() string {
 func (*Values) ProtoMessage() {}
 
 func (x *Values) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[12]
+	mi := &file_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +995,7 @@ func (x *Values) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Values.ProtoReflect.Descriptor instead.
 func (*Values) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Values) GetValues() []*SecretValue {
@@ -913,7 +1027,7 @@ type FileRef struct {
 
 func (x *FileRef) Reset() {
 	*x = FileRef{}
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1039,7 @@ func (x *FileRef) String() string {
 func (*FileRef) ProtoMessage() {}
 
 func (x *FileRef) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[13]
+	mi := &file_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1052,7 @@ func (x *FileRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRef.ProtoReflect.Descriptor instead.
 func (*FileRef) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FileRef) GetSecret() string {
@@ -1002,7 +1116,7 @@ type Desired struct {
 
 func (x *Desired) Reset() {
 	*x = Desired{}
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1128,7 @@ func (x *Desired) String() string {
 func (*Desired) ProtoMessage() {}
 
 func (x *Desired) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[14]
+	mi := &file_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1141,7 @@ func (x *Desired) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Desired.ProtoReflect.Descriptor instead.
 func (*Desired) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Desired) GetContainerId() string {
@@ -1060,7 +1174,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1186,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[15]
+	mi := &file_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1199,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{15}
+	return file_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RenewRequest) GetCsr() []byte {
@@ -1104,7 +1218,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1116,7 +1230,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_proto_msgTypes[16]
+	mi := &file_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1129,7 +1243,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_agent_proto_rawDescGZIP(), []int{16}
+	return file_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RenewResponse) GetCertificate() []byte {
@@ -1143,7 +1257,7 @@ var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
 	"\n" +
-	"\vagent.proto\x12\tcoffer.v1\"\x89\x03\n" +
+	"\vagent.proto\x12\tcoffer.v1\"\xb1\x03\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x128\n" +
@@ -1151,7 +1265,8 @@ const file_agent_proto_rawDesc = "" +
 	"\x05image\x18\x04 \x01(\tR\x05image\x12!\n" +
 	"\fimage_digest\x18\x05 \x01(\tR\vimageDigest\x12H\n" +
 	"\fimage_labels\x18\x06 \x03(\v2%.coffer.v1.Container.ImageLabelsEntryR\vimageLabels\x12 \n" +
-	"\x03pod\x18\a \x01(\v2\x0e.coffer.v1.PodR\x03pod\x1a9\n" +
+	"\x03pod\x18\a \x01(\v2\x0e.coffer.v1.PodR\x03pod\x12&\n" +
+	"\x04held\x18\b \x03(\v2\x12.coffer.v1.FileRefR\x04held\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
@@ -1178,13 +1293,20 @@ const file_agent_proto_rawDesc = "" +
 	"\x10ContainerStopped\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\")\n" +
 	"\rContainerSync\x12\x18\n" +
-	"\arunning\x18\x01 \x03(\tR\arunning\"b\n" +
+	"\arunning\x18\x01 \x03(\tR\arunning\"\xb7\x01\n" +
 	"\aApplied\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x02 \x01(\x04R\n" +
 	"generation\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error\"<\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x120\n" +
+	"\aprocess\x18\x04 \x03(\v2\x16.coffer.v1.ProcessFileR\aprocess\x12!\n" +
+	"\fprocess_only\x18\x05 \x01(\bR\vprocessOnly\"o\n" +
+	"\vProcessFile\x12\x12\n" +
+	"\x04file\x18\x01 \x01(\tR\x04file\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x1a\n" +
+	"\brestarts\x18\x04 \x01(\bR\brestarts\"<\n" +
 	"\fAppliedBatch\x12,\n" +
 	"\aapplied\x18\x01 \x03(\v2\x12.coffer.v1.AppliedR\aapplied\"\x9d\x01\n" +
 	"\rServerMessage\x12+\n" +
@@ -1235,7 +1357,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_agent_proto_goTypes = []any{
 	(*Container)(nil),        // 0: coffer.v1.Container
 	(*Pod)(nil),              // 1: coffer.v1.Pod
@@ -1245,46 +1367,49 @@ var file_agent_proto_goTypes = []any{
 	(*ContainerStopped)(nil), // 5: coffer.v1.ContainerStopped
 	(*ContainerSync)(nil),    // 6: coffer.v1.ContainerSync
 	(*Applied)(nil),          // 7: coffer.v1.Applied
-	(*AppliedBatch)(nil),     // 8: coffer.v1.AppliedBatch
-	(*ServerMessage)(nil),    // 9: coffer.v1.ServerMessage
-	(*Batch)(nil),            // 10: coffer.v1.Batch
-	(*SecretValue)(nil),      // 11: coffer.v1.SecretValue
-	(*Values)(nil),           // 12: coffer.v1.Values
-	(*FileRef)(nil),          // 13: coffer.v1.FileRef
-	(*Desired)(nil),          // 14: coffer.v1.Desired
-	(*RenewRequest)(nil),     // 15: coffer.v1.RenewRequest
-	(*RenewResponse)(nil),    // 16: coffer.v1.RenewResponse
-	nil,                      // 17: coffer.v1.Container.LabelsEntry
-	nil,                      // 18: coffer.v1.Container.ImageLabelsEntry
+	(*ProcessFile)(nil),      // 8: coffer.v1.ProcessFile
+	(*AppliedBatch)(nil),     // 9: coffer.v1.AppliedBatch
+	(*ServerMessage)(nil),    // 10: coffer.v1.ServerMessage
+	(*Batch)(nil),            // 11: coffer.v1.Batch
+	(*SecretValue)(nil),      // 12: coffer.v1.SecretValue
+	(*Values)(nil),           // 13: coffer.v1.Values
+	(*FileRef)(nil),          // 14: coffer.v1.FileRef
+	(*Desired)(nil),          // 15: coffer.v1.Desired
+	(*RenewRequest)(nil),     // 16: coffer.v1.RenewRequest
+	(*RenewResponse)(nil),    // 17: coffer.v1.RenewResponse
+	nil,                      // 18: coffer.v1.Container.LabelsEntry
+	nil,                      // 19: coffer.v1.Container.ImageLabelsEntry
 }
 var file_agent_proto_depIdxs = []int32{
-	17, // 0: coffer.v1.Container.labels:type_name -> coffer.v1.Container.LabelsEntry
-	18, // 1: coffer.v1.Container.image_labels:type_name -> coffer.v1.Container.ImageLabelsEntry
+	18, // 0: coffer.v1.Container.labels:type_name -> coffer.v1.Container.LabelsEntry
+	19, // 1: coffer.v1.Container.image_labels:type_name -> coffer.v1.Container.ImageLabelsEntry
 	1,  // 2: coffer.v1.Container.pod:type_name -> coffer.v1.Pod
-	3,  // 3: coffer.v1.AgentMessage.hello:type_name -> coffer.v1.Hello
-	4,  // 4: coffer.v1.AgentMessage.started:type_name -> coffer.v1.ContainerStarted
-	5,  // 5: coffer.v1.AgentMessage.stopped:type_name -> coffer.v1.ContainerStopped
-	6,  // 6: coffer.v1.AgentMessage.sync:type_name -> coffer.v1.ContainerSync
-	7,  // 7: coffer.v1.AgentMessage.applied:type_name -> coffer.v1.Applied
-	8,  // 8: coffer.v1.AgentMessage.applied_batch:type_name -> coffer.v1.AppliedBatch
-	0,  // 9: coffer.v1.ContainerStarted.container:type_name -> coffer.v1.Container
-	7,  // 10: coffer.v1.AppliedBatch.applied:type_name -> coffer.v1.Applied
-	12, // 11: coffer.v1.ServerMessage.values:type_name -> coffer.v1.Values
-	14, // 12: coffer.v1.ServerMessage.desired:type_name -> coffer.v1.Desired
-	10, // 13: coffer.v1.ServerMessage.batch:type_name -> coffer.v1.Batch
-	12, // 14: coffer.v1.Batch.values:type_name -> coffer.v1.Values
-	14, // 15: coffer.v1.Batch.desired:type_name -> coffer.v1.Desired
-	11, // 16: coffer.v1.Values.values:type_name -> coffer.v1.SecretValue
-	13, // 17: coffer.v1.Desired.files:type_name -> coffer.v1.FileRef
-	2,  // 18: coffer.v1.AgentService.Sync:input_type -> coffer.v1.AgentMessage
-	15, // 19: coffer.v1.AgentService.Renew:input_type -> coffer.v1.RenewRequest
-	9,  // 20: coffer.v1.AgentService.Sync:output_type -> coffer.v1.ServerMessage
-	16, // 21: coffer.v1.AgentService.Renew:output_type -> coffer.v1.RenewResponse
-	20, // [20:22] is the sub-list for method output_type
-	18, // [18:20] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	14, // 3: coffer.v1.Container.held:type_name -> coffer.v1.FileRef
+	3,  // 4: coffer.v1.AgentMessage.hello:type_name -> coffer.v1.Hello
+	4,  // 5: coffer.v1.AgentMessage.started:type_name -> coffer.v1.ContainerStarted
+	5,  // 6: coffer.v1.AgentMessage.stopped:type_name -> coffer.v1.ContainerStopped
+	6,  // 7: coffer.v1.AgentMessage.sync:type_name -> coffer.v1.ContainerSync
+	7,  // 8: coffer.v1.AgentMessage.applied:type_name -> coffer.v1.Applied
+	9,  // 9: coffer.v1.AgentMessage.applied_batch:type_name -> coffer.v1.AppliedBatch
+	0,  // 10: coffer.v1.ContainerStarted.container:type_name -> coffer.v1.Container
+	8,  // 11: coffer.v1.Applied.process:type_name -> coffer.v1.ProcessFile
+	7,  // 12: coffer.v1.AppliedBatch.applied:type_name -> coffer.v1.Applied
+	13, // 13: coffer.v1.ServerMessage.values:type_name -> coffer.v1.Values
+	15, // 14: coffer.v1.ServerMessage.desired:type_name -> coffer.v1.Desired
+	11, // 15: coffer.v1.ServerMessage.batch:type_name -> coffer.v1.Batch
+	13, // 16: coffer.v1.Batch.values:type_name -> coffer.v1.Values
+	15, // 17: coffer.v1.Batch.desired:type_name -> coffer.v1.Desired
+	12, // 18: coffer.v1.Values.values:type_name -> coffer.v1.SecretValue
+	14, // 19: coffer.v1.Desired.files:type_name -> coffer.v1.FileRef
+	2,  // 20: coffer.v1.AgentService.Sync:input_type -> coffer.v1.AgentMessage
+	16, // 21: coffer.v1.AgentService.Renew:input_type -> coffer.v1.RenewRequest
+	10, // 22: coffer.v1.AgentService.Sync:output_type -> coffer.v1.ServerMessage
+	17, // 23: coffer.v1.AgentService.Renew:output_type -> coffer.v1.RenewResponse
+	22, // [22:24] is the sub-list for method output_type
+	20, // [20:22] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_agent_proto_init() }
@@ -1300,7 +1425,7 @@ func file_agent_proto_init() {
 		(*AgentMessage_Applied)(nil),
 		(*AgentMessage_AppliedBatch)(nil),
 	}
-	file_agent_proto_msgTypes[9].OneofWrappers = []any{
+	file_agent_proto_msgTypes[10].OneofWrappers = []any{
 		(*ServerMessage_Values)(nil),
 		(*ServerMessage_Desired)(nil),
 		(*ServerMessage_Batch)(nil),
@@ -1311,7 +1436,7 @@ func file_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
