@@ -279,11 +279,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	attest, err := nodeAttestation(cfg.Kubernetes, log)
+	if err != nil {
+		return nil, err
+	}
 	handler := api.New(api.Config{
 		Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: s.audit, CAPEM: ca.CertPEM,
 		MaxValueSize: cfg.MaxValueSize, Logger: log, GRPC: gs,
 		Ready: s.ready, AuditServers: s.auditServers,
 		Links: links, Incident: inc, Dynamic: dynamic, Login: login,
+		Attest: attest,
 	})
 	tlsCfg := identity.ServerTLSConfig(cert, ca)
 	// Reissue the server certificate in place as it nears expiry.
