@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"maps"
 	"os"
 	"path/filepath"
@@ -169,8 +170,17 @@ func TestReenrollAReimagedNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.DeletePod(old.Name)
+	// A second agent pod on node-a (made with the agents' ServiceAccount
+	// beside the DaemonSet's) cannot take the node over while the first runs.
 	fresh := c.Pod("coffer-agent-new", "node-a", attesttest.ServiceAccount)
+	_, err = agent.LoadOrEnrollWith(ctx, addr, caPEM, t.TempDir(), "", agent.Credential{K8sTokenFile: tokenFile(t, c.Token(attesttest.ServiceAccount, fresh, "coffer", 10*time.Minute))})
+	if !errors.Is(err, agent.ErrNameTaken) || !strings.Contains(err.Error(), "still runs") {
+		t.Fatalf("a second pod beside a running agent: %v", err)
+	}
+	if err := renewWith(ctx, addr, caPEM, first); err != nil {
+		t.Fatalf("the running agent was disturbed: %v", err)
+	}
+	c.DeletePod(old.Name)
 	second, err := agent.LoadOrEnrollWith(ctx, addr, caPEM, t.TempDir(), "", agent.Credential{K8sTokenFile: tokenFile(t, c.Token(attesttest.ServiceAccount, fresh, "coffer", 10*time.Minute))})
 	if err != nil {
 		t.Fatalf("re-enrollment: %v", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"strings"
 	"time"
 
 	"coffer/internal/audit"
@@ -23,6 +24,8 @@ const NodeLabel = "k8s.node"
 // pod runs on (kube.Attestor).
 type Attestor interface {
 	Attest(ctx context.Context, token string) (kube.Attestation, error)
+	// Alive reports whether a pod of that uid still exists and runs.
+	Alive(ctx context.Context, namespace, pod, uid string) (bool, error)
 }
 
 // NodeAttestation enrolls agents of Kubernetes nodes by the ServiceAccount
@@ -127,6 +130,28 @@ func (s *Server) enrollAttested(w http.ResponseWriter, hr *http.Request, req Enr
 	labels[NodeLabel] = att.Node
 	attested := &fleet.Attested{Node: att.Node, Pod: att.Namespace + "/" + att.Pod, PodUID: att.PodUID,
 		ServiceAccount: att.Namespace + "/" + att.ServiceAccount, CredentialID: att.CredentialID}
+	// A re-enrollment from another pod replaces the node's agent only if
+	// the pod that enrolled it is gone: two live agent pods claiming one
+	// node (a pod made with the agents' ServiceAccount and spec.nodeName
+	// beside the DaemonSet's) are refused. The API server is asked before
+	// the fleet is locked; the record is then checked unchanged.
+	var checkedUID string
+	if old, ok := s.cfg.Fleet.Get(name); ok && old.Attested != nil && old.Attested.Node == att.Node && old.Attested.PodUID != att.PodUID {
+		ns, pod, _ := strings.Cut(old.Attested.Pod, "/")
+		alive, err := na.Attestor.Alive(ctx, ns, pod, old.Attested.PodUID)
+		switch {
+		case err != nil:
+			s.log.Warn("enroll: cannot check a node's previous agent pod", "err", err)
+			refuse(http.StatusServiceUnavailable, "unavailable", "enroll: cannot check the node's previous agent pod with the Kubernetes API server now; retry later: "+err.Error())
+			return
+		case alive:
+			ev.Details["replaced_pod_uid"] = old.Attested.PodUID
+			refuse(http.StatusConflict, "conflict", fmt.Sprintf("enroll: agent %q of node %q was enrolled by pod %s (uid %s), which still runs: "+
+				"one node, one agent pod; delete the other pod, or remove the agent with `coffer agent rm %s`", name, att.Node, old.Attested.Pod, old.Attested.PodUID, name))
+			return
+		}
+		checkedUID = old.Attested.PodUID
+	}
 	mayReplace := func(old fleet.Agent) error {
 		switch {
 		case old.Attested == nil:
@@ -135,6 +160,8 @@ func (s *Server) enrollAttested(w http.ResponseWriter, hr *http.Request, req Enr
 			return fmt.Errorf("%w: agent %q was attested for node %q; remove it first with `coffer agent rm %s`", errNotReplaceable, name, old.Attested.Node, name)
 		case att.CredentialID != "" && old.Attested.CredentialID == att.CredentialID:
 			return fmt.Errorf("%w: this token already enrolled agent %q; a re-enrollment needs a fresh token", errTokenReused, name)
+		case old.Attested.PodUID != att.PodUID && old.Attested.PodUID != checkedUID:
+			return fmt.Errorf("%w: agent %q was enrolled again meanwhile; retry", errNotReplaceable, name)
 		case na.NoReenroll:
 			return fmt.Errorf("%w: agent %q of node %q is enrolled and re-enrollment is off (kubernetes.agent_reenroll: false); remove it first with `coffer agent rm %s`",
 				errNotReplaceable, name, att.Node, name)

@@ -21,9 +21,23 @@ import (
 // fakeAttestor answers by token: each known token attests what it maps to,
 // an unknown one fails with err (default ErrUnauthenticated).
 type fakeAttestor struct {
-	mu     sync.Mutex
-	tokens map[string]kube.Attestation
-	errs   map[string]error
+	mu       sync.Mutex
+	tokens   map[string]kube.Attestation
+	errs     map[string]error
+	alive    map[string]bool // pod uid → still runs
+	aliveErr error
+}
+
+func (f *fakeAttestor) Alive(_ context.Context, _, _, uid string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.alive[uid], f.aliveErr
+}
+
+func (f *fakeAttestor) setAlive(uid string, alive bool, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.alive[uid], f.aliveErr = alive, err
 }
 
 func (f *fakeAttestor) Attest(_ context.Context, tok string) (kube.Attestation, error) {
@@ -43,7 +57,7 @@ func podOn(node, uid string) kube.Attestation {
 }
 
 func attestEnv(t *testing.T, na api.NodeAttestation) (*env, *fakeAttestor) {
-	f := &fakeAttestor{tokens: map[string]kube.Attestation{}, errs: map[string]error{}}
+	f := &fakeAttestor{tokens: map[string]kube.Attestation{}, errs: map[string]error{}, alive: map[string]bool{}}
 	na.Attestor = f
 	return newEnv(t, func(c *api.Config) { c.Attest = &na }), f
 }
@@ -256,6 +270,20 @@ func TestReenrollByAttestation(t *testing.T) {
 		t.Fatalf("the same token again: %d %s", code, body)
 	}
 	enrolled := e.agents(e.admin)["node-a"].Enrolled
+	// While the pod that enrolled node-a runs, another pod claiming node-a
+	// replaces nothing; nor while that cannot be checked.
+	f.setAlive("uid-1", true, nil)
+	if code, _, body := e.enrollK8s("second", "", nil); code != http.StatusConflict || !strings.Contains(body, "still runs") {
+		t.Fatalf("second pod beside a running one: %d %s", code, body)
+	}
+	f.setAlive("uid-1", false, fmt.Errorf("%w: get pod: connection refused", kube.ErrUnavailable))
+	if code, _, body := e.enrollK8s("second", "", nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("previous pod unknown: %d %s", code, body)
+	}
+	if e.agents(e.admin)["node-a"].Enrolled != enrolled {
+		t.Fatal("node-a replaced")
+	}
+	f.setAlive("uid-1", false, nil)
 	code, second, body := e.enrollK8s("second", "", nil)
 	if code != http.StatusOK {
 		t.Fatalf("re-enrollment: %d %s", code, body)
@@ -278,6 +306,16 @@ func TestReenrollByAttestation(t *testing.T) {
 	f.tokens["c"] = podOn("node-c", "uid-3")
 	if code, _, body := e.enrollK8s("c", "", nil); code != http.StatusConflict || !strings.Contains(body, "join token") || !strings.Contains(body, "coffer agent rm node-c") {
 		t.Fatalf("over a join-token agent: %d %s", code, body)
+	}
+
+	// The same pod (its agent lost its state) enrolls again with a fresh
+	// token: nothing to check, its pod is the enrolling one.
+	same := podOn("node-a", "uid-2")
+	same.CredentialID = "JTI=fresh"
+	f.tokens["same-pod"] = same
+	f.setAlive("uid-2", true, nil)
+	if code, _, body := e.enrollK8s("same-pod", "", nil); code != http.StatusOK {
+		t.Fatalf("same pod, fresh token: %d %s", code, body)
 	}
 
 	off, f2 := attestEnv(t, api.NodeAttestation{NoReenroll: true})

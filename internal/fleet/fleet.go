@@ -353,6 +353,19 @@ func (f *Fleet) Seen(name, addr string) {
 	}
 }
 
+// Get returns a copy of an enrolled agent's record.
+func (f *Fleet) Get(name string) (Agent, bool) {
+	a, ok := f.get(name)
+	if ok {
+		a.Labels = maps.Clone(a.Labels)
+		if a.Attested != nil {
+			at := *a.Attested
+			a.Attested = &at
+		}
+	}
+	return a, ok
+}
+
 // Host returns an enrolled agent's labels and scope (ok false if unknown).
 // The labels are a copy.
 func (f *Fleet) Host(name string) (labels map[string]string, scope string, ok bool) {

@@ -218,6 +218,20 @@ func (a *Attestor) Attest(ctx context.Context, token string) (Attestation, error
 	}, nil
 }
 
+// Alive reports whether pod namespace/name with uid still exists and has
+// not ended: whether an agent attested by that pod may still be running.
+// An error means the API server could not answer (ErrUnavailable).
+func (a *Attestor) Alive(ctx context.Context, namespace, name, uid string) (bool, error) {
+	p, err := a.cfg.Pods.Pod(ctx, namespace, name)
+	switch {
+	case errors.Is(err, ErrPodNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("%w: get pod %s/%s: %w", ErrUnavailable, namespace, name, err)
+	}
+	return p.UID == uid && !p.Terminating && p.Phase != "Succeeded" && p.Phase != "Failed", nil
+}
+
 // claims are the registered claims Attest reads from a token after the API
 // server has authenticated it (the signature is the API server's to check).
 type claims struct {

@@ -170,3 +170,24 @@ func FuzzParseClaims(f *testing.F) {
 		_, _ = parseClaims(s)
 	})
 }
+
+func TestAlive(t *testing.T) {
+	pods := goodPods()
+	pods["coffer-system/ended"] = Pod{UID: "uid-3", Phase: "Succeeded"}
+	a, err := NewAttestor(AttestConfig{ServiceAccounts: []string{"coffer-system/coffer-agent"}, Reviewer: &fakeReviewer{}, Pods: pods})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, uid string
+		want      bool
+	}{{"coffer-agent-x1", "uid-1", true}, {"coffer-agent-x1", "uid-0", false}, {"gone", "uid-1", false}, {"ended", "uid-3", false}} {
+		if got, err := a.Alive(context.Background(), "coffer-system", tt.name, tt.uid); err != nil || got != tt.want {
+			t.Errorf("Alive(%s, %s) = %v, %v", tt.name, tt.uid, got, err)
+		}
+	}
+	pods["!err"] = Pod{}
+	if _, err := a.Alive(context.Background(), "coffer-system", "coffer-agent-x1", "uid-1"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("lookup failure: %v", err)
+	}
+}
