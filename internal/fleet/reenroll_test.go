@@ -121,3 +121,23 @@ func TestApplyReportsAReenrollment(t *testing.T) {
 		t.Fatalf("Apply of a re-enrollment: %v %v", gone, err)
 	}
 }
+
+// TestReloadReportsAReenrollment: after missed changes, an agent enrolled
+// again on another server is reported, as a removed one is.
+func TestReloadReportsAReenrollment(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	r.enroll("node-a", Admission{Attested: attested("uid-1")})
+	r.enroll("node-b", Admission{})
+	other := r.reopen()
+	if _, _, err := other.EnrollReplacing(ctx, "node-a", r.csr("node-a"), "", admitWith(Admission{Attested: attested("uid-2")}), func(Agent) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	gone, err := r.f.Reload(ctx)
+	if err != nil || len(gone) != 1 || gone[0] != "node-a" {
+		t.Fatalf("Reload = %v, %v", gone, err)
+	}
+	if a, _ := r.f.Get("node-a"); a.Attested.PodUID != "uid-2" {
+		t.Fatalf("node-a after Reload: %+v", a)
+	}
+}

@@ -103,7 +103,8 @@ func (f *Fleet) Apply(key string, value []byte, deleted bool) (removed bool, err
 }
 
 // Reload replaces the agents with the records in the store, after changes
-// may have been missed, and returns the names of those that are gone.
+// may have been missed, and returns the names of those that are gone or
+// were enrolled again (their previous certificates revoked).
 func (f *Fleet) Reload(ctx context.Context) (removed []string, err error) {
 	fresh, err := Open(ctx, f.cfg)
 	if err != nil {
@@ -115,8 +116,10 @@ func (f *Fleet) Reload(ctx context.Context) (removed []string, err error) {
 	defer f.mu.Unlock()
 	for name, old := range f.agents {
 		a, ok := fresh.agents[name]
-		if !ok {
+		if !ok || !a.Enrolled.Equal(old.Enrolled) {
 			removed = append(removed, name)
+		}
+		if !ok {
 			continue
 		}
 		a.LastSeen, a.Address = old.LastSeen, old.Address
