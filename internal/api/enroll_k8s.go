@@ -97,8 +97,7 @@ func (s *Server) enrollAttested(w http.ResponseWriter, hr *http.Request, req Enr
 		refuse(http.StatusForbidden, audit.ResultDenied, "enroll: k8s_token: "+err.Error())
 		return
 	case errors.Is(err, kube.ErrUnavailable):
-		s.log.Warn("enroll: cannot attest a node agent", "err", err)
-		refuse(http.StatusServiceUnavailable, "unavailable", "enroll: cannot check the token with the Kubernetes API server now; retry later: "+err.Error())
+		s.unavailable(w, hr.Context(), ev, "the token", err)
 		return
 	case err != nil:
 		s.log.Error("enroll: attestation failed", "err", err)
@@ -141,8 +140,7 @@ func (s *Server) enrollAttested(w http.ResponseWriter, hr *http.Request, req Enr
 		alive, err := na.Attestor.Alive(ctx, ns, pod, old.Attested.PodUID)
 		switch {
 		case err != nil:
-			s.log.Warn("enroll: cannot check a node's previous agent pod", "err", err)
-			refuse(http.StatusServiceUnavailable, "unavailable", "enroll: cannot check the node's previous agent pod with the Kubernetes API server now; retry later: "+err.Error())
+			s.unavailable(w, hr.Context(), ev, "the node's previous agent pod", err)
 			return
 		case alive:
 			ev.Details["replaced_pod_uid"] = old.Attested.PodUID
@@ -219,4 +217,23 @@ func (s *Server) enrollAttested(w http.ResponseWriter, hr *http.Request, req Enr
 		return
 	}
 	writeJSON(w, http.StatusOK, EnrollResponse{Certificate: der, CAPEM: string(s.cfg.CAPEM), Name: name})
+}
+
+// unavailable answers 503 when the API server could not be asked about
+// what: the cause (addresses, the API server's words) goes to the log and
+// the audit record; the caller, not authenticated, learns only whether to
+// wait or to fix the server's RBAC.
+func (s *Server) unavailable(w http.ResponseWriter, ctx context.Context, ev audit.Event, what string, err error) {
+	s.log.Warn("enroll: cannot ask the Kubernetes API server", "about", what, "err", err)
+	msg := "enroll: cannot check " + what + " with the Kubernetes API server now; retry later"
+	if errors.Is(err, kube.ErrRBAC) {
+		msg = "enroll: cannot check " + what + ": " + kube.ErrRBAC.Error() + " (see deploy/kubernetes/coffer-server.yaml)"
+	}
+	ev.Result = "unavailable"
+	ev.Details["reason"] = err.Error()
+	if aerr := s.record(ctx, ev); aerr != nil {
+		writeError(w, http.StatusInternalServerError, "audit trail unavailable")
+		return
+	}
+	writeError(w, http.StatusServiceUnavailable, msg)
 }

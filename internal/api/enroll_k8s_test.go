@@ -182,7 +182,8 @@ func TestEnrollByAttestationRefusals(t *testing.T) {
 	f.errs["other-sa"] = fmt.Errorf("%w: ServiceAccount coffer-system/other is not allowed to enroll node agents", kube.ErrDenied)
 	f.errs["pod-gone"] = fmt.Errorf("%w: pod coffer-system/x of the token does not exist (any more)", kube.ErrDenied)
 	f.errs["mismatch"] = fmt.Errorf("%w: pod coffer-system/x runs on node \"node-b\", but its token names node \"node-a\"", kube.ErrDenied)
-	f.errs["down"] = fmt.Errorf("%w: TokenReview: connection refused", kube.ErrUnavailable)
+	f.errs["down"] = fmt.Errorf("%w: TokenReview: Post \"https://10.96.0.1:443/apis\": connection refused", kube.ErrUnavailable)
+	f.errs["rbac"] = fmt.Errorf("%w: TokenReview: %w: forbidden", kube.ErrUnavailable, kube.ErrRBAC)
 	f.tokens["bad-node"] = podOn("Node_A", "uid-9")
 	f.tokens["node-a"] = podOn("node-a", "uid-1")
 	for _, tt := range []struct {
@@ -197,6 +198,7 @@ func TestEnrollByAttestationRefusals(t *testing.T) {
 		{"pod gone", "pod-gone", "", nil, http.StatusForbidden, "does not exist"},
 		{"node mismatch", "mismatch", "", nil, http.StatusForbidden, `runs on node "node-b"`},
 		{"API server down", "down", "", nil, http.StatusServiceUnavailable, "retry later"},
+		{"no RBAC", "rbac", "", nil, http.StatusServiceUnavailable, "lacks RBAC: create on tokenreviews"},
 		{"invalid node name", "bad-node", "", nil, http.StatusForbidden, "no valid agent name"},
 		{"another name", "node-a", "node-b", nil, http.StatusForbidden, `whose agent is named "node-a", not "node-b"`},
 		{"both tokens", "node-a", "", map[string]any{"join_token": "x"}, http.StatusBadRequest, "not both"},
@@ -213,6 +215,12 @@ func TestEnrollByAttestationRefusals(t *testing.T) {
 	if a := e.agents(e.admin); len(a) != 0 {
 		t.Fatalf("refusals enrolled %v", a)
 	}
+	e.mu.Lock()
+	leaked := strings.Contains(e.responses.String(), "10.96.0.1")
+	e.mu.Unlock()
+	if leaked {
+		t.Fatal("a 503 told an unauthenticated caller the API server's address")
+	}
 	results := map[string]int{}
 	for _, ev := range e.enrollRecords() {
 		results[ev.Result]++
@@ -221,7 +229,7 @@ func TestEnrollByAttestationRefusals(t *testing.T) {
 		}
 	}
 	// 400s are not audited (as for join tokens); every other refusal is.
-	if results["unauthenticated"] != 2 || results["denied"] != 5 || results["unavailable"] != 1 {
+	if results["unauthenticated"] != 2 || results["denied"] != 5 || results["unavailable"] != 2 {
 		t.Fatalf("audited refusals %v", results)
 	}
 }

@@ -29,6 +29,9 @@ var (
 	ErrDenied = errors.New("ServiceAccount token may not enroll a node agent")
 	// ErrUnavailable: the API server could not be asked.
 	ErrUnavailable = errors.New("kubernetes API server unavailable")
+	// ErrRBAC marks (with ErrUnavailable) an API server that refuses
+	// coffer-server itself what attestation needs.
+	ErrRBAC = errors.New("coffer-server lacks RBAC: create on tokenreviews.authentication.k8s.io, get on pods")
 	// ErrPodNotFound is returned by Pods.Pod for a pod that does not exist.
 	ErrPodNotFound = errors.New("pod not found")
 )

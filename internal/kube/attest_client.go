@@ -48,7 +48,7 @@ func (c *Cluster) Review(ctx context.Context, token string, audiences []string) 
 	}, metav1.CreateOptions{})
 	if err != nil {
 		if apierrors.IsForbidden(err) {
-			return Review{}, fmt.Errorf("coffer-server may not create tokenreviews (RBAC: create on tokenreviews.authentication.k8s.io): %s", apiReason(err))
+			return Review{}, fmt.Errorf("%w: %s", ErrRBAC, apiReason(err))
 		}
 		return Review{}, fmt.Errorf("%s", apiReason(err))
 	}
@@ -72,7 +72,7 @@ func (c *Cluster) Pod(ctx context.Context, namespace, name string) (Pod, error) 
 	case apierrors.IsNotFound(err):
 		return Pod{}, fmt.Errorf("pod %s/%s: %w", namespace, name, ErrPodNotFound)
 	case apierrors.IsForbidden(err):
-		return Pod{}, fmt.Errorf("coffer-server may not get pods (RBAC: get on pods): %s", apiReason(err))
+		return Pod{}, fmt.Errorf("%w: %s", ErrRBAC, apiReason(err))
 	case err != nil:
 		return Pod{}, fmt.Errorf("%s", apiReason(err))
 	}

@@ -74,6 +74,22 @@ func TestAttestAgainstTheAPIServer(t *testing.T) {
 		})
 	}
 
+	// Without its RBAC, coffer-server says so (503-class, not the token's fault).
+	nc, err := kube.NewCluster(c.Config(attesttest.NoRBACUser))
+	if err != nil {
+		t.Fatal(err)
+	}
+	na, err := kube.NewAttestor(kube.AttestConfig{ServiceAccounts: []string{"coffer-system/coffer-agent"}, Reviewer: nc, Pods: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := na.Attest(context.Background(), tok("coffer-agent", pod, "coffer")); !errors.Is(err, kube.ErrUnavailable) || !errors.Is(err, kube.ErrRBAC) {
+		t.Fatalf("no RBAC: %v", err)
+	}
+	if _, err := na.Alive(context.Background(), "coffer-system", pod.Name, string(pod.UID)); !errors.Is(err, kube.ErrRBAC) {
+		t.Fatalf("no RBAC, pod lookup: %v", err)
+	}
+
 	late := tok("coffer-agent", pod, "coffer")
 	c.Stop()
 	if _, err := a.Attest(context.Background(), late); !errors.Is(err, kube.ErrUnavailable) {

@@ -21,8 +21,12 @@ import (
 	"coffer/internal/kubetest"
 )
 
-// ServerUser is the identity coffer-server reads the API server with.
-const ServerUser = "coffer-server"
+// ServerUser is the identity coffer-server reads the API server with;
+// NoRBACUser one with no role at all.
+const (
+	ServerUser = "coffer-server"
+	NoRBACUser = "coffer-norbac"
+)
 
 // Namespace and ServiceAccount of the agents' DaemonSet.
 const (
@@ -43,7 +47,7 @@ type Cluster struct {
 // user may create tokenreviews.
 func Start(t testing.TB) *Cluster {
 	t.Helper()
-	c := kubetest.Start(t, kubetest.Options{Users: []kubetest.User{{Name: ServerUser}}})
+	c := kubetest.Start(t, kubetest.Options{Users: []kubetest.User{{Name: ServerUser}, {Name: NoRBACUser}}})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	admin := c.Client()
