@@ -26,6 +26,7 @@ import (
 	"coffer/internal/deliver/tmpfs"
 	"coffer/internal/execstate"
 	"coffer/internal/hook"
+	"coffer/internal/identity"
 	"coffer/internal/nri"
 	"coffer/internal/version"
 )
@@ -36,7 +37,7 @@ func main() {
 }
 
 func run() int {
-	var server, joinToken, caFile, stateDir, name, dockerHost, dir, logLevel string
+	var server, joinToken, k8sTokenFile, caFile, stateDir, name, dockerHost, dir, logLevel string
 	var runtimeName, containerdSocket, nriSocket, nodeName, hookSocket string
 	exit := 0
 	var sizeMiB int
@@ -66,8 +67,13 @@ coffer/require-secrets=true does not start without them (the kubelet
 retries). See docs/kubernetes.md.
 
 The first start enrolls with a one-time join token (coffer token create
---role agent); the agent's key and certificate are kept in --state-dir and
-reused on restart. All later traffic is mutually authenticated TLS 1.3.
+--role agent), or on a Kubernetes node with --k8s-token-file, the
+ServiceAccount token the kubelet projects into the agent's pod (audience
+coffer): the server checks it with the API server and enrolls the agent
+under its node's name, with host label k8s.node=NODE (one DaemonSet
+enrolls every node; no join token). The agent's key and certificate are
+kept in --state-dir and reused on restart. All later traffic is mutually
+authenticated TLS 1.3.
 
 --server takes one address or several (a:7443,b:7443,c:7443), and a host
 name may have several addresses in DNS: the agent starts at a random one,
@@ -79,6 +85,7 @@ second of any server being reachable again. All share one CA and one
   coffer-agent --server coffer-1:7443,coffer-2:7443,coffer-3:7443 --ca-cert ca.pem --state-dir /var/lib/coffer-agent
   coffer-agent --addr https://127.0.0.1:7443 --cacert ca.pem   # the coffer CLI's spellings work too
   coffer-agent --runtime containerd --containerd-socket /run/containerd/containerd.sock --server coffer:7443 --ca-cert ca.pem
+  coffer-agent --runtime containerd --k8s-token-file /var/run/secrets/coffer/token --server coffer:7443 --ca-cert ca.pem
   coffer-agent --version`,
 		Version:       version.Get().String(),
 		Args:          cobra.NoArgs,
@@ -106,9 +113,16 @@ second of any server being reachable again. All share one CA and one
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			cert, err := agent.LoadOrEnroll(ctx, server, caPEM, stateDir, name, joinToken)
+			cred, enrollName, err := credential(cmd.Flags(), joinToken, k8sTokenFile, name)
 			if err != nil {
 				return err
+			}
+			cert, err := agent.LoadOrEnrollWith(ctx, server, caPEM, stateDir, enrollName, cred)
+			if err != nil {
+				return err
+			}
+			if n, err := identity.AgentName(cert.Leaf); err == nil {
+				name = n // the server names an attested agent after its node
 			}
 			rt, ctrd, closeRT, err := newRuntime(runtimeName, dockerHost, containerdSocket, log)
 			if err != nil {
@@ -161,6 +175,7 @@ second of any server being reachable again. All share one CA and one
 	f.SetNormalizeFunc(flagAliases)
 	f.StringVar(&server, "server", "127.0.0.1:7443", "coffer-server address host:port (or https://host:port), or several separated by commas; alias --addr")
 	f.StringVar(&joinToken, "join-token", os.Getenv("COFFER_JOIN_TOKEN"), "one-time join token for the first start (env COFFER_JOIN_TOKEN)")
+	f.StringVar(&k8sTokenFile, "k8s-token-file", "", "on a Kubernetes node: enroll with this projected ServiceAccount token (audience coffer) instead of a join token; the agent is named after its node")
 	f.StringVar(&caFile, "ca-cert", "ca.pem", "the Coffer CA certificate (the server's <data-dir>/ca.pem); alias --cacert")
 	f.StringVar(&stateDir, "state-dir", "/var/lib/coffer-agent", "where the agent keeps its own key and certificate (never a secret)")
 	f.StringVar(&name, "name", hostname, "this agent's name")
@@ -182,6 +197,22 @@ second of any server being reachable again. All share one CA and one
 		return 1
 	}
 	return exit
+}
+
+// credential is what the agent enrolls with, and the name it asks for: with
+// --k8s-token-file none unless --name is given (the server names the agent
+// after its node).
+func credential(f *pflag.FlagSet, joinToken, k8sTokenFile, name string) (agent.Credential, string, error) {
+	if k8sTokenFile == "" {
+		return agent.Credential{JoinToken: joinToken}, name, nil
+	}
+	if joinToken != "" {
+		return agent.Credential{}, "", errors.New("--k8s-token-file: give it or a join token (--join-token, COFFER_JOIN_TOKEN), not both")
+	}
+	if !f.Changed("name") {
+		name = ""
+	}
+	return agent.Credential{K8sTokenFile: k8sTokenFile}, name, nil
 }
 
 // containerdTargetDir is the default target directory on containerd: a

@@ -57,3 +57,27 @@ func TestRuntimeFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestCredential(t *testing.T) {
+	flags := func(set ...string) *pflag.FlagSet {
+		f := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		f.String("name", "host-1", "")
+		for _, n := range set {
+			f.Set(n, "node-a")
+		}
+		return f
+	}
+	if c, name, err := credential(flags(), "join", "", "host-1"); err != nil || c.JoinToken != "join" || name != "host-1" {
+		t.Fatalf("join token: %+v %q %v", c, name, err)
+	}
+	// The host name of a pod is the pod's: the server names the agent.
+	if c, name, err := credential(flags(), "", "/tok", "host-1"); err != nil || c.K8sTokenFile != "/tok" || name != "" {
+		t.Fatalf("k8s token: %+v %q %v", c, name, err)
+	}
+	if _, name, err := credential(flags("name"), "", "/tok", "node-a"); err != nil || name != "node-a" {
+		t.Fatalf("k8s token with --name: %q %v", name, err)
+	}
+	if _, _, err := credential(flags(), "join", "/tok", "host-1"); err == nil {
+		t.Fatal("both credentials accepted")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"coffer/internal/identity"
@@ -18,7 +19,7 @@ import (
 
 // ErrNotEnrolled is returned when the state dir holds no identity and no
 // join token was given.
-var ErrNotEnrolled = errors.New("agent is not enrolled: give --join-token (from `coffer token create --role agent`)")
+var ErrNotEnrolled = errors.New("agent is not enrolled: give --join-token (from `coffer token create --role agent`), or on a Kubernetes node --k8s-token-file (the pod's projected ServiceAccount token)")
 
 // ErrNameTaken is returned when the server already has an agent of this
 // name. The join token was not used: enroll under another name (--name) or
@@ -35,6 +36,30 @@ var ErrNameTaken = errors.New("an agent of this name is already enrolled")
 // never once a request reached a server (a join token is single-use, and
 // every server gives the same answer).
 func LoadOrEnroll(ctx context.Context, server string, caPEM []byte, stateDir, name, joinToken string) (tls.Certificate, error) {
+	return LoadOrEnrollWith(ctx, server, caPEM, stateDir, name, Credential{JoinToken: joinToken})
+}
+
+// Credential is what an agent enrolls with the first time: a join token,
+// or on a Kubernetes node the file of the ServiceAccount token the kubelet
+// projects into its pod (audience coffer; see docs/kubernetes.md).
+type Credential struct {
+	JoinToken    string
+	K8sTokenFile string
+}
+
+// maxK8sToken bounds the token file read.
+const maxK8sToken = 64 << 10
+
+// k8sCSRName is the name in the request of an agent enrolling by
+// attestation without a name: the server names it after its node and
+// ignores the request's names anyway.
+const k8sCSRName = "k8s-node"
+
+// LoadOrEnrollWith is LoadOrEnroll with either credential. With a
+// Kubernetes token the server names the agent after its node: name may be
+// "" (if given, the server refuses any other). The token is read from its
+// file only when the agent must enroll, and is never logged or saved.
+func LoadOrEnrollWith(ctx context.Context, server string, caPEM []byte, stateDir, name string, cred Credential) (tls.Certificate, error) {
 	cert, err := identity.LoadAgentIdentity(stateDir)
 	if err == nil {
 		return cert, nil
@@ -46,8 +71,27 @@ func LoadOrEnroll(ctx context.Context, server string, caPEM []byte, stateDir, na
 	if perr != nil {
 		return tls.Certificate{}, perr
 	}
-	if joinToken == "" {
+	if cred.JoinToken != "" && cred.K8sTokenFile != "" {
+		return tls.Certificate{}, errors.New("enroll: give a join token or a Kubernetes token file, not both")
+	}
+	body := map[string]any{}
+	switch {
+	case cred.K8sTokenFile != "":
+		tok, err := readK8sToken(cred.K8sTokenFile)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		body["k8s_token"] = tok
+	case cred.JoinToken != "":
+		body["join_token"] = cred.JoinToken
+	default:
 		return tls.Certificate{}, fmt.Errorf("%w (state dir %s: %v)", ErrNotEnrolled, stateDir, err)
+	}
+	csrName := name
+	if name != "" {
+		body["name"] = name
+	} else if cred.K8sTokenFile != "" {
+		csrName = k8sCSRName
 	}
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return tls.Certificate{}, err
@@ -56,7 +100,7 @@ func LoadOrEnroll(ctx context.Context, server string, caPEM []byte, stateDir, na
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	csr, err := identity.NewCSR(key, name)
+	csr, err := identity.NewCSR(key, csrName)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
@@ -69,13 +113,14 @@ func LoadOrEnroll(ctx context.Context, server string, caPEM []byte, stateDir, na
 	tr := &http.Transport{TLSClientConfig: tlsCfg, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: tr}
-	body, _ := json.Marshal(map[string]any{"join_token": joinToken, "name": name, "csr": csr})
+	body["csr"] = csr
+	reqBody, _ := json.Marshal(body)
 	var resp *http.Response
 	var errs []error
 	start := rand.N(len(servers))
 	for i := range servers {
 		addr := servers[(start+i)%len(servers)]
-		req, err := http.NewRequestWithContext(ctx, "POST", "https://"+addr+"/v1/enroll", bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, "POST", "https://"+addr+"/v1/enroll", bytes.NewReader(reqBody))
 		if err != nil {
 			return tls.Certificate{}, err
 		}
@@ -102,6 +147,9 @@ func LoadOrEnroll(ctx context.Context, server string, caPEM []byte, stateDir, na
 			Error string `json:"error"`
 		}
 		json.Unmarshal(data, &e)
+		if resp.StatusCode == http.StatusConflict && cred.K8sTokenFile != "" {
+			return tls.Certificate{}, fmt.Errorf("enroll by Kubernetes attestation: %w (HTTP 409): %s", ErrNameTaken, e.Error)
+		}
 		if resp.StatusCode == http.StatusConflict {
 			return tls.Certificate{}, fmt.Errorf("enroll %q: %w (HTTP 409): the join token was not used and still works; "+
 				"start coffer-agent with another --name, or remove the old agent with `coffer agent rm %s` first (server: %s)",
@@ -119,4 +167,27 @@ func LoadOrEnroll(ctx context.Context, server string, caPEM []byte, stateDir, na
 		return tls.Certificate{}, err
 	}
 	return identity.LoadAgentIdentity(stateDir)
+}
+
+// readK8sToken reads a projected ServiceAccount token file; errors name the
+// file, never its content.
+func readK8sToken(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("--k8s-token-file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxK8sToken+1))
+	if err != nil {
+		return "", fmt.Errorf("--k8s-token-file: %w", err)
+	}
+	if len(b) > maxK8sToken {
+		return "", fmt.Errorf("--k8s-token-file %s: larger than %d bytes: not a ServiceAccount token", path, maxK8sToken)
+	}
+	tok := strings.TrimSpace(string(b))
+	clear(b)
+	if tok == "" {
+		return "", fmt.Errorf("--k8s-token-file %s: empty (is the projected serviceAccountToken volume mounted?)", path)
+	}
+	return tok, nil
 }

@@ -37,15 +37,21 @@ func enrollServer(t *testing.T) (addr string, caPEM []byte, join func(map[string
 	go func() { done <- s.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	caPEM, _ = os.ReadFile(filepath.Join(cfg.DataDir, "ca.pem"))
-	tok, _ := os.ReadFile(filepath.Join(cfg.DataDir, "admin.token"))
+	return s.Addr(), caPEM, joinMaker(t, s.Addr(), caPEM, cfg.DataDir)
+}
+
+// joinMaker returns a function that makes a join token with the given
+// request fields on the server at addr (data dir dataDir).
+func joinMaker(t *testing.T, addr string, caPEM []byte, dataDir string) func(map[string]any) string {
+	tok, _ := os.ReadFile(filepath.Join(dataDir, "admin.token"))
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}}}
-	join = func(req map[string]any) string {
+	return func(req map[string]any) string {
 		t.Helper()
 		req["role"] = "agent"
 		b, _ := json.Marshal(req)
-		r, _ := http.NewRequest("POST", "https://"+s.Addr()+"/v1/tokens", bytes.NewReader(b))
+		r, _ := http.NewRequest("POST", "https://"+addr+"/v1/tokens", bytes.NewReader(b))
 		r.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
 		resp, err := hc.Do(r)
 		if err != nil {
@@ -61,7 +67,6 @@ func enrollServer(t *testing.T) (addr string, caPEM []byte, join func(map[string
 		}
 		return out.Token
 	}
-	return s.Addr(), caPEM, join
 }
 
 // TestEnrollUnderATakenName: the agent gets a clear error naming what to

@@ -77,6 +77,9 @@ type Config struct {
 	Dynamic DynamicLinker
 	// Login, if set, enables directory logins (POST /v1/login).
 	Login *Login
+	// Attest, if set, enrolls Kubernetes nodes' agents by their projected
+	// ServiceAccount tokens (POST /v1/enroll with k8s_token).
+	Attest *NodeAttestation
 }
 
 // Server is the HTTP handler.

@@ -13,17 +13,23 @@ import (
 )
 
 // EnrollRequest is the body of POST /v1/enroll: a one-time join token, the
-// agent's name and a PKCS#10 certificate request (DER, base64 in JSON).
+// agent's name and a PKCS#10 certificate request (DER, base64 in JSON). An
+// agent on a Kubernetes node gives instead of the join token the
+// ServiceAccount token projected into its pod (K8sToken); its name then
+// comes from its node (see enrollAttested).
 type EnrollRequest struct {
-	JoinToken string `json:"join_token"`
+	JoinToken string `json:"join_token,omitempty"`
+	K8sToken  string `json:"k8s_token,omitempty"`
 	Name      string `json:"name"`
 	CSR       []byte `json:"csr"`
 }
 
-// EnrollResponse carries the agent's certificate (DER) and the CA (PEM).
+// EnrollResponse carries the agent's certificate (DER), the CA (PEM) and
+// the agent's name.
 type EnrollResponse struct {
 	Certificate []byte `json:"certificate"`
 	CAPEM       string `json:"ca_pem"`
+	Name        string `json:"name,omitempty"`
 }
 
 // enroll turns a join token and a CSR into an agent certificate. What can
@@ -47,6 +53,10 @@ func (s *Server) enroll(w http.ResponseWriter, hr *http.Request) {
 	var req EnrollRequest
 	if err := decode(hr, smallBody, &req); err != nil {
 		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	if req.K8sToken != "" {
+		s.enrollAttested(w, hr, req, src)
 		return
 	}
 	if err := identity.ValidateAgentName(req.Name); err != nil {
@@ -122,5 +132,5 @@ func (s *Server) enroll(w http.ResponseWriter, hr *http.Request) {
 		writeError(w, code, msg)
 		return
 	}
-	writeJSON(w, http.StatusOK, EnrollResponse{Certificate: der, CAPEM: string(s.cfg.CAPEM)})
+	writeJSON(w, http.StatusOK, EnrollResponse{Certificate: der, CAPEM: string(s.cfg.CAPEM), Name: req.Name})
 }

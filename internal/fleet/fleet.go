@@ -53,12 +53,30 @@ type Agent struct {
 	// Scope is the name-prefix scope of the token that made the join
 	// token: the agent receives no secret outside it ("" = all).
 	Scope string `json:"scope,omitempty"`
+	// Attested is set for an agent enrolled by Kubernetes node
+	// attestation (a projected ServiceAccount token) instead of a join
+	// token: only such an agent may be enrolled again (its node was
+	// reimaged) by a new attestation of the same node.
+	Attested *Attested `json:"attested,omitempty"`
 }
 
-// Admission is what a join token gives the agent it enrolls.
+// Attested is what Kubernetes attested of an agent at its enrollment.
+type Attested struct {
+	Node           string `json:"node"`
+	Pod            string `json:"pod"` // namespace/name
+	PodUID         string `json:"pod_uid"`
+	ServiceAccount string `json:"service_account"` // namespace/name
+	// CredentialID is the id (JTI) of the token that enrolled the agent,
+	// never the token: the same token cannot enroll it again.
+	CredentialID string `json:"credential_id,omitempty"`
+}
+
+// Admission is what a join token (or a Kubernetes attestation) gives the
+// agent it enrolls.
 type Admission struct {
-	Labels map[string]string
-	Scope  string
+	Labels   map[string]string
+	Scope    string
+	Attested *Attested
 }
 
 // Config configures a Fleet.
@@ -140,40 +158,74 @@ func (f *Fleet) get(name string) (Agent, bool) {
 // error from admit is returned as it is and nothing is recorded. Two
 // enrollments of one name never both succeed.
 func (f *Fleet) Enroll(ctx context.Context, name string, csrDER []byte, addr string, admit func(context.Context) (Admission, error)) ([]byte, error) {
+	der, _, err := f.EnrollReplacing(ctx, name, csrDER, addr, admit, nil)
+	return der, err
+}
+
+// EnrollReplacing is Enroll that may replace an agent already enrolled
+// under name, if mayReplace (not nil) returns nil for its record; its error
+// is returned as it is otherwise. A replaced agent's certificates are all
+// revoked: the new record holds only the new one. The replaced record is
+// returned (nil for a new name). The check and the replacement are one
+// step, also on a store shared by several servers: an agent changed
+// meanwhile (renewed, removed, enrolled again) is not replaced.
+func (f *Fleet) EnrollReplacing(ctx context.Context, name string, csrDER []byte, addr string,
+	admit func(context.Context) (Admission, error), mayReplace func(Agent) error) ([]byte, *Agent, error) {
 	if err := identity.ValidateAgentName(name); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := identity.CheckAgentCSR(csrDER); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
-	if _, ok := f.get(name); ok {
-		return nil, fmt.Errorf("agent %s: %w", name, ErrExists)
+	old, exists := f.get(name)
+	if exists {
+		if mayReplace == nil {
+			return nil, nil, fmt.Errorf("agent %s: %w", name, ErrExists)
+		}
+		if err := mayReplace(old); err != nil {
+			return nil, nil, err
+		}
 	}
 	adm, err := admit(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := policy.ValidateLabels(adm.Labels); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	a := Agent{Name: name, Enrolled: time.Now().UTC(), Address: addr, Scope: adm.Scope}
 	if len(adm.Labels) > 0 {
 		a.Labels = maps.Clone(adm.Labels)
 	}
+	if adm.Attested != nil {
+		at := *adm.Attested
+		a.Attested = &at
+	}
 	der, serial, err := f.sign(csrDER, a)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	a.Serials = []string{serial}
-	if err := f.create(ctx, a); err != nil {
-		return nil, err
+	if exists {
+		if !a.Enrolled.After(old.Enrolled) { // Apply tells a re-enrollment by its time
+			a.Enrolled = old.Enrolled.Add(time.Microsecond)
+		}
+		err = f.replace(ctx, old, a)
+	} else {
+		err = f.create(ctx, a)
+	}
+	if err != nil {
+		return nil, nil, err
 	}
 	f.mu.Lock()
 	f.agents[name] = &a
 	f.mu.Unlock()
-	return der, nil
+	if exists {
+		return der, &old, nil
+	}
+	return der, nil, nil
 }
 
 // sign issues a certificate for a's name and labels (the record's, never
@@ -299,6 +351,19 @@ func (f *Fleet) Seen(name, addr string) {
 			a.Address = addr
 		}
 	}
+}
+
+// Get returns a copy of an enrolled agent's record.
+func (f *Fleet) Get(name string) (Agent, bool) {
+	a, ok := f.get(name)
+	if ok {
+		a.Labels = maps.Clone(a.Labels)
+		if a.Attested != nil {
+			at := *a.Attested
+			a.Attested = &at
+		}
+	}
+	return a, ok
 }
 
 // Host returns an enrolled agent's labels and scope (ok false if unknown).

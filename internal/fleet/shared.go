@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"coffer/internal/store"
@@ -33,6 +34,33 @@ func (f *Fleet) create(ctx context.Context, a Agent) error {
 	})
 }
 
+// replace stores a re-enrolled agent's record a over old, in a transaction
+// that finds old unchanged in the store (same enrollment, same
+// certificates): ErrExists otherwise, and nothing is written.
+func (f *Fleet) replace(ctx context.Context, old, a Agent) error {
+	return f.cfg.Store.Update(ctx, func(tx store.Tx) error {
+		b, err := tx.Get(agentKey(a.Name))
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("agent %s: removed meanwhile: %w", a.Name, ErrUnknownAgent)
+		case err != nil:
+			return err
+		}
+		var cur Agent
+		if err := json.Unmarshal(b, &cur); err != nil {
+			return fmt.Errorf("%s: %w: %v", agentKey(a.Name), store.ErrCorrupt, err)
+		}
+		if !cur.Enrolled.Equal(old.Enrolled) || !slices.Equal(cur.Serials, old.Serials) {
+			return fmt.Errorf("agent %s: changed meanwhile: %w", a.Name, ErrExists)
+		}
+		nb, err := json.Marshal(a)
+		if err != nil {
+			return err
+		}
+		return tx.Put(agentKey(a.Name), nb)
+	})
+}
+
 // mustBeEnrolled is ErrUnknownAgent when the store holds no record of name.
 func mustBeEnrolled(tx store.Tx, name string) error {
 	_, err := tx.Get(agentKey(name))
@@ -44,8 +72,8 @@ func mustBeEnrolled(tx store.Tx, name string) error {
 
 // Apply brings the fleet up to date with a change of an agent record that
 // another server committed to a shared store (key under Prefix). It
-// reports whether the agent was removed, so that the caller closes its
-// streams here.
+// reports whether the agent was removed, or enrolled again (its previous
+// certificates revoked), so that the caller closes its streams here.
 func (f *Fleet) Apply(key string, value []byte, deleted bool) (removed bool, err error) {
 	name, ok := strings.CutPrefix(key, Prefix)
 	if !ok || name == "" {
@@ -66,15 +94,17 @@ func (f *Fleet) Apply(key string, value []byte, deleted bool) (removed bool, err
 		delete(f.agents, name)
 		return had, nil
 	}
+	reenrolled := had && !old.Enrolled.Equal(a.Enrolled)
 	if had { // last seen is this server's own knowledge
 		a.LastSeen, a.Address = old.LastSeen, old.Address
 	}
 	f.agents[name] = &a
-	return false, nil
+	return reenrolled, nil
 }
 
 // Reload replaces the agents with the records in the store, after changes
-// may have been missed, and returns the names of those that are gone.
+// may have been missed, and returns the names of those that are gone or
+// were enrolled again (their previous certificates revoked).
 func (f *Fleet) Reload(ctx context.Context) (removed []string, err error) {
 	fresh, err := Open(ctx, f.cfg)
 	if err != nil {
@@ -86,8 +116,10 @@ func (f *Fleet) Reload(ctx context.Context) (removed []string, err error) {
 	defer f.mu.Unlock()
 	for name, old := range f.agents {
 		a, ok := fresh.agents[name]
-		if !ok {
+		if !ok || !a.Enrolled.Equal(old.Enrolled) {
 			removed = append(removed, name)
+		}
+		if !ok {
 			continue
 		}
 		a.LastSeen, a.Address = old.LastSeen, old.Address

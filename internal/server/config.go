@@ -60,6 +60,21 @@ type KubernetesConfig struct {
 	// Kubeconfig is a kubeconfig file, or "in-cluster" for the
 	// ServiceAccount of the pod the server runs in; empty: none.
 	Kubeconfig string `yaml:"kubeconfig"`
+
+	// Node attestation (kubeattest.go): agents whose pods run as one of
+	// AgentServiceAccounts ("namespace/name") enroll with their projected
+	// token of audience AgentAudience instead of a join token, under their
+	// node's name (after AgentNamePrefix), with host labels k8s.node=NODE
+	// and AgentLabels, and scope AgentScope. AgentTokenMaxTTL bounds the
+	// tokens' lifetime; AgentReenroll (default true) lets a reimaged
+	// node's new agent replace its previous enrollment.
+	AgentServiceAccounts []string          `yaml:"agent_service_accounts"`
+	AgentAudience        string            `yaml:"agent_audience"`
+	AgentLabels          map[string]string `yaml:"agent_labels"`
+	AgentScope           string            `yaml:"agent_scope"`
+	AgentNamePrefix      string            `yaml:"agent_name_prefix"`
+	AgentTokenMaxTTL     time.Duration     `yaml:"agent_token_max_ttl"`
+	AgentReenroll        *bool             `yaml:"agent_reenroll"`
 }
 
 // Store types.
@@ -132,6 +147,9 @@ func (c *Config) Validate() error {
 		if err := c.LDAP.Validate(); err != nil {
 			return fmt.Errorf("config: ldap: %w", err)
 		}
+	}
+	if err := c.Kubernetes.validateAttestation(); err != nil {
+		return fmt.Errorf("config: kubernetes: %w", err)
 	}
 	return nil
 }

@@ -295,11 +295,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.presence = newPresence(shared.Client(), shared.Root(), anchor.Server, "", b, fl, cfg.Etcd.MaxTxnOps, cfg.Etcd.RequestTimeout, log)
 		cluster = s.presence
 	}
+	attest, err := nodeAttestation(cfg.Kubernetes, log)
+	if err != nil {
+		return nil, err
+	}
 	handler := api.New(api.Config{
 		Catalog: cat, Tokens: tokens, Fleet: fl, Broker: b, Audit: s.audit, CAPEM: ca.CertPEM,
 		MaxValueSize: cfg.MaxValueSize, Logger: log, GRPC: gs,
 		Ready: s.ready, AuditServers: s.auditServers, Cluster: cluster,
 		Links: links, Incident: inc, Dynamic: dynamic, Login: login,
+		Attest: attest,
 	})
 	tlsCfg := identity.ServerTLSConfig(cert, ca)
 	// Reissue the server certificate in place as it nears expiry.

@@ -7,3 +7,11 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- define "coffer.serverHost" -}}
 coffer-server.{{ .Release.Namespace }}.svc
 {{- end -}}
+
+{{- define "coffer.labelList" -}}
+{{- $out := list -}}
+{{- range $k, $v := . -}}
+{{- $out = append $out (printf "%s=%s" $k $v) -}}
+{{- end -}}
+{{- join "," $out -}}
+{{- end -}}
