@@ -145,6 +145,9 @@ func (b *Broker) Changed(ch catalog.Change) {
 	switch ch.Kind {
 	case catalog.SecretPut:
 		b.setCurrent(ch.Secret, ch.Version)
+		if b.prefetch(verKey{ch.Secret, ch.Version}, b.bySecret[ch.Secret]) {
+			break // they are pushed once the value came
+		}
 		for c := range b.bySecret[ch.Secret] {
 			b.push(c)
 		}

@@ -109,6 +109,30 @@ func (b *Broker) lookup(c *ctr, k verKey) (v secret.Value, ready bool, err error
 	return nil, false, nil
 }
 
+// prefetch starts fetching version k for the containers cs (a rotation:
+// every container bound to the secret needs its new value) unless the
+// broker has it, and reports whether it did: then they are pushed when it
+// comes, instead of each computing its files now only to find the value
+// missing. Called under b.mu.
+func (b *Broker) prefetch(k verKey, cs map[*ctr]struct{}) bool {
+	if _, ok := b.values[k]; ok || k.version == 0 || len(cs) == 0 || b.fetches.fresh[k] != nil {
+		return false
+	}
+	if ls := b.cfg.Leases; ls != nil && ls.Dynamic(k.secret) {
+		return false // each container has a value of its own
+	}
+	f := b.fetches.values[k]
+	if f == nil {
+		f = &fetch{waiters: map[*ctr]struct{}{}}
+		b.fetches.values[k] = f
+		go b.fetchValue(k, f)
+	}
+	for c := range cs {
+		f.waiters[c] = struct{}{}
+	}
+	return true
+}
+
 // staleCurrent makes an in-flight fetch of name's current version (all of
 // them for "") give nothing: a newer answer is known, or everything is to
 // be read again. Its waiters are still pushed when it ends. Called under
