@@ -49,9 +49,6 @@ type fetchState struct {
 	values  map[verKey]*fetch
 	current map[string]*fetch
 	fresh   map[verKey]*fetched // answers being pushed to their waiters
-	// hookFetch, if set (tests), runs at the start of every fetch
-	// goroutine, before the store is read.
-	hookFetch func(k verKey)
 }
 
 func (f *fetchState) init() {
@@ -152,9 +149,6 @@ func away(err error) bool {
 }
 
 func (b *Broker) fetchCurrent(name string, f *fetch) {
-	if b.fetches.hookFetch != nil {
-		b.fetches.hookFetch(verKey{secret: name})
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	v, err := b.cfg.Catalog.Current(ctx, name)
 	cancel()
@@ -183,9 +177,6 @@ func (b *Broker) fetchCurrent(name string, f *fetch) {
 }
 
 func (b *Broker) fetchValue(k verKey, f *fetch) {
-	if b.fetches.hookFetch != nil {
-		b.fetches.hookFetch(k)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
 	v, err := b.cfg.Catalog.Value(ctx, k.secret, k.version)
 	cancel()
