@@ -140,12 +140,11 @@ func (t *ticketSealer) unwrap(identity []byte, _ tls.ConnectionState) (*tls.Sess
 }
 
 // resumeAcrossRestarts makes cfg issue and take session tickets that
-// every server of the installation (ca) opens, across restarts.
-func resumeAcrossRestarts(cfg *tls.Config, ca *identity.CA) error {
-	t, err := newTicketSealer(ca)
-	if err != nil {
-		return err
+// every server of the installation (ca) opens, across restarts. A CA key
+// that cannot be exported (one held by a KMS) keeps Go's per-process
+// ticket keys: sessions then resume only until the server restarts.
+func resumeAcrossRestarts(cfg *tls.Config, ca *identity.CA) {
+	if t, err := newTicketSealer(ca); err == nil {
+		cfg.WrapSession, cfg.UnwrapSession = t.wrap, t.unwrap
 	}
-	cfg.WrapSession, cfg.UnwrapSession = t.wrap, t.unwrap
-	return nil
 }
