@@ -280,6 +280,13 @@ func runReconnect(ctx context.Context, o reconnectOpts) (*Report, error) {
 	after, _ := e.since(sent, nil)
 	rep.addLatency(summarize(fmt.Sprintf("next rotation: PUT sent -> new value in container (%d)", total), after), "")
 	rep.addFigure("agent warnings logged", float64(warns.n.Load()), "", "")
+	// Sessions after the restart that resumed a TLS session (a ticket of
+	// the server before it) instead of a full mutual-TLS handshake.
+	var resumed uint64
+	for _, a := range agents {
+		resumed += a.ag.Stats().Resumed
+	}
+	rep.addFigure("agent sessions that resumed TLS (all agents, after the first session)", float64(resumed), "", fmt.Sprint(o.Agents))
 	o.logf("back and converged %s after the server listened", converged.Sub(listening).Round(time.Millisecond))
 	return rep, nil
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 
 	cofferv1 "coffer/api/coffer/v1"
 	"coffer/internal/container"
@@ -82,6 +83,7 @@ type Agent struct {
 	client     cofferv1.AgentServiceClient
 	appliedCnt uint64
 	sessionN   uint64 // counts streams: a state is acknowledged again only on its own (process.go)
+	resumedCnt uint64 // sessions that resumed a TLS session
 }
 
 type verKey struct {
@@ -162,6 +164,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	tlsCfg.ClientSessionCache = newSessionCache(a.renew.Leaf) // resume.go
 	events, err := a.cfg.Runtime.Watch(ctx)
 	if err != nil {
 		return fmt.Errorf("runtime: %w", err)
@@ -349,12 +352,21 @@ func (a *Agent) session(ctx context.Context, tlsCfg *tls.Config, t dialTarget) (
 	}
 	var batchAcks atomic.Bool // the server understands AppliedBatch
 	batchAcks.Store(cofferv1.HasFeature(h.Get(cofferv1.FeaturesKey), cofferv1.FeatureBatch))
+	resumed := false
+	if p, ok := peer.FromContext(stream.Context()); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			resumed = ti.State.DidResume
+		}
+	}
 	a.mu.Lock()
 	a.connected = true
 	a.server = t.addr
 	a.client = client
+	if resumed {
+		a.resumedCnt++
+	}
 	a.mu.Unlock()
-	a.log.Info("connected to server", "server", t.addr, "containers", len(ids))
+	a.log.Info("connected to server", "server", t.addr, "containers", len(ids), "tls_resumed", resumed)
 
 	errc := make(chan error, 2)
 	go func() { errc <- a.sender(ctx, stream, send, &batchAcks) }()

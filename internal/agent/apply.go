@@ -287,11 +287,14 @@ type Stats struct {
 	Applied    uint64
 	Connected  bool
 	Server     string // the address of the current session, if any
+	// Resumed counts the sessions whose TLS handshake resumed an earlier
+	// session (a ticket) instead of a full handshake.
+	Resumed uint64
 }
 
 // Stats returns a snapshot of the agent's state.
 func (a *Agent) Stats() Stats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return Stats{Containers: len(a.running), Values: len(a.values), Applied: a.appliedCnt, Connected: a.connected, Server: a.server}
+	return Stats{Containers: len(a.running), Values: len(a.values), Applied: a.appliedCnt, Connected: a.connected, Server: a.server, Resumed: a.resumedCnt}
 }

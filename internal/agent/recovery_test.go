@@ -69,7 +69,8 @@ func (c *adminClient) put(name, value string) {
 // goal is 2 s; the bound leaves room for a loaded machine). With the old
 // backoff (doubling to 30 s, on top of gRPC's own reconnect backoff) this
 // failed 3 runs of 3; after 5 s down the old agent was often back in time
-// by luck, so the test stops the server longer.
+// by luck, so the test stops the server longer. The reconnect resumes the
+// agent's TLS session (a ticket of the server before its restart).
 func TestAgentBackWithin2sOfServerRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts coffer-server processes")
@@ -100,6 +101,7 @@ func TestAgentBackWithin2sOfServerRestart(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	rt.Start(container.Info{ID: "c1", Name: "web-1", Labels: map[string]string{"app": "web"}, PID: 1})
 	waitValue(t, d, "c1", "db", "v1")
+	resumed := a.Stats().Resumed
 
 	const down = 10 * time.Second
 	srv.Stop()
@@ -115,5 +117,10 @@ func TestAgentBackWithin2sOfServerRestart(t *testing.T) {
 	t.Logf("agent back and converged %v after the server listened again", time.Since(back).Round(time.Millisecond))
 	if s := a.Stats(); !s.Connected {
 		t.Fatalf("agent state: %+v", s)
+	}
+	// The restarted server took the agent's session ticket: a reconnect
+	// wave costs it no full handshake per agent (server/tickets.go).
+	if s := a.Stats(); s.Resumed != resumed+1 {
+		t.Fatalf("the reconnect did not resume the TLS session (resumed sessions: %d before the restart, %d after)", resumed, s.Resumed)
 	}
 }

@@ -97,8 +97,9 @@ type Broker struct {
 	current    map[string]uint64 // secret → current version, 0 = none; lazily filled
 	values     map[verKey]secret.Value
 
-	aq  auditQueue    // delivery records on their way to the audit trail
-	inc incidentState // quarantined hosts, frozen deliveries (incident.go)
+	aq      auditQueue    // delivery records on their way to the audit trail
+	inc     incidentState // quarantined hosts, frozen deliveries (incident.go)
+	fetches fetchState    // store reads in flight, outside b.mu (fetch.go)
 
 	byPod map[string]map[*ctr]struct{} // node agents' containers by pod uid (kube.go)
 }
@@ -145,6 +146,7 @@ func New(cfg Config) *Broker {
 		values:     map[verKey]secret.Value{},
 	}
 	b.aq.init()
+	b.fetches.init()
 	return b
 }
 
@@ -155,6 +157,9 @@ func (b *Broker) Changed(ch catalog.Change) {
 	switch ch.Kind {
 	case catalog.SecretPut:
 		b.setCurrent(ch.Secret, ch.Version)
+		if b.prefetch(verKey{ch.Secret, ch.Version}, b.bySecret[ch.Secret]) {
+			break // they are pushed once the value came
+		}
 		for c := range b.bySecret[ch.Secret] {
 			b.push(c)
 		}
@@ -178,6 +183,7 @@ func (b *Broker) Changed(ch catalog.Change) {
 // older versions.
 func (b *Broker) setCurrent(name string, v uint64) {
 	b.current[name] = v
+	b.staleCurrent(name)
 	for k, val := range b.values {
 		if k.secret == name && k.version != v {
 			val.Zero()
@@ -196,19 +202,6 @@ func (b *Broker) currentVersion(name string) uint64 {
 	}
 	b.current[name] = v
 	return v
-}
-
-// value returns the cached value of a version, opening it once.
-func (b *Broker) value(k verKey) (secret.Value, error) {
-	if v, ok := b.values[k]; ok {
-		return v, nil
-	}
-	v, err := b.cfg.Catalog.Value(context.Background(), k.secret, k.version)
-	if err != nil {
-		return nil, err
-	}
-	b.values[k] = v
-	return v, nil
 }
 
 // unindex removes c from the secret index. A secret no container is bound
@@ -293,6 +286,10 @@ func scoped(set *policy.Set, t policy.Target, grants []policy.Grant, scope strin
 // newly sent to the container is recorded (delivery.send) before the
 // message can leave; a value too large for the agent's receive limit is
 // left out, and that is recorded as a failed send.
+//
+// push never reads the store: a current version or value the broker does
+// not have yet is fetched outside the lock (fetch.go), and c is pushed
+// again when it comes; meanwhile c keeps what it has.
 func (b *Broker) push(c *ctr) {
 	// Incident response first: a quarantined host's containers get nothing
 	// (not even a lease asked for), a freeze sends nothing new.
@@ -309,13 +306,15 @@ func (b *Broker) push(c *ctr) {
 	}
 	var files []*cofferv1.FileRef
 	var dyn map[string]secret.Value // lease values of dynamic secrets, by secret
+	wait := false                   // something is being fetched for c
 	for _, g := range grants {
 		v, val, isDyn := b.leaseFor(c, g.Secret)
 		switch {
 		case !isDyn:
-			var ok bool
-			if v, ok = b.versionFor(g.Secret); !ok {
-				return // the store is away: the container keeps what it has
+			var st versionState
+			if v, st = b.versionOf(c, g.Secret); st == versionWait {
+				wait = true // (a store that is away answers nothing: the container keeps what it has)
+				continue
 			}
 		case v != 0:
 			if dyn == nil {
@@ -327,9 +326,16 @@ func (b *Broker) push(c *ctr) {
 			continue
 		}
 		if g.Rotation == policy.RotationNone {
-			v = b.pinned(c, g, v)
+			var ok bool
+			if v, ok = b.pinned(c, g, v); !ok {
+				wait = true
+				continue
+			}
 		}
 		files = append(files, &cofferv1.FileRef{Secret: g.Secret, Version: v, File: g.File, Mode: g.Mode, Uid: int32(g.UID), Gid: int32(g.GID), Rotation: g.Rotation})
+	}
+	if wait {
+		return
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].File < files[j].File })
 	if c.gen > 0 && sameFiles(files, c.desired) {
@@ -339,15 +345,23 @@ func (b *Broker) push(c *ctr) {
 	if s == nil {
 		return // offline: it gets everything on reconnect
 	}
+	// Every value first: all those missing are fetched at once.
+	for _, f := range files {
+		if _, ok := dyn[f.Secret]; !ok {
+			if _, ready, _ := b.lookup(c, verKey{f.Secret, f.Version}); !ready {
+				wait = true
+			}
+		}
+	}
+	if wait {
+		return
+	}
 	var vals []*cofferv1.SecretValue
 	var kept []*cofferv1.FileRef
 	for _, f := range files {
-		v, err := b.fileValue(verKey{f.Secret, f.Version}, dyn)
+		v, err := b.fileValue(c, verKey{f.Secret, f.Version}, dyn)
 		if err != nil {
 			b.log.Error("cannot open secret for delivery", "secret", f.Secret, "version", f.Version, "err", err)
-			if storeAway(err) {
-				return // the container keeps what it has; Resync sends it when the store is back
-			}
 			continue
 		}
 		if !s.fits(f.Secret, len(v)) {
@@ -380,11 +394,17 @@ func (b *Broker) push(c *ctr) {
 // while it can still be opened; else, for a file this broker never sent
 // it (after a server restart), the version its agent reports it holds
 // (heldPin); else current. A restarted container gets the current version.
-func (b *Broker) pinned(c *ctr, g policy.Grant, current uint64) uint64 {
+// ok is false while an old version's value is being fetched (c is pushed
+// again then).
+func (b *Broker) pinned(c *ctr, g policy.Grant, current uint64) (v uint64, ok bool) {
 	for _, f := range c.desired {
 		if f.File == g.File && f.Secret == g.Secret && f.Version != current {
-			if _, err := b.value(verKey{f.Secret, f.Version}); err == nil {
-				return f.Version
+			_, ready, err := b.lookup(c, verKey{f.Secret, f.Version})
+			if !ready {
+				return 0, false
+			}
+			if err == nil {
+				return f.Version, true
 			}
 		}
 	}

@@ -70,12 +70,14 @@ func (b *Broker) leaseFor(c *ctr, name string) (uint64, secret.Value, bool) {
 }
 
 // fileValue returns the value file f needs: its container's lease value
-// for a dynamic secret (in dyn, from this push), else the version's.
-func (b *Broker) fileValue(f verKey, dyn map[string]secret.Value) (secret.Value, error) {
+// for a dynamic secret (in dyn, from this push), else the version's, which
+// push made sure the broker has (lookup).
+func (b *Broker) fileValue(c *ctr, f verKey, dyn map[string]secret.Value) (secret.Value, error) {
 	if v, ok := dyn[f.secret]; ok {
 		return v, nil
 	}
-	return b.value(f)
+	v, _, err := b.lookup(c, f)
+	return v, err
 }
 
 // wantVersion is the version c should hold of secret name for the rollout

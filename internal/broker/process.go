@@ -91,18 +91,22 @@ func processState(c *ctr, name string) *ProcessState {
 // older than current; else current. What a stolen agent key gains by
 // lying: an older, not yet pruned version of a secret a container it
 // reports is bound to with none (a revoked version cannot be opened).
-func (b *Broker) heldPin(c *ctr, g policy.Grant, current uint64) uint64 {
+func (b *Broker) heldPin(c *ctr, g policy.Grant, current uint64) (uint64, bool) {
 	for _, f := range c.desired {
 		if f.File == g.File {
-			return current // sent by this broker: its own record decides
+			return current, true // sent by this broker: its own record decides
 		}
 	}
 	for _, f := range c.info.GetHeld() {
 		if f.GetFile() == g.File && f.GetSecret() == g.Secret && f.GetVersion() < current && f.GetVersion() > 0 {
-			if _, err := b.value(verKey{f.Secret, f.Version}); err == nil {
-				return f.Version
+			_, ready, err := b.lookup(c, verKey{f.Secret, f.Version})
+			if !ready {
+				return 0, false // read outside the lock; c is pushed again when it is in
+			}
+			if err == nil {
+				return f.Version, true
 			}
 		}
 	}
-	return current
+	return current, true
 }

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"context"
 	"errors"
 
 	"coffer/internal/store"
@@ -17,6 +16,7 @@ func (b *Broker) Resync() {
 	// Cached values are dropped, not zeroed: outboxes may still hold them.
 	clear(b.values)
 	clear(b.current)
+	b.staleCurrent("") // answers read before now may predate what was missed
 	set := b.cfg.Catalog.Bindings()
 	for _, c := range b.containers {
 		b.regrant(c, set)
@@ -24,24 +24,6 @@ func (b *Broker) Resync() {
 	}
 	b.mu.Unlock()
 	b.backpressure()
-}
-
-// versionFor is currentVersion that tells a secret without a version (0,
-// true) from a store that cannot answer (false): then nothing is cached
-// and the container must keep what it holds, not lose the file.
-func (b *Broker) versionFor(name string) (uint64, bool) {
-	if v, ok := b.current[name]; ok {
-		return v, true
-	}
-	v, err := b.cfg.Catalog.Current(context.Background(), name)
-	if err != nil {
-		if storeAway(err) {
-			return 0, false
-		}
-		v = 0
-	}
-	b.current[name] = v
-	return v, true
 }
 
 // storeAway reports an error of a store that cannot serve (a shared

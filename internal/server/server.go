@@ -314,6 +314,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	tlsCfg.Certificates, tlsCfg.GetCertificate = nil, getCert
 	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+	resumeAcrossRestarts(tlsCfg, ca) // session tickets across restarts and servers (tickets.go)
 	// The web console at /ui/ calls the same API in-process (internal/console).
 	ui := console.New(console.Config{API: handler, MaxValueSize: cfg.MaxValueSize, Logger: log})
 	var h http.Handler = console.Mount(handler, ui)
