@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -45,6 +46,7 @@ type env struct {
 	d     *containerdtest.Daemon
 	srv   *testkit.Server
 	agent *testkit.Proc
+	hc    *http.Client // putSecret's
 }
 
 // newEnv starts a node and Coffer on it; the agent is enrolled with a join
@@ -158,6 +160,15 @@ type podOpts struct {
 // one container "app" running the local app image, never pulled.
 func (e *env) createPod(o podOpts) *corev1.Pod {
 	e.t.Helper()
+	p, err := e.cs.CoreV1().Pods(o.ns).Create(e.ctx(), e.pod(o), metav1.CreateOptions{})
+	if err != nil {
+		e.t.Fatalf("create pod %s/%s: %v", o.ns, o.name, err)
+	}
+	return p
+}
+
+// pod is the object createPod creates.
+func (e *env) pod(o podOpts) *corev1.Pod {
 	if o.restart == "" {
 		o.restart = corev1.RestartPolicyAlways
 	}
@@ -176,10 +187,6 @@ func (e *env) createPod(o podOpts) *corev1.Pod {
 				Command: []string{"sh", "-c", o.script},
 			}},
 		},
-	}
-	p, err := e.cs.CoreV1().Pods(o.ns).Create(e.ctx(), p, metav1.CreateOptions{})
-	if err != nil {
-		e.t.Fatalf("create pod %s/%s: %v", o.ns, o.name, err)
 	}
 	return p
 }
