@@ -118,8 +118,13 @@ func BenchmarkKubernetes(b *testing.B) {
 				}
 				return true
 			})
+			// Let the kubelet and the agent finish the starts' work (status
+			// updates, relists) before rotating.
+			time.Sleep(envDur("COFFER_KUBE_BENCH_SETTLE", 20*time.Second))
 			agentPid := pidOf("coffer-agent", "--node-name="+e.node)
 			rssBefore, _ := rssKiB(agentPid)
+			helpersBefore := childrenRSSKiB(agentPid)
+			b.Logf("before the rotations: load %s", loadavg())
 			var fromReturn, fromSent []time.Duration
 			for r := range rotations {
 				next := fmt.Sprintf("bench-rot-%d-%s", r, randID())
@@ -130,14 +135,17 @@ func BenchmarkKubernetes(b *testing.B) {
 				}
 			}
 			rssAfter, _ := rssKiB(agentPid)
+			helpersAfter := childrenRSSKiB(agentPid)
+			hwm, _ := statusKiB(agentPid, "VmHWM:")
 			slices.Sort(fromReturn)
 			slices.Sort(fromSent)
 			b.ReportMetric(ms(pct(fromReturn, 99)), "rotation-p99-ms")
 			b.ReportMetric(ms(pct(fromSent, 99)), "rotation-p99-from-sent-ms")
 			b.ReportMetric(float64(rssAfter)/1024, "agent-rss-MiB")
-			b.Logf("110 pods Running %v after the first create; rotation to 100 pods × %d: from the PUT returning p50 %v p99 %v max %v, from it being sent p50 %v p99 %v max %v; agent RSS %.1f MiB with 110 pods before the rotations, %.1f MiB after; load %s",
+			b.Logf("110 pods Running %v after the first create; rotation to 100 pods × %d: from the PUT returning p50 %v p99 %v max %v, from it being sent p50 %v p99 %v max %v; agent RSS with 110 pods %.1f MiB before the rotations, %.1f MiB after (peak %.1f MiB), its helper processes %.1f / %.1f MiB; load %s",
 				up.Round(time.Second), rotations, pct(fromReturn, 50), pct(fromReturn, 99), fromReturn[len(fromReturn)-1],
-				pct(fromSent, 50), pct(fromSent, 99), fromSent[len(fromSent)-1], float64(rssBefore)/1024, float64(rssAfter)/1024, loadavg())
+				pct(fromSent, 50), pct(fromSent, 99), fromSent[len(fromSent)-1], float64(rssBefore)/1024, float64(rssAfter)/1024,
+				float64(hwm)/1024, float64(helpersBefore)/1024, float64(helpersAfter)/1024, loadavg())
 			e.deleteAll("shop")
 		}
 	})
@@ -285,6 +293,13 @@ func loadavg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+func envDur(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
 }
 
 func envInt(name string, def int) int {

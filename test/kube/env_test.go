@@ -316,15 +316,36 @@ func pidOf(args ...string) int {
 }
 
 // rssKiB is a process's resident set size.
-func rssKiB(pid int) (int, error) {
+func rssKiB(pid int) (int, error) { return statusKiB(pid, "VmRSS:") }
+
+// statusKiB is a "<field> N kB" line of a process's status.
+func statusKiB(pid int, field string) (int, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS for %d", pid)
+	return 0, fmt.Errorf("no %s for %d", field, pid)
+}
+
+// childrenRSSKiB is the RSS of a process's children (the agent's helpers).
+func childrenRSSKiB(pid int) int {
+	total := 0
+	ents, _ := os.ReadDir("/proc")
+	for _, ent := range ents {
+		c, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, err := statusKiB(c, "PPid:"); err == nil && ppid == pid {
+			if kb, err := rssKiB(c); err == nil {
+				total += kb
+			}
+		}
+	}
+	return total
 }
