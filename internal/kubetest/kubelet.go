@@ -347,6 +347,12 @@ func (k *Kubelet) Tail() string {
 	return string(b)
 }
 
+// Log is the kubelet's whole log.
+func (k *Kubelet) Log() string {
+	b, _ := os.ReadFile(k.log)
+	return string(b)
+}
+
 // Running reports whether the kubelet process is still running.
 func (k *Kubelet) Running() bool {
 	select {

@@ -153,7 +153,7 @@ func TestKubernetes(t *testing.T) {
 					t.Errorf("value found on disk: %v", hits)
 				}
 			}
-			if strings.Contains(e.srv.Logs(), v) || strings.Contains(e.agent.Logs(), v) || strings.Contains(e.k.Tail(), v) {
+			if strings.Contains(e.srv.Logs(), v) || strings.Contains(e.agent.Logs(), v) || strings.Contains(e.k.Log(), v) {
 				t.Error("value in a log")
 			}
 		}
