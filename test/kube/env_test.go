@@ -60,8 +60,12 @@ func newEnv(t testing.TB) *env {
 	// Before TMPDIR moves: the daemon outlives this test (TestMain stops it).
 	d := containerdtest.Shared(t, containerdtest.V2)
 	e := &env{t: t, root: t, d: d, node: kubetest.NodeName(t)}
-	e.c = kubetest.Start(t, kubetest.Options{Users: []kubetest.User{kubetest.NodeUser(e.node)}})
+	e.c = kubetest.Start(t, kubetest.Options{Users: []kubetest.User{kubetest.NodeUser(e.node), {Name: serverUser}}})
 	e.cs = e.c.Client()
+	// coffer-server confirms every pod with the API server (--kubeconfig),
+	// with the RBAC the manifests give it.
+	e.c.Allow(e.ctx(), serverUser, []string{"pods"}, []string{"get", "list", "watch"})
+	waitAllowed(t, e.c, serverUser)
 	// NRI's validator: a pod that requires the coffer plugin does not
 	// start while the agent is down.
 	e.k = e.c.StartKubelet(t, kubetest.KubeletOptions{Node: e.node, Containerd: d, NRIValidator: true})
@@ -73,7 +77,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	t.Setenv("TMPDIR", tmp)
-	e.srv = testkit.StartServer(t, filepath.Join(e.dir, "server"))
+	e.srv = testkit.StartServer(t, filepath.Join(e.dir, "server"), "--kubeconfig", e.c.Kubeconfig(serverUser))
 	join := strings.TrimSpace(e.srv.MustCLI(t, "", "token", "create", "--role", "agent", "--ttl", "10m",
 		"--agent-labels", "k8s.node="+e.node))
 	// As the DaemonSet passes it.
@@ -84,6 +88,30 @@ func newEnv(t testing.TB) *env {
 		e.c.EnsureNamespace(ctx, ns)
 	}
 	return e
+}
+
+// serverUser is coffer-server's identity at the API server.
+const serverUser = "coffer-server"
+
+// waitAllowed waits until RBAC lets user list pods (the authorizer learns
+// of new bindings through its own watch): coffer-server checks it at start.
+func waitAllowed(t testing.TB, c *kubetest.Cluster, user string) {
+	t.Helper()
+	cs, err := kubernetes.NewForConfig(c.Config(user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := cs.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{Limit: 1})
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s may not list pods: %v", user, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func (e *env) ctx() context.Context {
@@ -123,6 +151,19 @@ func (e *env) servedContainers() int {
 		e.t.Fatalf("agent ls: %v (%d agents)", err, len(as))
 	}
 	return as[0].Containers
+}
+
+// podRefusals is the number of pods the server refused to the node's
+// agent because the API server does not have them on this node.
+func (e *env) podRefusals() int {
+	e.t.Helper()
+	var as []struct {
+		PodRefusals int `json:"pod_refusals"`
+	}
+	if err := json.Unmarshal([]byte(e.srv.MustCLI(e.t, "", "agent", "ls", "-o", "json")), &as); err != nil || len(as) != 1 {
+		e.t.Fatalf("agent ls: %v (%d agents)", err, len(as))
+	}
+	return as[0].PodRefusals
 }
 
 func (e *env) eventually(what string, d time.Duration, f func() bool) {

@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"coffer/internal/containerdtest"
 	"coffer/internal/nri"
 )
 
@@ -83,6 +84,25 @@ func TestKubernetes(t *testing.T) {
 			if _, ok := e.read(p); ok {
 				t.Errorf("other/%s got the secret", p.Name)
 			}
+		}
+	})
+
+	// A pod forged straight through the node's CRI (what root on the node,
+	// or a stolen agent key, can do) with the namespace and labels of the
+	// bound pods and the uid of a real pod of this node in another
+	// namespace: coffer-server (--kubeconfig) finds that uid bound here in
+	// namespace "other", refuses the claim and sends it nothing. (A forged
+	// uid the API server does not know is held and sent nothing; the
+	// kubelet kills such a sandbox within seconds, so it is not waited for
+	// here: test/security drives that case.)
+	t.Run("ForgedPodGetsNothing", func(t *testing.T) {
+		e.t = t
+		real := e.getPod("other", "web-1")
+		p := e.d.RunPod(t, containerdtest.Pod{Namespace: "shop", Name: "web-forged", UID: string(real.UID), Labels: web})
+		id := e.d.RunContainer(t, p, containerdtest.Container{Name: "app"})
+		e.eventually("the forged pod refused", 60*time.Second, func() bool { return e.podRefusals() > 0 })
+		if out, err := e.d.Exec(t, id, "cat", SecretFile); err == nil {
+			t.Fatalf("the forged pod got the secret (%d bytes)", len(out))
 		}
 	})
 
