@@ -66,15 +66,6 @@ func (f *fakeLogin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-type captured struct {
-	h http.Header
-	b []byte
-}
-
-func (c *captured) Header() http.Header         { return c.h }
-func (c *captured) Write(p []byte) (int, error) { c.b = append(c.b, p...); return len(p), nil }
-func (c *captured) WriteHeader(int)             {}
-
 func TestDirectoryLoginWhenTheAPIOffersIt(t *testing.T) {
 	var fl *fakeLogin
 	s := newStack(t, stackOpts{wrap: func(h http.Handler, tokens *authn.Tokens) http.Handler {

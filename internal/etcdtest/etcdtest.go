@@ -412,6 +412,7 @@ func (c *Cluster) Snapshot(t testing.TB) string {
 	}
 	if m == nil {
 		t.Fatal("etcdtest: no member running for a snapshot")
+		return ""
 	}
 	p := filepath.Join(t.TempDir(), "snapshot.db")
 	bin := testtools.Path(t, testtools.Etcdctl)
