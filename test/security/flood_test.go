@@ -26,6 +26,9 @@ func TestReportFloodIsLimitedAndVisible(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The bucket refills at 30 a second while the reports go out: on a
+	// loaded machine sending them takes a while, and that many more pass.
+	refilled := int(30*time.Since(start).Seconds()) + 1
 	for i := range n {
 		s.WaitFiles(fmt.Sprint("f", i), "db=app/db@1")
 	}
@@ -33,7 +36,7 @@ func TestReportFloodIsLimitedAndVisible(t *testing.T) {
 		t.Fatalf("%d reports were all handled in %v: not limited", n, d)
 	}
 	a := admin.Agents(t)["flooder"]
-	if a.ReportsLimited < n-300-5 || a.LastAnomalyReason != "report_rate" || a.Containers != n {
+	if a.ReportsLimited < uint64(max(n-300-refilled, 1)) || a.LastAnomalyReason != "report_rate" || a.Containers != n {
 		t.Fatalf("agent listing: %+v", a)
 	}
 	admin.WaitAudit(t, "agent.anomaly", 1, func(e audit.Event) bool { return e.Actor == "agent:flooder" })
