@@ -153,26 +153,32 @@ func isDial(err error) bool {
 // server answered and refused, or dropped a session soon, at max. Waits
 // are fully jittered (uniform in [0, cap)) when cheap, so that a fleet's
 // retries spread evenly; otherwise in [cap/2, cap).
+//
+// The two kinds count apart: the rounds of an outage, when no server could
+// be reached, do not grow the wait after the first server that answers and
+// then fails (a server still starting, or too busy for a handshake, as in
+// the reconnect wave of 1,000 agents): that wait starts again at min, and
+// only a server that keeps failing the agent pushes it towards max.
 type backoff struct {
 	min, fastMax, max time.Duration
-	n                 int // failed rounds since the last good session
+	cheapN, hardN     int // failed rounds of each kind since the last good session
 }
 
-func (b *backoff) reset() { b.n = 0 }
+func (b *backoff) reset() { b.cheapN, b.hardN = 0, 0 }
 
 // next returns the wait before the next round, after a round that failed
 // (cheap tells how) or a session that ended.
 func (b *backoff) next(cheap bool) time.Duration {
-	limit := b.max
+	limit, n := b.max, &b.hardN
 	if cheap {
-		limit = b.fastMax
+		limit, n = b.fastMax, &b.cheapN
 	}
 	d := b.min
-	for i := 0; i < b.n && d < limit; i++ {
+	for i := 0; i < *n && d < limit; i++ {
 		d *= 2
 	}
 	d = min(d, limit)
-	b.n++
+	*n++
 	if cheap {
 		return rand.N(d + 1)
 	}
