@@ -51,6 +51,7 @@ func (a *Agent) StartNow(ctx context.Context, info container.Info, limit time.Du
 	if info.PID == 0 {
 		return false
 	}
+	deadline := time.Now().Add(limit)
 	a.mu.Lock()
 	if _, ok := a.running[info.ID]; !ok {
 		// Not prepared (the agent restarted in between): report it now;
@@ -62,6 +63,20 @@ func (a *Agent) StartNow(ctx context.Context, info container.Info, limit time.Du
 	}
 	a.running[info.ID] = info
 	t := a.targets[info.ID]
+	// A worker finishing with an earlier process of the same id (its last
+	// step only finds nothing more to do) is waited for, briefly.
+	for t != nil && t.busy && t.info.PID != info.PID && time.Now().Before(deadline) {
+		a.mu.Unlock()
+		time.Sleep(2 * time.Millisecond)
+		a.mu.Lock()
+		t = a.targets[info.ID]
+	}
+	if t != nil && !t.busy && t.want == nil && t.current != nil && t.info.PID != 0 && t.info.PID != info.PID {
+		// The same container id with a new process (Docker reuses the id
+		// when a refused start is retried): what was applied went into the
+		// old process, which never ran; apply it again into this one.
+		t.want, t.current, t.held = t.current, nil, nil
+	}
 	if t == nil || t.busy || t.want == nil {
 		done := false
 		if t != nil {
@@ -75,7 +90,7 @@ func (a *Agent) StartNow(ctx context.Context, info container.Info, limit time.Du
 	t.info = info
 	t.busy = true
 	a.mu.Unlock()
-	sctx, cancel := context.WithTimeout(ctx, limit)
+	sctx, cancel := context.WithDeadline(ctx, deadline)
 	more, err := a.step(sctx, t)
 	cancel()
 	if more {

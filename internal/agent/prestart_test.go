@@ -68,3 +68,42 @@ func TestPrepareThenStartNow(t *testing.T) {
 		t.Error("Forget removed a running container")
 	}
 }
+
+// A start retried under the same container id with a new process (Docker
+// reuses the id when `docker start` retries a start its runtime hook
+// refused) gets its files written into the new process: what the agent
+// applied went into the old one, which never ran. Before, StartNow saw the
+// state as applied and said ready without writing anything, and a
+// container that requires its secrets started without them.
+func TestStartNowWritesAgainIntoANewProcess(t *testing.T) {
+	r := newRig(t)
+	r.put("app/db", "v1")
+	r.bind("web-db", "app/db", "app=web")
+	a, _, d, _ := r.startAgentWith("node-1", agent.Config{})
+	waitStats(t, a, func(s agent.Stats) bool { return s.Connected })
+
+	info := container.Info{ID: "ctr-retried", Name: "web", Labels: map[string]string{"app": "web"}, Image: "x:1"}
+	a.Prepare(info)
+	waitStats(t, a, func(s agent.Stats) bool { return s.Values == 1 && s.Containers == 1 })
+	time.Sleep(100 * time.Millisecond) // the Desired follows the value on the stream
+	info.PID = 5001
+	if !a.StartNow(context.Background(), info, time.Second) {
+		t.Fatal("StartNow: not ready after writing the files")
+	}
+	if n := d.Applies("ctr-retried"); n != 1 {
+		t.Fatalf("%d applies for the first process", n)
+	}
+	// The start was refused after all (say another hook failed); the
+	// retry runs a new process under the same id.
+	a.Prepare(info)
+	info.PID = 5002
+	if !a.StartNow(context.Background(), info, time.Second) {
+		t.Fatal("StartNow: not ready for the retried start")
+	}
+	if n := d.Applies("ctr-retried"); n != 2 {
+		t.Fatalf("the retried start's process was not written to (%d applies)", n)
+	}
+	if f, ok := d.Files("ctr-retried")["db"]; !ok || string(f.Value) != "v1" {
+		t.Fatalf("after the retry the files are %v", d.Files("ctr-retried"))
+	}
+}
