@@ -4,22 +4,28 @@ import (
 	"context"
 	"log/slog"
 
+	"k8s.io/client-go/rest"
+
 	"coffer/internal/broker"
 	"coffer/internal/kube"
 )
 
-// openPods prepares the index of the pods the cluster's API server has
-// bound to nodes, when the server has a kubeconfig (nil otherwise): with
-// it, the broker confirms every container a Kubernetes node agent reports
-// (docs/kubernetes.md, need to know). It is started by startPods.
-func openPods(cfg Config, log *slog.Logger) (*kube.Pods, error) {
-	path := cfg.Kubernetes.Kubeconfig
-	if path == "" {
+// kubeConfig reads the server's kubeconfig once, for the pod index and the
+// node attestation both; nil when none is given.
+func kubeConfig(k KubernetesConfig) (*rest.Config, error) {
+	if k.Kubeconfig == "" {
 		return nil, nil
 	}
-	rc, err := kube.LoadConfig(path)
-	if err != nil {
-		return nil, err
+	return kube.LoadConfig(k.Kubeconfig)
+}
+
+// openPods prepares the index of the pods the cluster's API server has
+// bound to nodes, when the server has a kubeconfig (rc nil: none, and nil):
+// with it, the broker confirms every container a Kubernetes node agent
+// reports (docs/kubernetes.md, need to know). It is started by startPods.
+func openPods(rc *rest.Config, path string, log *slog.Logger) (*kube.Pods, error) {
+	if rc == nil {
+		return nil, nil
 	}
 	return kube.NewPods(rc, path, log)
 }

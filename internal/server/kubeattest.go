@@ -12,6 +12,8 @@ import (
 	"coffer/internal/identity"
 	"coffer/internal/kube"
 	"coffer/internal/policy"
+
+	"k8s.io/client-go/rest"
 )
 
 // attesting reports whether node attestation is configured.
@@ -54,15 +56,14 @@ func (k KubernetesConfig) validateAttestation() error {
 	return nil
 }
 
-// nodeAttestation builds the enrollment's node attestation from cfg; nil
-// when it is off.
-func nodeAttestation(k KubernetesConfig, log *slog.Logger) (*api.NodeAttestation, error) {
+// nodeAttestation builds the enrollment's node attestation from k and the
+// loaded kubeconfig rc; nil when it is off.
+func nodeAttestation(k KubernetesConfig, rc *rest.Config, log *slog.Logger) (*api.NodeAttestation, error) {
 	if !k.attesting() {
 		return nil, nil
 	}
-	rc, err := kube.LoadConfig(k.Kubeconfig)
-	if err != nil {
-		return nil, err
+	if rc == nil {
+		return nil, fmt.Errorf("%w: node attestation needs a kubeconfig", kube.ErrConfig)
 	}
 	cl, err := kube.NewCluster(rc)
 	if err != nil {

@@ -243,7 +243,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.leases = lm
 	bcfg := broker.Config{Catalog: cat, Audit: s.audit, Agents: fl, Logger: log}
-	if s.pods, err = openPods(cfg, log); err != nil {
+	kubeRC, err := kubeConfig(cfg.Kubernetes)
+	if err != nil {
+		return nil, err
+	}
+	if s.pods, err = openPods(kubeRC, cfg.Kubernetes.Kubeconfig, log); err != nil {
 		return nil, err
 	} else if s.pods != nil {
 		bcfg.Pods = podVerifier{s.pods}
@@ -295,7 +299,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.presence = newPresence(shared.Client(), shared.Root(), anchor.Server, "", b, fl, cfg.Etcd.MaxTxnOps, cfg.Etcd.RequestTimeout, log)
 		cluster = s.presence
 	}
-	attest, err := nodeAttestation(cfg.Kubernetes, log)
+	attest, err := nodeAttestation(cfg.Kubernetes, kubeRC, log)
 	if err != nil {
 		return nil, err
 	}
