@@ -95,10 +95,17 @@ func (o *common) startCluster(ctx context.Context, dir string, n int) (*cluster,
 		if err != nil {
 			return nil, err
 		}
-		s, err := launchServer(ctx, o.bin("coffer-server"), sdir, addr, "server.log", o.ServerEnv,
-			"--store", "etcd", "--etcd-endpoints", client, "--master-key-file", key)
+		bin, args, agentAddr, err := o.serverCommand(fmt.Sprintf("server-%d", i))
 		if err != nil {
 			return nil, err
+		}
+		s, err := launchServer(ctx, bin, sdir, addr, "server.log", o.ServerEnv,
+			append(args, "--store", "etcd", "--etcd-endpoints", client, "--master-key-file", key)...)
+		if err != nil {
+			return nil, err
+		}
+		if agentAddr != "" {
+			s.AgentAddr = agentAddr
 		}
 		c.servers = append(c.servers, s)
 		if i == 0 {

@@ -49,13 +49,14 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 	}
 	defer cleanup()
 	var srv *serverProc
+	var all []*serverProc // every server, for the profiles
 	if o.Servers > 1 {
 		cl, err := o.startCluster(ctx, dir, o.Servers)
 		if err != nil {
 			return nil, err
 		}
 		defer cl.Stop()
-		srv = cl.servers[0]
+		srv, all = cl.servers[0], cl.servers
 		rep.note("%d coffer-servers (pids %s) on one etcd member, agents spread over them, writes through the first; CPU and RSS figures are the first server's", o.Servers, cl.pids())
 	} else {
 		srv, err = o.startServer(ctx, dir)
@@ -63,6 +64,7 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 			return nil, err
 		}
 		defer srv.Stop()
+		all = []*serverProc{srv}
 	}
 	total := o.Agents * o.Containers
 	o.logf("server %s (pid %d); %d agents x %d containers", srv.Addr, srv.Pid(), o.Agents, o.Containers)
@@ -169,8 +171,9 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 		time.Sleep(o.Settle)
 		return fromRet, fromSent, nil
 	}
-	stopProfile := o.profileStart(srv)
+	stopProfile := o.profileStart(all...)
 	u0, _ := usageOf(srv.Pid())
+	others0 := cpuOf(all[1:])
 	var rot, rotSent, rotSame, rotCross, rotSameSent, rotCrossSent []time.Duration
 	version := uint64(1)
 	for r := range o.Rotations {
@@ -201,6 +204,7 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 		}
 	}
 	u1, _ := usageOf(srv.Pid())
+	others1 := cpuOf(all[1:])
 	phase("rotations")
 	n := fmt.Sprintf("(%d x %d)", o.Rotations, total)
 	rep.addLatency(summarize("rotation: PUT returned -> new value in container "+n, rot), "p99 <= 1000 ms")
@@ -213,6 +217,9 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 	}
 	if o.Rotations > 0 {
 		rep.addFigure("server CPU per rotation (incl. acks and audit)", (u1.CPUSeconds-u0.CPUSeconds)/float64(o.Rotations), "s", "")
+		for i := range others0 {
+			rep.addFigure(fmt.Sprintf("server %d (not written to) CPU per rotation", i+1), (others1[i]-others0[i])/float64(o.Rotations), "s", "")
+		}
 	}
 
 	var rev, revSent, grant []time.Duration
@@ -298,3 +305,14 @@ func maxDur(ds []time.Duration) time.Duration {
 func mib(b uint64) float64       { return float64(b) / (1 << 20) }
 func kib(b uint64) float64       { return float64(int64(b)) / (1 << 10) }
 func stderrf(f string, a ...any) { fmt.Fprintf(os.Stderr, f, a...) }
+
+// cpuOf is the CPU seconds each server has used so far (0 where unknown).
+func cpuOf(srvs []*serverProc) []float64 {
+	out := make([]float64, len(srvs))
+	for i, s := range srvs {
+		if u, err := usageOf(s.Pid()); err == nil {
+			out[i] = u.CPUSeconds
+		}
+	}
+	return out
+}

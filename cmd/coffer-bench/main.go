@@ -74,36 +74,51 @@ func (c *common) flags(cmd *cobra.Command, plot string) {
 	f.StringVar(&c.ProfileServer, "profile-server", "", "run the server as `coffer-bench server` (same code as coffer-server) and write its CPU and heap profiles of the measured rounds into this directory")
 }
 
-// startServer starts coffer-server as a child process, or in this process.
+// startServer starts coffer-server as a child process on a free port.
 func (c *common) startServer(ctx context.Context, dir string, extra ...string) (*serverProc, error) {
-	if c.ProfileServer != "" {
-		if err := os.MkdirAll(c.ProfileServer, 0o755); err != nil {
-			return nil, err
-		}
-		self, err := os.Executable()
-		if err != nil {
-			return nil, err
-		}
-		args := []string{"server",
-			"--cpuprofile", filepath.Join(c.ProfileServer, "server-cpu.prof"),
-			"--memprofile", filepath.Join(c.ProfileServer, "server-heap.prof")}
-		agentAddr := ""
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	bin, args, agentAddr, err := c.serverCommand("server")
+	if err != nil {
+		return nil, err
+	}
+	s, err := startServerAt(ctx, bin, dir, addr, "server.log", c.ServerEnv, append(args, extra...)...)
+	if err == nil && agentAddr != "" {
+		s.AgentAddr = agentAddr
+	}
+	return s, err
+}
+
+// serverCommand is the binary and first arguments of a server: coffer-server,
+// or with --profile-server `coffer-bench server` writing its profiles as
+// <ProfileServer>/<name>-cpu.prof and -heap.prof (and, with --native-grpc,
+// the address of its second agent listener).
+func (c *common) serverCommand(name string) (bin string, args []string, agentAddr string, err error) {
+	if c.ProfileServer == "" {
 		if c.NativeGRPC {
-			if agentAddr, err = freeAddr(); err != nil {
-				return nil, err
-			}
-			args = append(args, "--agent-listen", agentAddr)
+			return "", nil, "", errors.New("--native-grpc needs --profile-server")
 		}
-		s, err := startServer(ctx, self, dir, c.ServerEnv, append(args, extra...)...)
-		if err == nil && agentAddr != "" {
-			s.AgentAddr = agentAddr
-		}
-		return s, err
+		return c.bin("coffer-server"), nil, "", nil
 	}
+	if err := os.MkdirAll(c.ProfileServer, 0o755); err != nil {
+		return "", nil, "", err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, "", err
+	}
+	args = []string{"server",
+		"--cpuprofile", filepath.Join(c.ProfileServer, name+"-cpu.prof"),
+		"--memprofile", filepath.Join(c.ProfileServer, name+"-heap.prof")}
 	if c.NativeGRPC {
-		return nil, errors.New("--native-grpc needs --profile-server")
+		if agentAddr, err = freeAddr(); err != nil {
+			return "", nil, "", err
+		}
+		args = append(args, "--agent-listen", agentAddr)
 	}
-	return startServer(ctx, c.bin("coffer-server"), dir, c.ServerEnv, extra...)
+	return self, args, agentAddr, nil
 }
 
 // bin returns the path of a Coffer binary.
@@ -154,7 +169,7 @@ func (c *common) finish(rep *Report) error {
 // profileStart starts the CPU profiles (of coffer-bench and, with
 // --profile-server, of the server) and returns what stops them and writes
 // the heap profiles.
-func (c *common) profileStart(srv *serverProc) (stop func()) {
+func (c *common) profileStart(srvs ...*serverProc) (stop func()) {
 	var f *os.File
 	if c.CPUProfile != "" {
 		var err error
@@ -167,7 +182,9 @@ func (c *common) profileStart(srv *serverProc) (stop func()) {
 		}
 	}
 	if c.ProfileServer != "" {
-		srv.cmd.Process.Signal(syscall.SIGUSR1)
+		for _, srv := range srvs {
+			srv.cmd.Process.Signal(syscall.SIGUSR1)
+		}
 	}
 	return func() {
 		if f != nil {
@@ -175,7 +192,9 @@ func (c *common) profileStart(srv *serverProc) (stop func()) {
 			f.Close()
 		}
 		if c.ProfileServer != "" {
-			srv.cmd.Process.Signal(syscall.SIGUSR2)
+			for _, srv := range srvs {
+				srv.cmd.Process.Signal(syscall.SIGUSR2)
+			}
 		}
 		c.heapProfile()
 	}
