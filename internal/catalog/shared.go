@@ -56,34 +56,36 @@ func SecretChange(key string, value []byte, deleted bool) (Change, bool, error) 
 	return Change{Kind: SecretPut, Secret: name, Version: m.Current}, true, nil
 }
 
-// RefreshBinding brings the compiled bindings up to date with binding
-// name as it is in the store now, after a server (this one or another)
-// changed it, and returns the Change to tell the broker of: BindingPut if
-// the binding exists, BindingDeleted if not.
-func (c *Catalog) RefreshBinding(ctx context.Context, name string) (Change, error) {
+// BindingChange brings the compiled bindings up to date with a change of
+// a key under BindingPrefix committed by any server (this one included),
+// as its watch reports it: value is what the key holds after the change.
+// It returns the Change to tell the broker of: BindingPut or
+// BindingDeleted, and false for a key that is no binding. A value that is
+// no binding is ErrCorrupt and changes nothing.
+func (c *Catalog) BindingChange(key string, value []byte, deleted bool) (Change, bool, error) {
+	name, ok := strings.CutPrefix(key, BindingPrefix)
+	if !ok || name == "" {
+		return Change{}, false, nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var b *Binding
-	err := c.cfg.Store.View(ctx, func(tx store.Tx) (err error) {
-		b, err = getBinding(tx, name)
-		return err
-	})
-	if err != nil {
-		return Change{}, fmt.Errorf("refresh binding %s: %w", name, err)
-	}
 	old, had := c.bindings.Get(name)
-	switch {
-	case b == nil:
+	if deleted {
 		c.bindings = c.bindings.Without(name)
-		return Change{Kind: BindingDeleted, Binding: name, Secret: old.Secret}, nil
-	case !had || !reflect.DeepEqual(old, b.Binding):
+		return Change{Kind: BindingDeleted, Binding: name, Secret: old.Secret}, true, nil
+	}
+	var b Binding
+	if err := json.Unmarshal(value, &b); err != nil {
+		return Change{}, false, fmt.Errorf("%s: %w: %v", key, store.ErrCorrupt, err)
+	}
+	if !had || !reflect.DeepEqual(old, b.Binding) {
 		set, err := c.bindings.With(b.Binding)
 		if err != nil {
-			return Change{}, fmt.Errorf("refresh binding %s: %w", name, err)
+			return Change{}, false, fmt.Errorf("%s: %w", key, err)
 		}
 		c.bindings = set
 	}
-	return Change{Kind: BindingPut, Binding: name, Secret: b.Secret}, nil
+	return Change{Kind: BindingPut, Binding: name, Secret: b.Secret}, true, nil
 }
 
 // ReloadBindings compiles the bindings in the store again, after changes

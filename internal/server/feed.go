@@ -71,16 +71,19 @@ func (f *feed) bindings(ctx context.Context, cs []store.Change, reset bool) {
 		return
 	}
 	// The broker regrants every container on any binding change, from the
-	// whole set: once for all the changes of one commit (coffer apply
-	// writes many) is enough.
+	// whole set: once for all the changes given at once (one commit, coffer
+	// apply writes many, or what came in while the last regrant ran) is
+	// enough.
 	var last *catalog.Change
 	for _, c := range cs {
-		ch, err := f.cat.RefreshBinding(ctx, c.Key[len(catalog.BindingPrefix):])
+		ch, ok, err := f.cat.BindingChange(c.Key, c.Value, c.Deleted)
 		if err != nil {
 			f.log.Error("watch: binding change", "key", c.Key, "err", err)
 			continue
 		}
-		last = &ch
+		if ok {
+			last = &ch
+		}
 	}
 	if last != nil {
 		f.changed(*last)

@@ -16,6 +16,10 @@ import (
 	"coffer/internal/store"
 )
 
+// maxWatchBatch bounds the changes Watch gives fn in one call when several
+// watch responses are waiting.
+const maxWatchBatch = 4096
+
 var (
 	_ store.Watcher = (*Backend)(nil)
 	_ store.Pinger  = (*Backend)(nil)
@@ -59,20 +63,41 @@ func (b *Backend) Watch(ctx context.Context, prefix string, fn func([]store.Chan
 		}
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		ch := b.cli.Watch(wctx, key, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-		for resp := range ch {
+		var changes []store.Change
+		for ok := true; ok; {
+			var resp clientv3.WatchResponse
+			// What has come in while fn was busy with the last changes
+			// is given to it at once, in commit order, up to
+			// maxWatchBatch: a receiver slower than the writers (one
+			// that does a fleet-wide regrant per binding change) then
+			// catches up instead of falling further behind.
+			if len(changes) > 0 && len(changes) < maxWatchBatch {
+				select {
+				case resp, ok = <-ch:
+				default:
+					fn(changes, false)
+					changes = nil
+					continue
+				}
+			} else {
+				if len(changes) > 0 {
+					fn(changes, false)
+					changes = nil
+				}
+				resp, ok = <-ch
+			}
+			if !ok {
+				break
+			}
 			if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
 				b.cfg.Logger.Warn("etcd store: watch history compacted while away; reloading", "from", rev+1, "compacted", resp.CompactRevision)
-				rev = 0
+				rev, changes = 0, nil // the reload covers them
 				break
 			}
 			if err := resp.Err(); err != nil {
 				b.cfg.Logger.Warn("etcd store: watch broken; resuming", "from", rev+1, "err", err)
 				break
 			}
-			if len(resp.Events) == 0 {
-				continue
-			}
-			changes := make([]store.Change, 0, len(resp.Events))
 			for _, ev := range resp.Events {
 				c := store.Change{Key: strings.TrimPrefix(string(ev.Kv.Key), b.data)}
 				if ev.Type == clientv3.EventTypeDelete {
@@ -85,9 +110,11 @@ func (b *Backend) Watch(ctx context.Context, prefix string, fn func([]store.Chan
 				}
 				changes = append(changes, c)
 				rev = max(rev, ev.Kv.ModRevision)
+				backoff = 50 * time.Millisecond
 			}
-			backoff = 50 * time.Millisecond
-			fn(changes, false)
+		}
+		if len(changes) > 0 {
+			fn(changes, false) // seen before the watch broke: rev is past them
 		}
 		cancel()
 		if ctx.Err() != nil || !wait() {
