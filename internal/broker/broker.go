@@ -209,29 +209,37 @@ func (b *Broker) currentVersion(name string) uint64 {
 // a value in the clear only while some container needs it.
 func (b *Broker) unindex(c *ctr) {
 	for _, g := range c.grants {
-		m := b.bySecret[g.Secret]
-		if m == nil {
-			continue
-		}
-		delete(m, c)
-		if len(m) > 0 {
-			continue
-		}
-		delete(b.bySecret, g.Secret)
-		for k, val := range b.values {
-			if k.secret == g.Secret {
-				val.Zero()
-				delete(b.values, k)
-			}
+		b.unindexSecret(c, g.Secret)
+	}
+}
+
+// unindexSecret removes c from secret name's containers, dropping the
+// secret's cached values if c was the last one.
+func (b *Broker) unindexSecret(c *ctr, name string) {
+	m := b.bySecret[name]
+	if m == nil {
+		return
+	}
+	delete(m, c)
+	if len(m) > 0 {
+		return
+	}
+	delete(b.bySecret, name)
+	for k, val := range b.values {
+		if k.secret == name {
+			val.Zero()
+			delete(b.values, k)
 		}
 	}
 }
 
-// regrant recomputes c's grants from set and updates the secret index.
+// regrant recomputes c's grants from set and updates the secret index:
+// only for the secrets c gains or loses, so that a binding change, which
+// regrants every container, costs little for those it does not concern
+// and keeps their cached values.
 func (b *Broker) regrant(c *ctr, set *policy.Set) {
 	old := c.grants
 	defer func() { b.releaseLeases(c, old, c.grants, ReleaseUngranted) }()
-	b.unindex(c)
 	t := policy.Target{
 		Labels: c.info.Labels, ImageLabels: c.info.ImageLabels, HostLabels: c.host.labels,
 		Image: c.info.Image, ImageDigest: c.info.ImageDigest,
@@ -239,20 +247,26 @@ func (b *Broker) regrant(c *ctr, set *policy.Set) {
 	if b.hookTarget != nil {
 		b.hookTarget(c.agent, t)
 	}
-	c.grants = set.Match(t)
+	grants := set.Match(t)
 	if c.withheld() {
-		c.grants = nil // its pod is not confirmed by the API server (kube.go)
+		grants = nil // its pod is not confirmed by the API server (kube.go)
 	}
 	if c.host.scope != "" {
-		c.grants = scoped(set, t, c.grants, c.host.scope)
+		grants = scoped(set, t, grants, c.host.scope)
 	}
-	for _, g := range c.grants {
+	c.grants = grants
+	for _, g := range grants {
 		m := b.bySecret[g.Secret]
 		if m == nil {
 			m = map[*ctr]struct{}{}
 			b.bySecret[g.Secret] = m
 		}
 		m[c] = struct{}{}
+	}
+	for _, g := range old {
+		if !slices.ContainsFunc(grants, func(n policy.Grant) bool { return n.Secret == g.Secret }) {
+			b.unindexSecret(c, g.Secret)
+		}
 	}
 }
 
