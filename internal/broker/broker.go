@@ -90,6 +90,7 @@ type Broker struct {
 	hookTarget         func(agent string, t policy.Target) // a container is about to be matched
 
 	mu         sync.Mutex
+	presence   presenceMarks       // presence.go
 	sessions   map[string]*session // by agent name
 	hosts      map[string]*host    // by agent name
 	containers map[string]*ctr     // by container id: an id is held by one agent at a time
@@ -183,6 +184,9 @@ func (b *Broker) Changed(ch catalog.Change) {
 // older versions.
 func (b *Broker) setCurrent(name string, v uint64) {
 	b.current[name] = v
+	for c := range b.bySecret[name] {
+		b.presence.mark(c.agent) // pending until they hold v
+	}
 	b.staleCurrent(name)
 	for k, val := range b.values {
 		if k.secret == name && k.version != v {
@@ -255,6 +259,7 @@ func (b *Broker) regrant(c *ctr, set *policy.Set) {
 		grants = scoped(set, t, grants, c.host.scope)
 	}
 	c.grants = grants
+	b.presence.mark(c.agent)
 	for _, g := range grants {
 		m := b.bySecret[g.Secret]
 		if m == nil {
@@ -400,6 +405,7 @@ func (b *Broker) push(c *ctr) {
 	c.gen++
 	c.desired = kept
 	c.sentAt = time.Now()
+	b.presence.mark(c.agent)
 	s.enqueue(vals, &cofferv1.Desired{ContainerId: c.info.Id, Generation: c.gen, Files: kept})
 }
 
@@ -507,6 +513,7 @@ func (b *Broker) Disconnect(agent string) {
 		s.cancel()
 		delete(b.sessions, agent)
 	}
+	b.presence.mark(agent)
 	if h := b.hosts[agent]; h != nil {
 		for _, c := range h.containers {
 			b.dropLocked(c, ReleaseRemoved)
@@ -517,6 +524,7 @@ func (b *Broker) Disconnect(agent string) {
 
 // dropLocked forgets container c (reason: why, for its leases).
 func (b *Broker) dropLocked(c *ctr, reason string) {
+	b.presence.mark(c.agent)
 	b.releaseLeases(c, c.grants, nil, reason)
 	b.unindex(c)
 	b.unpodLocked(c)

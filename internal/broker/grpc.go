@@ -5,7 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
-	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -98,11 +98,13 @@ func (s *Service) Sync(stream cofferv1.AgentService_SyncServer) error {
 		old.cancel() // a reconnected agent replaces its old stream
 	}
 	b.sessions[name] = sess
+	b.presence.mark(name)
 	b.mu.Unlock()
 	defer func() {
 		b.mu.Lock()
 		if b.sessions[name] == sess {
 			delete(b.sessions, name)
+			b.presence.mark(name)
 		}
 		b.mu.Unlock()
 		b.cfg.Agents.Seen(name, "")
@@ -291,6 +293,7 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 	before := c.applied
 	c.applied = c.desired
 	c.ackGen = c.gen
+	b.presence.mark(agent)
 	after := c.applied
 	sentAt := c.sentAt
 	b.mu.Unlock()
@@ -321,7 +324,7 @@ func deliveryEvent(agent string, info *cofferv1.Container, action string, f *cof
 	e := audit.Event{
 		Actor: "agent:" + agent, Action: action, Object: "secret:" + f.Secret, Result: "ok",
 		Details: map[string]string{
-			"secret": f.Secret, "version": fmt.Sprint(f.Version), "file": f.File,
+			"secret": f.Secret, "version": strconv.FormatUint(f.Version, 10), "file": f.File,
 			"container_id": clip(info.Id), "container": clip(info.Name), "image": clip(info.Image), "image_digest": clip(info.ImageDigest),
 			"agent": agent,
 		},
@@ -329,12 +332,17 @@ func deliveryEvent(agent string, info *cofferv1.Container, action string, f *cof
 	// A pod's identity: the API server's when the server confirms node
 	// agents' pods, else the node agent's report; never a Docker host's
 	// (its k8s.* labels are dropped, see kube.go).
-	for k, key := range map[string]string{"namespace": LabelNamespace, "pod": LabelPod, "serviceaccount": LabelServiceAccount} {
-		if v, ok := info.GetLabels()[key]; ok {
-			e.Details[k] = clip(v)
+	for _, l := range podDetails {
+		if v, ok := info.GetLabels()[l.label]; ok {
+			e.Details[l.detail] = clip(v)
 		}
 	}
 	return e
+}
+
+// podDetails are the delivery record's details taken from a pod's labels.
+var podDetails = [...]struct{ detail, label string }{
+	{"namespace", LabelNamespace}, {"pod", LabelPod}, {"serviceaccount", LabelServiceAccount},
 }
 
 // clipLen bounds the text an agent chose (container ids, names, images,

@@ -37,6 +37,22 @@ type Holding struct {
 	Rotation string `json:"r,omitempty"`
 }
 
+// presenceMarks are the agents whose presence may have changed since it
+// was last taken (PresenceChanges), so that a server publishing presence
+// recomputes only theirs. Nothing is kept until PresenceChanges is first
+// called (a single server on bbolt never does). Guarded by b.mu.
+type presenceMarks struct {
+	on    bool
+	dirty map[string]struct{}
+}
+
+// mark notes that agent's presence may have changed.
+func (m *presenceMarks) mark(agent string) {
+	if m.on {
+		m.dirty[agent] = struct{}{}
+	}
+}
+
 // Presence returns, by agent name, the agents with an open stream to this
 // broker and their containers' rollout state (sorted, so that an unchanged
 // state compares equal).
@@ -45,31 +61,67 @@ func (b *Broker) Presence() map[string]AgentPresence {
 	defer b.mu.Unlock()
 	out := make(map[string]AgentPresence, len(b.sessions))
 	for name := range b.sessions {
-		p := AgentPresence{Containers: []ContainerPresence{}}
-		if h := b.hosts[name]; h != nil {
-			for _, c := range h.containers {
-				cp := ContainerPresence{ID: c.info.Id, Name: c.info.Name}
-				for _, g := range c.grants {
-					hd := Holding{Secret: g.Secret, Rotation: g.Rotation, Pending: c.ackGen != c.gen}
-					for _, f := range c.applied {
-						if f.Secret == g.Secret {
-							hd.Version = f.Version
-						}
-					}
-					if want, dynamic := b.wantVersion(c, g.Secret); want != 0 && hd.Version != want && (hd.Rotation != policy.RotationNone || hd.Version == 0) || dynamic && want == 0 {
-						hd.Pending = true
-					}
-					cp.Secrets = append(cp.Secrets, hd)
-				}
-				sort.Slice(cp.Secrets, func(i, j int) bool { return cp.Secrets[i].Secret < cp.Secrets[j].Secret })
-				cp.Secrets = slices.CompactFunc(cp.Secrets, func(x, y Holding) bool { return x.Secret == y.Secret })
-				p.Containers = append(p.Containers, cp)
-			}
-		}
-		sort.Slice(p.Containers, func(i, j int) bool { return p.Containers[i].ID < p.Containers[j].ID })
-		out[name] = p
+		out[name] = b.presenceOf(name)
 	}
 	return out
+}
+
+// PresenceChanges returns the agents whose presence may have changed
+// since the last call: the connected ones with their state, and those
+// no longer connected here in gone. With all (and on the first call) it
+// returns every connected agent, as Presence does, and gone is nil: the
+// caller compares with what it published.
+func (b *Broker) PresenceChanges(all bool) (changed map[string]AgentPresence, gone []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	first := !b.presence.on
+	b.presence.on = true
+	dirty := b.presence.dirty
+	b.presence.dirty = map[string]struct{}{}
+	if all || first {
+		changed = make(map[string]AgentPresence, len(b.sessions))
+		for name := range b.sessions {
+			changed[name] = b.presenceOf(name)
+		}
+		return changed, nil
+	}
+	changed = make(map[string]AgentPresence, len(dirty))
+	for name := range dirty {
+		if b.sessions[name] == nil {
+			gone = append(gone, name)
+			continue
+		}
+		changed[name] = b.presenceOf(name)
+	}
+	sort.Strings(gone)
+	return changed, gone
+}
+
+// presenceOf is one connected agent's presence. Called under b.mu.
+func (b *Broker) presenceOf(name string) AgentPresence {
+	p := AgentPresence{Containers: []ContainerPresence{}}
+	if h := b.hosts[name]; h != nil {
+		for _, c := range h.containers {
+			cp := ContainerPresence{ID: c.info.Id, Name: c.info.Name}
+			for _, g := range c.grants {
+				hd := Holding{Secret: g.Secret, Rotation: g.Rotation, Pending: c.ackGen != c.gen}
+				for _, f := range c.applied {
+					if f.Secret == g.Secret {
+						hd.Version = f.Version
+					}
+				}
+				if want, dynamic := b.wantVersion(c, g.Secret); want != 0 && hd.Version != want && (hd.Rotation != policy.RotationNone || hd.Version == 0) || dynamic && want == 0 {
+					hd.Pending = true
+				}
+				cp.Secrets = append(cp.Secrets, hd)
+			}
+			sort.Slice(cp.Secrets, func(i, j int) bool { return cp.Secrets[i].Secret < cp.Secrets[j].Secret })
+			cp.Secrets = slices.CompactFunc(cp.Secrets, func(x, y Holding) bool { return x.Secret == y.Secret })
+			p.Containers = append(p.Containers, cp)
+		}
+	}
+	sort.Slice(p.Containers, func(i, j int) bool { return p.Containers[i].ID < p.Containers[j].ID })
+	return p
 }
 
 // Holders lists the holders of secret name in p, as Rollout does for this

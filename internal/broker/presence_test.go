@@ -81,3 +81,113 @@ func TestPresenceAgreesWithRollout(t *testing.T) {
 		t.Fatal("Rollout forgot the offline agent's container (it keeps it, as on a single server)")
 	}
 }
+
+// PresenceChanges, taken after every step and applied to a copy, keeps
+// that copy equal to Presence (no change goes unmarked), and returns only
+// the agents a step concerns.
+func TestPresenceChangesKeepACopyInStep(t *testing.T) {
+	r := newRig(t, nil, nil)
+	r.put("app/db", []byte("v1-value"))
+	r.put("app/own", []byte("o1-value"))
+	r.bind(binding("db", "app/db", "app=web"))
+	a := r.dial(r.enroll("node-a", nil, ""))
+	bn := r.dial(r.enroll("node-b", nil, ""))
+	a.report(ctrInfo("a1", web))
+	bn.report(ctrInfo("b1", web))
+	bn.report(ctrInfo("b2", map[string]string{"app": "own"}))
+	a.waitFiles("a1", "db=app/db@1")
+	bn.waitFiles("b1", "db=app/db@1")
+
+	acked := func(agent, id string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			for _, c := range r.b.Presence()[agent].Containers {
+				if c.ID == id && len(c.Secrets) > 0 && !c.Secrets[0].Pending {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's acknowledgement of %s not in Presence", agent, id)
+			}
+		}
+	}
+	mirror, _ := r.b.PresenceChanges(true)
+	step := func(what string, only ...string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		seen := map[string]bool{}
+		for {
+			changed, gone := r.b.PresenceChanges(false)
+			for name, p := range changed {
+				mirror[name] = p
+				seen[name] = true
+			}
+			for _, name := range gone {
+				delete(mirror, name)
+				seen[name] = true
+			}
+			full := r.b.Presence()
+			same := len(full) == len(mirror)
+			for name, p := range full {
+				m, ok := mirror[name]
+				same = same && ok && samePresence(m, p)
+			}
+			if same {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the copy kept from PresenceChanges %+v differs from Presence %+v", what, mirror, full)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if only != nil {
+			for name := range seen {
+				if !slices.Contains(only, name) {
+					t.Errorf("%s: PresenceChanges returned %s, which the step does not concern", what, name)
+				}
+			}
+		}
+	}
+	step("start")
+	a.ack("a1", a.generation("a1"))
+	acked("node-a", "a1")
+	step("node-a acknowledged", "node-a")
+	r.bind(binding("own", "app/own", "app=own"))
+	bn.waitFiles("b2", "own=app/own@1")
+	step("a binding only node-b's container matches", "node-a", "node-b") // a binding change regrants every container
+	r.put("app/own", []byte("o2-value"))
+	bn.waitFiles("b2", "own=app/own@2")
+	step("a rotation of node-b's secret", "node-b")
+	r.put("app/db", []byte("v2-value"))
+	a.waitFiles("a1", "db=app/db@2")
+	step("a rotation of both")
+	bn.ack("b1", bn.generation("b1"))
+	acked("node-b", "b1")
+	step("node-b acknowledged", "node-b")
+	bn.stop("b2")
+	for deadline := time.Now().Add(5 * time.Second); len(r.b.Presence()["node-b"].Containers) != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("node-b's stopped container is still there")
+		}
+	}
+	step("node-b's container stopped", "node-b")
+	a.stream.CloseSend()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, on := r.b.Presence()["node-a"]; !on {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node-a is still connected")
+		}
+	}
+	step("node-a disconnected", "node-a")
+	if _, ok := mirror["node-a"]; ok {
+		t.Fatal("a disconnected agent was not returned as gone")
+	}
+}
+
+func samePresence(a, b AgentPresence) bool {
+	return a.Omitted == b.Omitted && slices.EqualFunc(a.Containers, b.Containers, func(x, y ContainerPresence) bool {
+		return x.ID == y.ID && x.Name == y.Name && slices.Equal(x.Secrets, y.Secrets)
+	})
+}

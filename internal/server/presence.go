@@ -40,6 +40,7 @@ const (
 	presenceDir       = "live/agents/"
 	presenceTTL       = 3 // seconds
 	presenceEvery     = 250 * time.Millisecond
+	presenceFullEvery = 20 // rounds: every agent is compared every 5 s
 	presenceTxnOps    = 100
 	presenceMaxWrites = 1000
 	presenceMaxRecord = 256 << 10 // bytes; a larger record goes without its containers
@@ -168,6 +169,10 @@ func (p *presence) publish(ctx context.Context, lease clientv3.LeaseID) {
 	written := map[string]broker.AgentPresence{} // what etcd holds under this lease
 	tick := time.NewTicker(p.every)
 	defer tick.Stop()
+	// Each round writes the agents whose state changed since the last
+	// one; every presenceFullEvery rounds (and on a new lease) every agent
+	// is compared, in case a change went unmarked.
+	round := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -180,7 +185,13 @@ func (p *presence) publish(ctx context.Context, lease clientv3.LeaseID) {
 				return
 			}
 		case <-tick.C:
-			if err := p.flush(ctx, lease, written); err != nil && ctx.Err() == nil {
+			full := round%presenceFullEvery == 0
+			round++
+			more, err := p.flush(ctx, lease, written, full)
+			if more || err != nil {
+				round = 0 // compare everything next round
+			}
+			if err != nil && ctx.Err() == nil {
 				p.failed("write", err)
 			} else if err == nil && p.failing {
 				p.failing = false
@@ -191,9 +202,10 @@ func (p *presence) publish(ctx context.Context, lease clientv3.LeaseID) {
 }
 
 // flush writes the agents whose record changed since the last flush and
-// deletes those no longer connected here.
-func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written map[string]broker.AgentPresence) error {
-	now := p.broker.Presence()
+// deletes those no longer connected here: those the broker says may have
+// changed, or with full all of them.
+func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written map[string]broker.AgentPresence, full bool) (more bool, err error) {
+	now, gone := p.broker.PresenceChanges(full)
 	type write struct {
 		name string
 		op   clientv3.Op
@@ -219,7 +231,7 @@ func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written ma
 		}
 		b, err := json.Marshal(ap)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if len(b) > presenceMaxRecord {
 			// Thousands of containers, or an agent reporting huge names:
@@ -233,18 +245,29 @@ func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written ma
 				p.log.Warn("presence: the agent's record is too large to publish; the other servers see it without its containers", "agent", name, "bytes", len(b), "containers", ap.Omitted)
 			}
 			if b, err = json.Marshal(ap); err != nil {
-				return err
+				return false, err
 			}
 		}
 		key := p.dir + p.self + "/" + name
 		ws = append(ws, write{name, clientv3.OpPut(key, string(b), clientv3.WithLease(lease)), len(key) + len(b), &ap})
 	}
-	for name := range written {
-		if _, ok := now[name]; !ok && len(ws) < presenceMaxWrites {
-			key := p.dir + p.self + "/" + name
-			ws = append(ws, write{name, clientv3.OpDelete(key), len(key), nil})
+	del := func(name string) {
+		key := p.dir + p.self + "/" + name
+		ws = append(ws, write{name, clientv3.OpDelete(key), len(key), nil})
+	}
+	if full {
+		for name := range written {
+			if _, ok := now[name]; !ok && len(ws) < presenceMaxWrites {
+				del(name)
+			}
 		}
 	}
+	for _, name := range gone {
+		if _, ok := written[name]; ok && len(ws) < presenceMaxWrites {
+			del(name)
+		}
+	}
+	more = len(ws) >= presenceMaxWrites // the rest on the next round, a full one
 	for len(ws) > 0 {
 		n, size := 0, 0
 		for n < len(ws) && n < p.txnOps && (n == 0 || size+ws[n].size <= presenceTxnBytes) {
@@ -259,7 +282,7 @@ func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written ma
 		_, err := p.cli.Txn(rctx).Then(ops...).Commit()
 		cancel()
 		if err != nil {
-			return err
+			return false, err
 		}
 		for _, w := range ws[:n] {
 			if w.rec == nil {
@@ -270,7 +293,7 @@ func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written ma
 		}
 		ws = ws[n:]
 	}
-	return nil
+	return more, nil
 }
 
 // samePresence reports whether two records are the same (both come
