@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -69,7 +70,9 @@ func (a *gateAuditor) Append(_ context.Context, e audit.Event) (audit.Event, err
 func TestAuditQueueBackpressure(t *testing.T) {
 	a := &gateAuditor{gate: make(chan struct{})}
 	b := New(Config{Audit: a})
-	for range auditQueueMax + 10 {
+	// The shard's drain holds up to auditDrainBatch records it took
+	// from the queue while the auditor blocks.
+	for range auditQueueMax + auditDrainBatch + 10 {
 		b.queueAudit("c1", audit.Event{Action: "delivery.send"})
 	}
 	waited := make(chan struct{})
@@ -88,10 +91,52 @@ func TestAuditQueueBackpressure(t *testing.T) {
 	if err := b.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if n := a.n.Load(); n != auditQueueMax+10 {
+	if n := a.n.Load(); n != auditQueueMax+auditDrainBatch+10 {
 		t.Fatalf("%d records appended", n)
 	}
 	if b.aq.full.Load() != 0 {
 		t.Fatalf("full shards = %d", b.aq.full.Load())
+	}
+}
+
+// batchAuditor records the batches AppendAll was given.
+type batchAuditor struct {
+	slowAuditor
+	batches []int
+}
+
+func (a *batchAuditor) AppendAll(ctx context.Context, es []audit.Event) []error {
+	a.mu.Lock()
+	a.batches = append(a.batches, len(es))
+	a.mu.Unlock()
+	for _, e := range es {
+		a.Append(ctx, e)
+	}
+	return make([]error, len(es))
+}
+
+// With an Auditor that appends batches (*audit.Log), a shard's queued
+// records go to it together, in order, instead of one wait each.
+func TestDeliveryRecordsAppendedInBatches(t *testing.T) {
+	a := &batchAuditor{}
+	b := New(Config{Audit: a})
+	for i := range 300 {
+		b.auditLater("c1", audit.Event{Action: "delivery.apply", Object: "c1", Details: map[string]string{"n": fmt.Sprint(i)}})
+	}
+	if err := b.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.got) != 300 {
+		t.Fatalf("%d of 300 records appended", len(a.got))
+	}
+	for i, e := range a.got {
+		if e.Details["n"] != fmt.Sprint(i) {
+			t.Fatalf("record %d is %s: out of order", i, e.Details["n"])
+		}
+	}
+	if len(a.batches) >= 300 || slices.Max(a.batches) > auditDrainBatch {
+		t.Fatalf("batches %v: want fewer than one per record, none over %d", a.batches, auditDrainBatch)
 	}
 }

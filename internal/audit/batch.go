@@ -1,0 +1,69 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+)
+
+// AppendAll records es in their order, as len(es) calls of Append made one
+// after the other would, but waits once for all of them: a caller with
+// many records to write (the broker's delivery records, thousands per
+// rollout) shares group commits with itself instead of paying one write,
+// fsync and anchor save per record. Records of other callers may be
+// interleaved with es. It returns one error per record, nil where the
+// record is durable; the errors are those of Append. If ctx ends first,
+// the records not yet released get ctx's error and may or may not be
+// written.
+func (l *Log) AppendAll(ctx context.Context, es []Event) []error {
+	errs := make([]error, len(es))
+	ps := make([]*pending, 0, len(es))
+	idx := make([]int, 0, len(es))
+	for i, e := range es {
+		e, err := prepare(e, l.now)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		e.Server = l.server
+		ps = append(ps, &pending{e: e, out: make(chan struct{})})
+		idx = append(idx, i)
+	}
+	if len(ps) == 0 {
+		return errs
+	}
+	l.mu.Lock()
+	switch {
+	case l.closed:
+		l.mu.Unlock()
+		for _, i := range idx {
+			errs[i] = ErrClosed
+		}
+		return errs
+	case l.failed != nil:
+		err := fmt.Errorf("%w: %w", ErrFailed, l.failed)
+		l.mu.Unlock()
+		for _, i := range idx {
+			errs[i] = err
+		}
+		return errs
+	}
+	l.queue = append(l.queue, ps...)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	for j, p := range ps {
+		select {
+		case <-p.out:
+			errs[idx[j]] = p.err
+		case <-ctx.Done():
+			err := fmt.Errorf("audit: record may or may not be written: %w", context.Cause(ctx))
+			for _, i := range idx[j:] {
+				errs[i] = err
+			}
+			return errs
+		}
+	}
+	return errs
+}
