@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"maps"
 	"time"
 
 	"coffer/internal/secret"
@@ -49,12 +50,56 @@ type fetchState struct {
 	values  map[verKey]*fetch
 	current map[string]*fetch
 	fresh   map[verKey]*fetched // answers being pushed to their waiters
+	// away are the containers whose fetch failed because the store was
+	// away: StoreBack pushes them again, when the store's health check
+	// sees it back or awayRetry after the failure, whichever is first.
+	away      map[*ctr]struct{}
+	retryings bool // a StoreBack is scheduled
+}
+
+// awayRetry is how long after a read failed because the store was away
+// its containers are pushed again (and so read again) if the store's
+// health check has not said it is back: a read can time out while the
+// store's pings pass.
+const awayRetry = 2 * time.Second
+
+// failedAway records that f's waiters could not be served because the
+// store was away. Called under b.mu.
+func (b *Broker) failedAway(f *fetch) {
+	maps.Copy(b.fetches.away, f.waiters)
+	if !b.fetches.retryings {
+		b.fetches.retryings = true
+		time.AfterFunc(awayRetry, b.StoreBack)
+	}
 }
 
 func (f *fetchState) init() {
 	f.values = map[verKey]*fetch{}
 	f.current = map[string]*fetch{}
 	f.fresh = map[verKey]*fetched{}
+	f.away = map[*ctr]struct{}{}
+}
+
+// StoreBack pushes again the containers whose store reads failed while
+// the store was away (a shared store's outage, or reads that timed out):
+// they kept what they had and get their state now. Nothing else is read
+// again: cached values are immutable versions, and the watch, which
+// resumes where it stopped, keeps current versions up to date (a watch
+// that lost history resets and calls Resync). So a store that was only
+// slow to answer (a ping timing out under load) costs the reads that
+// failed, not a fleet's worth.
+func (b *Broker) StoreBack() {
+	b.mu.Lock()
+	away := b.fetches.away
+	b.fetches.away = map[*ctr]struct{}{}
+	b.fetches.retryings = false
+	for c := range away {
+		if b.containers[c.info.Id] == c {
+			b.push(c)
+		}
+	}
+	b.mu.Unlock()
+	b.backpressure()
 }
 
 // versionState is what the broker knows of a secret's current version.
@@ -160,6 +205,7 @@ func (b *Broker) fetchCurrent(name string, f *fetch) {
 	case f.stale:
 		// Pushed again below: they read the newer answer, or fetch again.
 	case err != nil && away(err):
+		b.failedAway(f)
 		b.mu.Unlock()
 		b.log.Warn("cannot read a secret's current version; its containers keep what they have", "secret", name, "err", err)
 		return
@@ -185,6 +231,7 @@ func (b *Broker) fetchValue(k verKey, f *fetch) {
 		delete(b.fetches.values, k)
 	}
 	if err != nil && away(err) {
+		b.failedAway(f)
 		b.mu.Unlock()
 		b.log.Error("cannot open secret for delivery; its containers keep what they have", "secret", k.secret, "version", k.version, "err", err)
 		return

@@ -6,10 +6,12 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"coffer/internal/secret"
+	"coffer/internal/store"
 )
 
 // gatedCatalog is a Catalog whose reads can be held: gate, if set, is
@@ -20,6 +22,8 @@ import (
 type gatedCatalog struct {
 	*fakeCatalog
 	gate func(k verKey)
+	// fail, if set, may make a read fail with its error.
+	fail func(k verKey) error
 
 	mu    sync.Mutex
 	reads map[verKey]int
@@ -52,6 +56,11 @@ func (g *gatedCatalog) Current(ctx context.Context, name string) (uint64, error)
 func (g *gatedCatalog) Value(ctx context.Context, name string, v uint64) (secret.Value, error) {
 	val, err := g.fakeCatalog.Value(ctx, name, v)
 	g.count(verKey{name, v})
+	if g.fail != nil {
+		if err := g.fail(verKey{name, v}); err != nil {
+			return nil, err
+		}
+	}
 	if g.gate != nil {
 		g.gate(verKey{name, v})
 	}
@@ -331,5 +340,87 @@ func TestConcurrentDeliveriesConverge(t *testing.T) {
 	defer r.b.mu.Unlock()
 	if n := len(r.b.fetches.values) + len(r.b.fetches.current) + len(r.b.fetches.fresh); n != 0 {
 		t.Errorf("%d fetches left in flight", n)
+	}
+}
+
+// A container's other values stay cached across rotations and binding
+// changes: rotating one secret reads that secret's new version once and
+// nothing else, and a binding change that does not concern a container
+// reads nothing for it.
+func TestRotationReadsOnlyTheRotatedValue(t *testing.T) {
+	r, gc := gatedRig(t, nil)
+	r.put("app/shared", []byte("shared-v1"))
+	r.bind(binding("shared", "app/shared", "app=web"))
+	a := r.dial(r.enroll("node-a", nil, ""))
+	const n = 5
+	for i := range n {
+		own := fmt.Sprintf("app/own-%d", i)
+		r.put(own, []byte("own-v1"))
+		r.bind(binding(fmt.Sprintf("own-%d", i), own, fmt.Sprintf("ctr=%d", i)))
+		a.report(ctrInfo(fmt.Sprintf("c%d", i), map[string]string{"app": "web", "ctr": fmt.Sprint(i)}))
+	}
+	for i := range n {
+		a.waitFiles(fmt.Sprintf("c%d", i), fmt.Sprintf("own-%d=app/own-%d@1,shared=app/shared@1", i, i))
+		a.ack(fmt.Sprintf("c%d", i), a.generation(fmt.Sprintf("c%d", i)))
+	}
+	for v := 2; v <= 3; v++ {
+		r.put("app/shared", []byte(fmt.Sprint("shared-v", v)))
+		for i := range n {
+			a.waitFiles(fmt.Sprintf("c%d", i), fmt.Sprintf("own-%d=app/own-%d@1,shared=app/shared@%d", i, i, v))
+			a.ack(fmt.Sprintf("c%d", i), a.generation(fmt.Sprintf("c%d", i)))
+		}
+	}
+	r.put("app/other", []byte("other-v1"))
+	r.bind(binding("other", "app/other", "app=none"))
+	r.put("app/shared", []byte("shared-v4"))
+	for i := range n {
+		a.waitFiles(fmt.Sprintf("c%d", i), fmt.Sprintf("own-%d=app/own-%d@1,shared=app/shared@4", i, i))
+	}
+	for i := range n {
+		if got := gc.readsOf(verKey{fmt.Sprintf("app/own-%d", i), 1}); got != 1 {
+			t.Errorf("app/own-%d v1 read %d times, want once", i, got)
+		}
+	}
+	for v := uint64(1); v <= 4; v++ {
+		if got := gc.readsOf(verKey{"app/shared", v}); got != 1 {
+			t.Errorf("app/shared v%d read %d times, want once", v, got)
+		}
+	}
+}
+
+// A read that fails because the store is away leaves the container with
+// what it has, and is tried again by itself (even if the store's health
+// check never saw an outage); StoreBack, when the store is back, reads
+// only what failed, never the values the broker has.
+func TestReadsFailedAwayAreRetried(t *testing.T) {
+	var down atomic.Bool
+	down.Store(true)
+	r, gc := gatedRig(t, nil)
+	gc.fail = func(k verKey) error {
+		if k.secret == "app/flaky" && down.Load() {
+			return fmt.Errorf("read: %w", store.ErrUnavailable)
+		}
+		return nil
+	}
+	r.put("app/flaky", []byte("flaky-v1"))
+	r.put("app/ok", []byte("ok-v1"))
+	r.bind(binding("flaky", "app/flaky", "app=flaky"))
+	r.bind(binding("ok", "app/ok", "app=ok"))
+	a := r.dial(r.enroll("node-a", nil, ""))
+	a.report(ctrInfo("c-ok", map[string]string{"app": "ok"}))
+	a.waitFiles("c-ok", "ok=app/ok@1")
+	a.report(ctrInfo("c-flaky", map[string]string{"app": "flaky"}))
+	for deadline := time.Now().Add(5 * time.Second); gc.readsOf(verKey{"app/flaky", 1}) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("app/flaky was never read")
+		}
+	}
+	down.Store(false)
+	a.waitFiles("c-flaky", "flaky=app/flaky@1") // retried after awayRetry, with no StoreBack call
+	r.b.StoreBack()
+	r.b.StoreBack()
+	time.Sleep(50 * time.Millisecond)
+	if n := gc.readsOf(verKey{"app/ok", 1}); n != 1 {
+		t.Errorf("app/ok v1 read %d times: StoreBack read again what the broker had", n)
 	}
 }

@@ -279,7 +279,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	if shared != nil {
 		s.feed = &feed{w: shared, cat: cat, tokens: tokens, fleet: fl, broker: b, changed: changed, log: log}
-		s.health.back = b.Resync // what could not be sent while the store was away
+		s.health.back = b.StoreBack // what could not be read while the store was away
 	}
 
 	// Per-connection buffers of 8 KiB instead of 32 KiB: an agent's stream
