@@ -148,6 +148,13 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 	phase("initial delivery")
 	o.logf("initial delivery to %d containers done", total)
 	time.Sleep(o.Settle)
+	// The servers still append the first delivery's audit records and
+	// publish presence: the measured rounds start once they are idle.
+	if d, ok := waitIdle(ctx, all, 60*time.Second); ok {
+		o.logf("servers idle %s after the initial delivery", d.Round(time.Millisecond))
+	} else {
+		rep.note("the servers were still busy %s after the initial delivery; the rounds started anyway", d.Round(time.Second))
+	}
 
 	// Each round: the API call, then wait until every container's Apply
 	// shows the new state. Latencies are taken from the call returning (as
@@ -315,4 +322,28 @@ func cpuOf(srvs []*serverProc) []float64 {
 		}
 	}
 	return out
+}
+
+// waitIdle waits until the servers together use less than a tenth of a
+// core over 250 ms, or max has passed (ok false), and returns how long it
+// waited.
+func waitIdle(ctx context.Context, srvs []*serverProc, max time.Duration) (time.Duration, bool) {
+	t0 := time.Now()
+	sum := func() float64 {
+		var s float64
+		for _, c := range cpuOf(srvs) {
+			s += c
+		}
+		return s
+	}
+	prev := sum()
+	for time.Since(t0) < max && ctx.Err() == nil {
+		time.Sleep(250 * time.Millisecond)
+		now := sum()
+		if now-prev < 0.025 {
+			return time.Since(t0), true
+		}
+		prev = now
+	}
+	return time.Since(t0), false
 }
