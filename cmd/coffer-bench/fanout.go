@@ -50,6 +50,7 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 	defer cleanup()
 	var srv *serverProc
 	var all []*serverProc // every server, for the profiles
+	etcdPid := 0
 	if o.Servers > 1 {
 		cl, err := o.startCluster(ctx, dir, o.Servers)
 		if err != nil {
@@ -57,6 +58,7 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 		}
 		defer cl.Stop()
 		srv, all = cl.servers[0], cl.servers
+		etcdPid = cl.etcd.Process.Pid
 		rep.note("%d coffer-servers (pids %s) on one etcd member, agents spread over them, writes through the first; CPU and RSS figures are the first server's", o.Servers, cl.pids())
 	} else {
 		srv, err = o.startServer(ctx, dir)
@@ -181,6 +183,8 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 	stopProfile := o.profileStart(all...)
 	u0, _ := usageOf(srv.Pid())
 	others0 := cpuOf(all[1:])
+	etcd0, _ := usageOf(etcdPid)
+	self0, _ := usageOf(os.Getpid())
 	var rot, rotSent, rotSame, rotCross, rotSameSent, rotCrossSent []time.Duration
 	version := uint64(1)
 	for r := range o.Rotations {
@@ -212,6 +216,8 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 	}
 	u1, _ := usageOf(srv.Pid())
 	others1 := cpuOf(all[1:])
+	etcd1, _ := usageOf(etcdPid)
+	self1, _ := usageOf(os.Getpid())
 	phase("rotations")
 	n := fmt.Sprintf("(%d x %d)", o.Rotations, total)
 	rep.addLatency(summarize("rotation: PUT returned -> new value in container "+n, rot), "p99 <= 1000 ms")
@@ -227,6 +233,10 @@ func runFanout(ctx context.Context, o fanoutOpts) (*Report, error) {
 		for i := range others0 {
 			rep.addFigure(fmt.Sprintf("server %d (not written to) CPU per rotation", i+1), (others1[i]-others0[i])/float64(o.Rotations), "s", "")
 		}
+		if etcdPid != 0 {
+			rep.addFigure("etcd CPU per rotation", (etcd1.CPUSeconds-etcd0.CPUSeconds)/float64(o.Rotations), "s", "")
+		}
+		rep.addFigure("agent side (this process) CPU per rotation", (self1.CPUSeconds-self0.CPUSeconds)/float64(o.Rotations), "s", "")
 	}
 
 	var rev, revSent, grant []time.Duration
