@@ -24,9 +24,10 @@ import (
 // of the server's, kept alive while it runs. Any server's rollout status
 // and agent ls merge them with its own broker's view (api.Cluster).
 //
-//   - Bounded writes: the broker's state is compared every presenceEvery
-//     with what was last written, and only the agents whose record
-//     changed are written, in transactions of at most presenceTxnOps keys
+//   - Bounded writes: every presenceEvery the agents the broker marked as
+//     changed (all of them every presenceFullEvery rounds) are compared
+//     with what was last written, and only those whose record changed are
+//     written, in transactions of at most presenceTxnOps keys
 //     (and presenceTxnBytes) and at most presenceMaxWrites keys a round;
 //     a record over presenceMaxRecord is published without its containers
 //     (their count only), so that no agent can crowd out the others. A
@@ -39,8 +40,8 @@ import (
 const (
 	presenceDir       = "live/agents/"
 	presenceTTL       = 3 // seconds
-	presenceEvery     = 250 * time.Millisecond
-	presenceFullEvery = 20 // rounds: every agent is compared every 5 s
+	presenceEvery     = 500 * time.Millisecond
+	presenceFullEvery = 10 // rounds: every agent is compared every 5 s
 	presenceTxnOps    = 100
 	presenceMaxWrites = 1000
 	presenceMaxRecord = 256 << 10 // bytes; a larger record goes without its containers
