@@ -90,10 +90,11 @@ type Broker struct {
 	hookTarget         func(agent string, t policy.Target) // a container is about to be matched
 
 	mu         sync.Mutex
-	presence   presenceMarks       // presence.go
-	sessions   map[string]*session // by agent name
-	hosts      map[string]*host    // by agent name
-	containers map[string]*ctr     // by container id: an id is held by one agent at a time
+	held       map[*session]struct{} // senders to wake once the pushes are done (holdWakes)
+	presence   presenceMarks         // presence.go
+	sessions   map[string]*session   // by agent name
+	hosts      map[string]*host      // by agent name
+	containers map[string]*ctr       // by container id: an id is held by one agent at a time
 	bySecret   map[string]map[*ctr]struct{}
 	current    map[string]uint64 // secret → current version, 0 = none; lazily filled
 	values     map[verKey]secret.Value
@@ -155,6 +156,7 @@ func New(cfg Config) *Broker {
 // to every container it touches.
 func (b *Broker) Changed(ch catalog.Change) {
 	b.mu.Lock()
+	first := b.holdWakes()
 	switch ch.Kind {
 	case catalog.SecretPut:
 		b.setCurrent(ch.Secret, ch.Version)
@@ -176,6 +178,7 @@ func (b *Broker) Changed(ch catalog.Change) {
 			b.push(c)
 		}
 	}
+	b.releaseWakes(first)
 	b.mu.Unlock()
 	b.backpressure()
 }
@@ -407,6 +410,37 @@ func (b *Broker) push(c *ctr) {
 	c.sentAt = time.Now()
 	b.presence.mark(c.agent)
 	s.enqueue(vals, &cofferv1.Desired{ContainerId: c.info.Id, Generation: c.gen, Files: kept})
+	if b.held != nil {
+		b.held[s] = struct{}{}
+	} else {
+		s.notify()
+	}
+}
+
+// holdWakes makes pushes leave their sessions' senders asleep until
+// releaseWakes: a change that pushes many containers (a rotation, a
+// binding change, a value that came) then reaches each agent as one
+// message for all of its containers, instead of a first message for the
+// first container its sender was quick to take and more for the rest.
+// Both are called under b.mu.
+// Held already, holdWakes returns false and the matching releaseWakes
+// leaves the hold to the first.
+func (b *Broker) holdWakes() (first bool) {
+	if b.held != nil {
+		return false
+	}
+	b.held = map[*session]struct{}{}
+	return true
+}
+
+func (b *Broker) releaseWakes(first bool) {
+	if !first {
+		return
+	}
+	for s := range b.held {
+		s.notify()
+	}
+	b.held = nil
 }
 
 // pinned is the version of g's file for container c under the rotation

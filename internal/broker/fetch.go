@@ -93,11 +93,13 @@ func (b *Broker) StoreBack() {
 	away := b.fetches.away
 	b.fetches.away = map[*ctr]struct{}{}
 	b.fetches.retryings = false
+	first := b.holdWakes()
 	for c := range away {
 		if b.containers[c.info.Id] == c {
 			b.push(c)
 		}
 	}
+	b.releaseWakes(first)
 	b.mu.Unlock()
 	b.backpressure()
 }
@@ -255,9 +257,11 @@ func (b *Broker) fetchValue(k verKey, f *fetch) {
 // pushWaiters pushes again every container that waited for f and is still
 // the broker's. Called under b.mu.
 func (b *Broker) pushWaiters(f *fetch) {
+	first := b.holdWakes()
 	for c := range f.waiters {
 		if b.containers[c.info.Id] == c {
 			b.push(c)
 		}
 	}
+	b.releaseWakes(first)
 }

@@ -240,9 +240,10 @@ type client struct {
 	done   chan struct{}
 	err    error // set before done is closed
 
-	mu      sync.Mutex
-	values  map[verKey][]byte
-	desired map[string]*cofferv1.Desired
+	mu       sync.Mutex
+	values   map[verKey][]byte
+	desired  map[string]*cofferv1.Desired
+	messages int // received
 }
 
 // dial opens a Sync stream as cert, with the request metadata md
@@ -299,6 +300,7 @@ func (r *rig) dialLimit(cert tls.Certificate, recvLimit int, md ...string) *clie
 func (c *client) record(m *cofferv1.ServerMessage) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.messages++
 	var vals []*cofferv1.SecretValue
 	var ds []*cofferv1.Desired
 	switch m := m.Msg.(type) {

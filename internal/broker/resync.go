@@ -18,10 +18,12 @@ func (b *Broker) Resync() {
 	clear(b.current)
 	b.staleCurrent("") // answers read before now may predate what was missed
 	set := b.cfg.Catalog.Bindings()
+	first := b.holdWakes()
 	for _, c := range b.containers {
 		b.regrant(c, set)
 		b.push(c)
 	}
+	b.releaseWakes(first)
 	b.mu.Unlock()
 	b.backpressure()
 }

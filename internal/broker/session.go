@@ -32,6 +32,8 @@ func newSession(agent string, cancel context.CancelFunc, batch bool, maxRecv int
 	return &session{agent: agent, cancel: cancel, batch: batch, maxRecv: maxRecv, values: map[verKey]*cofferv1.SecretValue{}, desired: map[string]*cofferv1.Desired{}, wake: make(chan struct{}, 1)}
 }
 
+// enqueue puts d and the values it needs in the outbox; the sender sends
+// them once notified.
 func (s *session) enqueue(vals []*cofferv1.SecretValue, d *cofferv1.Desired) {
 	s.mu.Lock()
 	for _, v := range vals {
@@ -42,6 +44,10 @@ func (s *session) enqueue(vals []*cofferv1.SecretValue, d *cofferv1.Desired) {
 	}
 	s.desired[d.ContainerId] = d
 	s.mu.Unlock()
+}
+
+// notify wakes the sender; it never blocks.
+func (s *session) notify() {
 	select {
 	case s.wake <- struct{}{}:
 	default:

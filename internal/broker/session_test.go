@@ -77,3 +77,45 @@ func TestHasFeature(t *testing.T) {
 		}
 	}
 }
+
+// A rotation reaches an agent as one message for all of its containers
+// (the sender is woken once the broker has pushed every one of them), and
+// so does a binding change.
+func TestAChangeReachesAnAgentInOneMessage(t *testing.T) {
+	r := newRig(t, nil, nil)
+	r.put("app/shared", []byte("shared-v1"))
+	r.bind(binding("shared", "app/shared", "app=web"))
+	a := r.dial(r.enroll("node-a", nil, ""), cofferv1.FeaturesKey, cofferv1.FeatureBatch)
+	const n = 30
+	for i := range n {
+		a.report(ctrInfo(fmt.Sprintf("c%d", i), web))
+	}
+	for i := range n {
+		a.waitFiles(fmt.Sprintf("c%d", i), "shared=app/shared@1")
+	}
+	count := func() int {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.messages
+	}
+	for _, step := range []struct {
+		what   string
+		change func()
+		files  string
+	}{
+		{"a rotation", func() { r.put("app/shared", []byte("shared-v2")) }, "shared=app/shared@2"},
+		{"a binding change", func() {
+			r.put("app/more", []byte("more-v1"))
+			r.bind(binding("more", "app/more", "app=web"))
+		}, "more=app/more@1,shared=app/shared@2"},
+	} {
+		before := count()
+		step.change()
+		for i := range n {
+			a.waitFiles(fmt.Sprintf("c%d", i), step.files)
+		}
+		if got := count() - before; got != 1 {
+			t.Errorf("%s reached the agent's %d containers in %d messages, want 1", step.what, n, got)
+		}
+	}
+}
