@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -109,9 +110,12 @@ func (a *Agent) step(ctx context.Context, t *target) (more bool, err error) {
 	if err == nil {
 		err = a.cfg.Deliverer.Apply(ctx, info, files)
 		if err == nil {
-			digests := noteDigests(prevDigests, files)
+			var digests map[string][]fileDigest
+			if a.cfg.ExecState != nil { // only the process report reads them
+				digests = noteDigests(prevDigests, files)
+			}
 			a.mu.Lock()
-			t.held = heldFiles(d)
+			t.held = heldFiles(t.held, d)
 			t.proc.digests = digests
 			a.mu.Unlock()
 			err = a.signal(ctx, info, sigs)
@@ -120,11 +124,12 @@ func (a *Agent) step(ctx context.Context, t *target) (more bool, err error) {
 			}
 		}
 	}
-	ack := &cofferv1.Applied{ContainerId: info.ID, Generation: d.Generation, Process: proc}
+	m, ack := newApplied()
+	ack.ContainerId, ack.Generation, ack.Process = info.ID, d.Generation, proc
 	if err != nil {
 		ack.Error = err.Error()
 		a.log.Error("delivery failed", "container", info.Name, "id", info.ID, "err", err)
-	} else {
+	} else if a.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations even when off
 		a.log.Debug("delivered", "container", info.Name, "files", len(files), "generation", d.Generation)
 	}
 	a.mu.Lock()
@@ -133,15 +138,36 @@ func (a *Agent) step(ctx context.Context, t *target) (more bool, err error) {
 		t.proc.okGen, t.proc.report, t.proc.watchUntil = d.Generation, proc, time.Now().Add(processWatch)
 	}
 	a.appliedCnt++
-	a.enqueueLocked(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Applied{Applied: ack}})
+	a.enqueueLocked(m)
 	a.mu.Unlock()
 	return true, err
 }
 
+// appliedMsg is an acknowledgement's three messages in one allocation.
+type appliedMsg struct {
+	m   cofferv1.AgentMessage
+	one cofferv1.AgentMessage_Applied
+	ack cofferv1.Applied
+}
+
+// newApplied returns an AgentMessage holding an empty Applied, and that
+// Applied, allocated at once.
+func newApplied() (*cofferv1.AgentMessage, *cofferv1.Applied) {
+	am := &appliedMsg{}
+	am.one.Applied = &am.ack
+	am.m.Msg = &am.one
+	return &am.m, &am.ack
+}
+
 // heldFiles is what a container holds once d is applied: secret and
-// version by file name.
-func heldFiles(d *cofferv1.Desired) map[string]verKey {
-	m := make(map[string]verKey, len(d.GetFiles()))
+// version by file name. It refills m (called with a.mu held: only the
+// target's worker writes it, under the lock), or makes a map if m is nil.
+func heldFiles(m map[string]verKey, d *cofferv1.Desired) map[string]verKey {
+	if m == nil {
+		m = make(map[string]verKey, len(d.GetFiles()))
+	} else {
+		clear(m)
+	}
 	for _, f := range d.GetFiles() {
 		m[f.File] = verKey{f.Secret, f.Version}
 	}
