@@ -63,8 +63,27 @@ func (a *Agent) handleDesired(ctx context.Context, d *cofferv1.Desired) {
 	a.setWantLocked(t, d)
 	t.proc.wantSess = a.sessionN
 	if !t.busy {
-		t.busy = true
+		a.setBusyLocked(t, true)
 		go a.work(ctx, t)
+	}
+}
+
+// setBusyLocked marks t as having a worker or not, and counts the targets
+// that have one: their acknowledgements are on the way (see sender).
+func (a *Agent) setBusyLocked(t *target, busy bool) {
+	if t.busy == busy {
+		return
+	}
+	t.busy = busy
+	if busy {
+		a.busyN.Add(1)
+		return
+	}
+	if a.busyN.Add(-1) == 0 {
+		select {
+		case a.quiet <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -86,7 +105,7 @@ func (a *Agent) step(ctx context.Context, t *target) (more bool, err error) {
 	// A container reported before its process exists (Prepare) waits
 	// for its pid: StartNow or the runtime's Started brings it.
 	if d == nil || t.gone || t.info.PID == 0 {
-		t.busy = false
+		a.setBusyLocked(t, false)
 		if t.gone {
 			a.dropTargetLocked(t)
 		}
