@@ -28,7 +28,6 @@ import (
 	"coffer/internal/container"
 	"coffer/internal/deliver"
 	"coffer/internal/identity"
-	"coffer/internal/secret"
 )
 
 // Config configures an Agent.
@@ -74,9 +73,7 @@ type Agent struct {
 	mu         sync.Mutex
 	running    map[string]container.Info // containers the runtime runs
 	targets    map[string]*target        // per container delivery state
-	values     map[verKey]secret.Value   // secret versions in use
-	valuesAt   map[verKey]time.Time      // when each value arrived
-	refs       map[verKey]int            // references from targets' want and current
+	values     map[verKey]*valueEntry    // secret versions received or referred to (apply.go)
 	send       chan *cofferv1.AgentMessage
 	connected  bool
 	server     string // the address of the current session
@@ -130,13 +127,11 @@ func New(cfg Config) *Agent {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger,
-		running:  map[string]container.Info{},
-		targets:  map[string]*target{},
-		values:   map[verKey]secret.Value{},
-		valuesAt: map[verKey]time.Time{},
-		refs:     map[verKey]int{},
-		quiet:    make(chan struct{}, 1),
-		ackWait:  ackWait,
+		running: map[string]container.Info{},
+		targets: map[string]*target{},
+		values:  map[verKey]*valueEntry{},
+		quiet:   make(chan struct{}, 1),
+		ackWait: ackWait,
 	}
 	a.renew = identity.NewRenewer(cfg.Cert, a.renewCert, identity.RenewerOptions{Dir: cfg.StateDir, Logger: cfg.Logger})
 	return a
@@ -217,9 +212,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.mu.Lock()
-	for k, v := range a.values {
-		v.Zero()
-		delete(a.values, k)
+	for k, e := range a.values {
+		a.dropValueLocked(k, e)
 	}
 	a.mu.Unlock()
 	return nil
