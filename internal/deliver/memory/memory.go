@@ -61,10 +61,19 @@ func (d *Deliverer) Apply(ctx context.Context, c container.Info, want []secret.F
 		return fmt.Errorf("memory: apply: empty container id")
 	}
 	seen := make(map[string]bool, len(want))
+	d.mu.Lock()
+	held := d.files[c.ID] // names held were valid when stored: not checked again
 	for _, f := range want {
+		if _, ok := held[f.Name]; ok {
+			continue
+		}
 		if err := secret.ValidateFileName(f.Name); err != nil {
+			d.mu.Unlock()
 			return fmt.Errorf("memory: apply to %s: %w", c.ID, err)
 		}
+	}
+	d.mu.Unlock()
+	for _, f := range want {
 		if seen[f.Name] {
 			return fmt.Errorf("memory: apply to %s: file %q wanted twice", c.ID, f.Name)
 		}

@@ -184,3 +184,25 @@ func TestRotationLeavesNoStaleBytes(t *testing.T) {
 		}
 	}
 }
+
+// Names a container holds are not checked again, but a bad name next to
+// them is refused, and the Apply changes nothing.
+func TestBadNameNextToHeldFiles(t *testing.T) {
+	ctx := context.Background()
+	d := memory.New(memory.Config{})
+	c := container.Info{ID: "c1"}
+	if err := d.Apply(ctx, c, []secret.File{file("db", 1, "v1")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{".x", "a/b", "..", ""} {
+		if err := d.Apply(ctx, c, []secret.File{file("db", 2, "v2"), file(bad, 1, "v")}); err == nil {
+			t.Fatalf("Apply accepted %q next to a held file", bad)
+		}
+	}
+	if err := d.Apply(ctx, c, []secret.File{file("db", 2, "v2"), file("db", 3, "v3")}); err == nil {
+		t.Fatal("Apply accepted a held name twice")
+	}
+	if got := d.Files("c1"); len(got) != 1 || string(got["db"].Value) != "v1" || d.Applies("c1") != 1 {
+		t.Fatalf("a refused Apply changed the files: %v", got)
+	}
+}
