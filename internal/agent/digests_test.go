@@ -18,7 +18,6 @@ func TestNoteDigestsHistory(t *testing.T) {
 		return secret.File{Secret: "app/" + name, Version: version, Name: name, Value: secret.Value(value)}
 	}
 	var d map[string][]fileDigest
-	var snapshots []map[string][]fileDigest
 	for v := uint64(1); v <= 6; v++ {
 		prev := maps.Clone(d)
 		for k, h := range prev {
@@ -29,7 +28,6 @@ func TestNoteDigestsHistory(t *testing.T) {
 			t.Fatalf("version %d: the previous map was changed", v)
 		}
 		d = next
-		snapshots = append(snapshots, d)
 		var got []uint64
 		for _, h := range d["a"] {
 			got = append(got, h.key.version)
