@@ -28,7 +28,6 @@ import (
 	"coffer/internal/container"
 	"coffer/internal/deliver"
 	"coffer/internal/identity"
-	"coffer/internal/secret"
 )
 
 // Config configures an Agent.
@@ -74,9 +73,7 @@ type Agent struct {
 	mu         sync.Mutex
 	running    map[string]container.Info // containers the runtime runs
 	targets    map[string]*target        // per container delivery state
-	values     map[verKey]secret.Value   // secret versions in use
-	valuesAt   map[verKey]time.Time      // when each value arrived
-	refs       map[verKey]int            // references from targets' want and current
+	values     map[verKey]*valueEntry    // secret versions received or referred to (apply.go)
 	send       chan *cofferv1.AgentMessage
 	connected  bool
 	server     string // the address of the current session
@@ -84,6 +81,11 @@ type Agent struct {
 	appliedCnt uint64
 	sessionN   uint64 // counts streams: a state is acknowledged again only on its own (process.go)
 	resumedCnt uint64 // sessions that resumed a TLS session
+	// busyN counts the targets a worker serves (changed under mu); quiet
+	// receives a token when it drops to 0 (see sender).
+	busyN   atomic.Int64
+	quiet   chan struct{}
+	ackWait time.Duration // ackWait; tests change it
 }
 
 type verKey struct {
@@ -125,11 +127,11 @@ func New(cfg Config) *Agent {
 	}
 	a := &Agent{
 		cfg: cfg, log: cfg.Logger,
-		running:  map[string]container.Info{},
-		targets:  map[string]*target{},
-		values:   map[verKey]secret.Value{},
-		valuesAt: map[verKey]time.Time{},
-		refs:     map[verKey]int{},
+		running: map[string]container.Info{},
+		targets: map[string]*target{},
+		values:  map[verKey]*valueEntry{},
+		quiet:   make(chan struct{}, 1),
+		ackWait: ackWait,
 	}
 	a.renew = identity.NewRenewer(cfg.Cert, a.renewCert, identity.RenewerOptions{Dir: cfg.StateDir, Logger: cfg.Logger})
 	return a
@@ -210,9 +212,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	a.mu.Lock()
-	for k, v := range a.values {
-		v.Zero()
-		delete(a.values, k)
+	for k, e := range a.values {
+		a.dropValueLocked(k, e)
 	}
 	a.mu.Unlock()
 	return nil
@@ -386,10 +387,19 @@ func (a *Agent) session(ctx context.Context, tlsCfg *tls.Config, t dialTarget) (
 // maxAckBatch caps the acknowledgements sent in one AppliedBatch.
 const maxAckBatch = 256
 
+// ackWait bounds how long an acknowledgement waits for those of the
+// deliveries still under way, to go with them in one AppliedBatch.
+const ackWait = 20 * time.Millisecond
+
 // sender writes queued messages to the stream. With batchAcks, the Applied
-// messages queued together go as one AppliedBatch, in order.
+// messages queued together go as one AppliedBatch, in order; while other
+// containers' deliveries are under way (a rotation reaches all of an
+// agent's containers at once), an acknowledgement waits for theirs (up to
+// ackWait): one message for the server to read instead of one each.
 func (a *Agent) sender(ctx context.Context, stream cofferv1.AgentService_SyncClient, send chan *cofferv1.AgentMessage, batchAcks *atomic.Bool) error {
 	var next *cofferv1.AgentMessage
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		m := next
 		next = nil
@@ -402,18 +412,48 @@ func (a *Agent) sender(ctx context.Context, stream cofferv1.AgentService_SyncCli
 		}
 		if ack := m.GetApplied(); ack != nil && batchAcks.Load() {
 			acks := []*cofferv1.Applied{ack}
-		drain:
+			var waitEnd time.Time
+		collect:
 			for len(acks) < maxAckBatch {
+				var m2 *cofferv1.AgentMessage
 				select {
-				case m2 := <-send:
-					if a2 := m2.GetApplied(); a2 != nil {
-						acks = append(acks, a2)
-					} else {
-						next = m2
-						break drain
-					}
+				case m2 = <-send:
 				default:
-					break drain
+					// Nothing queued: wait only while deliveries are
+					// under way.
+					if a.busyN.Load() == 0 {
+						break collect
+					}
+					now := time.Now()
+					if waitEnd.IsZero() {
+						waitEnd = now.Add(a.ackWait)
+					}
+					wait := waitEnd.Sub(now)
+					if wait <= 0 {
+						break collect
+					}
+					// Go 1.23 timers: after Stop or Reset, no stale
+					// tick is received.
+					linger.Reset(wait)
+					select {
+					case m2 = <-send:
+					case <-a.quiet: // none under way any more: look again
+					case <-linger.C:
+						break collect
+					case <-ctx.Done():
+						linger.Stop()
+						return ctx.Err()
+					}
+					linger.Stop()
+					if m2 == nil {
+						continue
+					}
+				}
+				if a2 := m2.GetApplied(); a2 != nil {
+					acks = append(acks, a2)
+				} else {
+					next = m2
+					break collect
 				}
 			}
 			if len(acks) > 1 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -36,12 +37,17 @@ func (a *Agent) handleValues(vals []*cofferv1.SecretValue) {
 	now := time.Now()
 	for _, v := range vals {
 		k := verKey{v.GetSecret(), v.GetVersion()}
-		a.valuesAt[k] = now
-		if _, ok := a.values[k]; ok {
+		e := a.values[k]
+		if e == nil {
+			e = &valueEntry{}
+			a.values[k] = e
+		}
+		e.at = now
+		if e.has {
 			// Keep the buffer we have: a worker may be writing it.
 			secret.Value(v.Value).Zero()
 		} else {
-			a.values[k] = secret.Value(v.Value)
+			e.v, e.has = secret.Value(v.Value), true
 		}
 		v.Value = nil
 	}
@@ -62,8 +68,27 @@ func (a *Agent) handleDesired(ctx context.Context, d *cofferv1.Desired) {
 	a.setWantLocked(t, d)
 	t.proc.wantSess = a.sessionN
 	if !t.busy {
-		t.busy = true
+		a.setBusyLocked(t, true)
 		go a.work(ctx, t)
+	}
+}
+
+// setBusyLocked marks t as having a worker or not, and counts the targets
+// that have one: their acknowledgements are on the way (see sender).
+func (a *Agent) setBusyLocked(t *target, busy bool) {
+	if t.busy == busy {
+		return
+	}
+	t.busy = busy
+	if busy {
+		a.busyN.Add(1)
+		return
+	}
+	if a.busyN.Add(-1) == 0 {
+		select {
+		case a.quiet <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -85,7 +110,7 @@ func (a *Agent) step(ctx context.Context, t *target) (more bool, err error) {
 	// A container reported before its process exists (Prepare) waits
 	// for its pid: StartNow or the runtime's Started brings it.
 	if d == nil || t.gone || t.info.PID == 0 {
-		t.busy = false
+		a.setBusyLocked(t, false)
 		if t.gone {
 			a.dropTargetLocked(t)
 		}
@@ -109,9 +134,12 @@ func (a *Agent) step(ctx context.Context, t *target) (more bool, err error) {
 	if err == nil {
 		err = a.cfg.Deliverer.Apply(ctx, info, files)
 		if err == nil {
-			digests := noteDigests(prevDigests, files)
+			var digests map[string][]fileDigest
+			if a.cfg.ExecState != nil { // only the process report reads them
+				digests = noteDigests(prevDigests, files)
+			}
 			a.mu.Lock()
-			t.held = heldFiles(d)
+			t.held = heldFiles(t.held, d)
 			t.proc.digests = digests
 			a.mu.Unlock()
 			err = a.signal(ctx, info, sigs)
@@ -120,11 +148,12 @@ func (a *Agent) step(ctx context.Context, t *target) (more bool, err error) {
 			}
 		}
 	}
-	ack := &cofferv1.Applied{ContainerId: info.ID, Generation: d.Generation, Process: proc}
+	m, ack := newApplied()
+	ack.ContainerId, ack.Generation, ack.Process = info.ID, d.Generation, proc
 	if err != nil {
 		ack.Error = err.Error()
 		a.log.Error("delivery failed", "container", info.Name, "id", info.ID, "err", err)
-	} else {
+	} else if a.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost allocations even when off
 		a.log.Debug("delivered", "container", info.Name, "files", len(files), "generation", d.Generation)
 	}
 	a.mu.Lock()
@@ -133,15 +162,36 @@ func (a *Agent) step(ctx context.Context, t *target) (more bool, err error) {
 		t.proc.okGen, t.proc.report, t.proc.watchUntil = d.Generation, proc, time.Now().Add(processWatch)
 	}
 	a.appliedCnt++
-	a.enqueueLocked(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Applied{Applied: ack}})
+	a.enqueueLocked(m)
 	a.mu.Unlock()
 	return true, err
 }
 
+// appliedMsg is an acknowledgement's three messages in one allocation.
+type appliedMsg struct {
+	m   cofferv1.AgentMessage
+	one cofferv1.AgentMessage_Applied
+	ack cofferv1.Applied
+}
+
+// newApplied returns an AgentMessage holding an empty Applied, and that
+// Applied, allocated at once.
+func newApplied() (*cofferv1.AgentMessage, *cofferv1.Applied) {
+	am := &appliedMsg{}
+	am.one.Applied = &am.ack
+	am.m.Msg = &am.one
+	return &am.m, &am.ack
+}
+
 // heldFiles is what a container holds once d is applied: secret and
-// version by file name.
-func heldFiles(d *cofferv1.Desired) map[string]verKey {
-	m := make(map[string]verKey, len(d.GetFiles()))
+// version by file name. It refills m (called with a.mu held: only the
+// target's worker writes it, under the lock), or makes a map if m is nil.
+func heldFiles(m map[string]verKey, d *cofferv1.Desired) map[string]verKey {
+	if m == nil {
+		m = make(map[string]verKey, len(d.GetFiles()))
+	} else {
+		clear(m)
+	}
 	for _, f := range d.GetFiles() {
 		m[f.File] = verKey{f.Secret, f.Version}
 	}
@@ -201,13 +251,13 @@ func (a *Agent) signal(ctx context.Context, c container.Info, sigs []string) err
 func (a *Agent) filesLocked(d *cofferv1.Desired) ([]secret.File, error) {
 	files := make([]secret.File, 0, len(d.Files))
 	for _, f := range d.Files {
-		v, ok := a.values[verKey{f.Secret, f.Version}]
-		if !ok {
+		e := a.values[verKey{f.Secret, f.Version}]
+		if e == nil || !e.has {
 			return nil, fmt.Errorf("value of %s version %d not received", f.Secret, f.Version)
 		}
 		files = append(files, secret.File{
 			Secret: f.Secret, Version: f.Version, Name: f.File, Mode: os.FileMode(f.Mode) & os.ModePerm,
-			UID: int(f.Uid), GID: int(f.Gid), Value: v,
+			UID: int(f.Uid), GID: int(f.Gid), Value: e.v,
 		})
 	}
 	return files, nil
@@ -217,6 +267,26 @@ func (a *Agent) filesLocked(d *cofferv1.Desired) ([]secret.File, error) {
 // state holds a reference to its value, so a value no container needs is
 // found when its last reference goes, without scanning every target (which,
 // done after each delivery, made a rotation cost O(containers²) per agent).
+
+// valueEntry is one secret version: its value, once received, and the
+// references to it. One map holds both, so that a delivery looks a version
+// up once, not once per map.
+type valueEntry struct {
+	v    secret.Value
+	has  bool      // v was received (an empty value is nil)
+	at   time.Time // when v last arrived
+	refs int       // files of targets' want and current states that refer to it
+}
+
+// dropValueLocked zeroes and forgets e's value; e goes too unless a state
+// still refers to it.
+func (a *Agent) dropValueLocked(k verKey, e *valueEntry) {
+	e.v.Zero()
+	e.v, e.has = nil, false
+	if e.refs <= 0 {
+		delete(a.values, k)
+	}
+}
 
 // setWantLocked replaces t's newest wanted state.
 func (a *Agent) setWantLocked(t *target, d *cofferv1.Desired) {
@@ -241,7 +311,13 @@ func (a *Agent) refLocked(d *cofferv1.Desired) {
 		return
 	}
 	for _, f := range d.Files {
-		a.refs[verKey{f.Secret, f.Version}]++
+		k := verKey{f.Secret, f.Version}
+		e := a.values[k]
+		if e == nil {
+			e = &valueEntry{}
+			a.values[k] = e
+		}
+		e.refs++
 	}
 }
 
@@ -251,17 +327,26 @@ func (a *Agent) unrefLocked(d *cofferv1.Desired) {
 	if d == nil {
 		return
 	}
-	now := time.Now()
+	var now time.Time
 	for _, f := range d.Files {
 		k := verKey{f.Secret, f.Version}
-		if a.refs[k]--; a.refs[k] > 0 {
+		e := a.values[k]
+		if e == nil {
 			continue
 		}
-		delete(a.refs, k)
-		if v, ok := a.values[k]; ok && now.Sub(a.valuesAt[k]) > a.cfg.ValueGrace {
-			v.Zero()
+		if e.refs--; e.refs > 0 {
+			continue
+		}
+		e.refs = 0
+		if !e.has {
 			delete(a.values, k)
-			delete(a.valuesAt, k)
+			continue
+		}
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if now.Sub(e.at) > a.cfg.ValueGrace {
+			a.dropValueLocked(k, e)
 		}
 	}
 }
@@ -269,13 +354,11 @@ func (a *Agent) unrefLocked(d *cofferv1.Desired) {
 // gcLocked zeroes and drops values no container wants any more.
 func (a *Agent) gcLocked() {
 	now := time.Now()
-	for k, v := range a.values {
+	for k, e := range a.values {
 		// A value is kept a while after it arrives: the Desired messages
 		// that refer to it follow it on the stream.
-		if a.refs[k] == 0 && now.Sub(a.valuesAt[k]) > a.cfg.ValueGrace {
-			delete(a.valuesAt, k)
-			v.Zero()
-			delete(a.values, k)
+		if e.has && e.refs <= 0 && now.Sub(e.at) > a.cfg.ValueGrace {
+			a.dropValueLocked(k, e)
 		}
 	}
 }
@@ -296,5 +379,15 @@ type Stats struct {
 func (a *Agent) Stats() Stats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return Stats{Containers: len(a.running), Values: len(a.values), Applied: a.appliedCnt, Connected: a.connected, Server: a.server, Resumed: a.resumedCnt}
+	return a.statsLocked()
+}
+
+func (a *Agent) statsLocked() Stats {
+	values := 0
+	for _, e := range a.values {
+		if e.has {
+			values++
+		}
+	}
+	return Stats{Containers: len(a.running), Values: values, Applied: a.appliedCnt, Connected: a.connected, Server: a.server, Resumed: a.resumedCnt}
 }

@@ -88,7 +88,7 @@ func (a *Agent) StartNow(ctx context.Context, info container.Info, limit time.Du
 		return done
 	}
 	t.info = info
-	t.busy = true
+	a.setBusyLocked(t, true)
 	a.mu.Unlock()
 	sctx, cancel := context.WithDeadline(ctx, deadline)
 	more, err := a.step(sctx, t)
@@ -115,7 +115,7 @@ func (a *Agent) Forget(ctx context.Context, id string) {
 // kickLocked starts t's worker if a wanted state waits and none runs.
 func (a *Agent) kickLocked(ctx context.Context, t *target) {
 	if t.want != nil && !t.busy && !t.gone && t.info.PID != 0 {
-		t.busy = true
+		a.setBusyLocked(t, true)
 		go a.work(ctx, t)
 	}
 }

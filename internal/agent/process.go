@@ -61,13 +61,32 @@ type procState struct {
 // noteDigests returns the digests of files just written into a
 // container, after prev's. Called without a.mu by the target's one worker:
 // the values are its current state's, referenced until its next step.
+//
+// prev is never changed (a process watch may read it without a.mu): when
+// every file is the version prev has newest for it, and prev names no other
+// file, prev itself is returned.
 func noteDigests(prev map[string][]fileDigest, files []secret.File) map[string][]fileDigest {
+	if len(prev) == len(files) && prev != nil {
+		same := true
+		for _, f := range files {
+			hist := prev[f.Name]
+			if len(hist) == 0 || hist[0].key != (verKey{f.Secret, f.Version}) {
+				same = false
+				break
+			}
+		}
+		if same {
+			return prev
+		}
+	}
 	out := make(map[string][]fileDigest, len(files))
 	for _, f := range files {
 		k := verKey{f.Secret, f.Version}
 		hist := prev[f.Name]
 		if len(hist) == 0 || hist[0].key != k {
-			hist = append([]fileDigest{{key: k, sum: execstate.Digest(f.Value)}}, hist...)
+			next := make([]fileDigest, 0, min(len(hist)+1, digestHistory))
+			next = append(next, fileDigest{key: k, sum: execstate.Digest(f.Value)})
+			hist = append(next, hist[:min(len(hist), digestHistory-1)]...)
 		}
 		out[f.Name] = hist[:min(len(hist), digestHistory)]
 	}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 
 	"coffer/internal/container"
@@ -36,7 +37,7 @@ type Deliverer struct {
 	files    map[string]map[string]secret.File // container id → file name → file
 	applies  map[string]int
 	released map[string]bool
-	changed  chan struct{} // closed and replaced on every change
+	changed  chan struct{} // closed on a change; nil until a Wait needs it
 }
 
 var _ deliver.Deliverer = (*Deliverer)(nil)
@@ -48,7 +49,6 @@ func New(cfg Config) *Deliverer {
 		files:    map[string]map[string]secret.File{},
 		applies:  map[string]int{},
 		released: map[string]bool{},
-		changed:  make(chan struct{}),
 	}
 }
 
@@ -61,10 +61,19 @@ func (d *Deliverer) Apply(ctx context.Context, c container.Info, want []secret.F
 		return fmt.Errorf("memory: apply: empty container id")
 	}
 	seen := make(map[string]bool, len(want))
+	d.mu.Lock()
+	held := d.files[c.ID] // names held were valid when stored: not checked again
 	for _, f := range want {
+		if _, ok := held[f.Name]; ok {
+			continue
+		}
 		if err := secret.ValidateFileName(f.Name); err != nil {
+			d.mu.Unlock()
 			return fmt.Errorf("memory: apply to %s: %w", c.ID, err)
 		}
+	}
+	d.mu.Unlock()
+	for _, f := range want {
 		if seen[f.Name] {
 			return fmt.Errorf("memory: apply to %s: file %q wanted twice", c.ID, f.Name)
 		}
@@ -76,13 +85,36 @@ func (d *Deliverer) Apply(ctx context.Context, c container.Info, want []secret.F
 		}
 	}
 
-	next := make(map[string]secret.File, len(want))
-	for _, f := range want {
-		next[f.Name] = copyFile(f)
-	}
 	d.mu.Lock()
-	zeroAll(d.files[c.ID])
-	d.files[c.ID] = next
+	next := d.files[c.ID]
+	if next == nil {
+		next = make(map[string]secret.File, len(want))
+		d.files[c.ID] = next
+	}
+	// The container's map and buffers are reused: a value that fits in
+	// the buffer of the file it replaces overwrites it (the rest of the
+	// buffer is zeroed); others get a new buffer and the old one is zeroed.
+	// Nothing outside the Deliverer holds them: Files and OnApply get copies.
+	old := next
+	for name, f := range old {
+		if !slices.ContainsFunc(want, func(w secret.File) bool { return w.Name == name }) {
+			f.Value.Zero()
+			delete(old, name)
+		}
+	}
+	for _, f := range want {
+		buf := old[f.Name].Value
+		if cap(buf) >= len(f.Value) && buf != nil {
+			buf = buf[:cap(buf)]
+			n := copy(buf, f.Value)
+			clear(buf[n:])
+			f.Value = buf[:n]
+		} else {
+			buf.Zero()
+			f = copyFile(f)
+		}
+		next[f.Name] = f
+	}
 	d.applies[c.ID]++
 	delete(d.released, c.ID)
 	var snapshot []secret.File
@@ -153,6 +185,9 @@ func (d *Deliverer) Wait(ctx context.Context, cond func(all map[string]map[strin
 	for {
 		d.mu.Lock()
 		ok := cond(d.files)
+		if d.changed == nil {
+			d.changed = make(chan struct{})
+		}
 		ch := d.changed
 		d.mu.Unlock()
 		if ok {
@@ -172,9 +207,13 @@ func (d *Deliverer) WaitFiles(ctx context.Context, id string, cond func(files ma
 	return d.Wait(ctx, func(all map[string]map[string]secret.File) bool { return cond(all[id]) })
 }
 
+// notifyLocked wakes the waiters, if any: the channel is made by the
+// first Wait after a change, not on every change.
 func (d *Deliverer) notifyLocked() {
-	close(d.changed)
-	d.changed = make(chan struct{})
+	if d.changed != nil {
+		close(d.changed)
+		d.changed = nil
+	}
 }
 
 func copyFile(f secret.File) secret.File {

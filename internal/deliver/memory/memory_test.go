@@ -139,3 +139,70 @@ func TestWaitConcurrent(t *testing.T) {
 		t.Fatalf("Wait err = %v, want deadline", err)
 	}
 }
+
+// A rotation to a shorter value reuses the held buffer: the old bytes past
+// the new value are zeroed, not left behind; a longer one gets a new buffer
+// and the old one is zeroed.
+func TestRotationLeavesNoStaleBytes(t *testing.T) {
+	ctx := context.Background()
+	d := memory.New(memory.Config{})
+	c := container.Info{ID: "c1"}
+	held := func() secret.Value {
+		var v secret.Value
+		d.WaitFiles(ctx, "c1", func(f map[string]secret.File) bool { v = f["db"].Value; return true })
+		return v
+	}
+	if err := d.Apply(ctx, c, []secret.File{file("db", 1, "a-long-first-value"), file("api", 1, "k1")}); err != nil {
+		t.Fatal(err)
+	}
+	first := held()
+	if err := d.Apply(ctx, c, []secret.File{file("db", 2, "short")}); err != nil {
+		t.Fatal(err)
+	}
+	got := d.Files("c1")
+	if len(got) != 1 || string(got["db"].Value) != "short" || got["db"].Version != 2 {
+		t.Fatalf("files after rotation: %v", got)
+	}
+	if string(first[:5]) != "short" {
+		t.Fatalf("the buffer was not reused: %q", first)
+	}
+	for i, b := range first[5:] {
+		if b != 0 {
+			t.Fatalf("byte %d of the old value left behind: %q", 5+i, first)
+		}
+	}
+	second := held()
+	if err := d.Apply(ctx, c, []secret.File{file("db", 3, "a value longer than the buffer it had")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.Files("c1")["db"].Value; string(got) != "a value longer than the buffer it had" {
+		t.Fatalf("value %q", got)
+	}
+	for _, b := range second[:cap(second)] {
+		if b != 0 {
+			t.Fatalf("the replaced buffer was not zeroed: %q", second[:cap(second)])
+		}
+	}
+}
+
+// Names a container holds are not checked again, but a bad name next to
+// them is refused, and the Apply changes nothing.
+func TestBadNameNextToHeldFiles(t *testing.T) {
+	ctx := context.Background()
+	d := memory.New(memory.Config{})
+	c := container.Info{ID: "c1"}
+	if err := d.Apply(ctx, c, []secret.File{file("db", 1, "v1")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{".x", "a/b", "..", ""} {
+		if err := d.Apply(ctx, c, []secret.File{file("db", 2, "v2"), file(bad, 1, "v")}); err == nil {
+			t.Fatalf("Apply accepted %q next to a held file", bad)
+		}
+	}
+	if err := d.Apply(ctx, c, []secret.File{file("db", 2, "v2"), file("db", 3, "v3")}); err == nil {
+		t.Fatal("Apply accepted a held name twice")
+	}
+	if got := d.Files("c1"); len(got) != 1 || string(got["db"].Value) != "v1" || d.Applies("c1") != 1 {
+		t.Fatalf("a refused Apply changed the files: %v", got)
+	}
+}
