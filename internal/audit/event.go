@@ -3,7 +3,6 @@ package audit
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -67,12 +66,10 @@ type body struct {
 	Prev    string            `json:"prev"`
 }
 
-// canonical returns the canonical encoding of e without Hash.
+// canonical returns the canonical encoding of e without Hash and MAC: what
+// json.Marshal makes of body (written by appendCanonical, to the byte).
 func canonical(e *Event) ([]byte, error) {
-	return json.Marshal(body{
-		Seq: e.Seq, Time: e.Time, Actor: e.Actor, Action: e.Action, Object: e.Object,
-		Result: e.Result, Source: e.Source, Details: e.Details, Server: e.Server, Prev: e.Prev,
-	})
+	return appendCanonical(nil, e, nil)
 }
 
 // chainHash is the hex SHA-256 of prev, a newline and the canonical body.
