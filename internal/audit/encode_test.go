@@ -199,6 +199,21 @@ func TestSealGolden(t *testing.T) {
 			if e.Hash != back.Hash || e.MAC != back.MAC || e.Seq != back.Seq || e.Prev != back.Prev {
 				t.Fatalf("sealed event %+v, its line says %+v", e, back)
 			}
+			// And by a sealer that sealed another record before, into
+			// a buffer that holds it, as the committer does.
+			s := &sealer{key: tt.key}
+			other := deliveryEvent()
+			buf, err := s.seal(nil, &other, Head{Seq: 5, Hash: strings.Repeat("0", 64)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, e3 := len(buf), tt.e
+			if buf, err = s.seal(buf, &e3, tt.head); err != nil {
+				t.Fatal(err)
+			}
+			if string(buf[n:]) != tt.want || e3.Hash != e.Hash || e3.MAC != e.MAC {
+				t.Fatalf("reused sealer: line\n got %q\nwant %q", buf[n:], tt.want)
+			}
 			h, err := Verify(strings.NewReader(string(got)), nil)
 			if tt.head.Seq == 0 && (err != nil || h != (Head{Seq: 1, Hash: e.Hash})) {
 				t.Fatalf("Verify = %v, %v", h, err)

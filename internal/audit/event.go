@@ -1,10 +1,12 @@
 package audit
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
 	"time"
 )
@@ -104,22 +106,81 @@ func appendTail(b []byte, hash, mac string) []byte {
 // sealRecord fills e's chain fields after head, and its MAC if key is not nil,
 // and returns its line.
 func sealRecord(e *Event, head Head, key []byte) ([]byte, error) {
+	s := sealer{key: key}
+	return s.seal(nil, e, head)
+}
+
+// sealer seals records one after the other, as sealRecord does, reusing its
+// hashes and scratch space from one record to the next. It is not safe for
+// concurrent use: a Log's committer keeps its own (see commit), and only
+// that goroutine uses it.
+type sealer struct {
+	key  []byte    // MAC key; nil: no MACs
+	sha  hash.Hash // SHA-256 for chainHash
+	mac  hash.Hash // HMAC-SHA-256 under key for recordMAC; nil until the first MAC
+	keys []string  // Details keys, for appendCanonical
+	pre  []byte    // prev and '\n'
+	sum  [sha256.Size]byte
+	hex  [2 * 2 * sha256.Size]byte // the hex hash, then the hex MAC
+	out  []byte                    // a flush's lines, kept for the next flush
+}
+
+// recordMACDomainBytes is recordMACDomain, for Write.
+var recordMACDomainBytes = []byte(recordMACDomain)
+
+// seal fills e's chain fields after head, and its MAC if s has a key, and
+// appends its line to dst. On an error it returns dst as it was (possibly
+// with more capacity) and e is not to be recorded.
+func (s *sealer) seal(dst []byte, e *Event, head Head) ([]byte, error) {
 	e.Seq = head.Seq + 1
 	e.Prev = head.Hash
 	e.Hash, e.MAC = "", ""
-	b, err := canonical(e)
+	start := len(dst)
+	out, err := appendCanonical(dst, e, &s.keys)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+		return out[:start], fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 	}
-	e.Hash = chainHash(e.Prev, b)
-	if key != nil {
-		e.MAC = recordMAC(key, e.Hash)
+	// chainHash(e.Prev, body)
+	if s.sha == nil {
+		s.sha = sha256.New()
+	} else {
+		s.sha.Reset()
 	}
-	l := line(b, e.Hash, e.MAC)
-	if len(l) > MaxRecordSize {
-		return nil, fmt.Errorf("%w: record of %d bytes is larger than %d", ErrInvalidEvent, len(l), MaxRecordSize)
+	s.pre = append(append(s.pre[:0], e.Prev...), '\n')
+	s.sha.Write(s.pre)
+	s.sha.Write(out[start:])
+	hx := s.hex[:2*sha256.Size]
+	hex.Encode(hx, s.sha.Sum(s.sum[:0]))
+	// recordMAC(key, hash)
+	if s.key != nil {
+		if s.mac == nil {
+			s.mac = hmac.New(sha256.New, s.key)
+		} else {
+			s.mac.Reset()
+		}
+		s.mac.Write(recordMACDomainBytes)
+		s.mac.Write(hx)
+		hx = s.hex[:]
+		hex.Encode(hx[2*sha256.Size:], s.mac.Sum(s.sum[:0]))
 	}
-	return l, nil
+	// One string for both: they are read-only, and go together.
+	both := string(hx)
+	e.Hash = both[:2*sha256.Size]
+	if s.key != nil {
+		e.MAC = both[2*sha256.Size:]
+	}
+	out = appendTail(out[:len(out)-1], e.Hash, e.MAC) // drop the body's '}'
+	if n := len(out) - start; n > MaxRecordSize {
+		e.Hash, e.MAC = "", ""
+		return out[:start], fmt.Errorf("%w: record of %d bytes is larger than %d", ErrInvalidEvent, n, MaxRecordSize)
+	}
+	return out, nil
+}
+
+// drop forgets s's key and its MAC state (the HMAC's pads are derived from
+// the key). s must not seal with a MAC afterwards.
+func (s *sealer) drop() {
+	s.key, s.mac, s.out = nil, nil, nil
 }
 
 // prepare checks e and returns the copy that will be recorded: its own

@@ -365,7 +365,12 @@ func (l *Log) Append(ctx context.Context, e Event) (Event, error) {
 
 // commit runs until Close, writing queued records in groups.
 func (l *Log) commit() {
+	// The committer's own sealer: flush runs on this goroutine only. The
+	// key stays as open set it until the committer has stopped (Close
+	// clears it after done).
+	s := &sealer{key: l.key}
 	defer func() {
+		s.drop()
 		if l.anchor == nil {
 			close(l.done)
 		} else {
@@ -394,29 +399,35 @@ func (l *Log) commit() {
 				release(batch, fmt.Errorf("%w: %w", ErrFailed, failed))
 				continue
 			}
-			l.flush(batch, head)
+			l.flush(s, batch, head)
 		}
 	}
 }
 
-// flush seals the batch after head, writes it in one write, fsyncs it and
-// releases its callers, or, with an Anchor, hands it to the anchorer.
-func (l *Log) flush(batch []*pending, head Head) {
-	var buf []byte
+// maxKeptBuffer is the most capacity of a flush's buffer that the
+// committer keeps for the next flush.
+const maxKeptBuffer = 4 << 20
+
+// flush seals the batch after head with s, writes it in one write, fsyncs
+// it and releases its callers, or, with an Anchor, hands it to the
+// anchorer. Only the committer calls it.
+func (l *Log) flush(s *sealer, batch []*pending, head Head) {
+	buf := s.out[:0]
 	ok := batch[:0:0]
 	for _, p := range batch {
-		prev := head
-		b, err := sealRecord(&p.e, head, l.key)
+		var err error
+		buf, err = s.seal(buf, &p.e, head)
 		if err != nil { // not chained: the record is refused alone
 			p.e = Event{}
 			p.err = err
 			close(p.out)
-			head = prev
 			continue
 		}
 		head = Head{Seq: p.e.Seq, Hash: p.e.Hash}
-		buf = append(buf, b...)
 		ok = append(ok, p)
+	}
+	if cap(buf) <= maxKeptBuffer {
+		s.out = buf[:0] // l.write is done with it when it returns
 	}
 	if len(ok) == 0 {
 		return
