@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"maps"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Results used across Coffer. Result is free text; these are the usual ones.
@@ -206,9 +208,12 @@ func prepare(e Event, now func() time.Time) (Event, error) {
 	for _, s := range []*string{&e.Actor, &e.Action, &e.Object, &e.Result, &e.Source} {
 		*s = strings.ToValidUTF8(*s, "\uFFFD")
 	}
-	if len(e.Details) == 0 {
+	switch {
+	case len(e.Details) == 0:
 		e.Details = nil
-	} else {
+	case validDetails(e.Details):
+		e.Details = maps.Clone(e.Details) // the usual case: a copy of the map as it is
+	default:
 		d := make(map[string]string, len(e.Details))
 		for k, v := range e.Details {
 			d[strings.ToValidUTF8(k, "\uFFFD")] = strings.ToValidUTF8(v, "\uFFFD")
@@ -216,4 +221,14 @@ func prepare(e Event, now func() time.Time) (Event, error) {
 		e.Details = d
 	}
 	return e, nil
+}
+
+// validDetails says whether every key and value of d is valid UTF-8.
+func validDetails(d map[string]string) bool {
+	for k, v := range d {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return false
+		}
+	}
+	return true
 }
