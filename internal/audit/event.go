@@ -3,6 +3,7 @@ package audit
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -155,15 +156,11 @@ func (s *sealer) seal(dst []byte, e *Event, head Head) ([]byte, error) {
 	hex.Encode(hx, s.sha.Sum(s.sum[:0]))
 	// recordMAC(key, hash)
 	if s.key != nil {
-		if s.mac == nil {
-			s.mac = hmac.New(sha256.New, s.key)
-		} else {
-			s.mac.Reset()
-		}
-		s.mac.Write(recordMACDomainBytes)
-		s.mac.Write(hx)
+		mac := s.hmac()
+		mac.Write(recordMACDomainBytes)
+		mac.Write(hx)
 		hx = s.hex[:]
-		hex.Encode(hx[2*sha256.Size:], s.mac.Sum(s.sum[:0]))
+		hex.Encode(hx[2*sha256.Size:], mac.Sum(s.sum[:0]))
 	}
 	// One string for both: they are read-only, and go together.
 	both := string(hx)
@@ -177,6 +174,35 @@ func (s *sealer) seal(dst []byte, e *Event, head Head) ([]byte, error) {
 		return out[:start], fmt.Errorf("%w: record of %d bytes is larger than %d", ErrInvalidEvent, n, MaxRecordSize)
 	}
 	return out, nil
+}
+
+// hmac returns s's HMAC-SHA-256 under its key, reset.
+func (s *sealer) hmac() hash.Hash {
+	if s.mac == nil {
+		s.mac = hmac.New(sha256.New, s.key)
+	} else {
+		s.mac.Reset()
+	}
+	return s.mac
+}
+
+// markMACDomainBytes is markMACDomain, for Write.
+var markMACDomainBytes = []byte(markMACDomain)
+
+// sealMark is sealMark(s.key, h, macFrom) with s's HMAC.
+func (s *sealer) sealMark(h Head, macFrom uint64) Mark {
+	m := Mark{Head: h, MACFrom: macFrom}
+	// markMAC(key, m): the domain, seq and MACFrom big-endian, the hash.
+	mac := s.hmac()
+	mac.Write(markMACDomainBytes)
+	s.pre = binary.BigEndian.AppendUint64(s.pre[:0], m.Seq)
+	s.pre = binary.BigEndian.AppendUint64(s.pre, m.MACFrom)
+	s.pre = append(s.pre, m.Hash...)
+	mac.Write(s.pre)
+	hx := s.hex[:2*sha256.Size]
+	hex.Encode(hx, mac.Sum(s.sum[:0]))
+	m.MAC = string(hx)
+	return m
 }
 
 // drop forgets s's key and its MAC state (the HMAC's pads are derived from

@@ -413,7 +413,9 @@ const maxKeptBuffer = 4 << 20
 // anchorer. Only the committer calls it.
 func (l *Log) flush(s *sealer, batch []*pending, head Head) {
 	buf := s.out[:0]
-	ok := batch[:0:0]
+	// The records sealed, filtered in place: batch is the committer's
+	// own (commit cut it from the queue with its capacity capped).
+	ok := batch[:0]
 	for _, p := range batch {
 		var err error
 		buf, err = s.seal(buf, &p.e, head)
@@ -468,7 +470,13 @@ func (l *Log) flush(s *sealer, batch []*pending, head Head) {
 // always after the group's fsync, so the Anchor is never ahead of the file.
 // If a Save fails, its groups' appends fail, and so does every later one.
 func (l *Log) anchorer() {
-	defer close(l.done)
+	// The anchorer's own sealer, for the Marks: its HMAC is reused from
+	// one Mark to the next, on this goroutine only.
+	s := &sealer{key: l.key}
+	defer func() {
+		s.drop()
+		close(l.done)
+	}()
 	var failed error
 	for {
 		_, open := <-l.anchorWake
@@ -481,7 +489,7 @@ func (l *Log) anchorer() {
 				break
 			}
 			if failed == nil {
-				m := sealMark(l.key, gs[len(gs)-1].head, l.macFrom)
+				m := s.sealMark(gs[len(gs)-1].head, l.macFrom)
 				if err := l.anchor.Save(context.Background(), nil, m); err != nil {
 					failed = fmt.Errorf("anchor the head: %w", err)
 					l.mu.Lock()

@@ -150,3 +150,26 @@ func (l *Log) queued() int {
 	defer l.mu.Unlock()
 	return len(l.queue)
 }
+
+// TestSealerMark checks that a sealer's Marks are sealMark's, one after the
+// other and between records sealed with the same HMAC.
+func TestSealerMark(t *testing.T) {
+	key := bytes.Repeat([]byte{3}, KeySize)
+	s := &sealer{key: key}
+	heads := []Head{{}, {Seq: 1, Hash: strings.Repeat("a", 64)}, benchHead, {Seq: 1 << 40, Hash: strings.Repeat("0f", 32)}}
+	for i, h := range heads {
+		for _, from := range []uint64{0, 1, 7, h.Seq + 1} {
+			got, want := s.sealMark(h, from), sealMark(key, h, from)
+			if got != want {
+				t.Fatalf("head %d from %d: sealer's Mark %+v, sealMark %+v", i, from, got, want)
+			}
+			if got.MAC != markMAC(key, got) {
+				t.Fatalf("head %d: Mark's MAC is not markMAC", i)
+			}
+			e := deliveryEvent()
+			if _, err := s.seal(nil, &e, h); err != nil || e.MAC != recordMAC(key, e.Hash) {
+				t.Fatalf("record after a Mark: MAC %s, want recordMAC, err %v", e.MAC, err)
+			}
+		}
+	}
+}
