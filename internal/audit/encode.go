@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -16,9 +17,9 @@ import (
 // compare the two.
 
 // appendCanonical appends the canonical encoding of e without Hash and MAC
-// (what json.Marshal makes of body) to dst. keys is scratch space for the
-// Details keys, reused between calls; it may be nil.
-func appendCanonical(dst []byte, e *Event, keys *[]string) ([]byte, error) {
+// (what json.Marshal makes of body) to dst. scratch is space for the
+// Details, reused between calls; it may be nil.
+func appendCanonical(dst []byte, e *Event, scratch *[]detail) ([]byte, error) {
 	if e.Time.Location() != time.UTC || e.Time.Year() < 0 || e.Time.Year() > 9999 {
 		// Not a time prepare makes: leave it, and its errors, to encoding/json.
 		return appendCanonicalJSON(dst, e)
@@ -43,28 +44,27 @@ func appendCanonical(dst []byte, e *Event, keys *[]string) ([]byte, error) {
 		dst = appendJSONString(dst, e.Source)
 	}
 	if len(e.Details) > 0 {
-		var ks []string
-		if keys != nil {
-			ks = (*keys)[:0]
+		var ds []detail
+		if scratch != nil {
+			ds = (*scratch)[:0]
 		}
-		for k := range e.Details {
-			ks = append(ks, k)
+		for k, v := range e.Details {
+			ds = append(ds, detail{k, v})
 		}
-		// encoding/json sorts map keys by their bytes, as strings compare.
-		slices.Sort(ks)
+		sortDetails(ds)
 		dst = append(dst, `,"details":{`...)
-		for i, k := range ks {
+		for i, d := range ds {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSONString(dst, k)
+			dst = appendJSONString(dst, d.k)
 			dst = append(dst, ':')
-			dst = appendJSONString(dst, e.Details[k])
+			dst = appendJSONString(dst, d.v)
 		}
 		dst = append(dst, '}')
-		if keys != nil {
-			clear(ks) // let the strings go with their records
-			*keys = ks[:0]
+		if scratch != nil {
+			clear(ds) // let the strings go with their records
+			*scratch = ds[:0]
 		}
 	}
 	if e.Server != "" {
@@ -86,6 +86,23 @@ func appendCanonicalJSON(dst []byte, e *Event) ([]byte, error) {
 		return dst, err
 	}
 	return append(dst, b...), nil
+}
+
+// detail is one entry of Event.Details.
+type detail struct{ k, v string }
+
+// sortDetails sorts ds by key, as encoding/json sorts map keys: by their
+// bytes, as strings compare. The keys of a map are distinct.
+func sortDetails(ds []detail) {
+	if len(ds) > 12 {
+		slices.SortFunc(ds, func(a, b detail) int { return strings.Compare(a.k, b.k) })
+		return
+	}
+	for i := 1; i < len(ds); i++ { // insertion sort: a few keys
+		for j := i; j > 0 && ds[j].k < ds[j-1].k; j-- {
+			ds[j], ds[j-1] = ds[j-1], ds[j]
+		}
+	}
 }
 
 const lowerHex = "0123456789abcdef"

@@ -23,7 +23,7 @@ func jsonCanonical(e *Event) ([]byte, error) {
 func checkCanonical(t *testing.T, e *Event) {
 	t.Helper()
 	want, wantErr := jsonCanonical(e)
-	keys := make([]string, 0, 1) // scratch, reused
+	keys := make([]detail, 0, 1) // scratch, reused
 	prefix := []byte("xyz")
 	got, err := appendCanonical(prefix, e, &keys)
 	if (err != nil) != (wantErr != nil) {

@@ -118,14 +118,14 @@ func sealRecord(e *Event, head Head, key []byte) ([]byte, error) {
 // concurrent use: a Log's committer keeps its own (see commit), and only
 // that goroutine uses it.
 type sealer struct {
-	key  []byte    // MAC key; nil: no MACs
-	sha  hash.Hash // SHA-256 for chainHash
-	mac  hash.Hash // HMAC-SHA-256 under key for recordMAC; nil until the first MAC
-	keys []string  // Details keys, for appendCanonical
-	pre  []byte    // prev and '\n'
-	sum  [sha256.Size]byte
-	hex  [2 * 2 * sha256.Size]byte // the hex hash, then the hex MAC
-	out  []byte                    // a flush's lines, kept for the next flush
+	key []byte    // MAC key; nil: no MACs
+	sha hash.Hash // SHA-256 for chainHash
+	mac hash.Hash // HMAC-SHA-256 under key for recordMAC; nil until the first MAC
+	ds  []detail  // Details, for appendCanonical
+	pre []byte    // prev and '\n'
+	sum [sha256.Size]byte
+	hex [2 * 2 * sha256.Size]byte // the hex hash, then the hex MAC
+	out []byte                    // a flush's lines, kept for the next flush
 }
 
 // recordMACDomainBytes is recordMACDomain, for Write.
@@ -139,7 +139,7 @@ func (s *sealer) seal(dst []byte, e *Event, head Head) ([]byte, error) {
 	e.Prev = head.Hash
 	e.Hash, e.MAC = "", ""
 	start := len(dst)
-	out, err := appendCanonical(dst, e, &s.keys)
+	out, err := appendCanonical(dst, e, &s.ds)
 	if err != nil {
 		return out[:start], fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 	}

@@ -42,7 +42,7 @@ func BenchmarkCanonical(b *testing.B) {
 	e.Seq, e.Prev = benchHead.Seq+1, benchHead.Hash
 	var (
 		buf  []byte
-		keys []string
+		keys []detail
 	)
 	b.ReportAllocs()
 	for b.Loop() {
