@@ -232,7 +232,9 @@ func prepare(e Event, now func() time.Time) (Event, error) {
 	// Invalid UTF-8 would be encoded as U+FFFD and then not re-encode to
 	// the same bytes: make the text valid first.
 	for _, s := range []*string{&e.Actor, &e.Action, &e.Object, &e.Result, &e.Source} {
-		*s = strings.ToValidUTF8(*s, "\uFFFD")
+		if !utf8.ValidString(*s) {
+			*s = strings.ToValidUTF8(*s, "\uFFFD")
+		}
 	}
 	switch {
 	case len(e.Details) == 0:
