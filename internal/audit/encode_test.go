@@ -221,3 +221,21 @@ func TestSealGolden(t *testing.T) {
 		})
 	}
 }
+
+// TestCanonicalHandWritten checks that records as prepare makes them are
+// written by hand, not by the encoding/json fallback (which the other
+// tests could not tell apart): with its scratch space reused,
+// appendCanonical allocates nothing.
+func TestCanonicalHandWritten(t *testing.T) {
+	for _, e := range []Event{deliveryEvent(), ev(3), {Actor: "system", Action: "server.start", Result: "ok"}} {
+		p, err := prepare(e, time.Now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 0, 4096)
+		var scratch []detail
+		if allocs := testing.AllocsPerRun(10, func() { buf, _ = appendCanonical(buf[:0], &p, &scratch) }); allocs != 0 {
+			t.Errorf("%s: %v allocations, want 0: the fallback wrote it", p.Action, allocs)
+		}
+	}
+}

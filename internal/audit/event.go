@@ -122,7 +122,7 @@ type sealer struct {
 	sha hash.Hash // SHA-256 for chainHash
 	mac hash.Hash // HMAC-SHA-256 under key for recordMAC; nil until the first MAC
 	ds  []detail  // Details, for appendCanonical
-	pre []byte    // prev and '\n'
+	pre []byte    // what is hashed before the body (prev and '\n'), or a Mark's fields
 	sum [sha256.Size]byte
 	hex [2 * 2 * sha256.Size]byte // the hex hash, then the hex MAC
 	out []byte                    // a flush's lines, kept for the next flush
