@@ -9,7 +9,9 @@
 // 0600. Records are numbered from 1 and hash-chained: each record's Hash is
 // the hex SHA-256 of its predecessor's Hash, a newline, and the record's own
 // canonical encoding without Hash and MAC (JSON with the fields in
-// declaration order, Details keys sorted, Time in UTC). A line must be
+// declaration order, Details keys sorted, Time in UTC: exactly the bytes
+// encoding/json's Marshal writes for it, HTML escaping included, which the
+// committer writes by hand). A line must be
 // exactly that encoding followed by ",\"hash\":...}" or, once the trail has
 // a key, ",\"hash\":...,\"mac\":...}". [Verify] walks the chain and reports
 // [ErrTampered] with the line and seq where it breaks, so any edited,

@@ -1,13 +1,17 @@
 package audit
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"maps"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Results used across Coffer. Result is free text; these are the usual ones.
@@ -67,12 +71,10 @@ type body struct {
 	Prev    string            `json:"prev"`
 }
 
-// canonical returns the canonical encoding of e without Hash.
+// canonical returns the canonical encoding of e without Hash and MAC: what
+// json.Marshal makes of body (written by appendCanonical, to the byte).
 func canonical(e *Event) ([]byte, error) {
-	return json.Marshal(body{
-		Seq: e.Seq, Time: e.Time, Actor: e.Actor, Action: e.Action, Object: e.Object,
-		Result: e.Result, Source: e.Source, Details: e.Details, Server: e.Server, Prev: e.Prev,
-	})
+	return appendCanonical(nil, e, nil)
 }
 
 // chainHash is the hex SHA-256 of prev, a newline and the canonical body.
@@ -107,22 +109,106 @@ func appendTail(b []byte, hash, mac string) []byte {
 // sealRecord fills e's chain fields after head, and its MAC if key is not nil,
 // and returns its line.
 func sealRecord(e *Event, head Head, key []byte) ([]byte, error) {
+	s := sealer{key: key}
+	return s.seal(nil, e, head)
+}
+
+// sealer seals records one after the other, as sealRecord does, reusing its
+// hashes and scratch space from one record to the next. It is not safe for
+// concurrent use: a Log's committer keeps its own (see commit), and only
+// that goroutine uses it.
+type sealer struct {
+	key []byte    // MAC key; nil: no MACs
+	sha hash.Hash // SHA-256 for chainHash
+	mac hash.Hash // HMAC-SHA-256 under key for recordMAC; nil until the first MAC
+	ds  []detail  // Details, for appendCanonical
+	pre []byte    // what is hashed before the body (prev and '\n'), or a Mark's fields
+	sum [sha256.Size]byte
+	hex [2 * 2 * sha256.Size]byte // the hex hash, then the hex MAC
+	out []byte                    // a flush's lines, kept for the next flush
+}
+
+// recordMACDomainBytes is recordMACDomain, for Write.
+var recordMACDomainBytes = []byte(recordMACDomain)
+
+// seal fills e's chain fields after head, and its MAC if s has a key, and
+// appends its line to dst. On an error it returns dst as it was (possibly
+// with more capacity) and e is not to be recorded.
+func (s *sealer) seal(dst []byte, e *Event, head Head) ([]byte, error) {
 	e.Seq = head.Seq + 1
 	e.Prev = head.Hash
 	e.Hash, e.MAC = "", ""
-	b, err := canonical(e)
+	start := len(dst)
+	out, err := appendCanonical(dst, e, &s.ds)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidEvent, err)
+		return out[:start], fmt.Errorf("%w: %w", ErrInvalidEvent, err)
 	}
-	e.Hash = chainHash(e.Prev, b)
-	if key != nil {
-		e.MAC = recordMAC(key, e.Hash)
+	// chainHash(e.Prev, body)
+	if s.sha == nil {
+		s.sha = sha256.New()
+	} else {
+		s.sha.Reset()
 	}
-	l := line(b, e.Hash, e.MAC)
-	if len(l) > MaxRecordSize {
-		return nil, fmt.Errorf("%w: record of %d bytes is larger than %d", ErrInvalidEvent, len(l), MaxRecordSize)
+	s.pre = append(append(s.pre[:0], e.Prev...), '\n')
+	s.sha.Write(s.pre)
+	s.sha.Write(out[start:])
+	hx := s.hex[:2*sha256.Size]
+	hex.Encode(hx, s.sha.Sum(s.sum[:0]))
+	// recordMAC(key, hash)
+	if s.key != nil {
+		mac := s.hmac()
+		mac.Write(recordMACDomainBytes)
+		mac.Write(hx)
+		hx = s.hex[:]
+		hex.Encode(hx[2*sha256.Size:], mac.Sum(s.sum[:0]))
 	}
-	return l, nil
+	// One string for both: they are read-only, and go together.
+	both := string(hx)
+	e.Hash = both[:2*sha256.Size]
+	if s.key != nil {
+		e.MAC = both[2*sha256.Size:]
+	}
+	out = appendTail(out[:len(out)-1], e.Hash, e.MAC) // drop the body's '}'
+	if n := len(out) - start; n > MaxRecordSize {
+		e.Hash, e.MAC = "", ""
+		return out[:start], fmt.Errorf("%w: record of %d bytes is larger than %d", ErrInvalidEvent, n, MaxRecordSize)
+	}
+	return out, nil
+}
+
+// hmac returns s's HMAC-SHA-256 under its key, reset.
+func (s *sealer) hmac() hash.Hash {
+	if s.mac == nil {
+		s.mac = hmac.New(sha256.New, s.key)
+	} else {
+		s.mac.Reset()
+	}
+	return s.mac
+}
+
+// markMACDomainBytes is markMACDomain, for Write.
+var markMACDomainBytes = []byte(markMACDomain)
+
+// sealMark is sealMark(s.key, h, macFrom) with s's HMAC.
+func (s *sealer) sealMark(h Head, macFrom uint64) Mark {
+	m := Mark{Head: h, MACFrom: macFrom}
+	// markMAC(key, m): the domain, seq and MACFrom big-endian, the hash.
+	mac := s.hmac()
+	mac.Write(markMACDomainBytes)
+	s.pre = binary.BigEndian.AppendUint64(s.pre[:0], m.Seq)
+	s.pre = binary.BigEndian.AppendUint64(s.pre, m.MACFrom)
+	s.pre = append(s.pre, m.Hash...)
+	mac.Write(s.pre)
+	hx := s.hex[:2*sha256.Size]
+	hex.Encode(hx, mac.Sum(s.sum[:0]))
+	m.MAC = string(hx)
+	return m
+}
+
+// drop forgets s's key and its MAC state (the HMAC's pads are derived from
+// the key). s must not seal with a MAC afterwards.
+func (s *sealer) drop() {
+	s.key, s.mac, s.out = nil, nil, nil
 }
 
 // prepare checks e and returns the copy that will be recorded: its own
@@ -146,11 +232,16 @@ func prepare(e Event, now func() time.Time) (Event, error) {
 	// Invalid UTF-8 would be encoded as U+FFFD and then not re-encode to
 	// the same bytes: make the text valid first.
 	for _, s := range []*string{&e.Actor, &e.Action, &e.Object, &e.Result, &e.Source} {
-		*s = strings.ToValidUTF8(*s, "\uFFFD")
+		if !utf8.ValidString(*s) {
+			*s = strings.ToValidUTF8(*s, "\uFFFD")
+		}
 	}
-	if len(e.Details) == 0 {
+	switch {
+	case len(e.Details) == 0:
 		e.Details = nil
-	} else {
+	case validDetails(e.Details):
+		e.Details = maps.Clone(e.Details) // the usual case: a copy of the map as it is
+	default:
 		d := make(map[string]string, len(e.Details))
 		for k, v := range e.Details {
 			d[strings.ToValidUTF8(k, "\uFFFD")] = strings.ToValidUTF8(v, "\uFFFD")
@@ -158,4 +249,14 @@ func prepare(e Event, now func() time.Time) (Event, error) {
 		e.Details = d
 	}
 	return e, nil
+}
+
+// validDetails says whether every key and value of d is valid UTF-8.
+func validDetails(d map[string]string) bool {
+	for k, v := range d {
+		if !utf8.ValidString(k) || !utf8.ValidString(v) {
+			return false
+		}
+	}
+	return true
 }

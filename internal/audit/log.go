@@ -365,7 +365,12 @@ func (l *Log) Append(ctx context.Context, e Event) (Event, error) {
 
 // commit runs until Close, writing queued records in groups.
 func (l *Log) commit() {
+	// The committer's own sealer: flush runs on this goroutine only. The
+	// key stays as open set it until the committer has stopped (Close
+	// clears it after done).
+	s := &sealer{key: l.key}
 	defer func() {
+		s.drop()
 		if l.anchor == nil {
 			close(l.done)
 		} else {
@@ -394,29 +399,37 @@ func (l *Log) commit() {
 				release(batch, fmt.Errorf("%w: %w", ErrFailed, failed))
 				continue
 			}
-			l.flush(batch, head)
+			l.flush(s, batch, head)
 		}
 	}
 }
 
-// flush seals the batch after head, writes it in one write, fsyncs it and
-// releases its callers, or, with an Anchor, hands it to the anchorer.
-func (l *Log) flush(batch []*pending, head Head) {
-	var buf []byte
-	ok := batch[:0:0]
+// maxKeptBuffer is the most capacity of a flush's buffer that the
+// committer keeps for the next flush.
+const maxKeptBuffer = 4 << 20
+
+// flush seals the batch after head with s, writes it in one write, fsyncs
+// it and releases its callers, or, with an Anchor, hands it to the
+// anchorer. Only the committer calls it.
+func (l *Log) flush(s *sealer, batch []*pending, head Head) {
+	buf := s.out[:0]
+	// The records sealed, filtered in place: batch is the committer's
+	// own (commit cut it from the queue with its capacity capped).
+	ok := batch[:0]
 	for _, p := range batch {
-		prev := head
-		b, err := sealRecord(&p.e, head, l.key)
+		var err error
+		buf, err = s.seal(buf, &p.e, head)
 		if err != nil { // not chained: the record is refused alone
 			p.e = Event{}
 			p.err = err
 			close(p.out)
-			head = prev
 			continue
 		}
 		head = Head{Seq: p.e.Seq, Hash: p.e.Hash}
-		buf = append(buf, b...)
 		ok = append(ok, p)
+	}
+	if cap(buf) <= maxKeptBuffer {
+		s.out = buf[:0] // l.write is done with it when it returns
 	}
 	if len(ok) == 0 {
 		return
@@ -457,7 +470,13 @@ func (l *Log) flush(batch []*pending, head Head) {
 // always after the group's fsync, so the Anchor is never ahead of the file.
 // If a Save fails, its groups' appends fail, and so does every later one.
 func (l *Log) anchorer() {
-	defer close(l.done)
+	// The anchorer's own sealer, for the Marks: its HMAC is reused from
+	// one Mark to the next, on this goroutine only.
+	s := &sealer{key: l.key}
+	defer func() {
+		s.drop()
+		close(l.done)
+	}()
 	var failed error
 	for {
 		_, open := <-l.anchorWake
@@ -470,7 +489,7 @@ func (l *Log) anchorer() {
 				break
 			}
 			if failed == nil {
-				m := sealMark(l.key, gs[len(gs)-1].head, l.macFrom)
+				m := s.sealMark(gs[len(gs)-1].head, l.macFrom)
 				if err := l.anchor.Save(context.Background(), nil, m); err != nil {
 					failed = fmt.Errorf("anchor the head: %w", err)
 					l.mu.Lock()
