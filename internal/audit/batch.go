@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"fmt"
 )
 
 // AppendAll records es in their order, as len(es) calls of Append made one
@@ -31,34 +30,18 @@ func (l *Log) AppendAll(ctx context.Context, es []Event) []error {
 	if len(ps) == 0 {
 		return errs
 	}
-	l.mu.Lock()
-	switch {
-	case l.closed:
-		l.mu.Unlock()
-		for _, i := range idx {
-			errs[i] = ErrClosed
-		}
-		return errs
-	case l.failed != nil:
-		err := fmt.Errorf("%w: %w", ErrFailed, l.failed)
-		l.mu.Unlock()
+	if err := l.enqueue(ps...); err != nil {
 		for _, i := range idx {
 			errs[i] = err
 		}
 		return errs
-	}
-	l.queue = append(l.queue, ps...)
-	l.mu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
 	}
 	for j, p := range ps {
 		select {
 		case <-p.out:
 			errs[idx[j]] = p.err
 		case <-ctx.Done():
-			err := fmt.Errorf("audit: record may or may not be written: %w", context.Cause(ctx))
+			err := errMayBeWritten(ctx)
 			for _, i := range idx[j:] {
 				errs[i] = err
 			}

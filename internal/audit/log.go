@@ -337,20 +337,8 @@ func (l *Log) Append(ctx context.Context, e Event) (Event, error) {
 	}
 	e.Server = l.server
 	p := &pending{e: e, out: make(chan struct{})}
-	l.mu.Lock()
-	switch {
-	case l.closed:
-		l.mu.Unlock()
-		return Event{}, ErrClosed
-	case l.failed != nil:
-		l.mu.Unlock()
-		return Event{}, fmt.Errorf("%w: %w", ErrFailed, l.failed)
-	}
-	l.queue = append(l.queue, p)
-	l.mu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
+	if err := l.enqueue(p); err != nil {
+		return Event{}, err
 	}
 	select {
 	case <-p.out:
@@ -359,8 +347,35 @@ func (l *Log) Append(ctx context.Context, e Event) (Event, error) {
 		}
 		return p.e, nil
 	case <-ctx.Done():
-		return Event{}, fmt.Errorf("audit: record may or may not be written: %w", context.Cause(ctx))
+		return Event{}, errMayBeWritten(ctx)
 	}
+}
+
+// enqueue hands prepared records to the committer, in order, unless the
+// Log is closed or has failed.
+func (l *Log) enqueue(ps ...*pending) error {
+	l.mu.Lock()
+	switch {
+	case l.closed:
+		l.mu.Unlock()
+		return ErrClosed
+	case l.failed != nil:
+		err := fmt.Errorf("%w: %w", ErrFailed, l.failed)
+		l.mu.Unlock()
+		return err
+	}
+	l.queue = append(l.queue, ps...)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// errMayBeWritten is the error of an append whose ctx ended first.
+func errMayBeWritten(ctx context.Context) error {
+	return fmt.Errorf("audit: record may or may not be written: %w", context.Cause(ctx))
 }
 
 // commit runs until Close, writing queued records in groups.
