@@ -78,14 +78,25 @@ func scannedLine(raw []byte) []byte {
 // separator; only then is a line let past unparsed. That is: a field "-"
 // after the first six with at least three fields after it (then n >= 10).
 func wellFormed(line []byte) (dev []byte, ok bool) {
-	rest := line
-	for i := range 6 {
+	// Fields 0 to 2 are short numbers: walked byte by byte.
+	spaces, start, k := 0, 0, 0
+	for ; k < len(line) && spaces < 3; k++ {
+		if line[k] == ' ' {
+			spaces++
+			if spaces == 2 {
+				start = k + 1
+			}
+		}
+	}
+	if spaces < 3 {
+		return nil, false
+	}
+	dev = line[start : k-1]
+	rest := line[k:]
+	for range 3 {
 		j := bytes.IndexByte(rest, ' ')
 		if j < 0 {
 			return nil, false
-		}
-		if i == 2 {
-			dev = rest[:j]
 		}
 		rest = rest[j+1:]
 	}
