@@ -135,9 +135,7 @@ func (h *helperState) otherNamespaces(dir string, pid, major, minor int) ([]nsMo
 		if err != nil {
 			return nil, fmt.Errorf("cannot check %s is not shared: %s: %w", dir, c.who, err)
 		}
-		ms, err := mountinfo.GetMountsFromReader(bytes.NewReader(mi), func(m *mountinfo.Info) (skip, stop bool) {
-			return m.Major != major || m.Minor != minor, false
-		})
+		ms, err := mountsOfDevice(mi, major, minor)
 		if err != nil {
 			return nil, fmt.Errorf("mountinfo of %s: %w", c.who, err)
 		}
