@@ -2,8 +2,10 @@ package catalog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -185,5 +187,51 @@ func TestApplyBindings(t *testing.T) {
 	}
 	if r.dump(t) != before || len(r.took()) != 0 || r.Bindings().Len() != 4 {
 		t.Fatal("a refused apply changed something")
+	}
+}
+
+// BindingChange applies a watched change of a binding key to the compiled
+// bindings: a put, a replacement, a deletion; a key that is no binding is
+// ignored, and a value that is no binding (or compiles to none) is an
+// error that changes nothing.
+func TestBindingChange(t *testing.T) {
+	c, _, _ := newCatalog(t)
+	put := func(b Binding) []byte {
+		t.Helper()
+		v, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	matches := func() []string {
+		var out []string
+		for _, g := range c.Bindings().Match(web) {
+			out = append(out, g.Binding)
+		}
+		return out
+	}
+	ch, ok, err := c.BindingChange(bindingKey("db"), put(bnd("db", "app/db", "app=web")), false)
+	if err != nil || !ok || ch.Kind != BindingPut || ch.Secret != "app/db" || !slices.Equal(matches(), []string{"db"}) {
+		t.Fatalf("put: %+v %v %v, matches %v", ch, ok, err, matches())
+	}
+	if _, _, err := c.BindingChange(bindingKey("db"), put(bnd("db", "app/db", "app=other")), false); err != nil || len(matches()) != 0 {
+		t.Fatalf("replaced: %v, matches %v", err, matches())
+	}
+	c.BindingChange(bindingKey("db"), put(bnd("db", "app/db", "app=web")), false)
+	for _, bad := range [][]byte{[]byte("{not json"), put(bnd("db", "app/db", "app in (")), nil} {
+		if _, _, err := c.BindingChange(bindingKey("db"), bad, false); err == nil {
+			t.Errorf("value %q: no error", bad)
+		}
+		if !slices.Equal(matches(), []string{"db"}) {
+			t.Fatalf("value %q changed the bindings: matches %v", bad, matches())
+		}
+	}
+	if _, ok, err := c.BindingChange("secret/app/db", []byte("{}"), false); ok || err != nil {
+		t.Fatalf("a key that is no binding: %v %v", ok, err)
+	}
+	ch, ok, err = c.BindingChange(bindingKey("db"), nil, true)
+	if err != nil || !ok || ch.Kind != BindingDeleted || ch.Secret != "app/db" || len(matches()) != 0 {
+		t.Fatalf("delete: %+v %v %v, matches %v", ch, ok, err, matches())
 	}
 }
