@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"time"
 
@@ -72,9 +73,20 @@ func (b *Backend) Watch(ctx context.Context, prefix string, fn func([]store.Chan
 			// that does a fleet-wide regrant per binding change) then
 			// catches up instead of falling further behind.
 			if len(changes) > 0 && len(changes) < maxWatchBatch {
-				select {
-				case resp, ok = <-ch:
-				default:
+				// The client hands responses over one at a time from a
+				// goroutine of its own: give it a few chances to.
+				got := false
+				for range 3 {
+					select {
+					case resp, ok = <-ch:
+						got = true
+					default:
+						runtime.Gosched()
+						continue
+					}
+					break
+				}
+				if !got {
 					fn(changes, false)
 					changes = nil
 					continue

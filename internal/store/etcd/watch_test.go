@@ -112,3 +112,51 @@ func TestWatch(t *testing.T) {
 		t.Fatalf("Watch returned %v", err)
 	}
 }
+
+// A receiver slower than the writers is given what came in meanwhile at
+// once, in commit order, instead of one commit per call: it catches up
+// rather than falling further behind.
+func TestWatchGivesABacklogAtOnce(t *testing.T) {
+	c := etcdtest.Start(t, etcdtest.Options{})
+	b := open(t, c, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var w watchLog
+	started := make(chan struct{})
+	release := make(chan struct{})
+	var calls int
+	var once sync.Once
+	done := make(chan error, 1)
+	go func() {
+		done <- b.Watch(ctx, "w/", func(cs []store.Change, reset bool) {
+			if reset {
+				close(started)
+				return
+			}
+			once.Do(func() { <-release }) // the first change's receiver is slow
+			w.mu.Lock()
+			calls++
+			w.mu.Unlock()
+			w.fn(cs, false)
+		})
+	}()
+	<-started
+	const n = 50
+	var want []string
+	for i := range n {
+		k, v := fmt.Sprintf("w/k%02d", i), fmt.Sprint(i)
+		if err := b.Update(context.Background(), func(tx store.Tx) error { return tx.Put(k, []byte(v)) }); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, fmt.Sprintf("put %s=%s", k, v))
+	}
+	time.Sleep(200 * time.Millisecond) // the watch has the other 49 waiting
+	close(release)
+	w.wait(t, want...)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t.Logf("%d calls for %d commits", calls, n)
+	if calls > 10 {
+		t.Fatalf("%d calls for %d commits made while the receiver was busy: the backlog was not given at once", calls, n)
+	}
+}
