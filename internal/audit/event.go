@@ -71,12 +71,6 @@ type body struct {
 	Prev    string            `json:"prev"`
 }
 
-// canonical returns the canonical encoding of e without Hash and MAC: what
-// json.Marshal makes of body (written by appendCanonical, to the byte).
-func canonical(e *Event) ([]byte, error) {
-	return appendCanonical(nil, e, nil)
-}
-
 // chainHash is the hex SHA-256 of prev, a newline and the canonical body.
 func chainHash(prev string, body []byte) string {
 	h := sha256.New()
@@ -84,14 +78,6 @@ func chainHash(prev string, body []byte) string {
 	h.Write([]byte{'\n'})
 	h.Write(body)
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// line returns the record as stored: the body with the hash and, if not
-// empty, the MAC added, and a newline.
-func line(body []byte, hash, mac string) []byte {
-	out := make([]byte, 0, len(body)+24+len(hash)+len(mac))
-	out = append(out, body[:len(body)-1]...) // drop '}'
-	return appendTail(out, hash, mac)
 }
 
 // appendTail appends to b what a stored line has after its canonical body
@@ -106,14 +92,7 @@ func appendTail(b []byte, hash, mac string) []byte {
 	return append(b, "\"}\n"...)
 }
 
-// sealRecord fills e's chain fields after head, and its MAC if key is not nil,
-// and returns its line.
-func sealRecord(e *Event, head Head, key []byte) ([]byte, error) {
-	s := sealer{key: key}
-	return s.seal(nil, e, head)
-}
-
-// sealer seals records one after the other, as sealRecord does, reusing its
+// sealer seals records one after the other, reusing its
 // hashes and scratch space from one record to the next. It is not safe for
 // concurrent use: a Log's committer keeps its own (see commit), and only
 // that goroutine uses it.
