@@ -53,8 +53,8 @@ type fetchState struct {
 	// away are the containers whose fetch failed because the store was
 	// away: StoreBack pushes them again, when the store's health check
 	// sees it back or awayRetry after the failure, whichever is first.
-	away      map[*ctr]struct{}
-	retryings bool // a StoreBack is scheduled
+	away           map[*ctr]struct{}
+	retryScheduled bool // a StoreBack is scheduled
 }
 
 // awayRetry is how long after a read failed because the store was away
@@ -67,8 +67,8 @@ const awayRetry = 2 * time.Second
 // store was away. Called under b.mu.
 func (b *Broker) failedAway(f *fetch) {
 	maps.Copy(b.fetches.away, f.waiters)
-	if !b.fetches.retryings {
-		b.fetches.retryings = true
+	if !b.fetches.retryScheduled {
+		b.fetches.retryScheduled = true
 		time.AfterFunc(awayRetry, b.StoreBack)
 	}
 }
@@ -92,14 +92,8 @@ func (b *Broker) StoreBack() {
 	b.mu.Lock()
 	away := b.fetches.away
 	b.fetches.away = map[*ctr]struct{}{}
-	b.fetches.retryings = false
-	first := b.holdWakes()
-	for c := range away {
-		if b.containers[c.info.Id] == c {
-			b.push(c)
-		}
-	}
-	b.releaseWakes(first)
+	b.fetches.retryScheduled = false
+	b.pushAgain(away)
 	b.mu.Unlock()
 	b.backpressure()
 }
@@ -256,9 +250,13 @@ func (b *Broker) fetchValue(k verKey, f *fetch) {
 
 // pushWaiters pushes again every container that waited for f and is still
 // the broker's. Called under b.mu.
-func (b *Broker) pushWaiters(f *fetch) {
+func (b *Broker) pushWaiters(f *fetch) { b.pushAgain(f.waiters) }
+
+// pushAgain pushes every container of cs that is still the broker's, each
+// agent's sender woken once at the end. Called under b.mu.
+func (b *Broker) pushAgain(cs map[*ctr]struct{}) {
 	first := b.holdWakes()
-	for c := range f.waiters {
+	for c := range cs {
 		if b.containers[c.info.Id] == c {
 			b.push(c)
 		}
