@@ -124,6 +124,15 @@ func (b *Broker) presenceOf(name string) AgentPresence {
 	return p
 }
 
+// Equal reports whether p and q are the same record (as Presence and
+// PresenceChanges make them: sorted).
+func (p AgentPresence) Equal(q AgentPresence) bool {
+	return p.Server == q.Server && p.Address == q.Address && p.Omitted == q.Omitted &&
+		slices.EqualFunc(p.Containers, q.Containers, func(x, y ContainerPresence) bool {
+			return x.ID == y.ID && x.Name == y.Name && slices.Equal(x.Secrets, y.Secrets)
+		})
+}
+
 // Holders lists the holders of secret name in p, as Rollout does for this
 // broker's own agents.
 func (p AgentPresence) Holders(agent, name string) []Holder {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 
@@ -227,7 +226,7 @@ func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written ma
 		}
 		ap.Server, ap.Address = p.addr, addrs[name]
 		old, had := written[name]
-		if had && samePresence(old, ap) {
+		if had && old.Equal(ap) {
 			continue
 		}
 		b, err := json.Marshal(ap)
@@ -239,7 +238,7 @@ func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written ma
 			// published without its containers, so that it cannot crowd
 			// the others out of a transaction.
 			ap = broker.AgentPresence{Server: ap.Server, Address: ap.Address, Omitted: len(ap.Containers)}
-			if had && samePresence(old, ap) {
+			if had && old.Equal(ap) {
 				continue
 			}
 			if !had || old.Omitted == 0 {
@@ -295,12 +294,4 @@ func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written ma
 		ws = ws[n:]
 	}
 	return more, nil
-}
-
-// samePresence reports whether two records are the same (both come
-// sorted from Broker.Presence).
-func samePresence(a, b broker.AgentPresence) bool {
-	return a.Server == b.Server && a.Address == b.Address && a.Omitted == b.Omitted && slices.EqualFunc(a.Containers, b.Containers, func(x, y broker.ContainerPresence) bool {
-		return x.ID == y.ID && x.Name == y.Name && slices.Equal(x.Secrets, y.Secrets)
-	})
 }
