@@ -64,69 +64,28 @@ func (b *Backend) Watch(ctx context.Context, prefix string, fn func([]store.Chan
 		}
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		ch := b.cli.Watch(wctx, key, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-		var changes []store.Change
-		for ok := true; ok; {
-			var resp clientv3.WatchResponse
-			// What has come in while fn was busy with the last changes
-			// is given to it at once, in commit order, up to
-			// maxWatchBatch: a receiver slower than the writers (one
-			// that does a fleet-wide regrant per binding change) then
-			// catches up instead of falling further behind.
-			if len(changes) > 0 && len(changes) < maxWatchBatch {
-				// The client hands responses over one at a time from a
-				// goroutine of its own: give it a few chances to.
-				got := false
-				for range 3 {
-					select {
-					case resp, ok = <-ch:
-						got = true
-					default:
-						runtime.Gosched()
-						continue
-					}
+		// What has come in while fn was busy with the last changes is
+		// given to it at once, in commit order, up to maxWatchBatch: a
+		// receiver slower than the writers (one that does a fleet-wide
+		// regrant per binding change) then catches up instead of falling
+		// further behind.
+		for resp := range ch {
+			var changes []store.Change
+			ok := b.take(resp, &rev, &changes)
+			for ok && len(changes) < maxWatchBatch {
+				next, ready := readyResponse(ch)
+				if !ready {
 					break
 				}
-				if !got {
-					fn(changes, false)
-					changes = nil
-					continue
-				}
-			} else {
-				if len(changes) > 0 {
-					fn(changes, false)
-					changes = nil
-				}
-				resp, ok = <-ch
+				ok = b.take(next, &rev, &changes)
+			}
+			if len(changes) > 0 {
+				backoff = 50 * time.Millisecond
+				fn(changes, false) // rev is past them
 			}
 			if !ok {
 				break
 			}
-			if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
-				b.cfg.Logger.Warn("etcd store: watch history compacted while away; reloading", "from", rev+1, "compacted", resp.CompactRevision)
-				rev, changes = 0, nil // the reload covers them
-				break
-			}
-			if err := resp.Err(); err != nil {
-				b.cfg.Logger.Warn("etcd store: watch broken; resuming", "from", rev+1, "err", err)
-				break
-			}
-			for _, ev := range resp.Events {
-				c := store.Change{Key: strings.TrimPrefix(string(ev.Kv.Key), b.data)}
-				if ev.Type == clientv3.EventTypeDelete {
-					c.Deleted = true
-				} else {
-					c.Value = ev.Kv.Value
-					if c.Value == nil {
-						c.Value = []byte{}
-					}
-				}
-				changes = append(changes, c)
-				rev = max(rev, ev.Kv.ModRevision)
-				backoff = 50 * time.Millisecond
-			}
-		}
-		if len(changes) > 0 {
-			fn(changes, false) // seen before the watch broke: rev is past them
 		}
 		cancel()
 		if ctx.Err() != nil || !wait() {
@@ -134,6 +93,52 @@ func (b *Backend) Watch(ctx context.Context, prefix string, fn func([]store.Chan
 		}
 	}
 	return ctx.Err()
+}
+
+// take appends resp's changes to changes and moves rev past them, and
+// reports whether the watch goes on. A broken watch ends it; one whose
+// history was compacted away also sets rev to 0 and drops changes: the
+// reload covers them.
+func (b *Backend) take(resp clientv3.WatchResponse, rev *int64, changes *[]store.Change) bool {
+	if resp.CompactRevision != 0 || errors.Is(resp.Err(), rpctypes.ErrCompacted) {
+		b.cfg.Logger.Warn("etcd store: watch history compacted while away; reloading", "from", *rev+1, "compacted", resp.CompactRevision)
+		*rev, *changes = 0, nil
+		return false
+	}
+	if err := resp.Err(); err != nil {
+		b.cfg.Logger.Warn("etcd store: watch broken; resuming", "from", *rev+1, "err", err)
+		return false
+	}
+	for _, ev := range resp.Events {
+		c := store.Change{Key: strings.TrimPrefix(string(ev.Kv.Key), b.data)}
+		if ev.Type == clientv3.EventTypeDelete {
+			c.Deleted = true
+		} else {
+			c.Value = ev.Kv.Value
+			if c.Value == nil {
+				c.Value = []byte{}
+			}
+		}
+		*changes = append(*changes, c)
+		*rev = max(*rev, ev.Kv.ModRevision)
+	}
+	return true
+}
+
+// readyResponse returns a response of ch that is ready now, without
+// waiting for one; ready is false if there is none (or ch is closed). The
+// client hands responses over one at a time from a goroutine of its own,
+// so it is given a few chances to.
+func readyResponse(ch clientv3.WatchChan) (resp clientv3.WatchResponse, ready bool) {
+	for range 10 {
+		select {
+		case resp, ok := <-ch:
+			return resp, ok
+		default:
+			runtime.Gosched()
+		}
+	}
+	return clientv3.WatchResponse{}, false
 }
 
 // Ping implements store.Pinger: one quorum read of the store's own key,
