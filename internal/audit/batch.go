@@ -8,7 +8,9 @@ import (
 // after the other would, but waits once for all of them: a caller with
 // many records to write (the broker's delivery records, thousands per
 // rollout) shares group commits with itself instead of paying one write,
-// fsync and anchor save per record. Records of other callers may be
+// fsync and anchor save per record. With Options.Linger they also wait up
+// to that long for more records before their group commit (unless an
+// Append or Close commits them sooner). Records of other callers may be
 // interleaved with es. It returns one error per record, nil where the
 // record is durable; the errors are those of Append. If ctx ends first,
 // the records not yet released get ctx's error and may or may not be

@@ -48,6 +48,13 @@ type Options struct {
 	// first record Open appends ("audit.reanchor"). Records that fail their
 	// MAC are refused all the same.
 	Reanchor bool
+	// Linger is how long records given to AppendAll (background records:
+	// the broker's delivery records, thousands per rollout) may wait for
+	// more before their group commit, so that a rollout costs a few
+	// writes, fsyncs and anchor saves instead of one per burst. An Append
+	// (a caller waiting, as an API request does) never waits: it is
+	// committed at once, together with whatever is queued. 0: no waiting.
+	Linger time.Duration
 }
 
 // Log is an append-only, hash-chained audit trail in one file. It is safe
@@ -63,15 +70,18 @@ type Log struct {
 	write func([]byte) (int, error)
 	sync  func() error
 
-	server  string // Options.Server
-	anchor  Anchor // nil: none
-	key     []byte // MAC key; nil without an Anchor; zeroed by Close
-	macFrom uint64 // first seq that carries a MAC
+	server  string        // Options.Server
+	linger  time.Duration // Options.Linger
+	anchor  Anchor        // nil: none
+	key     []byte        // MAC key; nil without an Anchor; zeroed by Close
+	macFrom uint64        // first seq that carries a MAC
 
 	mu     sync.Mutex
 	queue  []*pending
-	head   Head  // last durable record
-	size   int64 // bytes of durable records
+	urgent int       // records in queue from Append: commit at once
+	since  time.Time // when the oldest record in queue was queued
+	head   Head      // last durable record
+	size   int64     // bytes of durable records
 	closed bool
 	failed error // first write, fsync or anchor error
 	wake   chan struct{}
@@ -91,9 +101,10 @@ type group struct {
 }
 
 type pending struct {
-	e   Event
-	err error
-	out chan struct{}
+	e      Event
+	err    error
+	out    chan struct{}
+	urgent bool // from Append: committed without lingering
 }
 
 // Open opens the trail at path, creating it (mode 0600) if it does not
@@ -211,6 +222,7 @@ func open(path string, f *os.File, opts Options, a loaded) (*Log, error) {
 		sync:    f.Sync,
 		anchor:  opts.Anchor,
 		server:  opts.Server,
+		linger:  opts.Linger,
 		key:     a.key,
 		macFrom: a.mark.MACFrom,
 		head:    head,
@@ -336,7 +348,7 @@ func (l *Log) Append(ctx context.Context, e Event) (Event, error) {
 		return Event{}, err
 	}
 	e.Server = l.server
-	p := &pending{e: e, out: make(chan struct{})}
+	p := &pending{e: e, out: make(chan struct{}), urgent: true}
 	if err := l.enqueue(p); err != nil {
 		return Event{}, err
 	}
@@ -363,6 +375,14 @@ func (l *Log) enqueue(ps ...*pending) error {
 		err := fmt.Errorf("%w: %w", ErrFailed, l.failed)
 		l.mu.Unlock()
 		return err
+	}
+	if len(l.queue) == 0 {
+		l.since = time.Now()
+	}
+	for _, p := range ps {
+		if p.urgent {
+			l.urgent++
+		}
 	}
 	l.queue = append(l.queue, ps...)
 	l.mu.Unlock()
@@ -392,12 +412,32 @@ func (l *Log) commit() {
 			close(l.anchorWake) // the anchorer drains what is left, then closes done
 		}
 	}()
+	var linger *time.Timer
 	for {
 		<-l.wake
 		for {
 			l.mu.Lock()
+			if d := l.lingerLocked(); d > 0 {
+				l.mu.Unlock()
+				if linger == nil {
+					linger = time.NewTimer(d)
+				} else {
+					linger.Reset(d)
+				}
+				select {
+				case <-l.wake: // an Append, a Close, or more records
+				case <-linger.C:
+				}
+				linger.Stop()
+				continue
+			}
 			n := min(len(l.queue), l.max)
 			batch := l.queue[:n:n]
+			for _, p := range batch {
+				if p.urgent {
+					l.urgent--
+				}
+			}
 			l.queue = l.queue[n:]
 			if len(l.queue) == 0 {
 				l.queue = nil
@@ -417,6 +457,16 @@ func (l *Log) commit() {
 			l.flush(s, batch, head)
 		}
 	}
+}
+
+// lingerLocked is how much longer the committer waits before it commits
+// the queue: while it holds only AppendAll's records, younger than
+// l.linger, and the Log is open. Called with l.mu held.
+func (l *Log) lingerLocked() time.Duration {
+	if l.linger <= 0 || len(l.queue) == 0 || l.urgent > 0 || l.closed {
+		return 0
+	}
+	return time.Until(l.since.Add(l.linger))
 }
 
 // maxKeptBuffer is the most capacity of a flush's buffer that the

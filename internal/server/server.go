@@ -72,6 +72,12 @@ const (
 
 	serverCertTTL = 90 * 24 * time.Hour
 
+	// deliveryAuditLinger bounds how long a delivery record waits for
+	// others before its group commit: a rollout to thousands of containers
+	// then costs about one write, fsync and anchor save per 50 ms instead
+	// of one per burst of acknowledgements. API records never wait.
+	deliveryAuditLinger = 50 * time.Millisecond
+
 	// Timeouts of people's connections (REST over HTTPS), after the TLS
 	// handshake (handshakeTimeout). A request has readHeaderTimeout for
 	// its headers and readTimeout for all of it, body included (a 1 MiB
@@ -224,8 +230,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// the master key: a trail cut or rewritten while the server was
 	// stopped is refused here, before anything else is written. On a
 	// shared store each server keeps its own trail, anchored under its id.
+	// Delivery records (the broker's AppendAll) wait up to
+	// deliveryAuditLinger for more before their group commit.
 	s.audit, err = audit.Open(filepath.Join(cfg.DataDir, auditFile), audit.Options{
 		Logger: log, Anchor: auditAnchor, Reanchor: cfg.AuditReanchor, Server: anchor.Server,
+		Linger: deliveryAuditLinger,
 	})
 	s.id = anchor.Server
 	if err != nil {
