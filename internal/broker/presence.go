@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"maps"
 	"slices"
 	"sort"
+	"strings"
 
 	"coffer/internal/policy"
 )
@@ -70,39 +72,53 @@ func (b *Broker) Presence() map[string]AgentPresence {
 // since the last call: the connected ones with their state, and those
 // no longer connected here in gone. With all (and on the first call) it
 // returns every connected agent, as Presence does, and gone is nil: the
-// caller compares with what it published.
+// caller compares with what it published. The records are made
+// presenceChunk agents at a time, letting go of the broker's lock between
+// chunks, so that a round of a thousand agents does not hold up the
+// pushes and acknowledgements of a rotation meanwhile; an agent changed
+// after its record was made is marked again, for the next call.
 func (b *Broker) PresenceChanges(all bool) (changed map[string]AgentPresence, gone []string) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	first := !b.presence.on
 	b.presence.on = true
-	dirty := b.presence.dirty
-	b.presence.dirty = map[string]struct{}{}
+	var names []string
 	if all || first {
-		changed = make(map[string]AgentPresence, len(b.sessions))
-		for name := range b.sessions {
+		names = slices.Collect(maps.Keys(b.sessions))
+	} else {
+		names = slices.Collect(maps.Keys(b.presence.dirty))
+	}
+	b.presence.dirty = map[string]struct{}{}
+	b.mu.Unlock()
+
+	changed = make(map[string]AgentPresence, len(names))
+	for chunk := range slices.Chunk(names, presenceChunk) {
+		b.mu.Lock()
+		for _, name := range chunk {
+			if b.sessions[name] == nil {
+				if !all && !first {
+					gone = append(gone, name)
+				}
+				continue
+			}
 			changed[name] = b.presenceOf(name)
 		}
-		return changed, nil
-	}
-	changed = make(map[string]AgentPresence, len(dirty))
-	for name := range dirty {
-		if b.sessions[name] == nil {
-			gone = append(gone, name)
-			continue
-		}
-		changed[name] = b.presenceOf(name)
+		b.mu.Unlock()
 	}
 	sort.Strings(gone)
 	return changed, gone
 }
 
+// presenceChunk is how many agents' records PresenceChanges makes under
+// one hold of the broker's lock.
+const presenceChunk = 32
+
 // presenceOf is one connected agent's presence. Called under b.mu.
 func (b *Broker) presenceOf(name string) AgentPresence {
 	p := AgentPresence{Containers: []ContainerPresence{}}
 	if h := b.hosts[name]; h != nil {
+		p.Containers = make([]ContainerPresence, 0, len(h.containers))
 		for _, c := range h.containers {
-			cp := ContainerPresence{ID: c.info.Id, Name: c.info.Name}
+			cp := ContainerPresence{ID: c.info.Id, Name: c.info.Name, Secrets: make([]Holding, 0, len(c.grants))}
 			for _, g := range c.grants {
 				hd := Holding{Secret: g.Secret, Rotation: g.Rotation, Pending: c.ackGen != c.gen}
 				for _, f := range c.applied {
@@ -115,12 +131,12 @@ func (b *Broker) presenceOf(name string) AgentPresence {
 				}
 				cp.Secrets = append(cp.Secrets, hd)
 			}
-			sort.Slice(cp.Secrets, func(i, j int) bool { return cp.Secrets[i].Secret < cp.Secrets[j].Secret })
+			slices.SortFunc(cp.Secrets, func(x, y Holding) int { return strings.Compare(x.Secret, y.Secret) })
 			cp.Secrets = slices.CompactFunc(cp.Secrets, func(x, y Holding) bool { return x.Secret == y.Secret })
 			p.Containers = append(p.Containers, cp)
 		}
 	}
-	sort.Slice(p.Containers, func(i, j int) bool { return p.Containers[i].ID < p.Containers[j].ID })
+	slices.SortFunc(p.Containers, func(x, y ContainerPresence) int { return strings.Compare(x.ID, y.ID) })
 	return p
 }
 

@@ -378,6 +378,17 @@ func (f *Fleet) Host(name string) (labels map[string]string, scope string, ok bo
 	return maps.Clone(a.Labels), a.Scope, true
 }
 
+// Address returns the address an enrolled agent was last seen from ("" if
+// unknown or never seen).
+func (f *Fleet) Address(name string) string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if a, ok := f.agents[name]; ok {
+		return a.Address
+	}
+	return ""
+}
+
 // List returns the agents by name.
 func (f *Fleet) List() []Agent {
 	f.mu.RLock()

@@ -332,6 +332,10 @@ func TestEnrollRecordsLabelsAndScope(t *testing.T) {
 			t.Fatalf("fleet %d: Verify = %v", i, err)
 		}
 	}
+	r.f.Seen("node-1", "127.0.0.1:4242")
+	if got, none := r.f.Address("node-1"), r.f.Address("node-2"); got != "127.0.0.1:4242" || none != "" {
+		t.Fatalf("Address = %q, of an unknown agent %q", got, none)
+	}
 }
 
 // labelsCSR is a request that asks for labels of its own.

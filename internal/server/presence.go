@@ -213,18 +213,11 @@ func (p *presence) flush(ctx context.Context, lease clientv3.LeaseID, written ma
 		rec  *broker.AgentPresence // nil: a deletion
 	}
 	var ws []write
-	var addrs map[string]string
 	for name, ap := range now {
 		if len(ws) >= presenceMaxWrites {
 			break // the rest next round
 		}
-		if addrs == nil {
-			addrs = map[string]string{}
-			for _, a := range p.fleet.List() {
-				addrs[a.Name] = a.Address
-			}
-		}
-		ap.Server, ap.Address = p.addr, addrs[name]
+		ap.Server, ap.Address = p.addr, p.fleet.Address(name)
 		old, had := written[name]
 		if had && old.Equal(ap) {
 			continue
