@@ -100,6 +100,7 @@ type Broker struct {
 	values     map[verKey]secret.Value
 
 	aq      auditQueue    // delivery records on their way to the audit trail
+	out     outbound      // sessions with messages to send (outbound.go)
 	inc     incidentState // quarantined hosts, frozen deliveries (incident.go)
 	fetches fetchState    // store reads in flight, outside b.mu (fetch.go)
 
@@ -148,6 +149,7 @@ func New(cfg Config) *Broker {
 		values:     map[verKey]secret.Value{},
 	}
 	b.aq.init()
+	b.out.init()
 	b.fetches.init()
 	return b
 }

@@ -32,7 +32,7 @@ func BenchmarkRotationFanout10k(b *testing.B) {
 	sessions := make([]*session, agents)
 	for i := range agents {
 		name := fmt.Sprintf("node-%d", i)
-		s := newSession(name, func() {}, true, cofferv1.AgentMaxRecv)
+		s := newSession(name, func() {}, true, cofferv1.AgentMaxRecv, nil)
 		sessions[i] = s
 		br.mu.Lock()
 		br.sessions[name] = s
@@ -122,7 +122,7 @@ func BenchmarkFirstDelivery10kRTT1ms(b *testing.B) {
 		sessions := make([]*session, agents)
 		for i := range agents {
 			name := fmt.Sprintf("node-%d", i)
-			sessions[i] = newSession(name, func() {}, true, cofferv1.AgentMaxRecv)
+			sessions[i] = newSession(name, func() {}, true, cofferv1.AgentMaxRecv, nil)
 			br.sessions[name] = sessions[i]
 			for name, v := range cat.current {
 				br.current[name] = v

@@ -89,7 +89,7 @@ func (s *Service) Sync(stream cofferv1.AgentService_SyncServer) error {
 	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	sess := newSession(name, cancel, cofferv1.HasFeature(md.Get(cofferv1.FeaturesKey), cofferv1.FeatureBatch), maxRecv)
+	sess := newSession(name, cancel, cofferv1.HasFeature(md.Get(cofferv1.FeaturesKey), cofferv1.FeatureBatch), maxRecv, &b.out)
 	if b.hookBeforeRegister != nil {
 		b.hookBeforeRegister(name)
 	}
@@ -107,6 +107,7 @@ func (s *Service) Sync(stream cofferv1.AgentService_SyncServer) error {
 			b.presence.mark(name)
 		}
 		b.mu.Unlock()
+		sess.close() // no push finds it any more
 		b.cfg.Agents.Seen(name, "")
 		b.log.Info("agent disconnected", "agent", name)
 	}()
@@ -198,10 +199,14 @@ func (b *Broker) handle(ctx context.Context, sess *session, m *cofferv1.AgentMes
 			b.stopped(agent, id)
 		}
 	case *cofferv1.AgentMessage_Applied:
-		b.applied(agent, msg.Applied)
+		at := time.Now()
+		b.out.wait(deferMax) // deliveries first (outbound.go)
+		b.applied(agent, msg.Applied, at)
 	case *cofferv1.AgentMessage_AppliedBatch:
+		at := time.Now()
+		b.out.wait(deferMax)
 		for _, a := range msg.AppliedBatch.GetApplied() {
-			b.applied(agent, a)
+			b.applied(agent, a, at)
 		}
 	default:
 		return status.Error(codes.InvalidArgument, "unknown message")
@@ -265,7 +270,8 @@ func (b *Broker) stopped(agent, id string) {
 	}
 }
 
-func (b *Broker) applied(agent string, a *cofferv1.Applied) {
+// applied records an acknowledgement received at at.
+func (b *Broker) applied(agent string, a *cofferv1.Applied, at time.Time) {
 	b.mu.Lock()
 	var c *ctr
 	if h := b.hosts[agent]; h != nil {
@@ -297,7 +303,7 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 	after := c.applied
 	sentAt := c.sentAt
 	b.mu.Unlock()
-	deliveryLatency.Observe(time.Since(sentAt).Seconds())
+	deliveryLatency.Observe(at.Sub(sentAt).Seconds())
 
 	old := map[string]*cofferv1.FileRef{}
 	for _, f := range before {

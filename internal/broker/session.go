@@ -21,15 +21,20 @@ type session struct {
 	batch   bool // the agent understands Batch
 	maxRecv int  // the largest message the agent receives, bytes
 
+	out     *outbound // the broker's count of sessions with something to send (outbound.go)
+
 	mu      sync.Mutex
 	values  map[verKey]*cofferv1.SecretValue
 	desired map[string]*cofferv1.Desired
 	order   []string
 	wake    chan struct{}
+	pending bool // counted in out: something queued or being sent
+	closed  bool
 }
 
-func newSession(agent string, cancel context.CancelFunc, batch bool, maxRecv int) *session {
-	return &session{agent: agent, cancel: cancel, batch: batch, maxRecv: maxRecv, values: map[verKey]*cofferv1.SecretValue{}, desired: map[string]*cofferv1.Desired{}, wake: make(chan struct{}, 1)}
+func newSession(agent string, cancel context.CancelFunc, batch bool, maxRecv int, out *outbound) *session {
+	return &session{agent: agent, cancel: cancel, batch: batch, maxRecv: maxRecv, out: out,
+		values: map[verKey]*cofferv1.SecretValue{}, desired: map[string]*cofferv1.Desired{}, wake: make(chan struct{}, 1)}
 }
 
 // enqueue puts d and the values it needs in the outbox; the sender sends
@@ -43,6 +48,32 @@ func (s *session) enqueue(vals []*cofferv1.SecretValue, d *cofferv1.Desired) {
 		s.order = append(s.order, d.ContainerId)
 	}
 	s.desired[d.ContainerId] = d
+	if !s.pending && !s.closed {
+		s.pending = true
+		s.out.add()
+	}
+	s.mu.Unlock()
+}
+
+// sent notes that what take returned has been handed to the transport:
+// the session no longer counts as sending unless more was queued meanwhile.
+func (s *session) sent() {
+	s.mu.Lock()
+	if s.pending && len(s.order) == 0 && len(s.values) == 0 {
+		s.pending = false
+		s.out.done()
+	}
+	s.mu.Unlock()
+}
+
+// close ends the session's count as sending: its stream is gone.
+func (s *session) close() {
+	s.mu.Lock()
+	s.closed = true
+	if s.pending {
+		s.pending = false
+		s.out.done()
+	}
 	s.mu.Unlock()
 }
 
@@ -85,6 +116,7 @@ func (s *session) run(ctx context.Context, send func(*cofferv1.ServerMessage) er
 				return err
 			}
 		}
+		s.sent()
 	}
 }
 

@@ -53,7 +53,7 @@ func TestSessionMessages(t *testing.T) {
 		{"nothing", true, nil, nil, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newSession("a", func() {}, tc.batch, cofferv1.DefaultMaxRecv)
+			s := newSession("a", func() {}, tc.batch, cofferv1.DefaultMaxRecv, nil)
 			if got := kinds(s.messages(tc.vals, tc.ds)); got != tc.want {
 				t.Errorf("messages = %q, want %q", got, tc.want)
 			}

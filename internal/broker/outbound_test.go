@@ -1,0 +1,64 @@
+package broker
+
+import (
+	"testing"
+	"time"
+
+	cofferv1 "coffer/api/coffer/v1"
+)
+
+// A session counts as sending from its first queued message until what it
+// took is handed over with nothing queued meanwhile, or until it closes;
+// wait returns at once when none is sending, when the last one is done,
+// and after its bound otherwise.
+func TestOutboundCountsSendingSessions(t *testing.T) {
+	var o outbound
+	o.init()
+	n := func() int { o.mu.Lock(); defer o.mu.Unlock(); return o.n }
+	waited := func(max time.Duration) time.Duration {
+		start := time.Now()
+		o.wait(max)
+		return time.Since(start)
+	}
+	if d := waited(time.Hour); d > time.Second {
+		t.Fatalf("wait with nothing to send took %v", d)
+	}
+
+	a := newSession("a", func() {}, true, cofferv1.DefaultMaxRecv, &o)
+	b := newSession("b", func() {}, true, cofferv1.DefaultMaxRecv, &o)
+	a.enqueue(nil, &cofferv1.Desired{ContainerId: "c1"})
+	a.enqueue(nil, &cofferv1.Desired{ContainerId: "c2"})
+	b.enqueue(nil, &cofferv1.Desired{ContainerId: "c3"})
+	if n() != 2 {
+		t.Fatalf("%d sessions sending, want 2", n())
+	}
+	if d := waited(50 * time.Millisecond); d < 40*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("wait while sending returned after %v, want its bound of 50ms", d)
+	}
+
+	a.take()
+	a.enqueue(nil, &cofferv1.Desired{ContainerId: "c1"}) // queued while the take is being sent
+	a.sent()
+	if n() != 2 {
+		t.Fatalf("after a send with more queued meanwhile: %d sessions sending, want 2", n())
+	}
+	a.take()
+	a.sent()
+	if n() != 1 {
+		t.Fatalf("after a's last send: %d sessions sending, want 1", n())
+	}
+
+	done := make(chan time.Duration)
+	go func() { done <- waited(time.Hour) }()
+	time.Sleep(20 * time.Millisecond)
+	b.close() // its stream ended with c3 unsent
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("wait did not return when the last sending session closed")
+	}
+	b.enqueue(nil, &cofferv1.Desired{ContainerId: "c4"}) // a closed session counts no more
+	if n() != 0 {
+		t.Fatalf("%d sessions sending after all were sent or closed, want 0", n())
+	}
+}
