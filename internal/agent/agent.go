@@ -86,6 +86,7 @@ type Agent struct {
 	busyN   atomic.Int64
 	quiet   chan struct{}
 	ackWait time.Duration // ackWait; tests change it
+	workers *workers      // goroutines that run work (workers.go)
 }
 
 type verKey struct {
@@ -132,6 +133,7 @@ func New(cfg Config) *Agent {
 		values:  map[verKey]*valueEntry{},
 		quiet:   make(chan struct{}, 1),
 		ackWait: ackWait,
+		workers: newWorkers(),
 	}
 	a.renew = identity.NewRenewer(cfg.Cert, a.renewCert, identity.RenewerOptions{Dir: cfg.StateDir, Logger: cfg.Logger})
 	return a
