@@ -93,8 +93,13 @@ func TestDeliveryRotationRevocation(t *testing.T) {
 		s.waitAbsent(c.ID, "db")
 	}
 
-	// Audit trail has every delivery with container and version.
-	audit := s.srv.MustCLI(t, "", "audit", "ls", "--secret", "e2e/db-password", "-o", "json")
+	// Audit trail has every delivery with container and version (delivery
+	// records are committed in groups, shortly after the acknowledgement).
+	var audit string
+	s.eventually("deliveries audited", 10*time.Second, func() bool {
+		audit = s.srv.MustCLI(t, "", "audit", "ls", "--secret", "e2e/db-password", "-o", "json")
+		return strings.Contains(audit, "delivery.revoke")
+	})
 	for _, action := range []string{"delivery.apply", "delivery.rotate", "delivery.revoke"} {
 		if !strings.Contains(audit, action) {
 			t.Errorf("audit lacks %s", action)

@@ -78,10 +78,11 @@ func TestImageLabelsNeitherOptInNorBind(t *testing.T) {
 			t.Errorf("container %s got a mount", c.Name)
 		}
 	}
-	audit := s.srv.MustCLI(t, "", "audit", "ls", "--action", "delivery.apply", "-o", "json")
-	if !strings.Contains(audit, bound.ID) {
-		t.Errorf("audit lacks the delivery to %s", bound.Name)
-	}
+	var audit string // delivery records are committed shortly after the ack
+	s.eventually("the delivery to "+bound.Name+" audited", 10*time.Second, func() bool {
+		audit = s.srv.MustCLI(t, "", "audit", "ls", "--action", "delivery.apply", "-o", "json")
+		return strings.Contains(audit, bound.ID)
+	})
 	for _, c := range []dockertest.ContainerRef{hostile, repeated, optedIn} {
 		if strings.Contains(audit, c.ID) {
 			t.Errorf("audit shows a delivery to %s", c.Name)

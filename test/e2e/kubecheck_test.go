@@ -108,10 +108,11 @@ func TestContainerdPodsCheckedByTheAPIServer(t *testing.T) {
 			t.Errorf("the %s pod got the secret", name)
 		}
 	}
-	audit := strings.ReplaceAll(s.srv.MustCLI(t, "", "audit", "ls", "--action", "delivery.send", "-o", "json"), " ", "")
-	if !strings.Contains(audit, `"serviceaccount":"web-sa"`) || !strings.Contains(audit, `"pod":"web-`+label+`"`) {
-		t.Errorf("delivery records do not name the pod and its ServiceAccount:\n%s", tail(audit))
-	}
+	var audit string // delivery records are committed shortly after they are queued
+	s.eventually("the delivery record naming the pod and its ServiceAccount", 10*time.Second, func() bool {
+		audit = strings.ReplaceAll(s.srv.MustCLI(t, "", "audit", "ls", "--action", "delivery.send", "-o", "json"), " ", "")
+		return strings.Contains(audit, `"serviceaccount":"web-sa"`) && strings.Contains(audit, `"pod":"web-`+label+`"`)
+	})
 
 	// Deleted from the API server: the running container loses its file.
 	if err := cs.CoreV1().Pods("shop").Delete(ctx, web.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))}); err != nil {

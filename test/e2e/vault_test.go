@@ -114,8 +114,13 @@ path "secret/metadata/payments/*" { capabilities = ["read"] }
 		t.Fatalf("secret show after deletion upstream:\n%s", show)
 	}
 
-	// The audit trail has the link, the sync, the revocation and the deliveries.
-	audit := s.srv.MustCLI(t, "", "audit", "ls", "-o", "json")
+	// The audit trail has the link, the sync, the revocation and the
+	// deliveries (delivery records are committed shortly after the ack).
+	var audit string
+	s.eventually("the revocation's delivery records", 10*time.Second, func() bool {
+		audit = s.srv.MustCLI(t, "", "audit", "ls", "-o", "json")
+		return strings.Contains(audit, `"delivery.revoke"`)
+	})
 	for _, want := range []string{`"secret.link"`, `"secret.sync"`, `"secret.revoke"`, `"keystore:vault"`, `"delivery.send"`, `"delivery.revoke"`} {
 		if !strings.Contains(audit, want) {
 			t.Errorf("audit trail lacks %s", want)
