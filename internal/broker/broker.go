@@ -410,6 +410,7 @@ func (b *Broker) push(c *ctr) {
 	c.gen++
 	c.desired = kept
 	c.sentAt = time.Now()
+	b.out.touch()
 	b.presence.mark(c.agent)
 	s.enqueue(vals, &cofferv1.Desired{ContainerId: c.info.Id, Generation: c.gen, Files: kept})
 	if b.held != nil {

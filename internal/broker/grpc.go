@@ -300,6 +300,7 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied, at time.Time) {
 	c.applied = c.desired
 	c.ackGen = c.gen
 	b.presence.mark(agent)
+	b.out.touch()
 	after := c.applied
 	sentAt := c.sentAt
 	b.mu.Unlock()

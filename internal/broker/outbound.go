@@ -2,6 +2,7 @@ package broker
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,6 +29,8 @@ type outbound struct {
 	mu    sync.Mutex
 	n     int
 	quiet chan struct{} // closed while n == 0
+
+	active atomic.Int64 // unix nanoseconds of the last push or acknowledgement
 }
 
 func (o *outbound) init() {
@@ -78,7 +81,30 @@ func (o *outbound) wait(max time.Duration) {
 	}
 }
 
-// WaitSent returns once no agent stream has a message queued and not yet
-// handed to the transport, or after max: work that can wait for a fan-out
-// to go out (the server's presence rounds) calls it first.
-func (b *Broker) WaitSent(max time.Duration) { b.out.wait(max) }
+// WaitSettled returns once no delivery has been pushed or acknowledged for
+// settleQuiet, or after max: the server's presence rounds call it first,
+// so that a rollout is published once its acknowledgements are in (one
+// write per agent with the final state, after the fan-out) rather than
+// while they come (a write with the state pending, then another).
+func (b *Broker) WaitSettled(max time.Duration) {
+	deadline := time.Now().Add(max)
+	for {
+		last := time.Unix(0, b.out.active.Load())
+		now := time.Now()
+		next := last.Add(settleQuiet)
+		if !now.Before(next) || !now.Before(deadline) {
+			return
+		}
+		if deadline.Before(next) {
+			next = deadline
+		}
+		time.Sleep(next.Sub(now))
+	}
+}
+
+// settleQuiet is how long without pushes or acknowledgements counts as
+// settled (WaitSettled).
+const settleQuiet = 50 * time.Millisecond
+
+// touch notes a push or an acknowledgement, for WaitSettled.
+func (o *outbound) touch() { o.active.Store(time.Now().UnixNano()) }

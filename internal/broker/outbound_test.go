@@ -62,3 +62,38 @@ func TestOutboundCountsSendingSessions(t *testing.T) {
 		t.Fatalf("%d sessions sending after all were sent or closed, want 0", n())
 	}
 }
+
+// WaitSettled returns at once when nothing was pushed or acknowledged
+// lately, settleQuiet after the last such event otherwise, and after its
+// bound when they keep coming.
+func TestWaitSettled(t *testing.T) {
+	b := New(Config{})
+	took := func(max time.Duration) time.Duration {
+		start := time.Now()
+		b.WaitSettled(max)
+		return time.Since(start)
+	}
+	if d := took(time.Hour); d > time.Second {
+		t.Fatalf("WaitSettled with nothing going on took %v", d)
+	}
+	b.out.touch()
+	if d := took(time.Hour); d < settleQuiet/2 || d > 5*time.Second {
+		t.Fatalf("WaitSettled right after a push took %v, want about %v", d, settleQuiet)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	b.out.touch()
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(settleQuiet / 5):
+				b.out.touch()
+			}
+		}
+	}()
+	if d := took(300 * time.Millisecond); d < 250*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("WaitSettled while pushes keep coming took %v, want its bound of 300ms", d)
+	}
+}

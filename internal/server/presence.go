@@ -43,9 +43,9 @@ const (
 	presenceFullEvery = 10 // rounds: every agent is compared every 5 s
 	presenceTxnOps    = 100
 	presenceMaxWrites = 1000
-	presenceMaxRecord = 256 << 10              // bytes; a larger record goes without its containers
-	presenceTxnBytes  = 512 << 10              // bytes a transaction, well inside etcd's 1.5 MiB request limit
-	presenceDefer     = 100 * time.Millisecond // longest wait for a fan-out to go out before a round
+	presenceMaxRecord = 256 << 10   // bytes; a larger record goes without its containers
+	presenceTxnBytes  = 512 << 10   // bytes a transaction, well inside etcd's 1.5 MiB request limit
+	presenceDefer     = time.Second // longest wait for a rollout to settle before a round
 )
 
 var _ api.Cluster = (*presence)(nil)
@@ -186,8 +186,9 @@ func (p *presence) publish(ctx context.Context, lease clientv3.LeaseID) {
 				return
 			}
 		case <-tick.C:
-			// A fan-out under way goes out first (broker.WaitSent).
-			p.broker.WaitSent(presenceDefer)
+			// A rollout under way is published once it has settled
+			// (broker.WaitSettled).
+			p.broker.WaitSettled(presenceDefer)
 			full := round%presenceFullEvery == 0
 			round++
 			more, err := p.flush(ctx, lease, written, full)
