@@ -15,11 +15,7 @@ func TestOutboundCountsSendingSessions(t *testing.T) {
 	var o outbound
 	o.init()
 	n := func() int { o.mu.Lock(); defer o.mu.Unlock(); return o.n }
-	waited := func(max time.Duration) time.Duration {
-		start := time.Now()
-		o.wait(max)
-		return time.Since(start)
-	}
+	waited := func(max time.Duration) time.Duration { return timed(func() { o.wait(max) }) }
 	if d := waited(time.Hour); d > time.Second {
 		t.Fatalf("wait with nothing to send took %v", d)
 	}
@@ -68,11 +64,7 @@ func TestOutboundCountsSendingSessions(t *testing.T) {
 // bound when they keep coming.
 func TestWaitSettled(t *testing.T) {
 	b := New(Config{})
-	took := func(max time.Duration) time.Duration {
-		start := time.Now()
-		b.WaitSettled(max)
-		return time.Since(start)
-	}
+	took := func(max time.Duration) time.Duration { return timed(func() { b.WaitSettled(max) }) }
 	if d := took(time.Hour); d > time.Second {
 		t.Fatalf("WaitSettled with nothing going on took %v", d)
 	}
@@ -96,4 +88,11 @@ func TestWaitSettled(t *testing.T) {
 	if d := took(300 * time.Millisecond); d < 250*time.Millisecond || d > 5*time.Second {
 		t.Fatalf("WaitSettled while pushes keep coming took %v, want its bound of 300ms", d)
 	}
+}
+
+// timed is how long f took.
+func timed(f func()) time.Duration {
+	start := time.Now()
+	f()
+	return time.Since(start)
 }
