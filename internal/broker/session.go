@@ -21,7 +21,7 @@ type session struct {
 	batch   bool // the agent understands Batch
 	maxRecv int  // the largest message the agent receives, bytes
 
-	out     *outbound // the broker's count of sessions with something to send (outbound.go)
+	out *outbound // the broker's count of sessions with something to send (outbound.go)
 
 	mu      sync.Mutex
 	values  map[verKey]*cofferv1.SecretValue
