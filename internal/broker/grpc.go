@@ -199,14 +199,10 @@ func (b *Broker) handle(ctx context.Context, sess *session, m *cofferv1.AgentMes
 			b.stopped(agent, id)
 		}
 	case *cofferv1.AgentMessage_Applied:
-		at := time.Now()
-		b.out.wait(deferMax) // deliveries first (outbound.go)
-		b.applied(agent, msg.Applied, at)
+		b.applied(agent, msg.Applied)
 	case *cofferv1.AgentMessage_AppliedBatch:
-		at := time.Now()
-		b.out.wait(deferMax)
 		for _, a := range msg.AppliedBatch.GetApplied() {
-			b.applied(agent, a, at)
+			b.applied(agent, a)
 		}
 	default:
 		return status.Error(codes.InvalidArgument, "unknown message")
@@ -270,8 +266,7 @@ func (b *Broker) stopped(agent, id string) {
 	}
 }
 
-// applied records an acknowledgement received at at.
-func (b *Broker) applied(agent string, a *cofferv1.Applied, at time.Time) {
+func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 	b.mu.Lock()
 	var c *ctr
 	if h := b.hosts[agent]; h != nil {
@@ -304,7 +299,7 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied, at time.Time) {
 	after := c.applied
 	sentAt := c.sentAt
 	b.mu.Unlock()
-	deliveryLatency.Observe(at.Sub(sentAt).Seconds())
+	deliveryLatency.Observe(time.Since(sentAt).Seconds())
 
 	old := map[string]*cofferv1.FileRef{}
 	for _, f := range before {

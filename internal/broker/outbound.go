@@ -7,19 +7,20 @@ import (
 )
 
 // Deliveries first. A rotation of a secret bound to thousands of containers
-// queues a message on every one of their agents' streams at once; what
-// follows from each delivery (reading its acknowledgement into the rollout
-// state, its audit records, the presence published for the other servers)
-// can wait until the messages are out. While any stream has something
-// queued and not yet handed to the transport, that work waits for the
-// streams to drain, up to deferMax, so that the fan-out gets the CPU
-// first; a machine that is not short of CPU drains in a few milliseconds
-// and barely notices.
+// queues a message on every one of their agents' streams at once; some of
+// what follows from each delivery (its audit records, the presence
+// published for the other servers) can wait until the messages are out.
+// While any stream has something queued and not yet handed to the
+// transport, that work waits for the streams to drain, up to deferMax, so
+// that the fan-out gets the CPU first; a machine that is not short of CPU
+// drains in a few milliseconds and barely notices.
 //
 // Nothing waits longer than deferMax, whatever the streams do (a stream
 // that keeps being fed delays nothing by more than that), and nothing that
 // delivers or removes a file waits at all: container reports and their
-// pushes, revocations and stream closes go on as before.
+// pushes, revocations and stream closes go on as before. Acknowledgements
+// do not wait either: one read after a later push would be stale (its
+// generation no longer the container's) and the state it reports lost.
 
 // deferMax bounds how long deferred work waits for the streams to drain.
 const deferMax = 100 * time.Millisecond
