@@ -360,8 +360,10 @@ func TestRenewalAndRotation(t *testing.T) {
 		t.Fatal("the rotation kept the credentials")
 	}
 	eventually(t, "the replaced lease revoked after the grace", func() bool { return is.isRevoked(id1) })
-	ev := f.aud.find("lease.revoke", audit.ResultOK, id1)
-	if ev == nil || !strings.HasPrefix(ev.Details["reason"], "replaced by lease ") {
+	// The revocation is recorded once the issuer has answered it.
+	var ev *audit.Event
+	eventually(t, "the revocation recorded", func() bool { ev = f.aud.find("lease.revoke", audit.ResultOK, id1); return ev != nil })
+	if !strings.HasPrefix(ev.Details["reason"], "replaced by lease ") {
 		t.Fatalf("%+v", ev)
 	}
 	_, id2 := f.m.Peek("c1", "payments/db")
