@@ -295,6 +295,10 @@ func (a *Agent) session(ctx context.Context, tlsCfg *tls.Config, t dialTarget) (
 		}),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: grpcbackoff.DefaultConfig, MinConnectTimeout: dialTimeout}),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// Fixed HTTP/2 windows: gRPC's dynamic window would probe the
+		// bandwidth with a ping after data comes in, a write each way per
+		// message, for a stream that carries a few small messages at a time.
+		grpc.WithInitialWindowSize(agentWindow), grpc.WithInitialConnWindowSize(agentWindow),
 		// The largest value a server accepts, and room for the rest of
 		// its message; announced to the server in session.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cofferv1.AgentMaxRecv)),
@@ -385,6 +389,10 @@ func (a *Agent) session(ctx context.Context, tlsCfg *tls.Config, t dialTarget) (
 	}()
 	return true, <-errc
 }
+
+// agentWindow is the HTTP/2 flow-control window the agent gives the
+// server: a message's values travel in chunks of up to 1 MiB.
+const agentWindow = 1 << 20
 
 // maxAckBatch caps the acknowledgements sent in one AppliedBatch.
 const maxAckBatch = 256

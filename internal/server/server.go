@@ -72,6 +72,10 @@ const (
 
 	serverCertTTL = 90 * 24 * time.Hour
 
+	// agentStreamWindow is the HTTP/2 window the server gives an agent:
+	// gRPC's default, fixed (see grpc.NewServer below).
+	agentStreamWindow = 64 << 10
+
 	// deliveryAuditLinger bounds how long a delivery record waits for
 	// others before its group commit: a rollout to thousands of containers
 	// then costs about one write, fsync and anchor save per 50 ms instead
@@ -292,10 +296,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 
 	// Per-connection buffers of 8 KiB instead of 32 KiB: an agent's stream
-	// carries small messages, and a server holds thousands of them.
+	// carries small messages, and a server holds thousands of them. The
+	// HTTP/2 windows are fixed at their default size: gRPC's dynamic
+	// window would probe the bandwidth with a ping after data comes in, a
+	// write each way per acknowledgement.
 	// Agents' connections are long-lived: no idle or age limit, only
 	// keepalive to find dead peers, and a bound on the HTTP/2 setup.
 	gs := grpc.NewServer(grpc.Creds(handshaken{}), grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10),
+		grpc.InitialWindowSize(agentStreamWindow), grpc.InitialConnWindowSize(agentStreamWindow),
 		grpc.ConnectionTimeout(handshakeTimeout), grpc.KeepaliveParams(agentKeepalive), grpc.KeepaliveEnforcementPolicy(agentPingPolicy))
 	s.grpc = gs
 	cofferv1.RegisterAgentServiceServer(gs, b.Service())
