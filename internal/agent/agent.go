@@ -86,7 +86,6 @@ type Agent struct {
 	busyN   atomic.Int64
 	quiet   chan struct{}
 	ackWait time.Duration // ackWait; tests change it
-	workers *workers      // goroutines that run work (workers.go)
 }
 
 type verKey struct {
@@ -133,7 +132,6 @@ func New(cfg Config) *Agent {
 		values:  map[verKey]*valueEntry{},
 		quiet:   make(chan struct{}, 1),
 		ackWait: ackWait,
-		workers: newWorkers(),
 	}
 	a.renew = identity.NewRenewer(cfg.Cert, a.renewCert, identity.RenewerOptions{Dir: cfg.StateDir, Logger: cfg.Logger})
 	return a

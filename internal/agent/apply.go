@@ -69,7 +69,7 @@ func (a *Agent) handleDesired(ctx context.Context, d *cofferv1.Desired) {
 	t.proc.wantSess = a.sessionN
 	if !t.busy {
 		a.setBusyLocked(t, true)
-		a.workers.run(ctx, func() { a.work(ctx, t) })
+		go a.work(ctx, t)
 	}
 }
 
