@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -90,6 +91,7 @@ func (s *Server) queryAudit(r *request) (int, any, error) {
 		p := r.p
 		f.Keep = func(ev *audit.Event) bool { return inScope(p, *ev) }
 	}
+	s.flushDeliveries(r.Context())
 	evs, err := s.cfg.Audit.Query(r.Context(), f)
 	if err != nil {
 		return 0, nil, err
@@ -160,4 +162,24 @@ func (s *Server) auditHead(r *request) (int, any, error) {
 		return 0, nil, err
 	}
 	return http.StatusOK, s.cfg.Audit.Head(), nil
+}
+
+// flushWait bounds how long a read of the trail waits for this server's
+// queued delivery records.
+const flushWait = 2 * time.Second
+
+// flushDeliveries lets the delivery records this server has queued (a
+// delivery acknowledged a moment ago) reach the trail before it is read, so
+// that an incident report or an audit query right after a rollout shows
+// it. Bounded: under a flood of acknowledgements the read goes on with what
+// is there.
+func (s *Server) flushDeliveries(ctx context.Context) {
+	if s.cfg.Broker == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, flushWait)
+	defer cancel()
+	if err := s.cfg.Broker.FlushAudit(ctx); err != nil {
+		s.log.Warn("audit read without every queued delivery record", "err", err)
+	}
 }

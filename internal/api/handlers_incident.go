@@ -170,6 +170,7 @@ func (s *Server) revokeVersion(r *request) (int, any, error) {
 		out.Replaced = g.Current
 		r.note("replaced", strconv.FormatUint(g.Current, 10))
 	}
+	s.flushDeliveries(r.Context())
 	evs, err := s.cfg.Audit.Query(r.Context(), audit.Filter{Secret: req.Secret})
 	if err != nil {
 		return 0, nil, err
@@ -366,6 +367,7 @@ func (s *Server) incidentReport(r *request) (int, any, error) {
 			}
 		}
 	}
+	s.flushDeliveries(r.Context())
 	head, err := s.cfg.Audit.Verify(r.Context(), nil)
 	verified := err == nil
 	if !verified {

@@ -71,10 +71,15 @@ func (r *record) event() audit.Event {
 }
 
 type auditShard struct {
-	mu    sync.Mutex
-	below sync.Cond // signalled as q shrinks under auditQueueMax
-	q     []record
-	busy  bool
+	mu       sync.Mutex
+	below    sync.Cond // signalled as q shrinks under auditQueueMax
+	appended sync.Cond // signalled as done grows
+	q        []record
+	busy     bool
+	// queued counts the records ever queued on the shard, done those
+	// appended: the drain takes them in order, so every record queued
+	// before queued reached n is in the trail once done reaches n.
+	queued, done uint64
 }
 
 type auditQueue struct {
@@ -88,6 +93,7 @@ func (q *auditQueue) init() {
 	q.seed = maphash.MakeSeed()
 	for i := range q.shards {
 		q.shards[i].below.L = &q.shards[i].mu
+		q.shards[i].appended.L = &q.shards[i].mu
 	}
 }
 
@@ -124,6 +130,7 @@ func (b *Broker) queue(key string, r record) {
 	s := &b.aq.shards[maphash.String(b.aq.seed, key)%auditShards]
 	s.mu.Lock()
 	s.q = append(s.q, r)
+	s.queued++
 	if len(s.q) == auditQueueMax {
 		b.aq.full.Add(1)
 	}
@@ -184,7 +191,44 @@ func (b *Broker) drainAudit(s *auditShard) {
 		}
 		clear(rs)
 		b.auditAll(es)
+		s.mu.Lock()
+		s.done += uint64(n)
+		s.appended.Broadcast()
+		s.mu.Unlock()
 	}
+}
+
+// FlushAudit waits until every delivery record queued before the call is
+// in the audit trail (appended, or failed and logged), or ctx ends. An
+// incident report asks it first, so that a delivery acknowledged a moment
+// ago is in the chain of custody it reads.
+func (b *Broker) FlushAudit(ctx context.Context) error {
+	var target [auditShards]uint64
+	for i := range b.aq.shards {
+		s := &b.aq.shards[i]
+		s.mu.Lock()
+		target[i] = s.queued
+		s.mu.Unlock()
+	}
+	for i := range b.aq.shards {
+		s := &b.aq.shards[i]
+		stop := context.AfterFunc(ctx, func() {
+			s.mu.Lock()
+			s.appended.Broadcast()
+			s.mu.Unlock()
+		})
+		s.mu.Lock()
+		for s.done < target[i] && ctx.Err() == nil {
+			s.appended.Wait()
+		}
+		left := target[i] - min(s.done, target[i])
+		s.mu.Unlock()
+		stop()
+		if left > 0 {
+			return fmt.Errorf("%d delivery records not yet audited: %w", left, ctx.Err())
+		}
+	}
+	return nil
 }
 
 // BatchAuditor is an Auditor that can append several records in one

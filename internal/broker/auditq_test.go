@@ -140,3 +140,32 @@ func TestDeliveryRecordsAppendedInBatches(t *testing.T) {
 		t.Fatalf("batches %v: want fewer than one per record, none over %d", a.batches, auditDrainBatch)
 	}
 }
+
+// FlushAudit returns once the records queued before it are appended, and
+// gives up, saying so, when its context ends first.
+func TestFlushAudit(t *testing.T) {
+	a := &gateAuditor{gate: make(chan struct{})}
+	b := New(Config{Audit: a})
+	for i := range 50 {
+		b.queueAudit(fmt.Sprint("c", i%5), audit.Event{Action: "delivery.apply"})
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Millisecond)
+	defer cancel()
+	if err := b.FlushAudit(ctx); err == nil {
+		t.Fatal("FlushAudit returned while the auditor was blocked")
+	}
+	close(a.gate)
+	if err := b.FlushAudit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.n.Load(); n != 50 {
+		t.Fatalf("FlushAudit returned with %d of 50 records appended", n)
+	}
+	// Nothing queued: at once.
+	if err := b.FlushAudit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -21,6 +21,19 @@ func TestIncidentResponse(t *testing.T) {
 	s.waitContent(c.ID, "inc", v1)
 	s.srv.MustCLI(t, v2, "secret", "put", "e2e/inc")
 	s.waitContent(c.ID, "inc", v2)
+	// The agent acknowledges after it wrote the file: wait for the server
+	// to know, as an operator reading `secret show` would.
+	s.eventually("the server knows the container holds v2", 15*time.Second, func() bool {
+		var m struct {
+			Holders []struct {
+				ContainerID string `json:"container_id"`
+				Version     uint64 `json:"version"`
+				Pending     bool   `json:"pending"`
+			} `json:"holders"`
+		}
+		json.Unmarshal([]byte(s.srv.MustCLI(t, "", "secret", "show", "e2e/inc", "-o", "json")), &m)
+		return len(m.Holders) == 1 && m.Holders[0].ContainerID == c.ID && m.Holders[0].Version == 2 && !m.Holders[0].Pending
+	})
 
 	// Version 2 leaked: revoked and replaced at once.
 	out := s.srv.MustCLI(t, "", "incident", "revoke-version", "e2e/inc", "--version", "2", "--reason", "pasted in a ticket", "--replace", "-o", "json")
