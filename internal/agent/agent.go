@@ -81,11 +81,13 @@ type Agent struct {
 	appliedCnt uint64
 	sessionN   uint64 // counts streams: a state is acknowledged again only on its own (process.go)
 	resumedCnt uint64 // sessions that resumed a TLS session
-	// busyN counts the targets a worker serves (changed under mu); quiet
-	// receives a token when it drops to 0 (see sender).
+	// busyN counts the targets a worker serves (changed under mu), and a
+	// batch while it is handed to workers (see handle); quiet receives a
+	// token when it drops to 0 (see sender).
 	busyN   atomic.Int64
 	quiet   chan struct{}
 	ackWait time.Duration // ackWait; tests change it
+	workers *workers      // goroutines that run work (workers.go)
 }
 
 type verKey struct {
@@ -132,6 +134,7 @@ func New(cfg Config) *Agent {
 		values:  map[verKey]*valueEntry{},
 		quiet:   make(chan struct{}, 1),
 		ackWait: ackWait,
+		workers: newWorkers(),
 	}
 	a.renew = identity.NewRenewer(cfg.Cert, a.renewCert, identity.RenewerOptions{Dir: cfg.StateDir, Logger: cfg.Logger})
 	return a

@@ -25,9 +25,14 @@ func (a *Agent) handle(ctx context.Context, m *cofferv1.ServerMessage) {
 		a.handleDesired(ctx, msg.Desired)
 	case *cofferv1.ServerMessage_Batch:
 		a.handleValues(msg.Batch.GetValues().GetValues())
+		// The batch's containers count as under way until all are
+		// handed to workers: a first one done before the next is handed
+		// over must not have its acknowledgement sent alone.
+		a.busyN.Add(1)
 		for _, d := range msg.Batch.GetDesired() {
 			a.handleDesired(ctx, d)
 		}
+		a.unbusy()
 	}
 }
 
@@ -69,7 +74,7 @@ func (a *Agent) handleDesired(ctx context.Context, d *cofferv1.Desired) {
 	t.proc.wantSess = a.sessionN
 	if !t.busy {
 		a.setBusyLocked(t, true)
-		go a.work(ctx, t)
+		a.workers.run(ctx, func() { a.work(ctx, t) })
 	}
 }
 
@@ -84,6 +89,11 @@ func (a *Agent) setBusyLocked(t *target, busy bool) {
 		a.busyN.Add(1)
 		return
 	}
+	a.unbusy()
+}
+
+// unbusy drops one from busyN and tells the sender when none is left.
+func (a *Agent) unbusy() {
 	if a.busyN.Add(-1) == 0 {
 		select {
 		case a.quiet <- struct{}{}:

@@ -94,7 +94,7 @@ func (a *Agent) StartNow(ctx context.Context, info container.Info, limit time.Du
 	more, err := a.step(sctx, t)
 	cancel()
 	if more {
-		go a.work(ctx, t) // t is still busy: the worker takes it over
+		a.workers.run(ctx, func() { a.work(ctx, t) }) // t is still busy: the worker takes it over
 	}
 	return more && err == nil
 }
@@ -116,6 +116,6 @@ func (a *Agent) Forget(ctx context.Context, id string) {
 func (a *Agent) kickLocked(ctx context.Context, t *target) {
 	if t.want != nil && !t.busy && !t.gone && t.info.PID != 0 {
 		a.setBusyLocked(t, true)
-		go a.work(ctx, t)
+		a.workers.run(ctx, func() { a.work(ctx, t) })
 	}
 }
