@@ -1,12 +1,15 @@
 package ha
 
 import (
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"coffer/internal/audit"
 )
 
 // A rotation and a binding change written through one server reach an
@@ -113,6 +116,28 @@ func TestKilledServerMidRotation(t *testing.T) {
 	if c.serverOf(a) == victim {
 		t.Fatal("agent still on the killed server")
 	}
+	// Delivery records still queued on the killed server are lost with
+	// it; the server the agent failed over to records what the container
+	// holds again (delivery.apply: it had not seen the container), so the
+	// chain of custody has it, and the last version.
+	now := c.serverOf(a)
+	waitFor(t, 5*time.Second, "the new server's delivery records", func() bool {
+		// Exit 1: the killed server's records are missing, and said so.
+		out, errOut, code := c.cli(now, "audit", "ls", "--secret", "app/db", "--action", "delivery.*", "-o", "json")
+		var evs []audit.Event
+		if code != 1 || !strings.Contains(errOut, "records missing: server") || json.Unmarshal([]byte(out), &evs) != nil {
+			return false
+		}
+		reapplied, last := false, false
+		for _, e := range evs {
+			if e.Details["container_id"] != "c1" || e.Result != audit.ResultOK || e.Actor != "agent:node-1" {
+				continue
+			}
+			reapplied = reapplied || e.Action == "delivery.apply" && e.Details["version"] != "1"
+			last = last || e.Details["version"] == "21"
+		}
+		return reapplied && last
+	})
 }
 
 // A server restarted with an empty data dir rejoins from etcd alone: it
