@@ -193,6 +193,16 @@ func (s *sealer) drop() {
 // prepare checks e and returns the copy that will be recorded: its own
 // Details map, Time in UTC with no monotonic reading (now if zero).
 func prepare(e Event, now func() time.Time) (Event, error) {
+	return prepareDetails(e, now, false)
+}
+
+// prepareOwned is prepare for an Event whose Details map the Log may keep
+// as it is (AppendAll's): no copy when its text is valid UTF-8.
+func prepareOwned(e Event, now func() time.Time) (Event, error) {
+	return prepareDetails(e, now, true)
+}
+
+func prepareDetails(e Event, now func() time.Time, owned bool) (Event, error) {
 	switch {
 	case e.Actor == "":
 		return e, fmt.Errorf("%w: no actor", ErrInvalidEvent)
@@ -219,7 +229,9 @@ func prepare(e Event, now func() time.Time) (Event, error) {
 	case len(e.Details) == 0:
 		e.Details = nil
 	case validDetails(e.Details):
-		e.Details = maps.Clone(e.Details) // the usual case: a copy of the map as it is
+		if !owned {
+			e.Details = maps.Clone(e.Details) // the usual case: a copy of the map as it is
+		}
 	default:
 		d := make(map[string]string, len(e.Details))
 		for k, v := range e.Details {

@@ -232,7 +232,8 @@ func (b *Broker) FlushAudit(ctx context.Context) error {
 }
 
 // BatchAuditor is an Auditor that can append several records in one
-// wait (*audit.Log); the broker uses it when its Auditor has it.
+// wait (*audit.Log); the broker uses it when its Auditor has it. It may
+// keep the records' Details maps: the broker's are made for it.
 type BatchAuditor interface {
 	AppendAll(ctx context.Context, es []audit.Event) []error
 }
