@@ -87,7 +87,20 @@ func TestClusterDown(t *testing.T) {
 	if err := c.Members[0].Restart(); err != nil {
 		t.Fatal(err)
 	}
-	put(t, b, "b", "2")
+	// The client reconnects with its own backoff, which on a loaded
+	// machine can outlast one RequestTimeout: calls work again within a
+	// few of them.
+	back := time.Now().Add(15 * time.Second)
+	for {
+		err := b.Update(context.Background(), func(tx store.Tx) error { return tx.Put("b", []byte("2")) })
+		if err == nil {
+			break
+		}
+		if time.Now().After(back) {
+			t.Fatalf("Update 15s after etcd was back: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if v, err := get(t, b, "a"); err != nil || v != "1" {
 		t.Fatalf("after restart: a = %q, %v", v, err)
 	}
