@@ -266,6 +266,8 @@ func (b *Broker) stopped(agent, id string) {
 	}
 }
 
+// applied records an acknowledgement, as soon as it is read (see
+// outbound.go: a stale one would be dropped).
 func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 	b.mu.Lock()
 	var c *ctr
