@@ -184,7 +184,7 @@ func (b *Broker) drainAudit(s *auditShard) {
 			s.below.Broadcast()
 		}
 		s.mu.Unlock()
-		b.out.wait(deferMax) // deliveries first (outbound.go)
+		b.deferred() // deliveries first (outbound.go)
 		es = es[:0]
 		for i := range rs {
 			es = append(es, rs[i].event())

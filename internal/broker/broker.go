@@ -100,7 +100,8 @@ type Broker struct {
 	values     map[verKey]secret.Value
 
 	aq      auditQueue    // delivery records on their way to the audit trail
-	out     outbound      // sessions with messages to send (outbound.go)
+	sending sending       // sessions with messages to send (outbound.go)
+	active  activity      // the last push or acknowledgement (outbound.go)
 	inc     incidentState // quarantined hosts, frozen deliveries (incident.go)
 	fetches fetchState    // store reads in flight, outside b.mu (fetch.go)
 
@@ -149,7 +150,7 @@ func New(cfg Config) *Broker {
 		values:     map[verKey]secret.Value{},
 	}
 	b.aq.init()
-	b.out.init()
+	b.sending.init()
 	b.fetches.init()
 	return b
 }
@@ -410,7 +411,7 @@ func (b *Broker) push(c *ctr) {
 	c.gen++
 	c.desired = kept
 	c.sentAt = time.Now()
-	b.out.touch()
+	b.active.touch()
 	b.presence.mark(c.agent)
 	s.enqueue(vals, &cofferv1.Desired{ContainerId: c.info.Id, Generation: c.gen, Files: kept})
 	if b.held != nil {

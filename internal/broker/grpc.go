@@ -89,7 +89,7 @@ func (s *Service) Sync(stream cofferv1.AgentService_SyncServer) error {
 	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
-	sess := newSession(name, cancel, cofferv1.HasFeature(md.Get(cofferv1.FeaturesKey), cofferv1.FeatureBatch), maxRecv, &b.out)
+	sess := newSession(name, cancel, cofferv1.HasFeature(md.Get(cofferv1.FeaturesKey), cofferv1.FeatureBatch), maxRecv, &b.sending)
 	if b.hookBeforeRegister != nil {
 		b.hookBeforeRegister(name)
 	}
@@ -297,7 +297,7 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 	c.applied = c.desired
 	c.ackGen = c.gen
 	b.presence.mark(agent)
-	b.out.touch()
+	b.active.touch()
 	after := c.applied
 	sentAt := c.sentAt
 	b.mu.Unlock()

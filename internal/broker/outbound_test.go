@@ -12,7 +12,7 @@ import (
 // wait returns at once when none is sending, when the last one is done,
 // and after its bound otherwise.
 func TestOutboundCountsSendingSessions(t *testing.T) {
-	var o outbound
+	var o sending
 	o.init()
 	n := func() int { o.mu.Lock(); defer o.mu.Unlock(); return o.n }
 	waited := func(max time.Duration) time.Duration { return timed(func() { o.wait(max) }) }
@@ -68,25 +68,70 @@ func TestWaitSettled(t *testing.T) {
 	if d := took(time.Hour); d > time.Second {
 		t.Fatalf("WaitSettled with nothing going on took %v", d)
 	}
-	b.out.touch()
+	b.active.touch()
 	if d := took(time.Hour); d < settleQuiet/2 || d > 5*time.Second {
 		t.Fatalf("WaitSettled right after a push took %v, want about %v", d, settleQuiet)
 	}
 	stop := make(chan struct{})
 	defer close(stop)
-	b.out.touch()
+	b.active.touch()
 	go func() {
 		for {
 			select {
 			case <-stop:
 				return
 			case <-time.After(settleQuiet / 5):
-				b.out.touch()
+				b.active.touch()
 			}
 		}
 	}()
 	if d := took(300 * time.Millisecond); d < 250*time.Millisecond || d > 5*time.Second {
 		t.Fatalf("WaitSettled while pushes keep coming took %v, want its bound of 300ms", d)
+	}
+}
+
+// Delivery records wait until the streams have sent what they had and
+// then until the acknowledgements stop coming, and never longer than
+// deferMax in all.
+func TestDeferredWaitsForTheFanout(t *testing.T) {
+	b := New(Config{})
+	took := func() time.Duration { return timed(b.deferred) }
+	if d := took(); d > deferMax/2 {
+		t.Fatalf("deferred with nothing going on took %v", d)
+	}
+
+	// A stream with something queued: deferred waits until it is sent,
+	// then settleQuiet after the last acknowledgement.
+	s := newSession("a", func() {}, true, cofferv1.DefaultMaxRecv, &b.sending)
+	s.enqueue(nil, &cofferv1.Desired{ContainerId: "c1"})
+	b.active.touch()
+	go func() {
+		time.Sleep(deferMax / 4)
+		s.take()
+		s.sent()
+		b.active.touch() // its acknowledgement
+	}()
+	if d := took(); d < deferMax/4+settleQuiet*4/5 || d > 5*time.Second {
+		t.Fatalf("deferred during a fan-out took %v, want about %v", d, deferMax/4+settleQuiet)
+	}
+
+	// A stream that never drains and acknowledgements that keep coming
+	// delay it by deferMax, not more.
+	s.enqueue(nil, &cofferv1.Desired{ContainerId: "c2"})
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(settleQuiet / 5):
+				b.active.touch()
+			}
+		}
+	}()
+	if d := took(); d < deferMax*4/5 || d > 5*time.Second {
+		t.Fatalf("deferred while the fan-out never ends took %v, want its bound %v", d, deferMax)
 	}
 }
 

@@ -21,7 +21,7 @@ type session struct {
 	batch   bool // the agent understands Batch
 	maxRecv int  // the largest message the agent receives, bytes
 
-	out *outbound // the broker's count of sessions with something to send (outbound.go)
+	out *sending // the broker's count of sessions with something to send (outbound.go)
 
 	mu      sync.Mutex
 	values  map[verKey]*cofferv1.SecretValue
@@ -32,7 +32,7 @@ type session struct {
 	closed  bool
 }
 
-func newSession(agent string, cancel context.CancelFunc, batch bool, maxRecv int, out *outbound) *session {
+func newSession(agent string, cancel context.CancelFunc, batch bool, maxRecv int, out *sending) *session {
 	return &session{agent: agent, cancel: cancel, batch: batch, maxRecv: maxRecv, out: out,
 		values: map[verKey]*cofferv1.SecretValue{}, desired: map[string]*cofferv1.Desired{}, wake: make(chan struct{}, 1)}
 }
