@@ -72,19 +72,8 @@ func TestWaitSettled(t *testing.T) {
 	if d := took(time.Hour); d < settleQuiet/2 || d > 5*time.Second {
 		t.Fatalf("WaitSettled right after a push took %v, want about %v", d, settleQuiet)
 	}
-	stop := make(chan struct{})
-	defer close(stop)
 	b.active.touch()
-	go func() {
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(settleQuiet / 5):
-				b.active.touch()
-			}
-		}
-	}()
+	defer keepActive(b)()
 	if d := took(300 * time.Millisecond); d < 250*time.Millisecond || d > 5*time.Second {
 		t.Fatalf("WaitSettled while pushes keep coming took %v, want its bound of 300ms", d)
 	}
@@ -118,21 +107,27 @@ func TestDeferredWaitsForTheFanout(t *testing.T) {
 	// A stream that never drains and acknowledgements that keep coming
 	// delay it by deferMax, not more.
 	s.enqueue(nil, &cofferv1.Desired{ContainerId: "c2"})
-	stop := make(chan struct{})
-	defer close(stop)
+	defer keepActive(b)()
+	if d := took(); d < deferMax*4/5 || d > 5*time.Second {
+		t.Fatalf("deferred while the fan-out never ends took %v, want its bound %v", d, deferMax)
+	}
+}
+
+// keepActive notes a push on b every settleQuiet/5 until the returned
+// function is called.
+func keepActive(b *Broker) (stop func()) {
+	done := make(chan struct{})
 	go func() {
 		for {
 			select {
-			case <-stop:
+			case <-done:
 				return
 			case <-time.After(settleQuiet / 5):
 				b.active.touch()
 			}
 		}
 	}()
-	if d := took(); d < deferMax*4/5 || d > 5*time.Second {
-		t.Fatalf("deferred while the fan-out never ends took %v, want its bound %v", d, deferMax)
-	}
+	return func() { close(done) }
 }
 
 // timed is how long f took.
