@@ -293,6 +293,14 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 		return
 	}
 	c.process = processOf(c.desired, a.GetProcess())
+	if c.ackGen == c.gen {
+		// A repeat of the acknowledgement already counted: it changes
+		// nothing else, and must not count as activity (outbound.go),
+		// or an agent repeating it would hold every delivery record at
+		// deferMax.
+		b.mu.Unlock()
+		return
+	}
 	before := c.applied
 	c.applied = c.desired
 	c.ackGen = c.gen

@@ -113,6 +113,42 @@ func TestDeferredWaitsForTheFanout(t *testing.T) {
 	}
 }
 
+// An acknowledgement repeated for a generation already acknowledged
+// changes nothing: no record, no latency observed again, and it does not
+// count as activity, so an agent repeating its acknowledgements cannot
+// hold the server's delivery records at their bound.
+func TestRepeatedAcknowledgementIsNotActivity(t *testing.T) {
+	r := newRig(t, nil, nil)
+	r.put("app/db", []byte("v1-value"))
+	r.bind(binding("db", "app/db", "app=web"))
+	a := r.dial(r.enroll("node-a", nil, ""))
+	a.report(ctrInfo("c1", web))
+	a.waitFiles("c1", "db=app/db@1")
+	a.mu.Lock()
+	gen := a.desired["c1"].GetGeneration()
+	a.mu.Unlock()
+	a.ack("c1", gen)
+	r.waitHolder("app/db", "c1", func(h Holder) bool { return !h.Pending })
+	r.waitAudit("delivery.apply", 1, nil)
+	last := r.b.active.last.Load()
+
+	for range 50 {
+		a.ack("c1", gen)
+	}
+	// The stream reads in order: once this is in, so are the repeats.
+	ackProcessOnly(a, "c1", gen, proc("db", "app/db", 1, false))
+	r.waitHolder("app/db", "c1", func(h Holder) bool { return h.Process != nil })
+	if now := r.b.active.last.Load(); now != last {
+		t.Fatalf("repeated acknowledgements counted as activity (%v later)", time.Duration(now-last))
+	}
+	if err := r.b.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(r.aud.find("delivery.apply", nil)); n != 1 {
+		t.Fatalf("%d delivery.apply records after repeated acknowledgements, want 1", n)
+	}
+}
+
 // keepActive notes a push on b every settleQuiet/5 until the returned
 // function is called.
 func keepActive(b *Broker) (stop func()) {
