@@ -48,6 +48,9 @@ const (
 type record struct {
 	e *audit.Event
 	d delivery
+	// spooled: the spool holds it (spool.go); set by the spool's flush,
+	// which the drain waits for before it reads it.
+	spooled bool
 }
 
 // delivery is a delivery record (see deliveryEvent).
@@ -74,7 +77,7 @@ type auditShard struct {
 	mu       sync.Mutex
 	below    sync.Cond // signalled as q shrinks under auditQueueMax
 	appended sync.Cond // signalled as done grows
-	q        []record
+	q        []*record
 	busy     bool
 	// queued counts the records ever queued on the shard, done those
 	// appended: the drain takes them in order, so every record queued
@@ -113,20 +116,21 @@ func (b *Broker) deliveryLater(key string, d delivery) {
 
 // queueAudit queues e under key; it never blocks (safe under b.mu).
 func (b *Broker) queueAudit(key string, e audit.Event) {
-	b.queue(key, record{e: &e})
+	b.queue(key, &record{e: &e})
 }
 
 // queueDelivery queues a delivery record under key; it never blocks (safe
 // under b.mu).
 func (b *Broker) queueDelivery(key string, d delivery) {
 	deliveries.WithLabelValues(d.action).Inc()
-	b.queue(key, record{d: d})
+	b.queue(key, &record{d: d})
 }
 
-func (b *Broker) queue(key string, r record) {
+func (b *Broker) queue(key string, r *record) {
 	if b.cfg.Audit == nil {
 		return
 	}
+	b.toSpool(r)
 	s := &b.aq.shards[maphash.String(b.aq.seed, key)%auditShards]
 	s.mu.Lock()
 	s.q = append(s.q, r)
@@ -163,7 +167,7 @@ func (b *Broker) backpressure() {
 }
 
 func (b *Broker) drainAudit(s *auditShard) {
-	var rs []record
+	var rs []*record
 	var es []audit.Event
 	for {
 		s.mu.Lock()
@@ -184,13 +188,15 @@ func (b *Broker) drainAudit(s *auditShard) {
 			s.below.Broadcast()
 		}
 		s.mu.Unlock()
-		b.deferred() // deliveries first (outbound.go)
+		b.spoolFlush() // in the spool before the wait (spool.go)
+		b.deferred()   // deliveries first (outbound.go)
 		es = es[:0]
-		for i := range rs {
-			es = append(es, rs[i].event())
+		for _, r := range rs {
+			es = append(es, r.event())
 		}
+		errs := b.auditAll(es)
+		b.spoolSealed(rs, errs)
 		clear(rs)
-		b.auditAll(es)
 		s.mu.Lock()
 		s.done += uint64(n)
 		s.appended.Broadcast()
@@ -239,22 +245,27 @@ type BatchAuditor interface {
 }
 
 // auditAll appends es in order and logs the records that failed.
-func (b *Broker) auditAll(es []audit.Event) {
+func (b *Broker) auditAll(es []audit.Event) []error {
 	if b.cfg.Audit == nil {
-		return
+		return make([]error, len(es))
 	}
 	ba, ok := b.cfg.Audit.(BatchAuditor)
 	if !ok {
-		for _, e := range es {
-			b.audit(context.Background(), e)
+		errs := make([]error, len(es))
+		for i, e := range es {
+			if _, errs[i] = b.cfg.Audit.Append(context.Background(), e); errs[i] != nil {
+				b.log.Error("audit append failed", "action", e.Action, "err", errs[i])
+			}
 		}
-		return
+		return errs
 	}
-	for i, err := range ba.AppendAll(context.Background(), es) {
+	errs := ba.AppendAll(context.Background(), es)
+	for i, err := range errs {
 		if err != nil {
 			b.log.Error("audit append failed", "action", es[i].Action, "err", err)
 		}
 	}
+	return errs
 }
 
 // AuditPending reports how many delivery records wait to be appended.

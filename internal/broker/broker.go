@@ -63,8 +63,11 @@ type Agents interface {
 type Config struct {
 	Catalog Catalog
 	Audit   Auditor
-	Agents  Agents
-	Logger  *slog.Logger
+	// Spool, if set, keeps the delivery records queued for Audit where a
+	// killed server does not lose them (spool.go).
+	Spool  Spool
+	Agents Agents
+	Logger *slog.Logger
 	// ReportBurst and ReportRate size each agent's token bucket of
 	// container reports (see DefaultReportBurst); zero means the default.
 	ReportBurst int
@@ -100,6 +103,7 @@ type Broker struct {
 	values     map[verKey]secret.Value
 
 	aq      auditQueue    // delivery records on their way to the audit trail
+	sp      spoolState    // of those, the ones not yet in the spool (spool.go)
 	sending sending       // sessions with messages to send (outbound.go)
 	active  activity      // the last push or acknowledgement (outbound.go)
 	inc     incidentState // quarantined hosts, frozen deliveries (incident.go)

@@ -90,6 +90,9 @@ func (s *Service) Sync(stream cofferv1.AgentService_SyncServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	sess := newSession(name, cancel, cofferv1.HasFeature(md.Get(cofferv1.FeaturesKey), cofferv1.FeatureBatch), maxRecv, &b.sending)
+	if b.cfg.Spool != nil {
+		sess.spool = b.spoolFlush
+	}
 	if b.hookBeforeRegister != nil {
 		b.hookBeforeRegister(name)
 	}

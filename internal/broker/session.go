@@ -22,6 +22,9 @@ type session struct {
 	maxRecv int  // the largest message the agent receives, bytes
 
 	out *sending // the broker's count of sessions with something to send (outbound.go)
+	// spool, if set, writes the records queued so far to the broker's
+	// spool; called before each message leaves (spool.go).
+	spool func()
 
 	mu      sync.Mutex
 	values  map[verKey]*cofferv1.SecretValue
@@ -111,7 +114,11 @@ func (s *session) run(ctx context.Context, send func(*cofferv1.ServerMessage) er
 			return ctx.Err()
 		case <-s.wake:
 		}
-		for _, m := range s.messages(s.take()) {
+		ms := s.messages(s.take())
+		if s.spool != nil && len(ms) > 0 {
+			s.spool() // each delivery.send is in the spool before its value leaves
+		}
+		for _, m := range ms {
 			if err := send(m); err != nil {
 				return err
 			}

@@ -1,0 +1,106 @@
+package broker
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"coffer/internal/audit"
+)
+
+// Delivery records are appended to the audit trail after the fact, in
+// batches, once a fan-out has settled (auditq.go, outbound.go): a server
+// killed meanwhile would lose those still queued, among them the
+// delivery.send of a value that has already left. With a Spool (the
+// server's audit.Spool) every queued record is written to the spool's
+// file first, where a killed process leaves it and the next start appends
+// it to the trail:
+//
+//   - a session's sender writes the spool before it hands messages to the
+//     transport, so no value leaves before its delivery.send is there;
+//   - a drain writes it before it waits, so an acknowledgement's record
+//     is there within the time its batch takes to be taken up;
+//   - one write covers every record queued meanwhile (one flush at a time,
+//     the others waiting for it: what they need is in its write).
+//
+// The spool is told which records reached the trail and empties itself
+// once all have.
+
+// Spool is where queued records are kept until they are in the trail;
+// *audit.Spool implements it.
+type Spool interface {
+	Add(es []*audit.Event, now time.Time) ([]bool, error)
+	Sealed(n int)
+}
+
+// spoolState holds the records queued and not yet in the spool.
+type spoolState struct {
+	mu      sync.Mutex
+	pending []*record
+
+	flush    sync.Mutex // one flush at a time
+	failures atomic.Int64
+}
+
+// toSpool notes r for the next flush. It never blocks (safe under b.mu).
+func (b *Broker) toSpool(r *record) {
+	if b.cfg.Spool == nil {
+		return
+	}
+	b.sp.mu.Lock()
+	b.sp.pending = append(b.sp.pending, r)
+	b.sp.mu.Unlock()
+}
+
+// spoolFlush writes every record queued so far to the spool, and returns
+// once they are written (or the write failed), whoever wrote them. Callers
+// must not hold b.mu.
+func (b *Broker) spoolFlush() {
+	if b.cfg.Spool == nil {
+		return
+	}
+	b.sp.flush.Lock()
+	defer b.sp.flush.Unlock()
+	b.sp.mu.Lock()
+	rs := b.sp.pending
+	b.sp.pending = nil
+	b.sp.mu.Unlock()
+	if len(rs) == 0 {
+		return
+	}
+	es := make([]*audit.Event, len(rs))
+	for i, r := range rs {
+		if r.e == nil {
+			e := r.event()
+			r.e = &e
+		}
+		es[i] = r.e
+	}
+	ok, err := b.cfg.Spool.Add(es, time.Now())
+	for i, r := range rs {
+		r.spooled = ok[i]
+	}
+	if err != nil && b.sp.failures.Add(1)%1000 == 1 { // the first, then one in a thousand
+		b.log.Error("audit spool: records not kept against a kill (they are still appended to the trail)", "records", len(rs), "err", err)
+	}
+}
+
+// spoolSealed tells the spool how many of rs, whose appends returned errs,
+// it held and are now in the trail.
+func (b *Broker) spoolSealed(rs []*record, errs []error) {
+	if b.cfg.Spool == nil {
+		return
+	}
+	n := 0
+	for i, r := range rs {
+		// A record the trail refuses as invalid will never be in it: it
+		// must not keep the spool from emptying either.
+		if r.spooled && (errs[i] == nil || errors.Is(errs[i], audit.ErrInvalidEvent)) {
+			n++
+		}
+	}
+	if n > 0 {
+		b.cfg.Spool.Sealed(n)
+	}
+}

@@ -1,0 +1,125 @@
+package broker
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"time"
+
+	"coffer/internal/audit"
+)
+
+// fakeSpool records what is spooled; while hold is set, Add waits for it
+// to be closed.
+type fakeSpool struct {
+	mu     sync.Mutex
+	hold   chan struct{}
+	added  []audit.Event
+	sealed int
+}
+
+func (s *fakeSpool) Add(es []*audit.Event, now time.Time) ([]bool, error) {
+	s.mu.Lock()
+	hold := s.hold
+	s.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ok := make([]bool, len(es))
+	for i, e := range es {
+		if e.Time.IsZero() {
+			e.Time = now
+		}
+		s.added = append(s.added, *e)
+		ok[i] = true
+	}
+	return ok, nil
+}
+
+func (s *fakeSpool) Sealed(n int) {
+	s.mu.Lock()
+	s.sealed += n
+	s.mu.Unlock()
+}
+
+func (s *fakeSpool) find(action, version string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.added {
+		if e.Action == action && e.Details["version"] == version {
+			return true
+		}
+	}
+	return false
+}
+
+// No value leaves before its delivery.send record is in the spool; every
+// record queued for the trail goes through the spool, with the time it
+// was spooled kept in the trail, and the spool is told of each one that
+// reached the trail.
+func TestValueLeavesOnlyOnceSpooled(t *testing.T) {
+	sp := &fakeSpool{}
+	r := newRig(t, func(c *Config) { c.Spool = sp }, nil)
+	r.put("app/db", []byte("v1-value"))
+	r.bind(binding("db", "app/db", "app=web"))
+	a := r.dial(r.enroll("node-a", nil, ""))
+	a.report(ctrInfo("c1", web))
+	a.waitFiles("c1", "db=app/db@1")
+	if !sp.find("delivery.send", "1") {
+		t.Fatal("version 1 reached the agent with no delivery.send in the spool")
+	}
+
+	// While the spool's write does not return, the rotation does not
+	// leave.
+	hold := make(chan struct{})
+	sp.mu.Lock()
+	sp.hold = hold
+	sp.mu.Unlock()
+	r.put("app/db", []byte("v2-value"))
+	time.Sleep(300 * time.Millisecond)
+	if files, _ := a.files("c1"); files["db"] != "app/db@1" {
+		t.Fatalf("the rotation reached the agent before its record was spooled: %v", files)
+	}
+	sp.mu.Lock()
+	sp.hold = nil
+	sp.mu.Unlock()
+	close(hold)
+	a.waitFiles("c1", "db=app/db@2")
+	if !sp.find("delivery.send", "2") {
+		t.Fatal("no delivery.send of version 2 in the spool")
+	}
+
+	a.mu.Lock()
+	gen := a.desired["c1"].GetGeneration()
+	a.mu.Unlock()
+	a.ack("c1", gen)
+	r.waitAudit("delivery.apply", 1, nil)
+	if err := r.b.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	sp.mu.Lock()
+	added, sealed := len(sp.added), sp.sealed
+	spooled := map[string]time.Time{}
+	for _, e := range sp.added {
+		spooled[e.Action+"@"+e.Details["version"]] = e.Time
+	}
+	sp.mu.Unlock()
+	recs := append(r.aud.find("delivery.send", nil), r.aud.find("delivery.apply", nil)...)
+	if len(recs) != added || sealed != added {
+		t.Fatalf("%d records in the trail, %d spooled, %d told sealed: want all the same", len(recs), added, sealed)
+	}
+	for _, e := range recs {
+		if at, ok := spooled[e.Action+"@"+e.Details["version"]]; !ok || !at.Equal(e.Time) {
+			t.Fatalf("record %s v%s at %v in the trail, spooled at %v (%v)", e.Action, e.Details["version"], e.Time, at, ok)
+		}
+	}
+	for _, e := range sp.added {
+		for _, v := range e.Details {
+			if bytes.Contains([]byte(v), []byte("value")) {
+				t.Fatalf("a spooled record holds a value: %+v", e)
+			}
+		}
+	}
+}
