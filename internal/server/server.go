@@ -44,6 +44,7 @@ type Server struct {
 	st     store.Backend
 	ring   *seal.Ring // the master key (and previous ones during a rewrap)
 	audit  *audit.Log
+	spool  *audit.Spool
 	http   *http.Server
 	ln     net.Listener
 	grpc   *grpc.Server
@@ -68,6 +69,9 @@ type Server struct {
 const (
 	storeFile = "coffer.db"
 	auditFile = "audit.log"
+	// spoolFile keeps the delivery records queued for the trail against
+	// a kill of the server (audit.Spool).
+	spoolFile = "audit.spool"
 	tokenFile = "admin.token"
 
 	serverCertTTL = 90 * 24 * time.Hour
@@ -244,6 +248,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit trail: %w", err)
 	}
+	// Records a killed server had queued and not appended are appended
+	// now, before anything else is recorded.
+	var recovered int
+	if s.spool, recovered, err = audit.OpenSpool(ctx, filepath.Join(cfg.DataDir, spoolFile), s.audit); err != nil {
+		return nil, err
+	} else if recovered > 0 {
+		log.Warn("audit: appended records the previous run had queued and not appended (it was killed)", "records", recovered)
+	}
 	tokenPath := filepath.Join(cfg.DataDir, tokenFile)
 	if made, err := tokens.Bootstrap(ctx, tokenPath); err != nil {
 		return nil, err
@@ -255,7 +267,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	s.leases = lm
-	bcfg := broker.Config{Catalog: cat, Audit: s.audit, Agents: fl, Logger: log}
+	bcfg := broker.Config{Catalog: cat, Audit: s.audit, Spool: s.spool, Agents: fl, Logger: log}
 	kubeRC, err := kubeConfig(cfg.Kubernetes)
 	if err != nil {
 		return nil, err
@@ -454,6 +466,9 @@ func (s *Server) close() {
 	}
 	if s.stopAnchor != nil {
 		close(s.stopAnchor)
+	}
+	if s.spool != nil {
+		s.spool.Close()
 	}
 	if s.audit != nil {
 		s.audit.Close()

@@ -116,10 +116,10 @@ func TestKilledServerMidRotation(t *testing.T) {
 	if c.serverOf(a) == victim {
 		t.Fatal("agent still on the killed server")
 	}
-	// Delivery records still queued on the killed server are lost with
-	// it; the server the agent failed over to records what the container
-	// holds again (delivery.apply: it had not seen the container), so the
-	// chain of custody has it, and the last version.
+	// While the killed server is down its records are missing; the server
+	// the agent failed over to records what the container holds again
+	// (delivery.apply: it had not seen the container), so the chain of
+	// custody has it, and the last version.
 	now := c.serverOf(a)
 	waitFor(t, 5*time.Second, "the new server's delivery records", func() bool {
 		// Exit 1: the killed server's records are missing, and said so.
@@ -138,6 +138,30 @@ func TestKilledServerMidRotation(t *testing.T) {
 		}
 		return reapplied && last
 	})
+
+	// Restarted, the killed server appends the records it had queued and
+	// not appended (its spool): the trails are whole again, and every
+	// version the container ever held has its delivery.send, whichever
+	// server sent it.
+	c.start(victim)
+	var evs []audit.Event
+	waitFor(t, 10*time.Second, "every server's records", func() bool {
+		out, _, code := c.cli(now, "audit", "ls", "--secret", "app/db", "--action", "delivery.send", "-o", "json")
+		evs = nil
+		return code == 0 && json.Unmarshal([]byte(out), &evs) == nil
+	})
+	sent := map[string]bool{}
+	for _, e := range evs {
+		sent[e.Details["container_id"]+"/app/db@"+e.Details["version"]] = true
+	}
+	for _, h := range a.everHeld() {
+		if !sent[h] {
+			t.Errorf("%s was held, but no server recorded sending it (%d delivery.send records)", h, len(evs))
+		}
+	}
+	if _, errOut, code := c.cli(victim, "audit", "verify"); code != 0 {
+		t.Fatalf("audit verify after the restart: exit %d: %s", code, errOut)
+	}
 }
 
 // A server restarted with an empty data dir rejoins from etcd alone: it

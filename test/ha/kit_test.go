@@ -13,10 +13,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,6 +164,16 @@ type simAgent struct {
 	name string
 	rt   *fake.Runtime
 	d    *memory.Deliverer
+
+	mu   sync.Mutex
+	held map[string]bool // "container/secret@version" of every file ever applied
+}
+
+// everHeld lists every "container/secret@version" the agent applied.
+func (a *simAgent) everHeld() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Sorted(maps.Keys(a.held))
 }
 
 // startAgent enrolls an agent through server enrollVia and runs it
@@ -178,7 +191,15 @@ func (c *cluster) startAgent(name string, enrollVia int, servers string) *simAge
 		cancel()
 		c.t.Fatal(err)
 	}
-	a := &simAgent{name: name, rt: fake.New(), d: memory.New(memory.Config{})}
+	a := &simAgent{name: name, rt: fake.New(), held: map[string]bool{}}
+	a.d = memory.New(memory.Config{OnApply: func(id string, files []secret.File) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		for _, f := range files {
+			a.held[fmt.Sprintf("%s/%s@%d", id, f.Secret, f.Version)] = true
+			f.Value.Zero()
+		}
+	}})
 	a.Agent = agent.New(agent.Config{Server: servers, CAPEM: c.caPEM, Cert: cert, StateDir: stateDir, Runtime: a.rt, Deliverer: a.d})
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()
