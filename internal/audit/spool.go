@@ -18,17 +18,22 @@ import (
 // A Spool keeps records on their way to a Log where a killed process does
 // not lose them. Records that a caller queues to append later (the
 // broker's delivery records, appended in batches once a fan-out has
-// settled) are first written to the spool's file with write(2), which
-// puts them in the kernel's page cache: a SIGKILL, or a crash of the
-// process, leaves them there. Once every record written to the spool is
-// in the Log, the file is truncated.
+// settled) are first written to the spool with write(2), which puts them
+// in the kernel's page cache: a SIGKILL, or a crash of the process, leaves
+// them there.
+//
+// The spool is two files, path and path.1, written in turn: once the one
+// being written holds spoolRotate bytes, the next records go to the other
+// (if it is empty), and each file is emptied once every record written to
+// it is in the Log. So a steady flow of records, which never leaves the
+// spool without one on its way, keeps it to about two files' size.
 //
 // The next OpenSpool (at the next start) appends to the Log every record
-// left in the file that the Log does not hold (those the process queued
+// left in either file that the Log does not hold (those the process queued
 // but did not append before it died), marked Details["recovered"] =
-// "spool", with the time it was spooled, and then truncates the file.
-// A record is matched to the Log's by its time (set when it is spooled,
-// to the nanosecond) and its content.
+// "spool", with the time it was spooled, and then empties both. A record
+// is matched to the Log's by its time (set when it is spooled, to the
+// nanosecond) and its content.
 //
 // The spool is not fsynced: a power loss can lose what the page cache had
 // not written back, as it can the Log's records still lingering for their
@@ -37,55 +42,74 @@ import (
 // handed to the transport): the trail then says a little more happened
 // than did, never less.
 type Spool struct {
-	path string
-
 	mu      sync.Mutex
-	f       *os.File
+	files   [2]*spoolFile
+	gen     uint64 // generation of the file being written: files[gen%2]
 	buf     []byte
 	scratch []detail
-	written int // records written since the file was last truncated
-	sealed  int // of those, appended to the Log
 	failed  error
 }
+
+// spoolFile is one of a Spool's files.
+type spoolFile struct {
+	path    string
+	f       *os.File
+	size    int64
+	written int // records written since it was last emptied
+	sealed  int // of those, appended to the Log
+}
+
+// spoolRotate is the size at which a Spool moves on to its other file.
+const spoolRotate = 4 << 20
 
 // SpoolRecovered is the detail that marks a record appended from a spool.
 const SpoolRecovered = "recovered"
 
-// OpenSpool opens (creating it, mode 0600) the spool at path, appends to
+// OpenSpool opens (creating them, mode 0600) the spool at path, appends to
 // l the records a previous process left in it that l does not hold, and
 // returns the spool, emptied, and how many records it recovered (one the
 // Log refuses as invalid is dropped: it could never be appended). A torn
 // last line (a write cut short) is ignored; a file that cannot be read as
 // a spool is refused, and left as it is.
 func OpenSpool(ctx context.Context, path string, l *Log) (*Spool, int, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, 0, fmt.Errorf("audit spool: %w", err)
+	s := &Spool{}
+	for i, p := range []string{path, path + ".1"} {
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			s.closeFiles()
+			return nil, 0, fmt.Errorf("audit spool: %w", err)
+		}
+		s.files[i] = &spoolFile{path: p, f: f}
 	}
-	s := &Spool{path: path, f: f}
 	n, err := s.recover(ctx, l)
 	if err != nil {
-		f.Close()
+		s.closeFiles()
 		return nil, 0, fmt.Errorf("audit spool %s: %w", path, err)
 	}
 	return s, n, nil
 }
 
 func (s *Spool) recover(ctx context.Context, l *Log) (int, error) {
-	if fi, err := s.f.Stat(); err != nil {
-		return 0, err
-	} else if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return 0, fmt.Errorf("mode %04o: others may read it; want 0600 (chmod 600 it)", perm)
-	}
-	if _, err := s.f.Seek(0, io.SeekStart); err != nil {
-		return 0, err
-	}
-	es, err := ParseSpool(s.f)
-	if err != nil {
-		return 0, err
+	var es []Event
+	for _, sf := range s.files {
+		fi, err := sf.f.Stat()
+		if err != nil {
+			return 0, err
+		}
+		if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+			return 0, fmt.Errorf("%s: mode %04o: others may read it; want 0600 (chmod 600 it)", sf.path, perm)
+		}
+		if _, err := sf.f.Seek(0, io.SeekStart); err != nil {
+			return 0, err
+		}
+		got, err := ParseSpool(sf.f)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", sf.path, err)
+		}
+		es = append(es, got...)
 	}
 	if len(es) == 0 {
-		return 0, s.truncate()
+		return 0, s.emptyAll()
 	}
 	since := es[0].Time
 	for _, e := range es {
@@ -121,7 +145,16 @@ func (s *Spool) recover(ctx context.Context, l *Log) (int, error) {
 			return 0, fmt.Errorf("appending record %d of %d left from before: %w", i+1, len(missing), err)
 		}
 	}
-	return n, s.truncate()
+	return n, s.emptyAll()
+}
+
+func (s *Spool) emptyAll() error {
+	for _, sf := range s.files {
+		if err := sf.empty(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // spoolKey identifies a record by what the spool wrote of it.
@@ -147,17 +180,18 @@ func spoolKey(e *Event) string {
 }
 
 // Add writes es to the spool in one write, each with its time set (now,
-// if it has none) as the Log will record it. A record that cannot be
-// encoded is skipped, and reported in the error with the rest; a failed
-// write fails every later Add too (the records stay the caller's to
-// append, without the spool's protection). ok reports, for each record,
-// whether the spool holds it.
-func (s *Spool) Add(es []*Event, now time.Time) (ok []bool, err error) {
+// if it has none) as the Log will record it, and returns the generation
+// they were written to, for Sealed. A record that cannot be encoded is
+// skipped, and reported in the error with the rest; a failed write fails
+// every later Add too (the records stay the caller's to append, without
+// the spool's protection). ok reports, for each record, whether the spool
+// holds it.
+func (s *Spool) Add(es []*Event, now time.Time) (ok []bool, gen uint64, err error) {
 	ok = make([]bool, len(es))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failed != nil {
-		return ok, s.failed
+		return ok, 0, s.failed
 	}
 	buf := s.buf[:0]
 	var errs []error
@@ -183,45 +217,65 @@ func (s *Spool) Add(es []*Event, now time.Time) (ok []bool, err error) {
 		n++
 	}
 	if n > 0 {
-		if _, err := s.f.Write(buf); err != nil {
-			s.failed = fmt.Errorf("audit spool %s: write: %w", s.path, err)
+		if cur, next := s.files[s.gen%2], s.files[(s.gen+1)%2]; cur.size >= spoolRotate && next.written == 0 {
+			s.gen++ // next is empty: all it held is in the Log
+		}
+		sf := s.files[s.gen%2]
+		if _, err := sf.f.Write(buf); err != nil {
+			s.failed = fmt.Errorf("audit spool %s: write: %w", sf.path, err)
 			clear(ok)
 			errs = append(errs, s.failed)
 		} else {
-			s.written += n
+			sf.written += n
+			sf.size += int64(len(buf))
 		}
 	}
 	if cap(buf) <= maxKeptBuffer {
 		s.buf = buf[:0]
 	}
-	return ok, errors.Join(errs...)
+	return ok, s.gen, errors.Join(errs...)
 }
 
-// Sealed notes that n records the spool holds are now in the Log; once all
-// it holds are, the file is truncated.
-func (s *Spool) Sealed(n int) {
+// Sealed notes that n records Add wrote to generation gen are now in the
+// Log; once all its file holds are, the file is emptied.
+func (s *Spool) Sealed(gen uint64, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.sealed += n
-	if s.sealed < s.written || s.failed != nil {
+	if gen > s.gen || gen+1 < s.gen || s.failed != nil {
+		return // not a generation a file holds
+	}
+	sf := s.files[gen%2]
+	sf.sealed += n
+	if sf.sealed < sf.written {
 		return
 	}
-	if err := s.truncate(); err != nil {
-		s.failed = fmt.Errorf("audit spool %s: truncate: %w", s.path, err)
+	if err := sf.empty(); err != nil {
+		s.failed = fmt.Errorf("audit spool %s: truncate: %w", sf.path, err)
 	}
 }
 
-// truncate empties the file. Called with s.mu held, or before s is shared.
-func (s *Spool) truncate() error {
-	s.written, s.sealed = 0, 0
-	return s.f.Truncate(0)
+// empty truncates the file. Called with the Spool's mu held, or before it
+// is shared.
+func (sf *spoolFile) empty() error {
+	sf.written, sf.sealed, sf.size = 0, 0, 0
+	return sf.f.Truncate(0)
 }
 
-// Close closes the file, leaving in it what is not in the Log yet.
+// Close closes the files, leaving in them what is not in the Log yet.
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.f.Close()
+	return s.closeFiles()
+}
+
+func (s *Spool) closeFiles() error {
+	var errs []error
+	for _, sf := range s.files {
+		if sf != nil {
+			errs = append(errs, sf.f.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ParseSpool reads the records of a spool file: one JSON record per line.

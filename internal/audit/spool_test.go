@@ -34,7 +34,7 @@ func TestSpoolRecoversWhatTheLogLacks(t *testing.T) {
 	}
 	es := spoolEvents(3)
 	spooledAt := time.Date(2026, 12, 2, 6, 0, 0, 123456789, time.UTC)
-	if ok, err := s.Add(es, spooledAt); err != nil || !ok[0] || !ok[1] || !ok[2] {
+	if ok, _, err := s.Add(es, spooledAt); err != nil || !ok[0] || !ok[1] || !ok[2] {
 		t.Fatalf("Add: %v %v", ok, err)
 	}
 	// The process appended the second record, and was killed: the file
@@ -71,8 +71,10 @@ func TestSpoolRecoversWhatTheLogLacks(t *testing.T) {
 			t.Fatalf("record %d marked recovered: %v", i, recovered)
 		}
 	}
-	if fi, err := os.Stat(spoolPath); err != nil || fi.Size() != 0 {
-		t.Fatalf("spool after recovery: %v, %v", fi, err)
+	for _, p := range []string{spoolPath, spoolPath + ".1"} {
+		if fi, err := os.Stat(p); err != nil || fi.Size() != 0 {
+			t.Fatalf("spool after recovery: %v, %v", fi, err)
+		}
 	}
 	if _, err := verifyFile(t, logPath, nil); err != nil {
 		t.Fatal(err)
@@ -93,8 +95,10 @@ func TestSpoolRecoversWhatTheLogLacks(t *testing.T) {
 	s2.Close()
 }
 
-// The spool empties itself once every record it holds is in the Log.
-func TestSpoolTruncatesOnceAllAreSealed(t *testing.T) {
+// Each of the spool's files empties itself once every record written to
+// it is in the Log; past spoolRotate bytes the spool moves on to its other
+// file if that one is empty, so a flow that never stops keeps it small.
+func TestSpoolEmptiesAndRotates(t *testing.T) {
 	l, path := openTemp(t)
 	spoolPath := filepath.Join(filepath.Dir(path), "audit.spool")
 	s, _, err := OpenSpool(t.Context(), spoolPath, l)
@@ -102,37 +106,73 @@ func TestSpoolTruncatesOnceAllAreSealed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	size := func() int64 {
-		fi, err := os.Stat(spoolPath)
+	size := func(p string) int64 {
+		fi, err := os.Stat(p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return fi.Size()
 	}
-	if _, err := s.Add(spoolEvents(2), time.Now()); err != nil {
-		t.Fatal(err)
+	add := func(es []*Event) uint64 {
+		t.Helper()
+		_, gen, err := s.Add(es, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return gen
 	}
-	if _, err := s.Add(spoolEvents(1), time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	s.Sealed(2)
-	if size() == 0 {
+	g := add(spoolEvents(2))
+	add(spoolEvents(1))
+	s.Sealed(g, 2)
+	if size(spoolPath) == 0 {
 		t.Fatal("spool emptied with a record not yet in the Log")
 	}
-	s.Sealed(1)
-	if size() != 0 {
-		t.Fatalf("spool holds %d bytes once all its records are in the Log", size())
+	s.Sealed(g, 1)
+	if size(spoolPath) != 0 {
+		t.Fatalf("spool holds %d bytes once all its records are in the Log", size(spoolPath))
 	}
+
 	// A record the spool could not encode is not counted as held.
 	bad := &Event{Actor: "agent:a", Action: "delivery.send", Result: ResultOK, Details: map[string]string{"x": strings.Repeat("y", MaxRecordSize)}}
-	ok, err := s.Add([]*Event{bad, spoolEvents(1)[0]}, time.Now())
+	ok, g, err := s.Add([]*Event{bad, spoolEvents(1)[0]}, time.Now())
 	if err == nil || ok[0] || !ok[1] {
 		t.Fatalf("Add of an oversized record: %v, %v", ok, err)
 	}
-	s.Sealed(1)
-	if size() != 0 {
+	s.Sealed(g, 1)
+	if size(spoolPath) != 0 {
 		t.Fatal("spool not emptied once the record it held was sealed")
 	}
+
+	// A steady flow: one record always on its way.
+	big := spoolEvents(1)[0]
+	big.Details["pad"] = strings.Repeat("p", 60<<10)
+	var gens []uint64
+	for range spoolRotate/(60<<10) + 2 {
+		e := *big
+		e.Time = time.Time{}
+		gens = append(gens, add([]*Event{&e}))
+	}
+	first, last := gens[0], gens[len(gens)-1]
+	if last != first+1 {
+		t.Fatalf("generations %d..%d over %d bytes, want the next one once past %d", first, last, len(gens)*(60<<10), spoolRotate)
+	}
+	for _, g := range gens {
+		if g == first {
+			s.Sealed(g, 1)
+		}
+	}
+	if size(spoolPath) != 0 && size(spoolPath+".1") != 0 {
+		t.Fatal("the full file was not emptied once its records were in the Log")
+	}
+	for _, g := range gens {
+		if g == last {
+			s.Sealed(g, 1)
+		}
+	}
+	if size(spoolPath) != 0 || size(spoolPath+".1") != 0 {
+		t.Fatalf("spool files hold %d and %d bytes once all are in the Log", size(spoolPath), size(spoolPath+".1"))
+	}
+	s.Sealed(first, 1) // a generation no file holds: ignored
 }
 
 // A torn last line (a write cut short) is ignored; a file that is not a

@@ -48,9 +48,11 @@ const (
 type record struct {
 	e *audit.Event
 	d delivery
-	// spooled: the spool holds it (spool.go); set by the spool's flush,
-	// which the drain waits for before it reads it.
-	spooled bool
+	// spooled: the spool holds it, in generation spoolGen (spool.go);
+	// set by the spool's flush, which the drain waits for before it
+	// reads them.
+	spooled  bool
+	spoolGen uint64
 }
 
 // delivery is a delivery record (see deliveryEvent).

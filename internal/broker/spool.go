@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,8 +31,11 @@ import (
 // Spool is where queued records are kept until they are in the trail;
 // *audit.Spool implements it.
 type Spool interface {
-	Add(es []*audit.Event, now time.Time) ([]bool, error)
-	Sealed(n int)
+	// Add writes es and returns, for each, whether it holds it, and the
+	// generation it was written to.
+	Add(es []*audit.Event, now time.Time) (ok []bool, gen uint64, err error)
+	// Sealed notes that n records of generation gen are in the trail.
+	Sealed(gen uint64, n int)
 }
 
 // spoolState holds the records queued and not yet in the spool.
@@ -77,9 +81,9 @@ func (b *Broker) spoolFlush() {
 		}
 		es[i] = r.e
 	}
-	ok, err := b.cfg.Spool.Add(es, time.Now())
+	ok, gen, err := b.cfg.Spool.Add(es, time.Now())
 	for i, r := range rs {
-		r.spooled = ok[i]
+		r.spooled, r.spoolGen = ok[i], gen
 	}
 	if err != nil && b.sp.failures.Add(1)%1000 == 1 { // the first, then one in a thousand
 		b.log.Error("audit spool: records not kept against a kill (they are still appended to the trail)", "records", len(rs), "err", err)
@@ -92,15 +96,22 @@ func (b *Broker) spoolSealed(rs []*record, errs []error) {
 	if b.cfg.Spool == nil {
 		return
 	}
-	n := 0
+	var gens []uint64
+	var ns []int
 	for i, r := range rs {
 		// A record the trail refuses as invalid will never be in it: it
 		// must not keep the spool from emptying either.
-		if r.spooled && (errs[i] == nil || errors.Is(errs[i], audit.ErrInvalidEvent)) {
-			n++
+		if !r.spooled || errs[i] != nil && !errors.Is(errs[i], audit.ErrInvalidEvent) {
+			continue
 		}
+		j := slices.Index(gens, r.spoolGen)
+		if j < 0 {
+			gens, ns = append(gens, r.spoolGen), append(ns, 0)
+			j = len(gens) - 1
+		}
+		ns[j]++
 	}
-	if n > 0 {
-		b.cfg.Spool.Sealed(n)
+	for j, g := range gens {
+		b.cfg.Spool.Sealed(g, ns[j])
 	}
 }

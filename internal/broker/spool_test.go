@@ -18,7 +18,7 @@ type fakeSpool struct {
 	sealed int
 }
 
-func (s *fakeSpool) Add(es []*audit.Event, now time.Time) ([]bool, error) {
+func (s *fakeSpool) Add(es []*audit.Event, now time.Time) ([]bool, uint64, error) {
 	s.mu.Lock()
 	hold := s.hold
 	s.mu.Unlock()
@@ -35,10 +35,13 @@ func (s *fakeSpool) Add(es []*audit.Event, now time.Time) ([]bool, error) {
 		s.added = append(s.added, *e)
 		ok[i] = true
 	}
-	return ok, nil
+	return ok, 7, nil
 }
 
-func (s *fakeSpool) Sealed(n int) {
+func (s *fakeSpool) Sealed(gen uint64, n int) {
+	if gen != 7 {
+		panic("sealed a generation never given")
+	}
 	s.mu.Lock()
 	s.sealed += n
 	s.mu.Unlock()
