@@ -20,10 +20,12 @@ import (
 //
 //   - a session's sender writes the spool before it hands messages to the
 //     transport, so no value leaves before its delivery.send is there;
-//   - a drain writes it before it waits, so an acknowledgement's record
-//     is there within the time its batch takes to be taken up;
+//   - a writer goroutine, started when a record is queued and running
+//     while any waits, writes it moments after (an acknowledgement's
+//     record is there while the drains still wait for the fan-out);
 //   - one write covers every record queued meanwhile (one flush at a time,
-//     the others waiting for it: what they need is in its write).
+//     the others waiting for it: what they need is in its write), and a
+//     drain flushes too before it reads what the flush set.
 //
 // The spool is told which records reached the trail and empties itself
 // once all have.
@@ -42,6 +44,7 @@ type Spool interface {
 type spoolState struct {
 	mu      sync.Mutex
 	pending []*record
+	writing bool // a spoolWriter runs
 
 	flush    sync.Mutex // one flush at a time
 	failures atomic.Int64
@@ -54,7 +57,29 @@ func (b *Broker) toSpool(r *record) {
 	}
 	b.sp.mu.Lock()
 	b.sp.pending = append(b.sp.pending, r)
+	start := !b.sp.writing
+	b.sp.writing = true
 	b.sp.mu.Unlock()
+	if start {
+		go b.spoolWriter()
+	}
+}
+
+// spoolWriter flushes until nothing is pending, so that a record reaches
+// the spool moments after it was queued even when no sender or drain
+// flushes (an acknowledgement's record while the drains wait for the
+// fan-out). It runs only while there is something to write.
+func (b *Broker) spoolWriter() {
+	for {
+		b.spoolFlush()
+		b.sp.mu.Lock()
+		if len(b.sp.pending) == 0 {
+			b.sp.writing = false
+			b.sp.mu.Unlock()
+			return
+		}
+		b.sp.mu.Unlock()
+	}
 }
 
 // spoolFlush writes every record queued so far to the spool, and returns
