@@ -53,6 +53,7 @@ type record struct {
 	// reads them.
 	spooled  bool
 	spoolGen uint64
+	at       time.Time // a delivery record's time, as the spool wrote it
 }
 
 // delivery is a delivery record (see deliveryEvent).
@@ -72,6 +73,7 @@ func (r *record) event() audit.Event {
 		e.Result = audit.ResultError
 		e.Details["error"] = r.d.err
 	}
+	e.Time = r.at // when it was spooled (zero: the trail's time)
 	return e
 }
 
