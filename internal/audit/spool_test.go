@@ -9,6 +9,17 @@ import (
 	"time"
 )
 
+// reopen opens the Log at path, closed when the test ends.
+func reopen(t *testing.T, path string) *Log {
+	t.Helper()
+	l, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
 func spoolEvents(n int) []*Event {
 	es := make([]*Event, n)
 	for i := range es {
@@ -45,11 +56,7 @@ func TestSpoolRecoversWhatTheLogLacks(t *testing.T) {
 	l.Close()
 	s.Close()
 
-	l, err = Open(logPath, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l = reopen(t, logPath)
 	s, n, err = OpenSpool(t.Context(), spoolPath, l)
 	if err != nil || n != 2 {
 		t.Fatalf("OpenSpool after a kill: recovered %d, %v; want 2", n, err)
@@ -83,11 +90,7 @@ func TestSpoolRecoversWhatTheLogLacks(t *testing.T) {
 	// Nothing is appended twice: a third open finds nothing.
 	l.Close()
 	s.Close()
-	l, err = Open(logPath, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
+	l = reopen(t, logPath)
 	s2, n, err := OpenSpool(t.Context(), spoolPath, l)
 	if err != nil || n != 0 {
 		t.Fatalf("OpenSpool again: recovered %d, %v", n, err)

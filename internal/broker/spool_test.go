@@ -94,9 +94,7 @@ func TestValueLeavesOnlyOnceSpooled(t *testing.T) {
 		t.Fatal("no delivery.send of version 2 in the spool")
 	}
 
-	a.mu.Lock()
-	gen := a.desired["c1"].GetGeneration()
-	a.mu.Unlock()
+	gen := a.generation("c1")
 	a.ack("c1", gen)
 	r.waitAudit("delivery.apply", 1, nil)
 	if err := r.b.Close(t.Context()); err != nil {
