@@ -50,6 +50,7 @@ type Anchor interface {
 const (
 	recordMACDomain = "coffer/audit/record/v1\n"
 	markMACDomain   = "coffer/audit/mark/v1\n"
+	spoolMACDomain  = "coffer/audit/spool/v1\n"
 )
 
 // recordMAC is the hex HMAC-SHA-256 of a record's hash. The hash covers the

@@ -4,9 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"slices"
@@ -35,6 +39,11 @@ import (
 // is matched to the Log's by its time (set when it is spooled, to the
 // nanosecond) and its content.
 //
+// With an audit key (a Log with an Anchor) each line carries the
+// HMAC-SHA-256 of its record under that key, as the trail's records do, and
+// a line whose MAC fails is refused: whoever can write the data dir but not
+// read the store cannot have a record of their own making appended.
+//
 // The spool is not fsynced: a power loss can lose what the page cache had
 // not written back, as it can the Log's records still lingering for their
 // group commit. A record may describe something the killed process was
@@ -43,6 +52,7 @@ import (
 // than did, never less.
 type Spool struct {
 	mu      sync.Mutex
+	mac     hash.Hash // HMAC-SHA-256 under the trail's audit key; nil without one
 	files   [2]*spoolFile
 	gen     uint64 // generation of the file being written: files[gen%2]
 	buf     []byte
@@ -73,6 +83,9 @@ const SpoolRecovered = "recovered"
 // a spool is refused, and left as it is.
 func OpenSpool(ctx context.Context, path string, l *Log) (*Spool, int, error) {
 	s := &Spool{}
+	if l.key != nil {
+		s.mac = hmac.New(sha256.New, l.key)
+	}
 	for i, p := range []string{path, path + ".1"} {
 		f, err := os.OpenFile(p, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
@@ -102,7 +115,7 @@ func (s *Spool) recover(ctx context.Context, l *Log) (int, error) {
 		if _, err := sf.f.Seek(0, io.SeekStart); err != nil {
 			return 0, err
 		}
-		got, err := ParseSpool(sf.f)
+		got, err := parseSpool(sf.f, s.mac)
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", sf.path, err)
 		}
@@ -212,6 +225,10 @@ func (s *Spool) Add(es []*Event, now time.Time) (ok []bool, gen uint64, err erro
 			errs = append(errs, err)
 			continue
 		}
+		if s.mac != nil {
+			buf = append(buf, '\t')
+			buf = hex.AppendEncode(buf, spoolLineMAC(s.mac, buf[start:len(buf)-1]))
+		}
 		buf = append(buf, '\n')
 		ok[i] = true
 		n++
@@ -278,10 +295,23 @@ func (s *Spool) closeFiles() error {
 	return errors.Join(errs...)
 }
 
-// ParseSpool reads the records of a spool file: one JSON record per line.
-// A last line without its newline (a write cut short) is ignored; any
-// other line that is not a record is an error naming it.
-func ParseSpool(r io.Reader) ([]Event, error) {
+// spoolLineMAC is the HMAC under m's key of a spooled record's encoding.
+func spoolLineMAC(m hash.Hash, record []byte) []byte {
+	m.Reset()
+	m.Write([]byte(spoolMACDomain))
+	m.Write(record)
+	return m.Sum(nil)
+}
+
+// ParseSpool reads the records of a spool file written without an audit
+// key: one JSON record per line. A last line without its newline (a write
+// cut short) is ignored; any other line that is not a record is an error
+// naming it.
+func ParseSpool(r io.Reader) ([]Event, error) { return parseSpool(r, nil) }
+
+// parseSpool is ParseSpool; with mac, every line must end in a tab and
+// the hex MAC of the record before it.
+func parseSpool(r io.Reader, mac hash.Hash) ([]Event, error) {
 	br := bufio.NewReaderSize(r, 1<<16)
 	var out []Event
 	for n := 1; ; n++ {
@@ -289,12 +319,12 @@ func ParseSpool(r io.Reader) ([]Event, error) {
 		if errors.Is(err, bufio.ErrBufferFull) {
 			var long []byte
 			long = append(long, line...)
-			for errors.Is(err, bufio.ErrBufferFull) && len(long) <= MaxRecordSize+1 {
+			for errors.Is(err, bufio.ErrBufferFull) && len(long) <= 2*MaxRecordSize {
 				line, err = br.ReadSlice('\n')
 				long = append(long, line...)
 			}
-			if len(long) > MaxRecordSize+1 {
-				return nil, fmt.Errorf("line %d: longer than %d bytes", n, MaxRecordSize)
+			if len(long) > 2*MaxRecordSize {
+				return nil, fmt.Errorf("line %d: longer than a record can be", n)
 			}
 			line = long
 		}
@@ -304,11 +334,26 @@ func ParseSpool(r io.Reader) ([]Event, error) {
 		if err != nil {
 			return nil, err
 		}
+		record := line[:len(line)-1]
+		if mac != nil {
+			i := bytes.LastIndexByte(record, '\t')
+			if i < 0 {
+				return nil, fmt.Errorf("line %d: no MAC, and the trail has an audit key", n)
+			}
+			got, err := hex.DecodeString(string(record[i+1:]))
+			if err != nil || !hmac.Equal(got, spoolLineMAC(mac, record[:i])) {
+				return nil, fmt.Errorf("line %d: wrong MAC: not written by this trail's server", n)
+			}
+			record = record[:i]
+		}
 		var e Event
-		d := json.NewDecoder(bytes.NewReader(line))
+		d := json.NewDecoder(bytes.NewReader(record))
 		d.DisallowUnknownFields()
 		if err := d.Decode(&e); err != nil {
 			return nil, fmt.Errorf("line %d: not a record: %w", n, err)
+		}
+		if d.More() {
+			return nil, fmt.Errorf("line %d: not a record: more after it", n)
 		}
 		switch {
 		case e.Time.IsZero() || e.Actor == "" || e.Action == "" || e.Result == "":

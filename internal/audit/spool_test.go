@@ -2,6 +2,8 @@ package audit
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"strings"
@@ -238,6 +240,11 @@ func FuzzParseSpool(f *testing.F) {
 	f.Add([]byte("{}\n{\n"))
 	f.Add([]byte(`{"time":"2026-12-02T00:00:00Z","actor":"a","action":"b","result":"ok"}` + "\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// With a key, lines must carry its MAC: whatever the input, no
+		// panic, and nothing without a valid MAC.
+		if es, err := parseSpool(bytes.NewReader(data), hmac.New(sha256.New, make([]byte, KeySize))); err == nil && len(es) > 0 && !bytes.Contains(data, []byte("\t")) {
+			t.Fatalf("records without MACs accepted with a key: %+v", es)
+		}
 		es, err := ParseSpool(bytes.NewReader(data))
 		if err != nil {
 			return
@@ -252,4 +259,74 @@ func FuzzParseSpool(f *testing.F) {
 			}
 		}
 	})
+}
+
+// With an audit key every spooled line carries its MAC: a record written
+// into the spool by someone without the key (who can write the data dir
+// but not read the store) is refused, not appended with a valid MAC; the
+// spool's own records are recovered.
+func TestSpoolLinesCarryMACs(t *testing.T) {
+	dir := t.TempDir()
+	logPath, spoolPath := filepath.Join(dir, "audit.log"), filepath.Join(dir, "audit.spool")
+	an := &memAnchor{}
+	l, err := Open(logPath, Options{Anchor: an})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _, err := OpenSpool(t.Context(), spoolPath, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Add(spoolEvents(2), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	l.Close()
+	spooled, err := os.ReadFile(spoolPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Count(spooled, []byte("\t")) != 2 {
+		t.Fatalf("spooled lines without their MACs: %q", spooled)
+	}
+
+	// A forged line (a valid record, no MAC, or another key's) is refused
+	// and the spool left as it is.
+	forged := ev(9)
+	forged.Time = time.Now().UTC()
+	b, _ := appendCanonical(nil, &forged, nil)
+	for name, line := range map[string][]byte{
+		"no MAC":    []byte(string(b) + "\n"),
+		"wrong MAC": []byte(string(b) + "\t" + strings.Repeat("ab", 32) + "\n"),
+	} {
+		body := append(append([]byte{}, spooled...), line...)
+		if err := os.WriteFile(spoolPath, body, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		l, err = Open(logPath, Options{Anchor: an})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := OpenSpool(t.Context(), spoolPath, l); err == nil || !strings.Contains(err.Error(), "line 3") {
+			t.Fatalf("%s: OpenSpool = %v, want line 3 refused", name, err)
+		}
+		l.Close()
+		if got, _ := os.ReadFile(spoolPath); !bytes.Equal(got, body) {
+			t.Fatalf("%s: the refused spool was changed", name)
+		}
+	}
+
+	if err := os.WriteFile(spoolPath, spooled, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err = Open(logPath, Options{Anchor: an})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s, n, err := OpenSpool(t.Context(), spoolPath, l)
+	if err != nil || n != 2 {
+		t.Fatalf("OpenSpool of the spool's own lines: recovered %d, %v; want 2", n, err)
+	}
+	s.Close()
 }
