@@ -39,10 +39,11 @@ import (
 // is matched to the Log's by its time (set when it is spooled, to the
 // nanosecond) and its content.
 //
-// With an audit key (a Log with an Anchor) each line carries the
-// HMAC-SHA-256 of its record under that key, as the trail's records do, and
-// a line whose MAC fails is refused: whoever can write the data dir but not
-// read the store cannot have a record of their own making appended.
+// With an audit key (a Log with an Anchor) each write ends in a line with
+// the HMAC-SHA-256 of its records under that key, as the trail's records
+// carry theirs; a MAC that fails is refused, and records without one are
+// not taken: whoever can write the data dir but not read the store cannot
+// have a record of their own making appended.
 //
 // The spool is not fsynced: a power loss can lose what the page cache had
 // not written back, as it can the Log's records still lingering for their
@@ -225,13 +226,15 @@ func (s *Spool) Add(es []*Event, now time.Time) (ok []bool, gen uint64, err erro
 			errs = append(errs, err)
 			continue
 		}
-		if s.mac != nil {
-			buf = append(buf, '\t')
-			buf = hex.AppendEncode(buf, spoolLineMAC(s.mac, buf[start:len(buf)-1]))
-		}
 		buf = append(buf, '\n')
 		ok[i] = true
 		n++
+	}
+	if n > 0 && s.mac != nil {
+		// One MAC for the write: a trailer line over its records.
+		buf = append(buf, '#')
+		buf = hex.AppendEncode(buf, spoolBatchMAC(s.mac, buf[:len(buf)-1]))
+		buf = append(buf, '\n')
 	}
 	if n > 0 {
 		if cur, next := s.files[s.gen%2], s.files[(s.gen+1)%2]; cur.size >= spoolRotate && next.written == 0 {
@@ -295,11 +298,11 @@ func (s *Spool) closeFiles() error {
 	return errors.Join(errs...)
 }
 
-// spoolLineMAC is the HMAC under m's key of a spooled record's encoding.
-func spoolLineMAC(m hash.Hash, record []byte) []byte {
+// spoolBatchMAC is the HMAC under m's key of the records of one write.
+func spoolBatchMAC(m hash.Hash, records []byte) []byte {
 	m.Reset()
 	m.Write([]byte(spoolMACDomain))
-	m.Write(record)
+	m.Write(records)
 	return m.Sum(nil)
 }
 
@@ -309,45 +312,56 @@ func spoolLineMAC(m hash.Hash, record []byte) []byte {
 // naming it.
 func ParseSpool(r io.Reader) ([]Event, error) { return parseSpool(r, nil) }
 
-// parseSpool is ParseSpool; with mac, every line must end in a tab and
-// the hex MAC of the record before it.
+// parseSpool is ParseSpool; with mac, each write's records are followed by
+// a line "#" and the hex MAC of their lines, and records are taken only
+// with a trailer that verifies. Records after the last trailer (a write
+// cut short) are ignored.
 func parseSpool(r io.Reader, mac hash.Hash) ([]Event, error) {
 	br := bufio.NewReaderSize(r, 1<<16)
-	var out []Event
+	var (
+		out   []Event
+		batch []Event
+		raw   []byte // the batch's lines, for its MAC
+	)
 	for n := 1; ; n++ {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
 			var long []byte
 			long = append(long, line...)
-			for errors.Is(err, bufio.ErrBufferFull) && len(long) <= 2*MaxRecordSize {
+			for errors.Is(err, bufio.ErrBufferFull) && len(long) <= MaxRecordSize+1 {
 				line, err = br.ReadSlice('\n')
 				long = append(long, line...)
 			}
-			if len(long) > 2*MaxRecordSize {
-				return nil, fmt.Errorf("line %d: longer than a record can be", n)
+			if len(long) > MaxRecordSize+1 {
+				return nil, fmt.Errorf("line %d: longer than %d bytes", n, MaxRecordSize)
 			}
 			line = long
 		}
 		if errors.Is(err, io.EOF) {
-			return out, nil // nothing more, or a torn last line
+			if mac == nil {
+				out = append(out, batch...)
+			}
+			return out, nil // nothing more, or a write cut short
 		}
 		if err != nil {
 			return nil, err
 		}
-		record := line[:len(line)-1]
-		if mac != nil {
-			i := bytes.LastIndexByte(record, '\t')
-			if i < 0 {
-				return nil, fmt.Errorf("line %d: no MAC, and the trail has an audit key", n)
+		if line[0] == '#' {
+			if mac == nil {
+				return nil, fmt.Errorf("line %d: a MAC, and the trail has no audit key", n)
 			}
-			got, err := hex.DecodeString(string(record[i+1:]))
-			if err != nil || !hmac.Equal(got, spoolLineMAC(mac, record[:i])) {
+			got, err := hex.DecodeString(string(line[1 : len(line)-1]))
+			if err != nil || len(batch) == 0 || !hmac.Equal(got, spoolBatchMAC(mac, raw)) {
 				return nil, fmt.Errorf("line %d: wrong MAC: not written by this trail's server", n)
 			}
-			record = record[:i]
+			out, batch, raw = append(out, batch...), batch[:0], raw[:0]
+			continue
+		}
+		if mac != nil {
+			raw = append(raw, line...)
 		}
 		var e Event
-		d := json.NewDecoder(bytes.NewReader(record))
+		d := json.NewDecoder(bytes.NewReader(line[:len(line)-1]))
 		d.DisallowUnknownFields()
 		if err := d.Decode(&e); err != nil {
 			return nil, fmt.Errorf("line %d: not a record: %w", n, err)
@@ -364,6 +378,10 @@ func parseSpool(r io.Reader, mac hash.Hash) ([]Event, error) {
 		if e.Details == nil {
 			e.Details = map[string]string{}
 		}
-		out = append(out, e)
+		if mac != nil {
+			batch = append(batch, e)
+		} else {
+			out = append(out, e)
+		}
 	}
 }

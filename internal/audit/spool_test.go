@@ -242,7 +242,7 @@ func FuzzParseSpool(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// With a key, lines must carry its MAC: whatever the input, no
 		// panic, and nothing without a valid MAC.
-		if es, err := parseSpool(bytes.NewReader(data), hmac.New(sha256.New, make([]byte, KeySize))); err == nil && len(es) > 0 && !bytes.Contains(data, []byte("\t")) {
+		if es, err := parseSpool(bytes.NewReader(data), hmac.New(sha256.New, make([]byte, KeySize))); err == nil && len(es) > 0 && !bytes.Contains(data, []byte("\n#")) {
 			t.Fatalf("records without MACs accepted with a key: %+v", es)
 		}
 		es, err := ParseSpool(bytes.NewReader(data))
@@ -261,11 +261,12 @@ func FuzzParseSpool(f *testing.F) {
 	})
 }
 
-// With an audit key every spooled line carries its MAC: a record written
-// into the spool by someone without the key (who can write the data dir
-// but not read the store) is refused, not appended with a valid MAC; the
-// spool's own records are recovered.
-func TestSpoolLinesCarryMACs(t *testing.T) {
+// With an audit key every write to the spool ends in its MAC: records
+// written into the spool by someone without the key (who can write the
+// data dir but not read the store) are not appended with a valid MAC,
+// whether they come with a wrong MAC (refused) or none (ignored, as a
+// write cut short is); the spool's own records are recovered.
+func TestSpoolWritesCarryMACs(t *testing.T) {
 	dir := t.TempDir()
 	logPath, spoolPath := filepath.Join(dir, "audit.log"), filepath.Join(dir, "audit.spool")
 	an := &memAnchor{}
@@ -286,47 +287,51 @@ func TestSpoolLinesCarryMACs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Count(spooled, []byte("\t")) != 2 {
-		t.Fatalf("spooled lines without their MACs: %q", spooled)
+	if lines := strings.Split(strings.TrimSuffix(string(spooled), "\n"), "\n"); len(lines) != 3 || !strings.HasPrefix(lines[2], "#") {
+		t.Fatalf("one write of two records, want them and its MAC: %q", spooled)
 	}
 
-	// A forged line (a valid record, no MAC, or another key's) is refused
-	// and the spool left as it is.
 	forged := ev(9)
 	forged.Time = time.Now().UTC()
 	b, _ := appendCanonical(nil, &forged, nil)
-	for name, line := range map[string][]byte{
-		"no MAC":    []byte(string(b) + "\n"),
-		"wrong MAC": []byte(string(b) + "\t" + strings.Repeat("ab", 32) + "\n"),
-	} {
-		body := append(append([]byte{}, spooled...), line...)
+	recoverWith := func(body []byte) (int, error) {
+		t.Helper()
 		if err := os.WriteFile(spoolPath, body, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		l, err = Open(logPath, Options{Anchor: an})
+		l, err := Open(logPath, Options{Anchor: an})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := OpenSpool(t.Context(), spoolPath, l); err == nil || !strings.Contains(err.Error(), "line 3") {
-			t.Fatalf("%s: OpenSpool = %v, want line 3 refused", name, err)
+		defer l.Close()
+		s, n, err := OpenSpool(t.Context(), spoolPath, l)
+		if err == nil {
+			s.Close()
 		}
-		l.Close()
-		if got, _ := os.ReadFile(spoolPath); !bytes.Equal(got, body) {
-			t.Fatalf("%s: the refused spool was changed", name)
-		}
+		return n, err
 	}
-
-	if err := os.WriteFile(spoolPath, spooled, 0o600); err != nil {
-		t.Fatal(err)
+	wrong := []byte(string(spooled) + string(b) + "\n#" + strings.Repeat("ab", 32) + "\n")
+	if _, err := recoverWith(wrong); err == nil || !strings.Contains(err.Error(), "line 5: wrong MAC") {
+		t.Fatalf("a forged record with a wrong MAC: OpenSpool = %v, want line 5 refused", err)
 	}
-	l, err = Open(logPath, Options{Anchor: an})
+	if got, _ := os.ReadFile(spoolPath); !bytes.Equal(got, wrong) {
+		t.Fatal("the refused spool was changed")
+	}
+	// Without a MAC: ignored; the spool's own two are recovered, once.
+	if n, err := recoverWith([]byte(string(spooled) + string(b) + "\n")); err != nil || n != 2 {
+		t.Fatalf("a forged record without a MAC: recovered %d, %v; want the spool's own 2", n, err)
+	}
+	l = reopen(t, logPath)
+	all, err := l.Query(t.Context(), Filter{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	s, n, err := OpenSpool(t.Context(), spoolPath, l)
-	if err != nil || n != 2 {
-		t.Fatalf("OpenSpool of the spool's own lines: recovered %d, %v; want 2", n, err)
+	if len(all) != 2 {
+		t.Fatalf("%d records in the trail, want the spool's 2: %+v", len(all), all)
 	}
-	s.Close()
+	for _, e := range all {
+		if e.Details["version"] == forged.Details["version"] {
+			t.Fatalf("the forged record was appended: %+v", e)
+		}
+	}
 }
