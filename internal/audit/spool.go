@@ -306,13 +306,10 @@ func spoolBatchMAC(m hash.Hash, records []byte) []byte {
 	return m.Sum(nil)
 }
 
-// ParseSpool reads the records of a spool file written without an audit
-// key: one JSON record per line. A last line without its newline (a write
-// cut short) is ignored; any other line that is not a record is an error
-// naming it.
-func ParseSpool(r io.Reader) ([]Event, error) { return parseSpool(r, nil) }
-
-// parseSpool is ParseSpool; with mac, each write's records are followed by
+// parseSpool reads the records of a spool file: one JSON record per line.
+// A last line without its newline (a write cut short) is ignored; any
+// other line that is not a record is an error naming it. With mac, each
+// write's records are followed by
 // a line "#" and the hex MAC of their lines, and records are taken only
 // with a trailer that verifies. Records after the last trailer (a write
 // cut short) are ignored.

@@ -245,7 +245,7 @@ func FuzzParseSpool(f *testing.F) {
 		if es, err := parseSpool(bytes.NewReader(data), hmac.New(sha256.New, make([]byte, KeySize))); err == nil && len(es) > 0 && !bytes.Contains(data, []byte("\n#")) {
 			t.Fatalf("records without MACs accepted with a key: %+v", es)
 		}
-		es, err := ParseSpool(bytes.NewReader(data))
+		es, err := parseSpool(bytes.NewReader(data), nil)
 		if err != nil {
 			return
 		}

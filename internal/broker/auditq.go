@@ -257,9 +257,7 @@ func (b *Broker) auditAll(es []audit.Event) []error {
 	if !ok {
 		errs := make([]error, len(es))
 		for i, e := range es {
-			if _, errs[i] = b.cfg.Audit.Append(context.Background(), e); errs[i] != nil {
-				b.log.Error("audit append failed", "action", e.Action, "err", errs[i])
-			}
+			errs[i] = b.audit(context.Background(), e)
 		}
 		return errs
 	}

@@ -373,11 +373,14 @@ func clip(s string) string {
 	return strings.ToValidUTF8(s[:clipLen], "") + "…(truncated)"
 }
 
-func (b *Broker) audit(ctx context.Context, e audit.Event) {
+// audit appends e and logs (and returns) a failure.
+func (b *Broker) audit(ctx context.Context, e audit.Event) error {
 	if b.cfg.Audit == nil {
-		return
+		return nil
 	}
-	if _, err := b.cfg.Audit.Append(context.WithoutCancel(ctx), e); err != nil {
+	_, err := b.cfg.Audit.Append(context.WithoutCancel(ctx), e)
+	if err != nil {
 		b.log.Error("audit append failed", "action", e.Action, "err", err)
 	}
+	return err
 }

@@ -81,7 +81,7 @@ func (o *sending) wait(max time.Duration) {
 	o.mu.Lock()
 	q, n := o.quiet, o.n
 	o.mu.Unlock()
-	if n == 0 || max <= 0 {
+	if n == 0 {
 		return
 	}
 	t := time.NewTimer(max)
