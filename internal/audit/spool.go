@@ -309,10 +309,9 @@ func spoolBatchMAC(m hash.Hash, records []byte) []byte {
 // parseSpool reads the records of a spool file: one JSON record per line.
 // A last line without its newline (a write cut short) is ignored; any
 // other line that is not a record is an error naming it. With mac, each
-// write's records are followed by
-// a line "#" and the hex MAC of their lines, and records are taken only
-// with a trailer that verifies. Records after the last trailer (a write
-// cut short) are ignored.
+// write's records are followed by a line "#" and the hex MAC of their
+// lines, and records are taken only with a trailer that verifies; records
+// after the last trailer (a write cut short) are ignored.
 func parseSpool(r io.Reader, mac hash.Hash) ([]Event, error) {
 	br := bufio.NewReaderSize(r, 1<<16)
 	var (

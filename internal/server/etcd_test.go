@@ -303,7 +303,17 @@ func TestRevocationAndJoinTokensAcrossServers(t *testing.T) {
 	}
 	newClient(t, a, admin).must("POST", "/v1/tokens", map[string]string{"role": "viewer"}, &made)
 	viewerB := newClient(t, b, made.Token)
-	waitFor(t, time.Second, "the token to work on B", func() bool { code, _ := viewerB.do("GET", "/v1/secrets", nil); return code == 200 })
+	// Asked by the admin, not by trying the token: five failures refuse
+	// the network for a minute (the API's throttle), and trying it before
+	// B has it fails.
+	adminB := newClient(t, b, admin)
+	waitFor(t, time.Second, "B to know the token", func() bool {
+		code, body := adminB.do("GET", "/v1/tokens", nil)
+		return code == 200 && bytes.Contains(body, []byte(made.ID))
+	})
+	if code, body := viewerB.do("GET", "/v1/secrets", nil); code != 200 {
+		t.Fatalf("the token made on A, on B: %d %s", code, body)
+	}
 	newClient(t, a, admin).must("DELETE", "/v1/tokens/"+made.ID, nil, nil)
 	waitFor(t, time.Second, "the revoked token to be refused on B", func() bool {
 		code, _ := viewerB.do("GET", "/v1/secrets", nil)
