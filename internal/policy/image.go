@@ -77,7 +77,10 @@ func parseImagePattern(s string) (ImagePattern, error) {
 	switch {
 	case strings.HasPrefix(s, "@"):
 		name, p.digest = "", s[1:]
-	case strings.HasPrefix(s, digestPrefix):
+	case hasDigestPrefix(s):
+		// Case-blind, so that a registry host spelled "shA256" with a port
+		// cannot parse as a repository whose canonical, lower-cased form
+		// would then read as a digest.
 		name, p.digest = "", s
 	default:
 		if i := strings.IndexByte(s, '@'); i >= 0 {
@@ -112,14 +115,19 @@ func parseImagePattern(s string) (ImagePattern, error) {
 }
 
 func parseDigest(d string) (string, error) {
-	hex, ok := strings.CutPrefix(d, digestPrefix)
-	if !ok {
+	if !hasDigestPrefix(d) {
 		return "", fmt.Errorf("digest %q: only %q<64 hex digits> digests are supported", d, digestPrefix)
 	}
+	hex := d[len(digestPrefix):]
 	if len(hex) != 64 || strings.Trim(hex, "0123456789abcdefABCDEF") != "" {
 		return "", fmt.Errorf("digest %q: want %q followed by exactly 64 hex digits", d, digestPrefix)
 	}
 	return digestPrefix + strings.ToLower(hex), nil
+}
+
+// hasDigestPrefix reports whether s begins with "sha256:" in any case.
+func hasDigestPrefix(s string) bool {
+	return len(s) >= len(digestPrefix) && strings.EqualFold(s[:len(digestPrefix)], digestPrefix)
 }
 
 func checkTag(t string) error {

@@ -37,6 +37,7 @@ func TestImagePatternCanonical(t *testing.T) {
 		{digestA, digestA},
 		{"@" + digestA, digestA},
 		{"sha256:" + strings.ToUpper(hexA), digestA},
+		{"SHA256:" + hexA, digestA},
 		{"busybox@" + digestA, "docker.io/library/busybox@" + digestA},
 		{"ghcr.io/org/app:1@" + digestA, "ghcr.io/org/app:1@" + digestA},
 	}
@@ -182,6 +183,9 @@ func TestImagePatternInvalid(t *testing.T) {
 		{"r.io/a\\*", "use lower-case letters, digits"},
 		{"r.io/[a", "bad glob"},
 		{"@busybox", "only \"sha256:\""},
+		// A registry host "shA256" with a port would canonicalise to a
+		// string that reads as a digest: it is taken for one, and refused.
+		{"shA256:0/0", "want \"sha256:\" followed by exactly 64 hex digits"},
 		{strings.Repeat("a", 513), "longer than 512 bytes"},
 		// A lone "*" is refused rather than read as docker.io/library/*.
 		{"*", `a lone "*" would mean Docker Hub's official images only (docker.io/library/*): leave the image pattern out`},
