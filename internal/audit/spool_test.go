@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -334,4 +335,68 @@ func TestSpoolWritesCarryMACs(t *testing.T) {
 			t.Fatalf("the forged record was appended: %+v", e)
 		}
 	}
+}
+
+// While the Log takes nothing (a trail that fails), the spool keeps every
+// record: it moves on to its other file once, while that one is empty, and
+// then grows past its rotation size rather than empty a file whose records
+// are not in the Log; the next open appends them all.
+func TestSpoolKeepsWhatTheLogNeverTook(t *testing.T) {
+	l, path := openTemp(t)
+	spoolPath := filepath.Join(filepath.Dir(path), "audit.spool")
+	s, _, err := OpenSpool(t.Context(), spoolPath, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = spoolRotate/(60<<10) + 10
+	for i := range n {
+		e := spoolEvents(1)[0]
+		e.Details["n"] = strconv.Itoa(i)
+		e.Details["pad"] = strings.Repeat("p", 60<<10)
+		if ok, _, err := s.Add([]*Event{e}, time.Now()); err != nil || !ok[0] {
+			t.Fatalf("Add %d: %v %v", i, ok, err)
+		}
+	}
+	s.Close()
+	var size int64
+	for _, p := range []string{spoolPath, spoolPath + ".1"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size += fi.Size()
+	}
+	if size < n*60<<10 {
+		t.Fatalf("spool files hold %d bytes; want all %d records in them", size, n)
+	}
+	l.Close()
+	l = reopen(t, path)
+	s, got, err := OpenSpool(t.Context(), spoolPath, l)
+	if err != nil || got != n {
+		t.Fatalf("OpenSpool: recovered %d, %v; want %d", got, err, n)
+	}
+	s.Close()
+}
+
+// A failed write (a full disk, an I/O error) is reported, leaves the
+// records the caller's, and fails every later write too: a spool that
+// lost one write cannot say which records it holds.
+func TestSpoolWriteFailureIsLasting(t *testing.T) {
+	l, path := openTemp(t)
+	s, _, err := OpenSpool(t.Context(), filepath.Join(filepath.Dir(path), "audit.spool"), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.files[0].f.Close() // what a write to a failed disk sees: an error
+	for i := range 2 {
+		ok, _, err := s.Add(spoolEvents(2), time.Now())
+		if err == nil || ok[0] || ok[1] {
+			t.Fatalf("Add %d on a failed file: %v, %v", i, ok, err)
+		}
+		if !strings.Contains(err.Error(), "audit spool") || !strings.Contains(err.Error(), "write") {
+			t.Fatalf("Add %d: error %q does not say what failed", i, err)
+		}
+	}
+	s.Sealed(0, 2) // nothing held: ignored
 }

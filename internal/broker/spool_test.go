@@ -2,6 +2,9 @@ package broker
 
 import (
 	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -123,4 +126,87 @@ func TestValueLeavesOnlyOnceSpooled(t *testing.T) {
 			}
 		}
 	}
+}
+
+// failingSpool is a spool whose every write fails, as on a full disk.
+type failingSpool struct {
+	mu            sync.Mutex
+	adds, sealeds int
+}
+
+func (s *failingSpool) Add(es []*audit.Event, now time.Time) ([]bool, uint64, error) {
+	s.mu.Lock()
+	s.adds++
+	s.mu.Unlock()
+	return make([]bool, len(es)), 0, errors.New("write audit.spool: no space left on device")
+}
+
+func (s *failingSpool) Sealed(gen uint64, n int) {
+	s.mu.Lock()
+	s.sealeds++
+	s.mu.Unlock()
+}
+
+// A spool that cannot write keeps nothing from being delivered or audited:
+// the records still reach the trail (without the spool's protection
+// against a kill), the failure is logged, and the spool is never told it
+// can drop records it does not hold.
+func TestFailingSpoolLosesNoRecord(t *testing.T) {
+	sp := &failingSpool{}
+	var logs syncBuffer
+	r := newRig(t, func(c *Config) {
+		c.Spool = sp
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	}, nil)
+	r.put("app/db", []byte("v1-value"))
+	r.bind(binding("db", "app/db", "app=web"))
+	a := r.dial(r.enroll("node-a", nil, ""))
+	a.report(ctrInfo("c1", web))
+	a.waitFiles("c1", "db=app/db@1")
+	r.put("app/db", []byte("v2-value"))
+	a.waitFiles("c1", "db=app/db@2")
+	a.ack("c1", a.generation("c1"))
+	r.waitAudit("delivery.apply", 1, nil)
+	if err := r.b.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"1", "2"} {
+		if len(r.aud.find("delivery.send", func(e audit.Event) bool { return e.Details["version"] == v })) != 1 {
+			t.Fatalf("no delivery.send of version %s in the trail", v)
+		}
+	}
+	sp.mu.Lock()
+	adds, sealeds := sp.adds, sp.sealeds
+	sp.mu.Unlock()
+	if adds == 0 || sealeds != 0 {
+		t.Fatalf("spool: %d writes tried, told %d times that records it does not hold were sealed", adds, sealeds)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "audit spool: records not kept against a kill") || !strings.Contains(out, "no space left on device") {
+		t.Fatalf("the failure is not logged: %s", out)
+	}
+	if strings.Count(out, "audit spool:") != 1 {
+		t.Fatalf("every failed write logged, want the first only: %s", out)
+	}
+	if strings.Contains(out, "-value") {
+		t.Fatalf("a value in the log: %s", out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
