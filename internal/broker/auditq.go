@@ -40,11 +40,11 @@ const (
 
 // record is a queued audit record: a ready Event, or a delivery record
 // kept as pointers to what the broker holds anyway (the container's report,
-// the file reference) and made into an Event only when the spool writes it
-// (spool.go) or, without a spool, when it is appended. A rollout to 10,000
-// containers queues 10,000 delivery.send records and then 10,000
-// acknowledgement records faster than the trail commits them: about 80
-// bytes each instead of an Event with its own details map (about 500).
+// the file reference) and made into an Event only when it is appended. A
+// rollout to 10,000 containers queues 10,000 delivery.send records and
+// then 10,000 acknowledgement records faster than the trail commits them:
+// about 80 bytes each instead of an Event with its own details map (about
+// a kilobyte).
 type record struct {
 	e *audit.Event
 	d delivery
@@ -53,6 +53,7 @@ type record struct {
 	// reads them.
 	spooled  bool
 	spoolGen uint64
+	at       time.Time // a delivery record's time, as the spool wrote it
 }
 
 // delivery is a delivery record (see deliveryEvent).
@@ -72,6 +73,7 @@ func (r *record) event() audit.Event {
 		e.Result = audit.ResultError
 		e.Details["error"] = r.d.err
 	}
+	e.Time = r.at // when it was spooled (zero: the trail's time)
 	return e
 }
 

@@ -98,19 +98,25 @@ func (b *Broker) spoolFlush() {
 	if len(rs) == 0 {
 		return
 	}
-	// A delivery record's Event is made here, once: the drain appends it
-	// as the spool wrote it, time included.
+	// A delivery record's Event (a details map: about a kilobyte) is made
+	// for the write and dropped: the record waits for its drain as the
+	// few pointers it is, and the drain makes it again with the time the
+	// spool wrote.
 	es := make([]*audit.Event, len(rs))
 	for i, r := range rs {
-		if r.e == nil {
-			e := r.event()
-			r.e, r.d = &e, delivery{}
+		if r.e != nil {
+			es[i] = r.e
+			continue
 		}
-		es[i] = r.e
+		e := r.event()
+		es[i] = &e
 	}
 	ok, gen, err := b.cfg.Spool.Add(es, time.Now())
 	for i, r := range rs {
 		r.spooled, r.spoolGen = ok[i], gen
+		if r.e == nil {
+			r.at = es[i].Time
+		}
 	}
 	if err != nil && b.sp.failures.Add(1)%1000 == 1 { // the first, then one in a thousand
 		b.log.Error("audit spool: records not kept against a kill (they are still appended to the trail)", "records", len(rs), "err", err)
