@@ -246,7 +246,10 @@ func (b *Broker) started(sess *session, labels map[string]string, scope string, 
 	}
 	// c.info is what selectors see of it (kube.go).
 	b.admitLocked(c, info)
-	c.gen = 0 // a (re)started or re-reported container gets its full state again
+	// A (re)started or re-reported container gets its full state again,
+	// from generation 1: no acknowledgement of it has come yet, and the
+	// first must not pass for a repeat of the last one before the report.
+	c.gen, c.ackGen = 0, 0
 	b.regrant(c, b.cfg.Catalog.Bindings())
 	b.push(c)
 	b.mu.Unlock()

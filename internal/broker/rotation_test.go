@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"coffer/internal/audit"
 	"coffer/internal/catalog"
 	"coffer/internal/policy"
 )
@@ -91,4 +92,44 @@ func TestRotationNoneKeepsTheFirstVersion(t *testing.T) {
 	r.b.Changed(catalog.Change{Kind: catalog.SecretDeleted, Secret: "app/db"})
 	a.waitFiles("c1", "api=app/api@2")
 	a.waitFiles("c2", "api=app/api@2")
+}
+
+// A container reported again (restarted, or its labels changed) is sent
+// its whole state from generation 1 again: its first acknowledgement is
+// not taken for a repeat of the one before the report, which had the same
+// generation. Until it comes the container is pending, and when it comes
+// what changed is audited.
+func TestAckAfterAReportIsNotARepeat(t *testing.T) {
+	r := newRig(t, nil, nil)
+	r.put("app/db", []byte("db-value"))
+	r.put("app/cache", []byte("cache-value"))
+	r.bind(binding("db", "app/db", "app=web"))
+	r.bind(binding("cache", "app/cache", "tier=back"))
+	a := r.dial(r.enroll("node-a", nil, ""))
+	a.report(ctrInfo("c1", web))
+	a.waitFiles("c1", "db=app/db@1")
+	gen := a.generation("c1")
+	a.ack("c1", gen)
+	r.waitAudit("delivery.apply", 1, nil)
+
+	a.report(ctrInfo("c1", map[string]string{"app": "web", "tier": "back"}))
+	a.waitFiles("c1", "cache=app/cache@1,db=app/db@1")
+	if got := a.generation("c1"); got != gen {
+		t.Fatalf("generation after the report %d, want %d (the case this test is about)", got, gen)
+	}
+	if hs := r.b.Rollout("app/cache"); len(hs) != 1 {
+		t.Fatalf("rollout of app/cache: %+v", hs)
+	}
+	for _, h := range r.b.Rollout("app/cache") {
+		if !h.Pending {
+			t.Fatalf("pending before the agent acknowledged the new state: %+v", h)
+		}
+	}
+	a.ack("c1", gen)
+	r.waitAudit("delivery.apply", 1, func(e audit.Event) bool { return e.Details["secret"] == "app/cache" })
+	for _, h := range r.b.Rollout("app/cache") {
+		if h.Pending || h.Version != 1 {
+			t.Fatalf("after the acknowledgement: %+v", h)
+		}
+	}
 }
