@@ -128,6 +128,7 @@ type ctr struct {
 	// process is what its process runs with, as last acknowledged (process.go).
 	process []*cofferv1.ProcessFile
 	ackGen  uint64
+	errGen  uint64 // the generation whose failure was last recorded
 	sentAt  time.Time
 	kube    kubeCtr // its pod, for a Kubernetes node agent (kube.go)
 }

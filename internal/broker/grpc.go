@@ -249,7 +249,7 @@ func (b *Broker) started(sess *session, labels map[string]string, scope string, 
 	// A (re)started or re-reported container gets its full state again,
 	// from generation 1: no acknowledgement of it has come yet, and the
 	// first must not pass for a repeat of the last one before the report.
-	c.gen, c.ackGen = 0, 0
+	c.gen, c.ackGen, c.errGen = 0, 0, 0
 	b.regrant(c, b.cfg.Catalog.Bindings())
 	b.push(c)
 	b.mu.Unlock()
@@ -291,6 +291,13 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 	}
 	info := c.info
 	if a.GetError() != "" {
+		if c.errGen == c.gen {
+			// The agent reports each state once: a repeat (a hostile or
+			// broken agent) must not flood the log and the trail.
+			b.mu.Unlock()
+			return
+		}
+		c.errGen = c.gen
 		b.mu.Unlock()
 		b.log.Warn("delivery failed", "agent", agent, "container", info.Name, "id", info.Id, "err", clip(a.GetError()))
 		ev := audit.Event{Actor: "agent:" + agent, Action: "delivery.apply", Object: "container:" + clip(info.Id), Result: "error",

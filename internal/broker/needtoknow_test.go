@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -216,5 +217,41 @@ func TestRemovedAgentGetsNothing(t *testing.T) {
 	}
 	if _, ok := s.files("c2"); ok {
 		t.Fatal("removed agent was sent a container's state")
+	}
+}
+
+// An agent repeating a failure report for the state it was sent (a stolen
+// key, a broken agent) gets one record and one log line for it, not one
+// per message: it cannot flood the trail or the log. A failure of the
+// next state is recorded again.
+func TestRepeatedFailureReportIsRecordedOnce(t *testing.T) {
+	var logs syncBuffer
+	r := newRig(t, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) }, nil)
+	r.put("app/db", []byte("v1-value"))
+	r.bind(binding("db", "app/db", "app=web"))
+	a := r.dial(r.enroll("node-a", nil, ""))
+	a.report(ctrInfo("c1", web))
+	a.waitFiles("c1", "db=app/db@1")
+	failed := func(gen uint64, n int) {
+		for i := range n {
+			a.send(&cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Applied{Applied: &cofferv1.Applied{
+				ContainerId: "c1", Generation: gen, Error: fmt.Sprintf("disk full %d", i)}}})
+		}
+	}
+	isError := func(e audit.Event) bool { return e.Result == audit.ResultError }
+	failed(a.generation("c1"), 200)
+	r.waitAudit("delivery.apply", 1, isError)
+	r.put("app/db", []byte("v2-value"))
+	a.waitFiles("c1", "db=app/db@2")
+	failed(a.generation("c1"), 200)
+	r.waitAudit("delivery.apply", 2, isError)
+	if err := r.b.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.aud.find("delivery.apply", isError); len(got) != 2 {
+		t.Fatalf("%d failure records for 2 states reported failed 200 times each, want 2", len(got))
+	}
+	if n := strings.Count(logs.String(), "delivery failed"); n != 2 {
+		t.Fatalf("%d log lines for the failures, want 2", n)
 	}
 }
