@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 )
 
 // ErrServers is returned for a --server list the agent cannot use.
@@ -39,7 +40,7 @@ func ParseServers(s string) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: --server entry %d %q: want host:port", ErrServers, i+1, p)
 		}
-		if host == "" || strings.ContainsAny(host, " /\\@?#") {
+		if host == "" || strings.ContainsFunc(host, badHostRune) {
 			return nil, fmt.Errorf("%w: --server entry %d %q: bad host", ErrServers, i+1, p)
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
@@ -52,6 +53,13 @@ func ParseServers(s string) ([]string, error) {
 		out = append(out, addr)
 	}
 	return out, nil
+}
+
+// badHostRune reports whether r has no place in a host name or address:
+// spaces and control characters (which the list's trimming would also
+// eat), and URL punctuation.
+func badHostRune(r rune) bool {
+	return unicode.IsSpace(r) || unicode.IsControl(r) || strings.ContainsRune("/\\@?#", r)
 }
 
 // Resolver looks up a host name's addresses (net.DefaultResolver does).

@@ -31,6 +31,8 @@ func TestParseServers(t *testing.T) {
 		{in: "a:65536", errPart: "port must be 1 to 65535"},
 		{in: "a:http", errPart: "port must be 1 to 65535"},
 		{in: "a/b:1", errPart: "bad host"},
+		{in: "[\f]:1", errPart: "bad host"}, // a control character the trimming would eat (fuzz finding)
+		{in: "[a b]:1", errPart: "bad host"},
 		{in: "a:1,b:2,a:1", errPart: `entry 3 "a:1" is given twice`},
 		{in: "https://a:1", errPart: "entry 1"},
 		{in: strings.Repeat("a:1,", maxServers) + "a:2", errPart: "at most"},
