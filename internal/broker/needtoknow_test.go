@@ -15,6 +15,7 @@ import (
 	cofferv1 "coffer/api/coffer/v1"
 	"coffer/internal/audit"
 	"coffer/internal/catalog"
+	"coffer/test/testkit"
 )
 
 var web = map[string]string{"app": "web"}
@@ -225,7 +226,7 @@ func TestRemovedAgentGetsNothing(t *testing.T) {
 // per message: it cannot flood the trail or the log. A failure of the
 // next state is recorded again.
 func TestRepeatedFailureReportIsRecordedOnce(t *testing.T) {
-	var logs syncBuffer
+	var logs testkit.Buffer
 	r := newRig(t, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) }, nil)
 	r.put("app/db", []byte("v1-value"))
 	r.bind(binding("db", "app/db", "app=web"))

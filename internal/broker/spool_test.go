@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"coffer/internal/audit"
+	"coffer/test/testkit"
 )
 
 // fakeSpool records what is spooled; while hold is set, Add waits for it
@@ -153,7 +154,7 @@ func (s *failingSpool) Sealed(gen uint64, n int) {
 // can drop records it does not hold.
 func TestFailingSpoolLosesNoRecord(t *testing.T) {
 	sp := &failingSpool{}
-	var logs syncBuffer
+	var logs testkit.Buffer
 	r := newRig(t, func(c *Config) {
 		c.Spool = sp
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -191,22 +192,4 @@ func TestFailingSpoolLosesNoRecord(t *testing.T) {
 	if strings.Contains(out, "-value") {
 		t.Fatalf("a value in the log: %s", out)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
