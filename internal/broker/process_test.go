@@ -87,21 +87,7 @@ func TestNonePinSurvivesABrokerRestart(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	a2.waitFiles("c1", "db=app/db@1")
 	a2.ack("c1", a2.generation("c1")) // pending until the state sent again is acknowledged
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		var c1 Holder
-		for _, h := range r2.b.Rollout("app/db") {
-			if h.ContainerID == "c1" {
-				c1 = h
-			}
-		}
-		if !c1.Pending && c1.Version == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("c1 in the rollout: %+v, want version 1 and not pending", c1)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	r2.waitHolder("app/db", "c1", func(h Holder) bool { return !h.Pending && h.Version == 1 })
 
 	// A claim for a version that can no longer be opened: the current one.
 	r3 := r.restarted()

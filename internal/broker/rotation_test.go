@@ -127,9 +127,5 @@ func TestAckAfterAReportIsNotARepeat(t *testing.T) {
 	}
 	a.ack("c1", gen)
 	r.waitAudit("delivery.apply", 1, func(e audit.Event) bool { return e.Details["secret"] == "app/cache" })
-	for _, h := range r.b.Rollout("app/cache") {
-		if h.Pending || h.Version != 1 {
-			t.Fatalf("after the acknowledgement: %+v", h)
-		}
-	}
+	r.waitHolder("app/cache", "c1", func(h Holder) bool { return !h.Pending && h.Version == 1 })
 }
