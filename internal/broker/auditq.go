@@ -54,6 +54,7 @@ type record struct {
 	spooled  bool
 	spoolGen uint64
 	at       time.Time // a delivery record's time, as the spool wrote it
+	queued   int64     // when it was queued, unix nanoseconds: its drain waits until deferMax after
 }
 
 // delivery is a delivery record (see deliveryEvent).
@@ -134,6 +135,7 @@ func (b *Broker) queue(key string, r *record) {
 	if b.cfg.Audit == nil {
 		return
 	}
+	r.queued = time.Now().UnixNano()
 	b.toSpool(r)
 	s := &b.aq.shards[maphash.String(b.aq.seed, key)%auditShards]
 	s.mu.Lock()
@@ -193,7 +195,9 @@ func (b *Broker) drainAudit(s *auditShard) {
 		}
 		s.mu.Unlock()
 		b.spoolFlush() // in the spool before the wait (spool.go)
-		b.deferred()   // deliveries first (outbound.go)
+		// Deliveries first (outbound.go), until deferMax after the
+		// oldest record of the batch, rs[0], was queued.
+		b.deferred(time.Unix(0, rs[0].queued).Add(deferMax))
 		es = es[:0]
 		for _, r := range rs {
 			es = append(es, r.event())

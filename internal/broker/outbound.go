@@ -14,24 +14,27 @@ import (
 //
 // Delivery records wait (deferred) until every stream has handed its
 // messages to the transport and then no delivery has been pushed or
-// acknowledged for settleQuiet, at most deferMax in all; presence rounds
-// wait for the second only (WaitSettled, with their own bound). A machine
-// that is not short of CPU is through a rollout's fan-out in tens of
-// milliseconds and barely notices. Measured at 10,000 containers over
-// three servers on 2 cores (docs/benchmarks.md section 16): delivery
-// records that waited only for the streams to drain still ran beside the
-// agents' applying, and cost the rotation's p99 a fifth.
+// acknowledged for settleQuiet, but never past deferMax after the oldest of
+// them was queued; presence rounds wait for the second only (WaitSettled,
+// with their own bound). A machine that is not short of CPU is through a
+// rollout's fan-out in tens of milliseconds and barely notices. Measured at
+// 10,000 containers over three servers on 2 cores (docs/benchmarks.md
+// sections 16 and 18): delivery records that waited only for the streams to
+// drain still ran beside the agents' applying, and cost the rotation's p99
+// a fifth; on a slower host the fan-out outlasted a bound of 250 ms, and the
+// records appended from then on slowed its tail.
 //
-// Nothing waits longer than its bound, whatever the streams do (a stream
-// that keeps being fed, or an agent that acknowledges without end, delays
-// nothing by more than that), and nothing that delivers or removes a file
-// waits at all: container reports and their pushes, revocations and stream
-// closes go on as before. Acknowledgements do not wait either: one read
-// after a later push would be stale (its generation no longer the
-// container's) and the state it reports lost.
-
-// deferMax bounds how long deferred work waits for the fan-out.
-const deferMax = 250 * time.Millisecond
+// The bound counts from when a record was queued, not from when its drain
+// began to wait: a trail that keeps being fed (a fleet that is never quiet)
+// is appended to without pause once its records are deferMax old, instead
+// of waiting deferMax again for each batch. The records wait in the spool
+// (spool.go), so a kill meanwhile loses none of them; what the bound
+// delays is only their appearance in the trail (an incident report flushes
+// them first: FlushAudit).
+//
+// deferMax bounds how long a delivery record waits for the fan-out, from
+// when it was queued.
+const deferMax = time.Second
 
 // settleQuiet is how long without pushes or acknowledgements counts as
 // settled.
@@ -121,12 +124,16 @@ func (a *activity) waitQuiet(deadline time.Time) {
 // while they come (a write with the state pending, then another).
 func (b *Broker) WaitSettled(max time.Duration) { b.active.waitQuiet(time.Now().Add(max)) }
 
-// deferred waits, at most deferMax in all, until the fan-out under way is
+// deferred waits, until deadline at most, until the fan-out under way is
 // over: every stream has handed its messages to the transport, and then no
 // delivery has been pushed or acknowledged for settleQuiet (the agents are
-// done applying). Delivery records wait for it.
-func (b *Broker) deferred() {
-	deadline := time.Now().Add(deferMax)
-	b.sending.wait(deferMax)
+// done applying). Delivery records wait for it, with deadline deferMax
+// after the oldest of them was queued.
+func (b *Broker) deferred(deadline time.Time) {
+	left := time.Until(deadline)
+	if left <= 0 {
+		return
+	}
+	b.sending.wait(left)
 	b.active.waitQuiet(deadline)
 }

@@ -1,10 +1,12 @@
 package broker
 
 import (
+	"strconv"
 	"testing"
 	"time"
 
 	cofferv1 "coffer/api/coffer/v1"
+	"coffer/internal/audit"
 )
 
 // A session counts as sending from its first queued message until what it
@@ -80,11 +82,13 @@ func TestWaitSettled(t *testing.T) {
 }
 
 // Delivery records wait until the streams have sent what they had and
-// then until the acknowledgements stop coming, and never longer than
-// deferMax in all.
+// then until the acknowledgements stop coming, and never past deferMax
+// after they were queued.
 func TestDeferredWaitsForTheFanout(t *testing.T) {
 	b := New(Config{})
-	took := func() time.Duration { return timed(b.deferred) }
+	took := func() time.Duration {
+		return timed(func() { b.deferred(time.Now().Add(deferMax)) })
+	}
 	if d := took(); d > deferMax/2 {
 		t.Fatalf("deferred with nothing going on took %v", d)
 	}
@@ -94,26 +98,62 @@ func TestDeferredWaitsForTheFanout(t *testing.T) {
 	s := newSession("a", func() {}, true, cofferv1.DefaultMaxRecv, &b.sending)
 	s.enqueue(nil, &cofferv1.Desired{ContainerId: "c1"})
 	b.active.touch()
+	const drain = 200 * time.Millisecond
 	go func() {
-		time.Sleep(deferMax / 4)
+		time.Sleep(drain)
 		// An acknowledgement comes in as the stream drains. Noted
 		// before the drain: noted after it, deferred could wake on the
-		// drain first and see only the push at the start, a quarter of
-		// deferMax (more than settleQuiet) before (a CI flake).
+		// drain first and see only the push at the start, more than
+		// settleQuiet before (a CI flake).
 		b.active.touch()
 		s.take()
 		s.sent()
 	}()
-	if d := took(); d < deferMax/4+settleQuiet*4/5 || d > 5*time.Second {
-		t.Fatalf("deferred during a fan-out took %v, want about %v", d, deferMax/4+settleQuiet)
+	if d := took(); d < drain+settleQuiet*4/5 || d > 5*time.Second {
+		t.Fatalf("deferred during a fan-out took %v, want about %v", d, drain+settleQuiet)
 	}
 
 	// A stream that never drains and acknowledgements that keep coming
-	// delay it by deferMax, not more.
+	// delay it until its deadline, not more.
 	s.enqueue(nil, &cofferv1.Desired{ContainerId: "c2"})
 	defer keepActive(b)()
 	if d := took(); d < deferMax*4/5 || d > 5*time.Second {
 		t.Fatalf("deferred while the fan-out never ends took %v, want its bound %v", d, deferMax)
+	}
+	// Records queued a while ago wait only for what is left of their
+	// bound, and those already deferMax old not at all: a trail that
+	// keeps being fed is not held deferMax again for each batch.
+	if d := timed(func() { b.deferred(time.Now().Add(drain)) }); d < drain*4/5 || d > deferMax*3/4 {
+		t.Fatalf("deferred with %v left of its bound took %v", drain, d)
+	}
+	if d := timed(func() { b.deferred(time.Now().Add(-time.Millisecond)) }); d > settleQuiet {
+		t.Fatalf("deferred past its bound took %v, want no wait", d)
+	}
+}
+
+// A drain waits for the fan-out from when its oldest record was queued:
+// while the fleet stays busy, records older than deferMax are appended
+// at once, batch after batch.
+func TestBusyFleetDoesNotHoldEachBatch(t *testing.T) {
+	l := &recAuditor{}
+	b := New(Config{Audit: l})
+	n := func() int { return len(l.find("delivery.apply", nil)) }
+	b.active.touch()
+	defer keepActive(b)() // never quiet
+	start := time.Now()
+	// More records on one key than one drain batch appends: the second
+	// batch was queued with the first, so it is past its bound too.
+	for i := range 3 * auditDrainBatch {
+		b.auditLater("c1", audit.Event{Actor: "agent:a", Action: "delivery.apply", Result: "ok", Details: map[string]string{"n": strconv.Itoa(i)}})
+	}
+	for n() < 3*auditDrainBatch {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("%d of %d records appended after 10s", n(), 3*auditDrainBatch)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := time.Since(start); d < deferMax*4/5 || d > 2*deferMax {
+		t.Fatalf("3 batches queued at once took %v while the fleet was busy, want one bound (%v)", d, deferMax)
 	}
 }
 
