@@ -201,7 +201,14 @@ func spoolKey(e *Event) string {
 // the spool's protection). ok reports, for each record, whether the spool
 // holds it.
 func (s *Spool) Add(es []*Event, now time.Time) (ok []bool, gen uint64, err error) {
-	ok = make([]bool, len(es))
+	return s.AddFunc(len(es), func(i int) *Event { return es[i] }, now)
+}
+
+// AddFunc is Add for n records made one at a time: event(i) is the i-th,
+// encoded (and its time set) before event is called again, so that a
+// caller may hand over one Event, and one Details map, for all of them.
+func (s *Spool) AddFunc(n int, event func(i int) *Event, now time.Time) (ok []bool, gen uint64, err error) {
+	ok = make([]bool, n)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failed != nil {
@@ -209,8 +216,9 @@ func (s *Spool) Add(es []*Event, now time.Time) (ok []bool, gen uint64, err erro
 	}
 	buf := s.buf[:0]
 	var errs []error
-	n := 0
-	for i, e := range es {
+	written := 0
+	for i := range n {
+		e := event(i)
 		if e.Time.IsZero() {
 			e.Time = now
 		}
@@ -228,15 +236,15 @@ func (s *Spool) Add(es []*Event, now time.Time) (ok []bool, gen uint64, err erro
 		}
 		buf = append(buf, '\n')
 		ok[i] = true
-		n++
+		written++
 	}
-	if n > 0 && s.mac != nil {
+	if written > 0 && s.mac != nil {
 		// One MAC for the write: a trailer line over its records.
 		buf = append(buf, '#')
 		buf = hex.AppendEncode(buf, spoolBatchMAC(s.mac, buf[:len(buf)-1]))
 		buf = append(buf, '\n')
 	}
-	if n > 0 {
+	if written > 0 {
 		if cur, next := s.files[s.gen%2], s.files[(s.gen+1)%2]; cur.size >= spoolRotate && next.written == 0 {
 			s.gen++ // next is empty: all it held is in the Log
 		}
@@ -246,7 +254,7 @@ func (s *Spool) Add(es []*Event, now time.Time) (ok []bool, gen uint64, err erro
 			clear(ok)
 			errs = append(errs, s.failed)
 		} else {
-			sf.written += n
+			sf.written += written
 			sf.size += int64(len(buf))
 		}
 	}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -399,4 +401,57 @@ func TestSpoolWriteFailureIsLasting(t *testing.T) {
 		}
 	}
 	s.Sealed(0, 2) // nothing held: ignored
+}
+
+// AddFunc encodes each record before it asks for the next: one Event,
+// and its Details map, refilled for each record, spools every record as
+// it was when handed over.
+func TestSpoolAddFuncTakesAReusedEvent(t *testing.T) {
+	dir := t.TempDir()
+	logPath, spoolPath := filepath.Join(dir, "audit.log"), filepath.Join(dir, "audit.spool")
+	l, err := Open(logPath, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _, err := OpenSpool(t.Context(), spoolPath, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := spoolEvents(4)
+	want[2].Details["pod"] = "web-0" // a detail the next record lacks
+	var e Event
+	e.Details = map[string]string{}
+	at := time.Date(2026, 12, 3, 9, 0, 0, 5, time.UTC)
+	ok, _, err := s.AddFunc(len(want), func(i int) *Event {
+		d := e.Details
+		clear(d)
+		e = *want[i]
+		e.Details = d
+		for k, v := range want[i].Details {
+			d[k] = v
+		}
+		return &e
+	}, at)
+	if err != nil || !slices.Equal(ok, []bool{true, true, true, true}) {
+		t.Fatalf("AddFunc: %v %v", ok, err)
+	}
+	l.Close()
+	s.Close()
+
+	l = reopen(t, logPath)
+	s, n, err := OpenSpool(t.Context(), spoolPath, l)
+	if err != nil || n != len(want) {
+		t.Fatalf("OpenSpool: recovered %d, %v; want %d", n, err, len(want))
+	}
+	defer s.Close()
+	got, err := l.Query(t.Context(), Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, w := range want {
+		delete(got[i].Details, SpoolRecovered)
+		if got[i].Action != w.Action || !maps.Equal(got[i].Details, w.Details) || !got[i].Time.Equal(at) {
+			t.Errorf("record %d: %s %v at %v, want %s %v at %v", i, got[i].Action, got[i].Details, got[i].Time, w.Action, w.Details, at)
+		}
+	}
 }

@@ -69,13 +69,19 @@ func (r *record) event() audit.Event {
 	if r.e != nil {
 		return *r.e
 	}
-	e := deliveryEvent(r.d.agent, r.d.info, r.d.action, r.d.f)
+	var e audit.Event
+	r.fillEvent(&e)
+	return e
+}
+
+// fillEvent makes a delivery record into e, reusing its Details map.
+func (r *record) fillEvent(e *audit.Event) {
+	fillDeliveryEvent(e, r.d.agent, r.d.info, r.d.action, r.d.f)
 	if r.d.err != "" {
 		e.Result = audit.ResultError
 		e.Details["error"] = r.d.err
 	}
 	e.Time = r.at // when it was spooled (zero: the trail's time)
-	return e
 }
 
 type auditShard struct {

@@ -346,23 +346,33 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 // deliveryEvent is the audit record of a delivery action on file f of
 // container info.
 func deliveryEvent(agent string, info *cofferv1.Container, action string, f *cofferv1.FileRef) audit.Event {
-	e := audit.Event{
-		Actor: "agent:" + agent, Action: action, Object: "secret:" + f.Secret, Result: "ok",
-		Details: map[string]string{
-			"secret": f.Secret, "version": strconv.FormatUint(f.Version, 10), "file": f.File,
-			"container_id": clip(info.Id), "container": clip(info.Name), "image": clip(info.Image), "image_digest": clip(info.ImageDigest),
-			"agent": agent,
-		},
+	var e audit.Event
+	fillDeliveryEvent(&e, agent, info, action, f)
+	return e
+}
+
+// fillDeliveryEvent makes e the record deliveryEvent returns, in e's
+// Details map if it has one (emptied first).
+func fillDeliveryEvent(e *audit.Event, agent string, info *cofferv1.Container, action string, f *cofferv1.FileRef) {
+	d := e.Details
+	if d == nil {
+		d = make(map[string]string, 8+len(podDetails))
+	} else {
+		clear(d)
 	}
+	*e = audit.Event{Actor: "agent:" + agent, Action: action, Object: "secret:" + f.Secret, Result: "ok", Details: d}
+	d["secret"], d["version"], d["file"] = f.Secret, strconv.FormatUint(f.Version, 10), f.File
+	d["container_id"], d["container"] = clip(info.Id), clip(info.Name)
+	d["image"], d["image_digest"] = clip(info.Image), clip(info.ImageDigest)
+	d["agent"] = agent
 	// A pod's identity: the API server's when the server confirms node
 	// agents' pods, else the node agent's report; never a Docker host's
 	// (its k8s.* labels are dropped, see kube.go).
 	for _, l := range podDetails {
 		if v, ok := info.GetLabels()[l.label]; ok {
-			e.Details[l.detail] = clip(v)
+			d[l.detail] = clip(v)
 		}
 	}
-	return e
 }
 
 // podDetails are the delivery record's details taken from a pod's labels.
