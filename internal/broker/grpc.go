@@ -356,7 +356,7 @@ func deliveryEvent(agent string, info *cofferv1.Container, action string, f *cof
 func fillDeliveryEvent(e *audit.Event, agent string, info *cofferv1.Container, action string, f *cofferv1.FileRef) {
 	d := e.Details
 	if d == nil {
-		d = make(map[string]string, 8+len(podDetails))
+		d = make(map[string]string, 8) // 8 slots: a Docker container's record; a pod's grows it
 	} else {
 		clear(d)
 	}
