@@ -57,7 +57,7 @@ type record struct {
 	queued   int64     // when it was queued, unix nanoseconds: its drain waits until deferMax after
 }
 
-// delivery is a delivery record (see deliveryEvent).
+// delivery is a delivery record (see fillDeliveryEvent).
 type delivery struct {
 	agent, action string
 	info          *cofferv1.Container

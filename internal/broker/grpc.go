@@ -343,16 +343,9 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 	}
 }
 
-// deliveryEvent is the audit record of a delivery action on file f of
-// container info.
-func deliveryEvent(agent string, info *cofferv1.Container, action string, f *cofferv1.FileRef) audit.Event {
-	var e audit.Event
-	fillDeliveryEvent(&e, agent, info, action, f)
-	return e
-}
-
-// fillDeliveryEvent makes e the record deliveryEvent returns, in e's
-// Details map if it has one (emptied first).
+// fillDeliveryEvent makes e the audit record of a delivery action on file
+// f of container info, in e's Details map if it has one (emptied first):
+// the spool's write reuses one for every record.
 func fillDeliveryEvent(e *audit.Event, agent string, info *cofferv1.Container, action string, f *cofferv1.FileRef) {
 	d := e.Details
 	if d == nil {

@@ -202,8 +202,9 @@ func TestFailingSpoolLosesNoRecord(t *testing.T) {
 }
 
 // The spool's write makes every delivery record into one reused Event:
-// each record written is exactly deliveryEvent's, with nothing left over
-// from the one before (a pod's details, a failure's reason).
+// each record written is exactly the one a fresh Event is made into, with
+// nothing left over from the one before (a pod's details, a failure's
+// reason).
 func TestSpooledRecordsShareNoDetails(t *testing.T) {
 	sp := &fakeSpool{}
 	b := New(Config{Audit: &recAuditor{}, Spool: sp})
@@ -227,7 +228,8 @@ func TestSpooledRecordsShareNoDetails(t *testing.T) {
 		t.Fatalf("%d records spooled, want %d", len(got), len(ds))
 	}
 	for i, d := range ds {
-		want := deliveryEvent(d.agent, d.info, d.action, d.f)
+		var want audit.Event // a fresh Event and map
+		fillDeliveryEvent(&want, d.agent, d.info, d.action, d.f)
 		if d.err != "" {
 			want.Result, want.Details["error"] = audit.ResultError, d.err
 		}
