@@ -87,7 +87,10 @@ type Agent struct {
 	busyN   atomic.Int64
 	quiet   chan struct{}
 	ackWait time.Duration // ackWait; tests change it
-	workers *workers      // goroutines that run work (workers.go)
+	// ackHold is when the hold on acknowledgements a server asked for ends
+	// (unix nanoseconds; see setAckHold).
+	ackHold atomic.Int64
+	workers *workers // goroutines that run work (workers.go)
 }
 
 type verKey struct {
@@ -327,6 +330,7 @@ func (a *Agent) session(ctx context.Context, tlsCfg *tls.Config, t dialTarget) (
 	a.mu.Lock()
 	a.send = send
 	a.sessionN++
+	a.ackHold.Store(0) // a hold another server asked for is not this one's
 	// Report everything the runtime runs; the server answers with the full
 	// desired state of each container.
 	msgs := []*cofferv1.AgentMessage{{Msg: &cofferv1.AgentMessage_Hello{Hello: &cofferv1.Hello{Version: "coffer-agent/1"}}}}
@@ -467,6 +471,12 @@ func (a *Agent) sender(ctx context.Context, stream cofferv1.AgentService_SyncCli
 					break collect
 				}
 			}
+			if next == nil && len(acks) < maxAckBatch {
+				var err error
+				if acks, next, err = a.holdAcks(ctx, send, acks, linger); err != nil {
+					return err
+				}
+			}
 			if len(acks) > 1 {
 				m = &cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_AppliedBatch{AppliedBatch: &cofferv1.AppliedBatch{Applied: acks}}}
 			}
@@ -475,6 +485,69 @@ func (a *Agent) sender(ctx context.Context, stream cofferv1.AgentService_SyncCli
 			return err
 		}
 	}
+}
+
+// maxAckHold caps how long acknowledgements are held back at a server's
+// asking (Batch.ack_hold_ms), whatever it asks.
+const maxAckHold = time.Second
+
+// setAckHold notes a server's asking, in a batch received now, that the
+// acknowledgements wait up to ms milliseconds: the server is sending the
+// same change to many agents and reads acknowledgements best after its
+// sends. The latest end asked for wins, within maxAckHold of now.
+func (a *Agent) setAckHold(ms uint32) {
+	if ms == 0 {
+		return
+	}
+	until := time.Now().Add(min(time.Duration(ms)*time.Millisecond, maxAckHold)).UnixNano()
+	for {
+		cur := a.ackHold.Load()
+		if cur >= until || a.ackHold.CompareAndSwap(cur, until) {
+			return
+		}
+	}
+}
+
+// holdAcks keeps acks, and those queued after them, until the end of the
+// hold the server asked for (setAckHold), if one is under way; then each
+// says how long it was held (held_ms, which the server takes off its
+// delivery latency). Any other message ends the hold at once, to go after
+// them (next): the order of what the agent says is kept. So does a full
+// batch.
+func (a *Agent) holdAcks(ctx context.Context, send chan *cofferv1.AgentMessage, acks []*cofferv1.Applied, linger *time.Timer) (_ []*cofferv1.Applied, next *cofferv1.AgentMessage, _ error) {
+	wait := time.Until(time.Unix(0, a.ackHold.Load()))
+	if wait <= 0 {
+		return acks, nil, nil
+	}
+	start := time.Now()
+	since := make([]time.Time, len(acks), maxAckBatch)
+	for i := range since {
+		since[i] = start
+	}
+	linger.Reset(wait)
+hold:
+	for len(acks) < maxAckBatch {
+		select {
+		case m := <-send:
+			ack := m.GetApplied()
+			if ack == nil {
+				next = m
+				break hold
+			}
+			acks, since = append(acks, ack), append(since, time.Now())
+		case <-linger.C:
+			break hold
+		case <-ctx.Done():
+			linger.Stop()
+			return nil, nil, ctx.Err()
+		}
+	}
+	linger.Stop()
+	now := time.Now()
+	for i, ack := range acks {
+		ack.HeldMs = uint32(now.Sub(since[i]).Milliseconds())
+	}
+	return acks, next, nil
 }
 
 // enqueue sends m on the current stream, if any. Messages for a stream that

@@ -25,6 +25,7 @@ func (a *Agent) handle(ctx context.Context, m *cofferv1.ServerMessage) {
 		a.handleDesired(ctx, msg.Desired)
 	case *cofferv1.ServerMessage_Batch:
 		a.handleValues(msg.Batch.GetValues().GetValues())
+		a.setAckHold(msg.Batch.GetAckHoldMs())
 		// The batch's containers count as under way until all are
 		// handed to workers: a first one done before the next is handed
 		// over must not have its acknowledgement sent alone.

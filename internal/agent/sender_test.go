@@ -70,7 +70,11 @@ func newAckRig(t *testing.T, batch bool, ackWait time.Duration, block ...string)
 }
 
 // rotate sends one Batch with a new value for each of ids' desired states.
-func (r *ackRig) rotate(gen uint64, ids ...string) {
+func (r *ackRig) rotate(gen uint64, ids ...string) { r.rotateHeld(gen, 0, ids...) }
+
+// rotateHeld is rotate with the server asking for a hold of holdMs on the
+// acknowledgements.
+func (r *ackRig) rotateHeld(gen uint64, holdMs uint32, ids ...string) {
 	var vals []*cofferv1.SecretValue
 	var desired []*cofferv1.Desired
 	for _, id := range ids {
@@ -81,7 +85,7 @@ func (r *ackRig) rotate(gen uint64, ids ...string) {
 		desired = append(desired, &cofferv1.Desired{ContainerId: id, Generation: gen, Files: []*cofferv1.FileRef{{Secret: "s/" + id, Version: gen, File: "f"}}})
 	}
 	r.a.handle(r.ctx, &cofferv1.ServerMessage{Msg: &cofferv1.ServerMessage_Batch{Batch: &cofferv1.Batch{
-		Values: &cofferv1.Values{Values: vals}, Desired: desired}}})
+		Values: &cofferv1.Values{Values: vals}, Desired: desired, AckHoldMs: holdMs}}})
 }
 
 // next returns the next message sent, or fails after a bounded wait.
@@ -182,5 +186,89 @@ func TestAcksKeepTheirOrder(t *testing.T) {
 				t.Fatalf("sent %v, want %v", seq, want)
 			}
 		})
+	}
+}
+
+// A server that sends one change to many agents asks them to hold back
+// their acknowledgements (Batch.ack_hold_ms): the files are delivered at
+// once, the acknowledgements go together when the hold ends, each saying
+// how long it was held.
+func TestAckHoldAskedByTheServer(t *testing.T) {
+	r := newAckRig(t, true, 20*time.Millisecond)
+	start := time.Now()
+	r.rotateHeld(1, 300, "c1", "c2")
+	if err := r.d.Wait(r.ctx, func(all map[string]map[string]secret.File) bool { return len(all["c1"]) == 1 && len(all["c2"]) == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 250*time.Millisecond {
+		t.Skipf("delivery took %s on this machine: the hold cannot be told apart", d)
+	}
+	m := r.next(t)
+	waited := time.Since(start)
+	got := acked(m)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"c1@1", "c2@1"}) || m.GetAppliedBatch() == nil {
+		t.Fatalf("sent %v, want both acknowledgements in one AppliedBatch", got)
+	}
+	if waited < 300*time.Millisecond {
+		t.Fatalf("acknowledgements sent %s after the batch, want the 300 ms asked for", waited)
+	}
+	for _, a := range m.GetAppliedBatch().GetApplied() {
+		if a.HeldMs < 50 || time.Duration(a.HeldMs)*time.Millisecond > waited {
+			t.Errorf("%s says it was held %d ms; it was ready within %s of the batch and sent %s after it", a.ContainerId, a.HeldMs, 250*time.Millisecond, waited)
+		}
+	}
+}
+
+// A hold ends at once when the agent has something else to say, which goes
+// after the acknowledgements held: order is kept, and a container's stop
+// is not held up.
+func TestAckHoldEndsAtAnotherMessage(t *testing.T) {
+	r := newAckRig(t, true, 20*time.Millisecond)
+	r.a.setAckHold(60_000)
+	start := time.Now()
+	ack, a := newApplied()
+	a.ContainerId, a.Generation = "c1", 1
+	stopped := &cofferv1.AgentMessage{Msg: &cofferv1.AgentMessage_Stopped{Stopped: &cofferv1.ContainerStopped{Id: "c9"}}}
+	r.a.mu.Lock()
+	r.a.enqueueLocked(ack)
+	r.a.mu.Unlock()
+	time.Sleep(20 * time.Millisecond) // the ack is held
+	r.a.mu.Lock()
+	r.a.enqueueLocked(stopped)
+	r.a.mu.Unlock()
+	if got := acked(r.next(t)); !slices.Equal(got, []string{"c1@1"}) {
+		t.Fatalf("first sent %v, want c1's acknowledgement", got)
+	}
+	if r.next(t).GetStopped() == nil {
+		t.Fatal("the stop did not follow the acknowledgement")
+	}
+	if d := time.Since(start); d > maxAckHold/2 {
+		t.Fatalf("sent %s after the stop was queued: the hold did not end", d)
+	}
+}
+
+// Whatever a server asks, acknowledgements are held at most maxAckHold;
+// an agent whose server did not announce AppliedBatch holds nothing.
+func TestAckHoldIsBounded(t *testing.T) {
+	r := newAckRig(t, true, 20*time.Millisecond)
+	before := time.Now()
+	r.a.setAckHold(^uint32(0))
+	if until := time.Unix(0, r.a.ackHold.Load()); until.After(time.Now().Add(maxAckHold)) || until.Before(before.Add(maxAckHold)) {
+		t.Fatalf("hold until %s from now, want %s", time.Until(until), maxAckHold)
+	}
+	r.a.setAckHold(10) // a shorter hold asked later does not cut the longer one
+	if until := time.Unix(0, r.a.ackHold.Load()); until.Before(before.Add(maxAckHold)) {
+		t.Fatalf("a later, shorter hold cut the hold to %s from now", time.Until(until))
+	}
+
+	old := newAckRig(t, false, 20*time.Millisecond)
+	start := time.Now()
+	old.rotateHeld(1, 1000, "c1")
+	if got := acked(old.next(t)); !slices.Equal(got, []string{"c1@1"}) {
+		t.Fatalf("sent %v", got)
+	}
+	if d := time.Since(start); d > maxAckHold/2 {
+		t.Fatalf("acknowledged %s after the batch to a server without AppliedBatch: it was held", d)
 	}
 }

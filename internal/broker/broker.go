@@ -446,10 +446,40 @@ func (b *Broker) releaseWakes(first bool) {
 	if !first {
 		return
 	}
+	hold := ackHoldFor(len(b.held))
+	if hold > 0 {
+		b.active.expect(hold)
+	}
 	for s := range b.held {
+		if hold > 0 {
+			s.holdAcks(hold)
+		}
 		s.notify()
 	}
 	b.held = nil
+}
+
+// A change pushed to many agents at once asks them to hold back their
+// acknowledgements for a while (Batch.ack_hold_ms), so that the server
+// reads them after its sends and not between them: an acknowledgement is
+// the rollout state's bookkeeping and its delivery record, while the
+// agents still waiting for the change are waiting for the files. The
+// containers get their files as soon as they come either way. The hold
+// grows with the agents sent to (ackHoldPerAgent), from
+// ackHoldMinAgents, up to ackHoldMax; an agent that ignores it gains
+// nothing but an earlier place in the rollout state.
+const (
+	ackHoldMinAgents = 16
+	ackHoldPerAgent  = time.Millisecond
+	ackHoldMax       = 300 * time.Millisecond
+)
+
+// ackHoldFor is the hold asked of n agents sent one change at once.
+func ackHoldFor(n int) time.Duration {
+	if n < ackHoldMinAgents {
+		return 0
+	}
+	return min(time.Duration(n)*ackHoldPerAgent, ackHoldMax)
 }
 
 // pinned is the version of g's file for container c under the rotation

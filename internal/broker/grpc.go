@@ -322,7 +322,10 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 	after := c.applied
 	sentAt := c.sentAt
 	b.mu.Unlock()
-	deliveryLatency.Observe(time.Since(sentAt).Seconds())
+	// An acknowledgement held back at the server's asking (ackHoldFor)
+	// says for how long; an agent's claim counts up to what it was asked.
+	held := min(time.Duration(a.GetHeldMs())*time.Millisecond, ackHoldMax)
+	deliveryLatency.Observe(max(time.Since(sentAt)-held, 0).Seconds())
 
 	old := map[string]*cofferv1.FileRef{}
 	for _, f := range before {

@@ -95,18 +95,38 @@ func (o *sending) wait(max time.Duration) {
 	}
 }
 
-// activity is when the last delivery was pushed or acknowledged.
-type activity struct{ last atomic.Int64 } // unix nanoseconds
+// activity is when the last delivery was pushed or acknowledged, and until
+// when acknowledgements asked to be held back (ackHoldFor) are expected.
+type activity struct {
+	last atomic.Int64 // unix nanoseconds
+	held atomic.Int64 // unix nanoseconds
+}
 
 // touch notes a push or an acknowledgement.
 func (a *activity) touch() { a.last.Store(time.Now().UnixNano()) }
 
+// expect notes that acknowledgements are held back until d from now: the
+// fan-out is not settled before they come.
+func (a *activity) expect(d time.Duration) {
+	until := time.Now().Add(d).UnixNano()
+	for {
+		cur := a.held.Load()
+		if cur >= until || a.held.CompareAndSwap(cur, until) {
+			return
+		}
+	}
+}
+
 // waitQuiet returns once nothing was pushed or acknowledged for
-// settleQuiet, or at deadline.
+// settleQuiet, and no acknowledgement is held back any more, or at
+// deadline.
 func (a *activity) waitQuiet(deadline time.Time) {
 	for {
 		now := time.Now()
 		next := time.Unix(0, a.last.Load()).Add(settleQuiet)
+		if held := time.Unix(0, a.held.Load()); held.After(next) {
+			next = held
+		}
 		if !now.Before(next) || !now.Before(deadline) {
 			return
 		}

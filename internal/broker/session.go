@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -33,6 +34,9 @@ type session struct {
 	wake    chan struct{}
 	pending bool // counted in out: something queued or being sent
 	closed  bool
+	// ackHold is how long the agent is asked to hold back its
+	// acknowledgements of the next batch (ackHoldFor).
+	ackHold time.Duration
 }
 
 func newSession(agent string, cancel context.CancelFunc, batch bool, maxRecv int, out *sending) *session {
@@ -80,6 +84,18 @@ func (s *session) close() {
 	s.mu.Unlock()
 }
 
+// holdAcks asks the agent to hold back its acknowledgements of what is
+// queued, for up to d (the longest asked for since the last send wins).
+// Only an agent that understands Batch is asked.
+func (s *session) holdAcks(d time.Duration) {
+	if !s.batch {
+		return
+	}
+	s.mu.Lock()
+	s.ackHold = max(s.ackHold, d)
+	s.mu.Unlock()
+}
+
 // notify wakes the sender; it never blocks.
 func (s *session) notify() {
 	select {
@@ -88,10 +104,12 @@ func (s *session) notify() {
 	}
 }
 
-// take empties the outbox.
-func (s *session) take() ([]*cofferv1.SecretValue, []*cofferv1.Desired) {
+// take empties the outbox, with the hold on acknowledgements asked for it.
+func (s *session) take() ([]*cofferv1.SecretValue, []*cofferv1.Desired, time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	hold := s.ackHold
+	s.ackHold = 0
 	vals := make([]*cofferv1.SecretValue, 0, len(s.values))
 	for _, v := range s.values {
 		vals = append(vals, v)
@@ -103,7 +121,7 @@ func (s *session) take() ([]*cofferv1.SecretValue, []*cofferv1.Desired) {
 	}
 	s.order = nil
 	clear(s.desired)
-	return vals, ds
+	return vals, ds, hold
 }
 
 // run sends queued messages until ctx ends or a send fails.
@@ -156,7 +174,7 @@ func entry(n int) int { return 1 + protowire.SizeVarint(uint64(n)) + n }
 // on the stream: one per container made fan-out to thousands of containers
 // cost a syscall per container); others get one Values message per chunk
 // and one Desired per container.
-func (s *session) messages(vals []*cofferv1.SecretValue, ds []*cofferv1.Desired) []*cofferv1.ServerMessage {
+func (s *session) messages(vals []*cofferv1.SecretValue, ds []*cofferv1.Desired, ackHold time.Duration) []*cofferv1.ServerMessage {
 	budget := s.maxRecv - framing
 	chunkCap := min(chunkBytes, budget)
 	var chunks [][]*cofferv1.SecretValue
@@ -184,7 +202,7 @@ func (s *session) messages(vals []*cofferv1.SecretValue, ds []*cofferv1.Desired)
 		return out
 	}
 	batch := func(vals []*cofferv1.SecretValue, ds []*cofferv1.Desired) *cofferv1.ServerMessage {
-		b := &cofferv1.Batch{Desired: ds}
+		b := &cofferv1.Batch{Desired: ds, AckHoldMs: uint32(ackHold.Milliseconds())}
 		if len(vals) > 0 {
 			b.Values = &cofferv1.Values{Values: vals}
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+	"time"
 
 	cofferv1 "coffer/api/coffer/v1"
 )
@@ -54,7 +55,7 @@ func TestSessionMessages(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSession("a", func() {}, tc.batch, cofferv1.DefaultMaxRecv, nil)
-			if got := kinds(s.messages(tc.vals, tc.ds)); got != tc.want {
+			if got := kinds(s.messages(tc.vals, tc.ds, 0)); got != tc.want {
 				t.Errorf("messages = %q, want %q", got, tc.want)
 			}
 		})
@@ -117,5 +118,61 @@ func TestAChangeReachesAnAgentInOneMessage(t *testing.T) {
 		if got := count() - before; got != 1 {
 			t.Errorf("%s reached the agent's %d containers in %d messages, want 1", step.what, n, got)
 		}
+	}
+}
+
+// A change pushed to many agents at once asks each to hold back its
+// acknowledgements, longer the more agents it went to, within ackHoldMax;
+// a small one asks nothing, nor is an agent without Batch asked.
+func TestAckHoldAskedOfAFanout(t *testing.T) {
+	for _, tc := range []struct {
+		agents int
+		batch  bool
+		want   time.Duration
+	}{
+		{1, true, 0},
+		{ackHoldMinAgents - 1, true, 0},
+		{ackHoldMinAgents, true, ackHoldMinAgents * ackHoldPerAgent},
+		{400, false, 0},
+		{400, true, min(400*ackHoldPerAgent, ackHoldMax)},
+		{5000, true, ackHoldMax},
+	} {
+		t.Run(fmt.Sprintf("%d agents, batch=%v", tc.agents, tc.batch), func(t *testing.T) {
+			b := New(Config{})
+			var ss []*session
+			b.mu.Lock()
+			first := b.holdWakes()
+			for i := range tc.agents {
+				s := newSession(fmt.Sprint("a", i), func() {}, tc.batch, cofferv1.DefaultMaxRecv, nil)
+				s.enqueue(nil, &cofferv1.Desired{ContainerId: fmt.Sprint("c", i), Generation: 1})
+				b.held[s] = struct{}{}
+				ss = append(ss, s)
+			}
+			released := time.Now()
+			b.releaseWakes(first)
+			b.mu.Unlock()
+			for _, s := range ss {
+				vals, ds, hold := s.take()
+				if hold != tc.want {
+					t.Fatalf("%s asked a hold of %s, want %s", s.agent, hold, tc.want)
+				}
+				for _, m := range s.messages(vals, ds, hold) {
+					if got := m.GetBatch().GetAckHoldMs(); got != uint32(tc.want.Milliseconds()) {
+						t.Fatalf("batch asks %d ms, want %s", got, tc.want)
+					}
+				}
+				if _, _, again := s.take(); again != 0 {
+					t.Fatalf("the next send asks %s again", again)
+				}
+			}
+			// The fan-out counts as settled once the held
+			// acknowledgements are due, not before.
+			if tc.want > 0 {
+				b.WaitSettled(time.Second)
+				if d := time.Since(released); d < tc.want {
+					t.Fatalf("settled %s after the pushes, before the %s hold ended", d, tc.want)
+				}
+			}
+		})
 	}
 }

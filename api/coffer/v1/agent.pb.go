@@ -551,7 +551,11 @@ type Applied struct {
 	// process state only, never the files' (a broker that counts generations
 	// from 1 again after a report must not take it for an acknowledgement
 	// of a newer state).
-	ProcessOnly   bool `protobuf:"varint,5,opt,name=process_only,json=processOnly,proto3" json:"process_only,omitempty"`
+	ProcessOnly bool `protobuf:"varint,5,opt,name=process_only,json=processOnly,proto3" json:"process_only,omitempty"`
+	// How long, in milliseconds, the agent held this acknowledgement back
+	// after it was ready, at the server's asking (Batch.ack_hold_ms): the
+	// server takes it off the delivery's latency.
+	HeldMs        uint32 `protobuf:"varint,6,opt,name=held_ms,json=heldMs,proto3" json:"held_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -619,6 +623,13 @@ func (x *Applied) GetProcessOnly() bool {
 		return x.ProcessOnly
 	}
 	return false
+}
+
+func (x *Applied) GetHeldMs() uint32 {
+	if x != nil {
+		return x.HeldMs
+	}
+	return 0
 }
 
 // ProcessFile is the version of a file's secret a container's process runs
@@ -849,9 +860,16 @@ func (*ServerMessage_Batch) isServerMessage_Msg() {}
 // Agents and servers without the feature keep using Values, Desired and
 // Applied.
 type Batch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Values        *Values                `protobuf:"bytes,1,opt,name=values,proto3" json:"values,omitempty"`
-	Desired       []*Desired             `protobuf:"bytes,2,rep,name=desired,proto3" json:"desired,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Values  *Values                `protobuf:"bytes,1,opt,name=values,proto3" json:"values,omitempty"`
+	Desired []*Desired             `protobuf:"bytes,2,rep,name=desired,proto3" json:"desired,omitempty"`
+	// The server is sending the same change to many agents at once: the
+	// agent may hold back its acknowledgements of this batch for up to this
+	// many milliseconds after it received it (at most 1,000; 0: none), so
+	// that the server reads them after its sends rather than between them.
+	// Containers get their files as soon as they come either way; only the
+	// server's rollout state learns of them later.
+	AckHoldMs     uint32 `protobuf:"varint,3,opt,name=ack_hold_ms,json=ackHoldMs,proto3" json:"ack_hold_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -898,6 +916,13 @@ func (x *Batch) GetDesired() []*Desired {
 		return x.Desired
 	}
 	return nil
+}
+
+func (x *Batch) GetAckHoldMs() uint32 {
+	if x != nil {
+		return x.AckHoldMs
+	}
+	return 0
 }
 
 type SecretValue struct {
@@ -1293,7 +1318,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x10ContainerStopped\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\")\n" +
 	"\rContainerSync\x12\x18\n" +
-	"\arunning\x18\x01 \x03(\tR\arunning\"\xb7\x01\n" +
+	"\arunning\x18\x01 \x03(\tR\arunning\"\xd0\x01\n" +
 	"\aApplied\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1e\n" +
 	"\n" +
@@ -1301,7 +1326,8 @@ const file_agent_proto_rawDesc = "" +
 	"generation\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x120\n" +
 	"\aprocess\x18\x04 \x03(\v2\x16.coffer.v1.ProcessFileR\aprocess\x12!\n" +
-	"\fprocess_only\x18\x05 \x01(\bR\vprocessOnly\"o\n" +
+	"\fprocess_only\x18\x05 \x01(\bR\vprocessOnly\x12\x17\n" +
+	"\aheld_ms\x18\x06 \x01(\rR\x06heldMs\"o\n" +
 	"\vProcessFile\x12\x12\n" +
 	"\x04file\x18\x01 \x01(\tR\x04file\x12\x16\n" +
 	"\x06secret\x18\x02 \x01(\tR\x06secret\x12\x18\n" +
@@ -1313,10 +1339,11 @@ const file_agent_proto_rawDesc = "" +
 	"\x06values\x18\x01 \x01(\v2\x11.coffer.v1.ValuesH\x00R\x06values\x12.\n" +
 	"\adesired\x18\x02 \x01(\v2\x12.coffer.v1.DesiredH\x00R\adesired\x12(\n" +
 	"\x05batch\x18\x03 \x01(\v2\x10.coffer.v1.BatchH\x00R\x05batchB\x05\n" +
-	"\x03msg\"`\n" +
+	"\x03msg\"\x80\x01\n" +
 	"\x05Batch\x12)\n" +
 	"\x06values\x18\x01 \x01(\v2\x11.coffer.v1.ValuesR\x06values\x12,\n" +
-	"\adesired\x18\x02 \x03(\v2\x12.coffer.v1.DesiredR\adesired\"U\n" +
+	"\adesired\x18\x02 \x03(\v2\x12.coffer.v1.DesiredR\adesired\x12\x1e\n" +
+	"\vack_hold_ms\x18\x03 \x01(\rR\tackHoldMs\"U\n" +
 	"\vSecretValue\x12\x16\n" +
 	"\x06secret\x18\x01 \x01(\tR\x06secret\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x14\n" +
