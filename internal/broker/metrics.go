@@ -12,7 +12,7 @@ var (
 	}, []string{"action"})
 	deliveryLatency = promauto.NewHistogram(prometheus.HistogramOpts{
 		Name:    "coffer_delivery_ack_seconds",
-		Help:    "Time from the server queuing a container's desired state to the agent acknowledging it.",
+		Help:    "Time from the server queuing a container's desired state to the agent acknowledging it, less the time the agent held the acknowledgement back at the server's asking (a large fan-out's Batch.ack_hold_ms).",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 	})
 )
