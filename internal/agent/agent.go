@@ -520,7 +520,7 @@ func (a *Agent) holdAcks(ctx context.Context, send chan *cofferv1.AgentMessage, 
 		return acks, nil, nil
 	}
 	start := time.Now()
-	since := make([]time.Time, len(acks), maxAckBatch)
+	since := make([]time.Time, len(acks))
 	for i := range since {
 		since[i] = start
 	}

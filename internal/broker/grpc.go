@@ -322,10 +322,7 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 	after := c.applied
 	sentAt := c.sentAt
 	b.mu.Unlock()
-	// An acknowledgement held back at the server's asking (ackHoldFor)
-	// says for how long; an agent's claim counts up to what it was asked.
-	held := min(time.Duration(a.GetHeldMs())*time.Millisecond, ackHoldMax)
-	deliveryLatency.Observe(max(time.Since(sentAt)-held, 0).Seconds())
+	deliveryLatency.Observe(ackLatency(time.Since(sentAt), a.GetHeldMs()).Seconds())
 
 	old := map[string]*cofferv1.FileRef{}
 	for _, f := range before {
@@ -399,4 +396,13 @@ func (b *Broker) audit(ctx context.Context, e audit.Event) error {
 		b.log.Error("audit append failed", "action", e.Action, "err", err)
 	}
 	return err
+}
+
+// ackLatency is a delivery's time from push to acknowledgement, less what
+// the agent says it held the acknowledgement back at the server's asking
+// (ackHoldFor): an agent's claim counts up to ackHoldMax, and never makes
+// the latency negative.
+func ackLatency(elapsed time.Duration, heldMs uint32) time.Duration {
+	held := min(time.Duration(heldMs)*time.Millisecond, ackHoldMax)
+	return max(elapsed-held, 0)
 }

@@ -176,3 +176,23 @@ func TestAckHoldAskedOfAFanout(t *testing.T) {
 		})
 	}
 }
+
+// What an agent says it held an acknowledgement back comes off the
+// delivery's latency only up to the most a server asks, and never below
+// zero: a lying agent cannot make its deliveries look faster than that.
+func TestAckLatencyBoundsTheAgentsClaim(t *testing.T) {
+	for _, tc := range []struct {
+		elapsed time.Duration
+		heldMs  uint32
+		want    time.Duration
+	}{
+		{400 * time.Millisecond, 0, 400 * time.Millisecond},
+		{400 * time.Millisecond, 250, 150 * time.Millisecond},
+		{time.Second, ^uint32(0), time.Second - ackHoldMax},
+		{100 * time.Millisecond, 250, 0},
+	} {
+		if got := ackLatency(tc.elapsed, tc.heldMs); got != tc.want {
+			t.Errorf("ackLatency(%s, %d ms) = %s, want %s", tc.elapsed, tc.heldMs, got, tc.want)
+		}
+	}
+}
