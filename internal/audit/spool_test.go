@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
+	"errors"
 	"maps"
 	"os"
 	"path/filepath"
@@ -44,7 +46,7 @@ func TestSpoolRecoversWhatTheLogLacks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, n, err := OpenSpool(t.Context(), spoolPath, l)
+	s, n, err := OpenSpool(t.Context(), spoolPath, l, SpoolOptions{})
 	if err != nil || n != 0 {
 		t.Fatalf("OpenSpool on nothing: %d, %v", n, err)
 	}
@@ -62,7 +64,7 @@ func TestSpoolRecoversWhatTheLogLacks(t *testing.T) {
 	s.Close()
 
 	l = reopen(t, logPath)
-	s, n, err = OpenSpool(t.Context(), spoolPath, l)
+	s, n, err = OpenSpool(t.Context(), spoolPath, l, SpoolOptions{})
 	if err != nil || n != 2 {
 		t.Fatalf("OpenSpool after a kill: recovered %d, %v; want 2", n, err)
 	}
@@ -96,7 +98,7 @@ func TestSpoolRecoversWhatTheLogLacks(t *testing.T) {
 	l.Close()
 	s.Close()
 	l = reopen(t, logPath)
-	s2, n, err := OpenSpool(t.Context(), spoolPath, l)
+	s2, n, err := OpenSpool(t.Context(), spoolPath, l, SpoolOptions{})
 	if err != nil || n != 0 {
 		t.Fatalf("OpenSpool again: recovered %d, %v", n, err)
 	}
@@ -109,7 +111,7 @@ func TestSpoolRecoversWhatTheLogLacks(t *testing.T) {
 func TestSpoolEmptiesAndRotates(t *testing.T) {
 	l, path := openTemp(t)
 	spoolPath := filepath.Join(filepath.Dir(path), "audit.spool")
-	s, _, err := OpenSpool(t.Context(), spoolPath, l)
+	s, _, err := OpenSpool(t.Context(), spoolPath, l, SpoolOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +204,7 @@ func TestOpenSpoolRefusesBadFiles(t *testing.T) {
 	if err := os.WriteFile(torn, append(good.Bytes(), good.Bytes()[:40]...), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, n, err := OpenSpool(t.Context(), torn, l)
+	s, n, err := OpenSpool(t.Context(), torn, l, SpoolOptions{})
 	if err != nil || n != 1 {
 		t.Fatalf("torn spool: recovered %d, %v; want 1", n, err)
 	}
@@ -226,7 +228,7 @@ func TestOpenSpoolRefusesBadFiles(t *testing.T) {
 		if err := os.Chmod(p, c.mode); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := OpenSpool(t.Context(), p, l); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, _, err := OpenSpool(t.Context(), p, l, SpoolOptions{}); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Fatalf("%s: OpenSpool = %v, want an error with %q", name, err, c.want)
 		}
 		if got, _ := os.ReadFile(p); string(got) != c.body {
@@ -242,13 +244,15 @@ func FuzzParseSpool(f *testing.F) {
 	f.Add(append(b, '\n'))
 	f.Add([]byte("{}\n{\n"))
 	f.Add([]byte(`{"time":"2026-12-02T00:00:00Z","actor":"a","action":"b","result":"ok"}` + "\n"))
+	f.Add([]byte("@1764720000000000005 " + base64.RawStdEncoding.EncodeToString(testPack(nil, &e)) + "\n"))
+	f.Add([]byte("@-5 YQ\n@12 !!\n@7\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// With a key, lines must carry its MAC: whatever the input, no
 		// panic, and nothing without a valid MAC.
-		if es, err := parseSpool(bytes.NewReader(data), hmac.New(sha256.New, make([]byte, KeySize))); err == nil && len(es) > 0 && !bytes.Contains(data, []byte("\n#")) {
+		if es, err := parseSpool(bytes.NewReader(data), hmac.New(sha256.New, make([]byte, KeySize)), testUnpack); err == nil && len(es) > 0 && !bytes.Contains(data, []byte("\n#")) {
 			t.Fatalf("records without MACs accepted with a key: %+v", es)
 		}
-		es, err := parseSpool(bytes.NewReader(data), nil)
+		es, err := parseSpool(bytes.NewReader(data), nil, testUnpack)
 		if err != nil {
 			return
 		}
@@ -277,7 +281,7 @@ func TestSpoolWritesCarryMACs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _, err := OpenSpool(t.Context(), spoolPath, l)
+	s, _, err := OpenSpool(t.Context(), spoolPath, l, SpoolOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +311,7 @@ func TestSpoolWritesCarryMACs(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer l.Close()
-		s, n, err := OpenSpool(t.Context(), spoolPath, l)
+		s, n, err := OpenSpool(t.Context(), spoolPath, l, SpoolOptions{})
 		if err == nil {
 			s.Close()
 		}
@@ -346,7 +350,7 @@ func TestSpoolWritesCarryMACs(t *testing.T) {
 func TestSpoolKeepsWhatTheLogNeverTook(t *testing.T) {
 	l, path := openTemp(t)
 	spoolPath := filepath.Join(filepath.Dir(path), "audit.spool")
-	s, _, err := OpenSpool(t.Context(), spoolPath, l)
+	s, _, err := OpenSpool(t.Context(), spoolPath, l, SpoolOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +377,7 @@ func TestSpoolKeepsWhatTheLogNeverTook(t *testing.T) {
 	}
 	l.Close()
 	l = reopen(t, path)
-	s, got, err := OpenSpool(t.Context(), spoolPath, l)
+	s, got, err := OpenSpool(t.Context(), spoolPath, l, SpoolOptions{})
 	if err != nil || got != n {
 		t.Fatalf("OpenSpool: recovered %d, %v; want %d", got, err, n)
 	}
@@ -385,7 +389,7 @@ func TestSpoolKeepsWhatTheLogNeverTook(t *testing.T) {
 // lost one write cannot say which records it holds.
 func TestSpoolWriteFailureIsLasting(t *testing.T) {
 	l, path := openTemp(t)
-	s, _, err := OpenSpool(t.Context(), filepath.Join(filepath.Dir(path), "audit.spool"), l)
+	s, _, err := OpenSpool(t.Context(), filepath.Join(filepath.Dir(path), "audit.spool"), l, SpoolOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -413,7 +417,7 @@ func TestSpoolAddFuncTakesAReusedEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _, err := OpenSpool(t.Context(), spoolPath, l)
+	s, _, err := OpenSpool(t.Context(), spoolPath, l, SpoolOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,7 +443,7 @@ func TestSpoolAddFuncTakesAReusedEvent(t *testing.T) {
 	s.Close()
 
 	l = reopen(t, logPath)
-	s, n, err := OpenSpool(t.Context(), spoolPath, l)
+	s, n, err := OpenSpool(t.Context(), spoolPath, l, SpoolOptions{})
 	if err != nil || n != len(want) {
 		t.Fatalf("OpenSpool: recovered %d, %v; want %d", n, err, len(want))
 	}
@@ -454,4 +458,141 @@ func TestSpoolAddFuncTakesAReusedEvent(t *testing.T) {
 			t.Errorf("record %d: %s %v at %v, want %s %v at %v", i, got[i].Action, got[i].Details, got[i].Time, w.Action, w.Details, at)
 		}
 	}
+}
+
+// testPack and testUnpack are a caller's own encoding of a record, as
+// AddPacked takes and SpoolOptions.Unpack reads back: the Event's fields
+// and details, each followed by a zero byte.
+func testPack(buf []byte, e *Event) []byte {
+	for _, f := range []string{e.Actor, e.Action, e.Object, e.Result, e.Source} {
+		buf = append(append(buf, f...), 0)
+	}
+	for _, k := range slices.Sorted(maps.Keys(e.Details)) {
+		buf = append(append(buf, k...), 0)
+		buf = append(append(buf, e.Details[k]...), 0)
+	}
+	return buf
+}
+
+func testUnpack(p []byte) (Event, error) {
+	f := strings.Split(string(p), "\x00")
+	if len(f) < 6 || f[len(f)-1] != "" || (len(f)-6)%2 != 0 {
+		return Event{}, errors.New("not a test record")
+	}
+	e := Event{Actor: f[0], Action: f[1], Object: f[2], Result: f[3], Source: f[4], Details: map[string]string{}}
+	for i := 5; i+1 < len(f); i += 2 {
+		e.Details[f[i]] = f[i+1]
+	}
+	return e, nil
+}
+
+// Records handed over packed (AddPacked), among others handed over as
+// Events in the same write, are in the spool when the process is killed
+// and appended by the next OpenSpool, read back by its Unpack, with the
+// time they were spooled at and the same content; with an audit key
+// their write carries its MAC like any other.
+func TestSpoolPackedRecordsRecovered(t *testing.T) {
+	for _, keyed := range []bool{false, true} {
+		dir := t.TempDir()
+		logPath, spoolPath := filepath.Join(dir, "audit.log"), filepath.Join(dir, "audit.spool")
+		var opts Options
+		an := &memAnchor{}
+		if keyed {
+			opts.Anchor = an
+		}
+		l, err := Open(logPath, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _, err := OpenSpool(t.Context(), spoolPath, l, SpoolOptions{Unpack: testUnpack})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := spoolEvents(5)
+		want[1].Details["pod"] = "web-0"
+		at := time.Date(2026, 12, 3, 9, 0, 0, 7, time.UTC)
+		ok, _, err := s.AddPacked(len(want), func(i int, buf []byte) (*Event, []byte) {
+			if i == 3 {
+				return want[i], nil // an Event among the packed
+			}
+			return nil, testPack(buf, want[i])
+		}, at)
+		if err != nil || !slices.Equal(ok, []bool{true, true, true, true, true}) {
+			t.Fatalf("AddPacked: %v %v", ok, err)
+		}
+		raw, _ := os.ReadFile(spoolPath)
+		if c := bytes.Count(raw, []byte("\n@")) + bytes.Count(raw[:1], []byte("@")); c != 4 {
+			t.Fatalf("%d packed lines in the spool, want 4:\n%s", c, raw)
+		}
+		if keyed != bytes.Contains(raw, []byte("\n#")) {
+			t.Fatalf("keyed %v: the write's MAC line present: %v", keyed, !keyed)
+		}
+		l.Close() // killed: nothing appended
+		s.Close()
+
+		// Without a reader for them, packed records keep the server from
+		// starting, and the spool is left as it was.
+		l = reopenWith(t, logPath, opts)
+		if _, _, err := OpenSpool(t.Context(), spoolPath, l, SpoolOptions{}); err == nil || !strings.Contains(err.Error(), "packed record") {
+			t.Fatalf("keyed %v: OpenSpool without Unpack = %v, want a packed record refused", keyed, err)
+		}
+		if got, _ := os.ReadFile(spoolPath); !bytes.Equal(got, raw) {
+			t.Fatalf("keyed %v: the refused spool was changed", keyed)
+		}
+		s, n, err := OpenSpool(t.Context(), spoolPath, l, SpoolOptions{Unpack: testUnpack})
+		if err != nil || n != len(want) {
+			t.Fatalf("keyed %v: OpenSpool: recovered %d, %v; want %d", keyed, n, err, len(want))
+		}
+		got, err := l.Query(t.Context(), Filter{})
+		if err != nil || len(got) != len(want) {
+			t.Fatalf("keyed %v: %d records in the trail, %v; want %d", keyed, len(got), err, len(want))
+		}
+		for i, w := range want {
+			if got[i].Details[SpoolRecovered] != "spool" {
+				t.Errorf("keyed %v: record %d not marked recovered", keyed, i)
+			}
+			delete(got[i].Details, SpoolRecovered)
+			wt := w.Time
+			if wt.IsZero() || i != 3 {
+				wt = at
+			}
+			if got[i].Action != w.Action || got[i].Actor != w.Actor || got[i].Object != w.Object ||
+				!maps.Equal(got[i].Details, w.Details) || !got[i].Time.Equal(wt) {
+				t.Errorf("keyed %v: record %d: %+v, want %+v at %v", keyed, i, got[i], *w, wt)
+			}
+		}
+		s.Close()
+		l.Close()
+	}
+}
+
+// A packed record's line that is not one (no time, a time that is not a
+// count of nanoseconds, bytes that are not base64, bytes the reader
+// refuses, a record without an actor) is refused with its line named.
+func TestSpoolRefusesBadPackedLines(t *testing.T) {
+	good := base64.RawStdEncoding.EncodeToString(testPack(nil, &Event{Actor: "a", Action: "b", Result: "ok"}))
+	for body, want := range map[string]string{
+		"@" + good + "\n":    "without its time",
+		"@x " + good + "\n":  "not a positive count",
+		"@-1 " + good + "\n": "not a positive count",
+		"@5 ***\n":           "not base64",
+		"@5 " + base64.RawStdEncoding.EncodeToString([]byte("junk")) + "\n":                                   "not a test record",
+		"@5 " + base64.RawStdEncoding.EncodeToString(testPack(nil, &Event{Action: "b", Result: "ok"})) + "\n": "actor",
+	} {
+		_, err := parseSpool(strings.NewReader("@5 "+good+"\n"+body), nil, testUnpack)
+		if err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: parseSpool = %v, want line 2 refused with %q", body, err, want)
+		}
+	}
+}
+
+// reopenWith opens the Log at path with opts, closed when the test ends.
+func reopenWith(t *testing.T, path string, opts Options) *Log {
+	t.Helper()
+	l, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
 }

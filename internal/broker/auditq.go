@@ -76,12 +76,16 @@ func (r *record) event() audit.Event {
 
 // fillEvent makes a delivery record into e, reusing its Details map.
 func (r *record) fillEvent(e *audit.Event) {
-	fillDeliveryEvent(e, r.d.agent, r.d.info, r.d.action, r.d.f)
-	if r.d.err != "" {
-		e.Result = audit.ResultError
-		e.Details["error"] = r.d.err
-	}
+	t := r.text()
+	t.fill(e)
 	e.Time = r.at // when it was spooled (zero: the trail's time)
+}
+
+// text is what a delivery record says.
+func (r *record) text() deliveryText {
+	t := textOf(r.d.agent, r.d.info, r.d.action, r.d.f)
+	t.err = r.d.err
+	return t
 }
 
 type auditShard struct {

@@ -347,24 +347,61 @@ func (b *Broker) applied(agent string, a *cofferv1.Applied) {
 // f of container info, in e's Details map if it has one (emptied first):
 // the spool's write reuses one for every record.
 func fillDeliveryEvent(e *audit.Event, agent string, info *cofferv1.Container, action string, f *cofferv1.FileRef) {
+	t := textOf(agent, info, action, f)
+	t.fill(e)
+}
+
+// deliveryText is what a delivery record says, the text an agent chose
+// (container ids, names, images, pod labels) already clipped: the spool
+// packs it (packDelivery), and a record read back from the spool is the
+// Event fill makes of it, as the trail's is.
+type deliveryText struct {
+	agent, action, secret, file string
+	version                     uint64
+	id, name, image, digest     string
+	pod                         [len(podDetails)]string
+	podSet                      uint8 // bit i: pod[i] is set
+	err                         string
+}
+
+func textOf(agent string, info *cofferv1.Container, action string, f *cofferv1.FileRef) deliveryText {
+	t := deliveryText{agent: agent, action: action, secret: f.Secret, file: f.File, version: f.Version,
+		id: clip(info.Id), name: clip(info.Name), image: clip(info.Image), digest: clip(info.ImageDigest)}
+	// A pod's identity: the API server's when the server confirms node
+	// agents' pods, else the node agent's report; never a Docker host's
+	// (its k8s.* labels are dropped, see kube.go).
+	if ls := info.GetLabels(); len(ls) > 0 {
+		for i, l := range podDetails {
+			if v, ok := ls[l.label]; ok {
+				t.pod[i], t.podSet = clip(v), t.podSet|1<<i
+			}
+		}
+	}
+	return t
+}
+
+// fill makes e the record t says, in e's Details map if it has one
+// (emptied first).
+func (t *deliveryText) fill(e *audit.Event) {
 	d := e.Details
 	if d == nil {
 		d = make(map[string]string, 8) // 8 slots: a Docker container's record; a pod's grows it
 	} else {
 		clear(d)
 	}
-	*e = audit.Event{Actor: "agent:" + agent, Action: action, Object: "secret:" + f.Secret, Result: "ok", Details: d}
-	d["secret"], d["version"], d["file"] = f.Secret, strconv.FormatUint(f.Version, 10), f.File
-	d["container_id"], d["container"] = clip(info.Id), clip(info.Name)
-	d["image"], d["image_digest"] = clip(info.Image), clip(info.ImageDigest)
-	d["agent"] = agent
-	// A pod's identity: the API server's when the server confirms node
-	// agents' pods, else the node agent's report; never a Docker host's
-	// (its k8s.* labels are dropped, see kube.go).
-	for _, l := range podDetails {
-		if v, ok := info.GetLabels()[l.label]; ok {
-			d[l.detail] = clip(v)
+	*e = audit.Event{Actor: "agent:" + t.agent, Action: t.action, Object: "secret:" + t.secret, Result: "ok", Details: d}
+	d["secret"], d["version"], d["file"] = t.secret, strconv.FormatUint(t.version, 10), t.file
+	d["container_id"], d["container"] = t.id, t.name
+	d["image"], d["image_digest"] = t.image, t.digest
+	d["agent"] = t.agent
+	for i, l := range podDetails {
+		if t.podSet&(1<<i) != 0 {
+			d[l.detail] = t.pod[i]
 		}
+	}
+	if t.err != "" {
+		e.Result = audit.ResultError
+		d["error"] = t.err
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -26,7 +27,9 @@ type fakeSpool struct {
 	sealed int
 }
 
-func (s *fakeSpool) AddFunc(n int, event func(int) *audit.Event, now time.Time) ([]bool, uint64, error) {
+// AddPacked keeps each record as an Event: a packed one read back with
+// UnpackRecord, as the next start reads it from a real spool.
+func (s *fakeSpool) AddPacked(n int, record func(int, []byte) (*audit.Event, []byte), now time.Time) ([]bool, uint64, error) {
 	s.mu.Lock()
 	hold := s.hold
 	s.mu.Unlock()
@@ -37,7 +40,14 @@ func (s *fakeSpool) AddFunc(n int, event func(int) *audit.Event, now time.Time) 
 	defer s.mu.Unlock()
 	ok := make([]bool, n)
 	for i := range n {
-		e := event(i)
+		e, packed := record(i, nil)
+		if e == nil {
+			u, err := UnpackRecord(packed)
+			if err != nil {
+				panic(err)
+			}
+			e = &u
+		}
 		if e.Time.IsZero() {
 			e.Time = now
 		}
@@ -142,7 +152,7 @@ type failingSpool struct {
 	adds, sealeds int
 }
 
-func (s *failingSpool) AddFunc(n int, event func(int) *audit.Event, now time.Time) ([]bool, uint64, error) {
+func (s *failingSpool) AddPacked(n int, _ func(int, []byte) (*audit.Event, []byte), _ time.Time) ([]bool, uint64, error) {
 	s.mu.Lock()
 	s.adds++
 	s.mu.Unlock()
@@ -257,7 +267,7 @@ func BenchmarkSpoolDelivery(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer l.Close()
-	sp, _, err := audit.OpenSpool(b.Context(), filepath.Join(dir, "audit.spool"), l)
+	sp, _, err := audit.OpenSpool(b.Context(), filepath.Join(dir, "audit.spool"), l, audit.SpoolOptions{Unpack: UnpackRecord})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -278,4 +288,142 @@ func BenchmarkSpoolDelivery(b *testing.B) {
 		sp.Sealed(rs[0].spoolGen, batch) // as the drain would: the files stay small
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/record")
+}
+
+// A delivery record is spooled packed and read back, by the next start's
+// UnpackRecord from a real spool file, as the very Event the trail would
+// have had of it: a pod's details, a failure's reason, text a hostile
+// agent made too long (clipped once, as the trail has it), none of it
+// changed or lost.
+func TestSpooledDeliveryReadBack(t *testing.T) {
+	dir := t.TempDir()
+	logPath, spoolPath := filepath.Join(dir, "audit.log"), filepath.Join(dir, "audit.spool")
+	l, err := audit.Open(logPath, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, _, err := audit.OpenSpool(t.Context(), spoolPath, l, audit.SpoolOptions{Unpack: UnpackRecord})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := New(Config{Audit: &recAuditor{}, Spool: sp})
+	long := strings.Repeat("é", 400) // 800 bytes: clipped
+	pod := &cofferv1.Container{Id: "c1", Name: long, Image: "web:1", ImageDigest: "sha256:" + strings.Repeat("a", 64),
+		Labels: map[string]string{LabelNamespace: "shop", LabelPod: long, LabelServiceAccount: "", "app": "web"}}
+	plain := &cofferv1.Container{Id: "c2\n\x00two", Name: "db", Image: "db:2"}
+	f := &cofferv1.FileRef{Secret: "app/db", Version: 1 << 40, File: "db"}
+	ds := []delivery{
+		{agent: "node-a", action: "delivery.send", info: pod, f: f, err: "value too large"},
+		{agent: "node-b", action: "delivery.apply", info: plain, f: f},
+		{agent: "node-a", action: "delivery.rotate", info: pod, f: f},
+	}
+	var rs []*record
+	for _, d := range ds {
+		r := &record{d: d}
+		b.toSpool(r)
+		rs = append(rs, r)
+	}
+	b.spoolFlush()
+	want := make([]audit.Event, len(rs))
+	for i, r := range rs {
+		if !r.spooled {
+			t.Fatalf("record %d not spooled", i)
+		}
+		want[i] = r.event() // what the drain would append
+	}
+	if err := b.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	sp.Close() // killed before the drain: the records are only in the spool
+	l.Close()
+	raw, _ := os.ReadFile(spoolPath)
+	if bytes.Contains(raw, []byte("delivery.")) {
+		t.Fatalf("delivery records spooled as JSON, not packed:\n%s", raw)
+	}
+
+	l, err = audit.Open(logPath, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	sp, n, err := audit.OpenSpool(t.Context(), spoolPath, l, audit.SpoolOptions{Unpack: UnpackRecord})
+	if err != nil || n != len(ds) {
+		t.Fatalf("OpenSpool: recovered %d, %v; want %d", n, err, len(ds))
+	}
+	defer sp.Close()
+	got, err := l.Query(t.Context(), audit.Filter{})
+	if err != nil || len(got) != len(want) {
+		t.Fatalf("%d records in the trail, %v; want %d", len(got), err, len(want))
+	}
+	for i, w := range want {
+		delete(got[i].Details, audit.SpoolRecovered)
+		g := got[i]
+		if g.Actor != w.Actor || g.Action != w.Action || g.Object != w.Object || g.Result != w.Result ||
+			!maps.Equal(g.Details, w.Details) || !g.Time.Equal(w.Time) {
+			t.Errorf("record %d read back as %+v, want %+v", i, g, w)
+		}
+	}
+	if got[0].Details["pod"] != clip(long) || got[0].Details["serviceaccount"] != "" || got[0].Details["error"] != "value too large" {
+		t.Errorf("a pod's details read back as %v", got[0].Details)
+	}
+	if _, ok := got[1].Details["namespace"]; ok {
+		t.Errorf("a Docker container's record read back with pod details: %v", got[1].Details)
+	}
+}
+
+// UnpackRecord refuses what it cannot read back whole, naming why, and
+// never panics.
+func TestUnpackRecordRefusesBadInput(t *testing.T) {
+	t1 := textOf("node-a", &cofferv1.Container{Id: "c1", Labels: map[string]string{LabelPod: "p"}}, "delivery.send", &cofferv1.FileRef{Secret: "s", Version: 3, File: "f"})
+	good := t1.pack(nil)
+	if _, err := UnpackRecord(good); err != nil {
+		t.Fatalf("UnpackRecord of a packed record: %v", err)
+	}
+	noAgent := deliveryText{action: "delivery.send"}
+	for name, c := range map[string]struct {
+		p    []byte
+		want string
+	}{
+		"empty":            {nil, "newer"},
+		"another version":  {append([]byte{2}, good[1:]...), "newer"},
+		"cut short":        {good[:len(good)-1], "cut short"},
+		"cut in a length":  {good[:2], "cut short"},
+		"more after it":    {append(slices.Clone(good), 0), "more after it"},
+		"unknown pod bits": {withPodSet(good, 0x80), "does not know"},
+		"no agent":         {noAgent.pack(nil), "agent or action"},
+		"huge length":      {append([]byte{deliveryPacking}, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01), "cut short"},
+	} {
+		if _, err := UnpackRecord(c.p); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: UnpackRecord = %v, want an error with %q", name, err, c.want)
+		}
+	}
+}
+
+// withPodSet returns a copy of packed record p (no pod detail set but
+// the pod's) whose byte of pod details is set to bits.
+func withPodSet(p []byte, bits uint8) []byte {
+	q := slices.Clone(p)
+	// The pod byte is followed by the pod's name "p": length 1, "p".
+	q[len(q)-3] = bits
+	return q
+}
+
+func FuzzUnpackRecord(f *testing.F) {
+	t1 := textOf("node-a", &cofferv1.Container{Id: "c1", Name: "web", Labels: map[string]string{LabelNamespace: "ns", LabelPod: "p"}},
+		"delivery.send", &cofferv1.FileRef{Secret: "s", Version: 3, File: "f"})
+	t1.err = "x"
+	f.Add(t1.pack(nil))
+	f.Add([]byte{deliveryPacking})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		e, err := UnpackRecord(p)
+		if err != nil {
+			return
+		}
+		if !strings.HasPrefix(e.Actor, "agent:") || e.Actor == "agent:" || e.Action == "" || e.Details == nil {
+			t.Fatalf("an incomplete record read back: %+v", e)
+		}
+		if again, err := UnpackRecord(p); err != nil || !maps.Equal(again.Details, e.Details) {
+			t.Fatalf("read back twice, differently: %v", err)
+		}
+	})
 }

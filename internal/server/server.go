@@ -251,7 +251,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	// Records a killed server had queued and not appended are appended
 	// now, before anything else is recorded.
 	var recovered int
-	if s.spool, recovered, err = audit.OpenSpool(ctx, filepath.Join(cfg.DataDir, spoolFile), s.audit); err != nil {
+	if s.spool, recovered, err = audit.OpenSpool(ctx, filepath.Join(cfg.DataDir, spoolFile), s.audit, audit.SpoolOptions{Unpack: broker.UnpackRecord}); err != nil {
 		return nil, err
 	} else if recovered > 0 {
 		log.Warn("audit: appended records the previous run had queued and not appended (it was killed)", "records", recovered)
