@@ -97,6 +97,13 @@ func TestPresenceChangesKeepACopyInStep(t *testing.T) {
 	bn.report(ctrInfo("b2", map[string]string{"app": "own"}))
 	a.waitFiles("a1", "db=app/db@1")
 	bn.waitFiles("b1", "db=app/db@1")
+	// b2 matches nothing yet, so no file tells it was seen: wait for it in
+	// Presence, or its arrival would fall into the next step.
+	for deadline := time.Now().Add(5 * time.Second); len(r.b.Presence()["node-b"].Containers) != 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("node-b's second container is not in Presence")
+		}
+	}
 
 	acked := func(agent, id string) {
 		t.Helper()
@@ -112,12 +119,19 @@ func TestPresenceChangesKeepACopyInStep(t *testing.T) {
 		}
 	}
 	mirror, _ := r.b.PresenceChanges(true)
+	// step applies PresenceChanges to the copy until it equals Presence
+	// and nothing more has changed for 100 ms: a step's own late changes
+	// count as its own, not the next one's.
 	step := func(what string, only ...string) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
 		seen := map[string]bool{}
+		var quiet time.Time
 		for {
 			changed, gone := r.b.PresenceChanges(false)
+			if len(changed)+len(gone) > 0 {
+				quiet = time.Time{}
+			}
 			for name, p := range changed {
 				mirror[name] = p
 				seen[name] = true
@@ -132,7 +146,11 @@ func TestPresenceChangesKeepACopyInStep(t *testing.T) {
 				m, ok := mirror[name]
 				same = same && ok && m.Equal(p)
 			}
-			if same {
+			if !same {
+				quiet = time.Time{}
+			} else if quiet.IsZero() {
+				quiet = time.Now()
+			} else if time.Since(quiet) >= 100*time.Millisecond {
 				break
 			}
 			if time.Now().After(deadline) {
