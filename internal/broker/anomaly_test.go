@@ -1,18 +1,26 @@
 package broker
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	cofferv1 "coffer/api/coffer/v1"
+	"coffer/internal/identity"
 	"coffer/internal/policy"
+	"coffer/test/testkit"
 )
 
 // `agent rm` between a stream's authentication and its registration: the
@@ -203,4 +211,67 @@ func TestHostSelectorEndToEnd(t *testing.T) {
 	eu.waitFiles("e1", "eu=eu/db@1,team=team/db@1")
 	us.waitFiles("u1", "")
 	us.waitFiles("u2", "")
+}
+
+// A stolen agent key's holder connects and stops reading, so the server's
+// sends to it block on HTTP/2 flow control. Removing the agent must still
+// end its stream at once: the session ends on the cancel, not when a send
+// returns.
+func TestRemovedAgentThatStopsReadingIsCutOff(t *testing.T) {
+	var logs testkit.Buffer
+	r := newRig(t, func(c *Config) { c.Logger = slog.New(slog.NewTextHandler(&logs, nil)) }, nil)
+	big := make([]byte, 200<<10)
+	for i := range 4 {
+		name := fmt.Sprintf("app/big%d", i)
+		r.put(name, big)
+		r.bind(binding(fmt.Sprintf("big%d", i), name, "app=web"))
+	}
+	cert := r.enroll("node-a", nil, "")
+	cfg, err := identity.ClientTLSConfig(r.caPEM, func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fixed 64 KiB windows: no bandwidth probe grows them while nothing reads.
+	conn, err := grpc.NewClient(r.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(cofferv1.AgentMaxRecv)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := cofferv1.NewAgentServiceClient(conn).Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*cofferv1.AgentMessage{
+		{Msg: &cofferv1.AgentMessage_Hello{Hello: &cofferv1.Hello{Version: "broker-test"}}},
+		{Msg: &cofferv1.AgentMessage_Started{Started: &cofferv1.ContainerStarted{Container: ctrInfo("c1", web)}}},
+	} {
+		if err := stream.Send(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); !slices.Contains(r.b.Connected(), "node-a"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent never connected")
+		}
+	}
+	// Rotations pile up far more than the windows hold: 800 KiB a round.
+	for range 5 {
+		for i := range 4 {
+			r.put(fmt.Sprintf("app/big%d", i), big)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // the sender is now stuck in a send
+	r.agents.remove("node-a")
+	r.b.Disconnect("node-a")
+	// The stream's handler has returned (it logs as it does).
+	for deadline := time.Now().Add(2 * time.Second); !strings.Contains(logs.String(), "agent disconnected"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a removed agent that stopped reading still has its stream 2 s later")
+		}
+	}
 }
