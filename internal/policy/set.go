@@ -142,7 +142,7 @@ func (s *Set) match(t Target, keepShadowed bool) (granted, shadowed []Grant) {
 		for _, c := range cs {
 			if c.matches(ls, t, &ref) {
 				if out == nil {
-					out = make([]Grant, 0, 8)
+					out = make([]Grant, 0, 2) // kept per container: most have one or two
 				}
 				out = append(out, c.grant())
 			}

@@ -307,14 +307,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		s.health.back = b.StoreBack // what could not be read while the store was away
 	}
 
-	// Per-connection buffers of 8 KiB instead of 32 KiB: an agent's stream
-	// carries small messages, and a server holds thousands of them. The
-	// HTTP/2 windows are fixed at their default size: gRPC's dynamic
+	// No read buffer of gRPC's own (32 KiB by default) and a write buffer
+	// of 8 KiB: an agent's stream carries small messages, a server holds
+	// thousands of them, and the TLS connection under gRPC buffers the
+	// records it reads already. The HTTP/2 windows are fixed at their default size: gRPC's dynamic
 	// window would probe the bandwidth with a ping after data comes in, a
 	// write each way per acknowledgement.
 	// Agents' connections are long-lived: no idle or age limit, only
 	// keepalive to find dead peers, and a bound on the HTTP/2 setup.
-	gs := grpc.NewServer(grpc.Creds(handshaken{}), grpc.ReadBufferSize(8<<10), grpc.WriteBufferSize(8<<10),
+	gs := grpc.NewServer(grpc.Creds(handshaken{}), grpc.ReadBufferSize(0), grpc.WriteBufferSize(8<<10),
 		grpc.InitialWindowSize(agentStreamWindow), grpc.InitialConnWindowSize(agentStreamWindow),
 		grpc.ConnectionTimeout(handshakeTimeout), grpc.KeepaliveParams(agentKeepalive), grpc.KeepaliveEnforcementPolicy(agentPingPolicy))
 	s.grpc = gs
